@@ -1,0 +1,64 @@
+"""Per-sample norms, projections and perturbation statistics shared by every search."""
+
+from __future__ import annotations
+
+import numpy as np
+
+NORMS = ("l2", "linf")
+
+
+def _flat(x: np.ndarray) -> np.ndarray:
+    return x.reshape(len(x), -1)
+
+
+def norm(d: np.ndarray, kind: str) -> np.ndarray:
+    """Per-sample norm of a batch of perturbations: "l0", "l2" or "linf"."""
+    f = _flat(d).astype(np.float64)
+    if kind == "l2":
+        return np.sqrt((f * f).sum(axis=1))
+    if kind == "linf":
+        return np.abs(f).max(axis=1) if f.shape[1] else np.zeros(len(f))
+    if kind == "l0":
+        return (f != 0).sum(axis=1).astype(np.float64)
+    raise ValueError(f"unknown norm {kind!r}")
+
+
+def project(x: np.ndarray, x0: np.ndarray, eps: float | np.ndarray | None, kind: str,
+            bounds: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """Project x onto {|x - x0|_kind <= eps} and then clip to the pixel range.
+
+    eps None (or inf) means unconstrained: only the pixel range applies.  Clipping after the L2
+    projection keeps the perturbation inside the ball (clipping towards x0's box only shrinks it).
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if eps is not None and np.all(np.isfinite(eps)):
+        d = (x - x0).astype(np.float32)
+        e = np.broadcast_to(np.asarray(eps, dtype=np.float64), (len(x),))
+        if kind == "linf":
+            e = e.reshape((-1,) + (1,) * (x.ndim - 1)).astype(np.float32)
+            d = np.clip(d, -e, e)
+        elif kind == "l2":
+            n = norm(d, "l2")
+            scale = np.where(n > e, e / np.maximum(n, 1e-12), 1.0).astype(np.float32)
+            d = d * scale.reshape((-1,) + (1,) * (x.ndim - 1))
+        else:
+            raise ValueError(f"unknown norm {kind!r}")
+        x = x0 + d
+    return np.clip(x, bounds[0], bounds[1]).astype(np.float32)
+
+
+def normalize(g: np.ndarray, kind: str) -> np.ndarray:
+    """Steepest-ascent direction of unit norm: g/|g|_2 for L2, sign(g) for Linf."""
+    if kind == "linf":
+        return np.sign(g).astype(np.float32)
+    n = norm(g, "l2").reshape((-1,) + (1,) * (g.ndim - 1))
+    return (g / np.maximum(n, 1e-12)).astype(np.float32)
+
+
+def perturbation_stats(x_adv: np.ndarray, x0: np.ndarray, data_range: float = 1.0) -> dict[str, np.ndarray]:
+    """Per-sample L0, L2, Linf, MSE and PSNR (dB) of x_adv - x0."""
+    d = (np.asarray(x_adv, np.float64) - np.asarray(x0, np.float64))
+    mse = (_flat(d) ** 2).mean(axis=1)
+    with np.errstate(divide="ignore"):
+        psnr = np.where(mse > 0, 10.0 * np.log10(data_range ** 2 / np.maximum(mse, 1e-300)), np.inf)
+    return {"l0": norm(d, "l0"), "l2": norm(d, "l2"), "linf": norm(d, "linf"), "mse": mse, "psnr": psnr}

@@ -1,0 +1,69 @@
+"""What an attack sees of a model: the :class:`Classifier` protocol.
+
+Every search (sparsity/sponge attacks, evasion attacks) talks to the model only through this
+interface, in the *raw pixel domain* of the scenario (preprocessing is part of the model), so the
+same attack code serves the exact ONNX model, a hardware-reshaped model (HashNet, gradient
+inhibition) and the approximate-multiplier model (BPDA gradients), and tests can pass small
+analytic models.
+
+Objectives understood by :meth:`Classifier.value_and_grad` (all values are per sample, shape (N,);
+the gradient is d value / d x for each sample, shape of x):
+
+``"ce"``        knobs ``target`` (N,) int64 — cross-entropy  -log softmax(z)[target]
+``"margin"``    knobs ``label`` (N,) int64, ``kappa`` float — C&W margin
+                ``max(z[label] - max_{j != label} z[j], -kappa)``  (positive while x is classified as
+                ``label``; an untargeted attack drives it down, a targeted one uses the target
+                label and drives it up)
+``"logit"``     knobs ``index`` (N,) int64 — the logit z[index]
+``"sparsity"``  knobs ``weights`` (L,) float32, ``beta`` float, ``c`` float, ``target`` (N,) int64 —
+                the sparsity-attack loss  L = L_sparsity + c * CE(target), with
+                L_sparsity = -(1/k) * sum_l W_l * sum_n F(beta * a_{l,n}) over the compute layers'
+                input activations (F = tanh unless the classifier was built with sigmoid)
+``"act_l2"``    no knobs — sum of squares of the compute layers' input activations (Sponge L-BFGS)
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class Classifier(ABC):
+    """A batched image classifier in the raw pixel domain."""
+
+    #: valid pixel range of the raw inputs
+    bounds: tuple[float, float] = (0.0, 1.0)
+    #: per-sample input shape, e.g. (1, 28, 28)
+    input_shape: tuple[int, ...]
+    num_classes: int
+    #: names of the activation tensors returned by :meth:`activations` (compute-layer inputs)
+    activation_names: list[str] = []
+
+    def __init__(self) -> None:
+        self.queries = 0  # number of samples evaluated (forward or forward+backward)
+
+    @abstractmethod
+    def _logits(self, x: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def _value_and_grad(self, x: np.ndarray, objective: str, knobs: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Logits (N, num_classes) of a batch of raw inputs (N, *input_shape)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self.queries += len(x)
+        return self._logits(x)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.logits(x).argmax(axis=1)
+
+    def value_and_grad(self, x: np.ndarray, objective: str, **knobs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(value (N,), d value/d x (N, *input_shape), logits (N, C)) in one forward+backward pass."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self.queries += len(x)
+        return self._value_and_grad(x, objective, knobs)
+
+    def activations(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The compute layers' input activations for a batch (name -> array with batch first)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose activations")
