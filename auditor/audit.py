@@ -1,0 +1,129 @@
+"""The audit pipeline: model -> rewrite -> session -> search -> cost -> verdict.
+
+``run_audit`` is what ``auditor audit`` and the Python API call.  It loads and validates every
+input first (so bad input fails before any work), evaluates the clean data on every hardware
+profile, runs the scenario's searches, re-verifies every reported input with an independent
+forward pass and cost simulation, evaluates the checks and returns a :class:`Report`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, schema
+from .checks import Check, hardware_checks
+from .data import load_data
+from .errors import AuditorError
+from .evaluate import Evaluation, evaluate
+from .hw.profile import HardwareProfile, load_profile
+from .modelio import default_opset, load_model, model_hash
+from .report import Report
+from .scenario import Scenario, load_scenario
+from .session import OnnxClassifier
+
+
+def _load(model, profiles, scenario):
+    model_path = str(model) if isinstance(model, (str, Path)) else "<in-memory model>"
+    proto = load_model(model) if isinstance(model, (str, Path)) else model
+    profs = [p if isinstance(p, HardwareProfile) else load_profile(p) for p in profiles]
+    if not profs:
+        raise AuditorError("no hardware profile given (use --hw PROFILE.yaml)")
+    names = [p.name for p in profs]
+    if len(set(names)) != len(names):
+        raise AuditorError(f"two hardware profiles share the name '{[n for n in names if names.count(n) > 1][0]}'")
+    sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    return model_path, proto, profs, sc
+
+
+def _stats(v: np.ndarray) -> dict:
+    v = np.asarray(v, dtype=np.float64)
+    return {"mean": float(v.mean()), "worst": float(v.max()), "min": float(v.min()),
+            "p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95))}
+
+
+def _layer_breakdown(clf: OnnxClassifier, ev: Evaluation, i: int) -> list[dict]:
+    c = ev.cost
+    rows = []
+    for j, layer in enumerate(clf.probes.layers):
+        rows.append({"layer": layer.name, "op": layer.op_type, "macs": layer.macs,
+                     "input_density": float(ev.densities[layer.input][i]),
+                     "cycles": int(c.cycles[i, j]), "dense_cycles": int(c.dense_cycles[i, j]),
+                     "energy_j": float(c.energy_j[i, j])})
+    return rows
+
+
+def profile_classifier(proto, profile: HardwareProfile, sc: Scenario, cache: dict, threads: int = 0) -> OnnxClassifier:
+    """The classifier a profile deploys: the model, reshaped as the profile declares."""
+    key = repr(profile.reshape)
+    if key not in cache:
+        m = proto
+        if profile.reshape is not None:
+            from .reshape import apply_profile_reshape
+
+            m = apply_profile_reshape(proto, profile.reshape)
+        cache[key] = OnnxClassifier(m, sc.preprocessing, threads=threads, batch_size=sc.batch_size)
+    return cache[key]
+
+
+def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: int = 0,
+              progress: bool | None = None) -> Report:
+    t0 = time.monotonic()
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    model_path, proto, profs, sc = _load(model, profiles, scenario)
+    seed = sc.seed if seed is None else int(seed)
+    data = load_data(sc.data, sc.base_dir, sc.preprocessing.bounds, seed)
+    cache: dict = {}
+    report: dict = {
+        "schema_version": 1,
+        "tool": {"name": "auditor", "version": __version__},
+        "seed": seed,
+        "model": {"path": model_path, "sha256": model_hash(proto), "opset": default_opset(proto)},
+        "scenario": dict(schema.to_dict(sc), path=str(getattr(sc, "base_dir", ""))),
+        "data": {"description": data.description, "count": int(len(data.x)), "labels": data.y is not None,
+                 "shape": list(data.x.shape[1:])},
+        "profiles": [],
+    }
+    checks: list[Check] = []
+    for prof in profs:
+        clf = profile_classifier(proto, prof, sc, cache, threads)
+        cm = prof.build_cost_model()
+        ev = evaluate(clf, data.x, cm, sc.density_tensors)
+        if not np.all(np.isfinite(ev.logits)):
+            raise AuditorError("the model produced NaN or infinite logits on the audit data", where=model_path)
+        c = ev.cost
+        worst = int(np.argmax(c.latency_s))
+        acc = float((ev.pred == data.y).mean()) if data.y is not None else None
+        pr = {
+            "name": prof.name, "path": prof.path, "cost_model": prof.cost_model, "description": prof.description,
+            "profile": prof.to_dict(),
+            "clean": {
+                "accuracy": acc,
+                "density": dict(_stats(ev.model_density), counted=sc.density_tensors, tensors=list(ev.counted)),
+                "tensor_density": {t: float(v.mean()) for t, v in ev.densities.items()},
+                "latency_s": _stats(c.latency_s), "energy_j": _stats(c.energy_total_j), "edp": _stats(c.edp),
+                "cycles": _stats(c.total_cycles), "dense_cycles": _stats(c.dense_cycles.sum(axis=1)),
+                "speedup_over_dense": _stats(c.speedup),
+                "energy_breakdown_j": {k: float(v.mean()) for k, v in c.breakdown.items()},
+                "layer_shares": c.shares(),
+                "worst_input": {"index": worst, "layers": _layer_breakdown(clf, ev, worst)},
+            },
+        }
+        summary = {
+            "clean_mean_latency_s": float(c.latency_s.mean()), "clean_mean_energy_j": float(c.energy_total_j.mean()),
+            "worst_latency_s": float(c.latency_s.max()), "worst_energy_j": float(c.energy_total_j.max()),
+            "worst_edp": float(c.edp.max()), "worst_density": float(ev.model_density.max()),
+            "clean_accuracy": acc,
+        }
+        pr["summary"] = summary
+        pr_checks = hardware_checks(sc.checks, prof.name, summary)
+        pr["checks"] = [ch.to_dict() for ch in pr_checks]
+        checks += pr_checks
+        report["profiles"].append(pr)
+    report["checks"] = [ch.to_dict() for ch in checks]
+    report["verdict"] = "PASS" if all(ch.passed for ch in checks) else "FAIL"
+    report["timing"] = {"started": started, "seconds": round(time.monotonic() - t0, 3)}
+    return Report(report)

@@ -1,0 +1,113 @@
+"""Command-line interface.  Exit codes: 0 all checks pass, 1 a check fails, 2 bad input or usage,
+3 an internal error (a bug: please report it, with ``--debug`` for the traceback)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import AuditorError
+
+EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def _guard(fn):
+    """Turn AuditorError into `error: ...` + exit 2, and crashes into one line + exit 3."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except AuditorError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as e:  # a bug, not bad input
+            if os.environ.get("AUDITOR_DEBUG"):
+                raise
+            click.echo(f"internal error: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+                       "(set AUDITOR_DEBUG=1 for the traceback)", err=True)
+            sys.exit(EXIT_INTERNAL)
+    return wrapper
+
+
+def _write_output(text: str, output: str | None, force: bool) -> None:
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    p = Path(output)
+    if p.exists() and not force:
+        raise AuditorError("output file exists; pass --force to overwrite it", where=output)
+    if p.parent and not p.parent.exists():
+        raise AuditorError("folder of the output file does not exist", where=output)
+    p.write_text(text)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="auditor")
+def main():
+    """Audit an ONNX image classifier on a hardware model before it ships: worst-case latency,
+    energy and adversarial robustness, with a pass/fail verdict."""
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_guard
+def inspect(model, fmt):
+    """Show the layers of MODEL: op, shapes, MACs, which activation feeds which compute layer,
+    op support and differentiability."""
+    import json
+
+    from .inspect import inspect_model, render_inspect
+
+    info = inspect_model(model)
+    click.echo(json.dumps(info, indent=2) if fmt == "json" else render_inspect(info), nl=fmt == "json")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--hw", "profiles", multiple=True, required=True, type=click.Path(dir_okay=False),
+              help="hardware profile YAML (repeat for several)")
+@click.option("--scenario", required=True, type=click.Path(dir_okay=False), help="scenario YAML")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="write the report here instead of stdout")
+@click.option("--force", is_flag=True, help="overwrite --output if it exists")
+@click.option("--seed", type=int, default=None, help="override the scenario's seed")
+@click.option("--threads", type=int, default=0, show_default=True, help="onnxruntime threads (0 = all cores)")
+@_guard
+def audit(model, profiles, scenario, fmt, output, force, seed, threads):
+    """Audit MODEL on each hardware profile under SCENARIO and print the verdict.
+
+    Exit code 0 when every check passes, 1 when one fails, 2 on bad input."""
+    from .audit import run_audit
+
+    if output and Path(output).exists() and not force:
+        raise AuditorError("output file exists; pass --force to overwrite it", where=output)
+    report = run_audit(model, list(profiles), scenario, seed=seed, threads=threads)
+    _write_output(report.render(fmt), output, force)
+    if output:
+        click.echo(f"verdict: {report.verdict} (report written to {output})", err=True)
+    sys.exit(EXIT_PASS if report.passed else EXIT_FAIL)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--kind", type=click.Choice(["auto", "scenario", "hwprofile"]), default="auto", show_default=True)
+@_guard
+def validate(files, kind):
+    """Check hardware profile or scenario YAML FILES against their schema."""
+    from .validate import validate_file
+
+    for f in files:
+        what = validate_file(f, kind)
+        click.echo(f"{f}: valid {what}")
+
+
+if __name__ == "__main__":
+    main()

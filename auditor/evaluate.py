@@ -1,0 +1,59 @@
+"""One forward pass -> logits, activation densities and the hardware cost of every input.
+
+This is the single place where a batch of raw inputs is turned into what the verdict is made of;
+the clean audit, every energy-latency search (through :func:`cost_fn`) and the re-verification
+of every reported input all call it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .hw.base import CostResult
+from .session import OnnxClassifier
+
+
+def density(a: np.ndarray) -> np.ndarray:
+    """Per-sample fraction of non-zero elements of a batch tensor."""
+    f = a.reshape(len(a), -1)
+    return np.count_nonzero(f, axis=1) / max(f.shape[1], 1)
+
+
+@dataclass
+class Evaluation:
+    logits: np.ndarray  # (N, C)
+    densities: dict[str, np.ndarray]  # tensor -> (N,)
+    sizes: dict[str, int]  # tensor -> elements per sample
+    counted: tuple[str, ...]  # tensors counted in the model-wide density
+    model_density: np.ndarray  # (N,) element-weighted mean over `counted`
+    cost: CostResult | None
+
+    @property
+    def pred(self) -> np.ndarray:
+        return self.logits.argmax(axis=1)
+
+
+def evaluate(clf: OnnxClassifier, x: np.ndarray, cost_model=None, counted: str = "activations") -> Evaluation:
+    out = clf.forward(x)
+    tensors = clf.probes.tensors
+    dens = {t: density(out[t]) for t in tensors}
+    sizes = {t: int(np.prod(out[t].shape[1:])) for t in tensors}
+    names = clf.probes.activations if counted == "activations" else clf.probes.layer_inputs
+    if not names:  # a model without activation ops: fall back to the compute-layer inputs
+        names = clf.probes.layer_inputs
+    total = sum(sizes[t] for t in names)
+    model_density = sum(dens[t] * sizes[t] for t in names) / max(total, 1)
+    cost = None
+    if cost_model is not None:
+        cost = cost_model.simulate(list(clf.probes.layers), {t: out[t] for t in clf.probes.layer_inputs})
+    return Evaluation(out[clf.logits_name], dens, sizes, tuple(names), model_density, cost)
+
+
+def cost_fn(clf: OnnxClassifier, cost_model, what: str = "latency"):
+    """x -> (N,) simulated latency [s] or energy [J] of raw inputs (what the sponge searches maximise)."""
+    def f(x: np.ndarray) -> np.ndarray:
+        c = evaluate(clf, x, cost_model).cost
+        return c.latency_s if what == "latency" else c.energy_total_j
+    return f

@@ -1,0 +1,299 @@
+"""Emitting ONNX nodes for the backward graph.
+
+:class:`GraphBuilder` knows the forward graph (static shapes and dtypes from shape inference, the
+values of constant tensors) and appends new nodes and initializers with fresh, collision-free
+names.  Gradient rules only talk to the builder; they never touch the graph directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+Dim = int | str | None  # a static dimension, a symbolic one (e.g. "batch"), or unknown
+Shape = tuple[Dim, ...]
+
+
+class NotDifferentiable(Exception):
+    """A rule cannot build the gradient of this node (the message says why)."""
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    return 1
+
+
+def constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
+    """The value of a ``Constant`` node, or None for forms that are not tensors (sparse)."""
+    for a in node.attribute:
+        if a.name == "value":
+            return numpy_helper.to_array(a.t)
+        if a.name == "value_float":
+            return np.array(a.f, dtype=np.float32)
+        if a.name == "value_floats":
+            return np.array(list(a.floats), dtype=np.float32)
+        if a.name == "value_int":
+            return np.array(a.i, dtype=np.int64)
+        if a.name == "value_ints":
+            return np.array(list(a.ints), dtype=np.int64)
+    return None
+
+
+def _shape_from_type(tp: onnx.TypeProto) -> Shape | None:
+    if not tp.HasField("tensor_type") or not tp.tensor_type.HasField("shape"):
+        return None
+    dims: list[Dim] = []
+    for d in tp.tensor_type.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param") and d.dim_param:
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return tuple(dims)
+
+
+class GraphBuilder:
+    """Appends nodes to (a copy of) a model whose forward part it never modifies."""
+
+    def __init__(self, model: onnx.ModelProto, prefix: str = "grad"):
+        self.model = model
+        self.graph = model.graph
+        self.opset = default_opset(model)
+        self.prefix = prefix
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.shapes: dict[str, Shape | None] = {}
+        self.dtypes: dict[str, int] = {}
+        self.consts: dict[str, np.ndarray] = {}
+        self._taken: set[str] = set()
+        self._counter = 0
+        self._cache: dict[tuple, str] = {}
+
+        g = self.graph
+        for vi in list(g.input) + list(g.output) + list(g.value_info):
+            self._taken.add(vi.name)
+            if vi.type.HasField("tensor_type"):
+                if vi.type.tensor_type.elem_type:
+                    self.dtypes[vi.name] = vi.type.tensor_type.elem_type
+                shp = _shape_from_type(vi.type)
+                if shp is not None or vi.name not in self.shapes:
+                    self.shapes[vi.name] = shp
+        for init in g.initializer:
+            self._taken.add(init.name)
+            arr = numpy_helper.to_array(init)
+            self.consts[init.name] = arr
+            self.dtypes[init.name] = init.data_type
+            self.shapes[init.name] = tuple(int(d) for d in arr.shape)
+        for node in g.node:
+            self._taken.add(node.name)
+            self._taken.update(node.output)
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+                val = constant_node_value(node)
+                if val is not None:
+                    self.consts[node.output[0]] = val
+                    self.shapes[node.output[0]] = tuple(int(d) for d in val.shape)
+                    self.dtypes.setdefault(
+                        node.output[0], helper.np_dtype_to_tensor_dtype(val.dtype)
+                    )
+        # Graph inputs that are overridable initializers are not constants.
+        for vi in g.input:
+            self.consts.pop(vi.name, None)
+
+    # ------------------------------------------------------------------ names and emission
+
+    def fresh(self, hint: str) -> str:
+        base = f"{self.prefix}/{hint}"
+        while True:
+            self._counter += 1
+            name = f"{base}_{self._counter}"
+            if name not in self._taken:
+                self._taken.add(name)
+                return name
+
+    def reserve(self, name: str) -> None:
+        self._taken.add(name)
+
+    def is_taken(self, name: str) -> bool:
+        return name in self._taken
+
+    def op(self, op_type: str, inputs: Sequence[str], n_out: int = 1, **attrs):
+        """Emit one node; returns its output name (or a list when n_out > 1)."""
+        outs = [self.fresh(op_type) for _ in range(n_out)]
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        node = helper.make_node(
+            op_type, list(inputs), outs, name=self.fresh(f"{op_type}_node"), **attrs
+        )
+        self.nodes.append(node)
+        return outs[0] if n_out == 1 else outs
+
+    def const(self, value, dtype=None, hint: str = "const") -> str:
+        """An initializer holding ``value`` (small values are shared)."""
+        arr = np.asarray(value, dtype=dtype)
+        if arr.dtype == np.float64 and dtype is None and not isinstance(value, np.ndarray):
+            arr = arr.astype(np.float32)
+        key = None
+        if arr.size <= 64:
+            key = ("const", arr.dtype.str, arr.shape, arr.tobytes())
+            if key in self._cache:
+                return self._cache[key]
+        name = self.fresh(hint)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        self.consts[name] = arr
+        self.shapes[name] = tuple(int(d) for d in arr.shape)
+        self.dtypes[name] = helper.np_dtype_to_tensor_dtype(arr.dtype)
+        if key is not None:
+            self._cache[key] = name
+        return name
+
+    def ints(self, values: Sequence[int]) -> str:
+        return self.const(np.asarray(list(values), dtype=np.int64), hint="ints")
+
+    def scalar(self, value: float, like: str) -> str:
+        """A 0-d constant with the floating dtype of tensor ``like``."""
+        return self.const(np.asarray(value, dtype=self.np_dtype(like)), hint="scalar")
+
+    # ------------------------------------------------------------------ what is known
+
+    def np_dtype(self, name: str) -> np.dtype:
+        if name not in self.dtypes:
+            raise NotDifferentiable(f"the element type of tensor {name!r} is unknown")
+        return np.dtype(helper.tensor_dtype_to_np_dtype(self.dtypes[name]))
+
+    def static_shape(self, name: str) -> Shape | None:
+        return self.shapes.get(name)
+
+    def rank(self, name: str) -> int:
+        shp = self.shapes.get(name)
+        if shp is None:
+            raise NotDifferentiable(f"the rank of tensor {name!r} is unknown")
+        return len(shp)
+
+    def int_dims(self, name: str, axes: Sequence[int], why: str) -> list[int]:
+        """Static sizes of ``axes`` of tensor ``name``; NotDifferentiable when not known."""
+        shp = self.shapes.get(name)
+        out = []
+        for ax in axes:
+            d = shp[ax] if shp is not None and -len(shp) <= ax < len(shp) else None
+            if not isinstance(d, int):
+                raise NotDifferentiable(f"{why} needs a static size for axis {ax} of {name!r}")
+            out.append(d)
+        return out
+
+    def const_value(self, name: str) -> np.ndarray | None:
+        if not name:
+            return None
+        return self.consts.get(name)
+
+    # ------------------------------------------------------------------ common subgraphs
+
+    def shape_of(self, name: str) -> str:
+        key = ("shape", name)
+        if key not in self._cache:
+            self._cache[key] = self.op("Shape", [name])
+        return self._cache[key]
+
+    def zeros_like(self, name: str, dtype_like: str | None = None) -> str:
+        dt = self.np_dtype(dtype_like or name)
+        shp = self.shapes.get(name)
+        if shp is not None and all(isinstance(d, int) for d in shp):
+            return self.const(np.zeros(shp, dtype=dt), hint="zeros")
+        value = numpy_helper.from_array(np.zeros((1,), dtype=dt))
+        return self.op("ConstantOfShape", [self.shape_of(name)], value=value)
+
+    def ones_like(self, name: str) -> str:
+        dt = self.np_dtype(name)
+        value = numpy_helper.from_array(np.ones((1,), dtype=dt))
+        return self.op("ConstantOfShape", [self.shape_of(name)], value=value)
+
+    def reduce(self, op_type: str, x: str, axes: Sequence[int] | None, keepdims: int) -> str:
+        """ReduceXxx over ``axes`` (None: all), in the form the model's opset wants."""
+        axes_as_input = op_type == "ReduceSum" and self.opset >= 13 or self.opset >= 18
+        if axes is None:
+            return self.op(op_type, [x], keepdims=keepdims)
+        if axes_as_input:
+            return self.op(op_type, [x, self.ints(axes)], keepdims=keepdims)
+        return self.op(op_type, [x], axes=list(axes), keepdims=keepdims)
+
+    def unsqueeze(self, x: str, axes: Sequence[int]) -> str:
+        if not axes:
+            return x
+        if self.opset >= 13:
+            return self.op("Unsqueeze", [x, self.ints(axes)])
+        return self.op("Unsqueeze", [x], axes=list(axes))
+
+    def squeeze(self, x: str, axes: Sequence[int]) -> str:
+        if not axes:
+            return x
+        if self.opset >= 13:
+            return self.op("Squeeze", [x, self.ints(axes)])
+        return self.op("Squeeze", [x], axes=list(axes))
+
+    def reshape_like(self, x: str, like: str) -> str:
+        shp = self.shapes.get(like)
+        if shp is not None and all(isinstance(d, int) for d in shp):
+            return self.op("Reshape", [x, self.ints(shp)])
+        if shp is not None and sum(not isinstance(d, int) for d in shp) == 1:
+            return self.op("Reshape", [x, self.ints([d if isinstance(d, int) else -1 for d in shp])])
+        return self.op("Reshape", [x, self.shape_of(like)])
+
+    def add_all(self, terms: list[str]) -> str:
+        if len(terms) == 1:
+            return terms[0]
+        if len(terms) == 2:
+            return self.op("Add", terms)
+        return self.op("Sum", terms)
+
+    def reduce_to(self, grad: str, grad_shape_of: str, target: str) -> str:
+        """Sum ``grad`` (shaped like tensor ``grad_shape_of``) down to the shape of ``target``.
+
+        This undoes multidirectional broadcasting: leading axes that ``target`` lacks and axes
+        where ``target`` has size 1 are summed.  Static shapes give static axes; otherwise the
+        axes are computed in the graph.
+        """
+        gs = self.shapes.get(grad_shape_of)
+        ts = self.shapes.get(target)
+        if gs is not None and ts is not None and len(ts) <= len(gs):
+            lead = len(gs) - len(ts)
+            axes = list(range(lead))
+            static = True
+            for j, dt in enumerate(ts):
+                dg = gs[lead + j]
+                if dt == 1:
+                    if dg != 1:
+                        axes.append(lead + j)
+                elif dt is not None and dt == dg:
+                    continue
+                else:
+                    static = False
+                    break
+            if static:
+                if not axes:
+                    return grad
+                r = self.reduce("ReduceSum", grad, axes, keepdims=1)
+                return self.squeeze(r, list(range(lead)))
+        # Dynamic: axes where the (left-padded) target shape is 1 and the gradient's is not.
+        if gs is None or ts is None:
+            raise NotDifferentiable(
+                f"undoing broadcasting from {grad_shape_of!r} to {target!r} needs known ranks"
+            )
+        if len(ts) > len(gs):
+            raise NotDifferentiable(f"cannot reduce {grad_shape_of!r} to larger rank {target!r}")
+        lead = len(gs) - len(ts)
+        st = self.shape_of(target)
+        if lead:
+            st_pad = self.op("Concat", [self.ints([1] * lead), st], axis=0)
+        else:
+            st_pad = st
+        sg = self.op("Shape", [grad])
+        one = self.ints([1])
+        cond = self.op("And", [self.op("Equal", [st_pad, one]),
+                               self.op("Not", [self.op("Equal", [sg, one])])])
+        axes = self.op("Reshape", [self.op("NonZero", [cond]), self.ints([-1])])
+        r = self.op("ReduceSum", [grad, axes], keepdims=1, noop_with_empty_axes=1)
+        return self.op("Reshape", [r, st])

@@ -1,0 +1,353 @@
+"""Cnvlutin (CNV): a DaDianNao-style accelerator that skips zero-valued input activations.
+
+Albericio et al., "Cnvlutin: Ineffectual-Neuron-Free Deep Neural Network Computing", ISCA 2016.
+The sparsity-attack paper (Krithivasan, Sen, Raghunathan; shared/papers/000, Sec. V, Fig. 10a)
+evaluates on a cycle-accurate Cnvlutin simulator at 1 GHz, 65 nm, 70 mm^2, 16 PEs; those are the
+defaults here.
+
+Organisation (all sizes are parameters)
+---------------------------------------
+``units`` (16) units each with ``neuron_lanes`` (16) neuron lanes, and every neuron lane feeds
+``filter_lanes`` (16) filter lanes (one multiplier per filter).  All units and lanes see the same
+input activations (broadcast) and work on different filters: one *pass* over the input computes
+``units x filter_lanes`` (256) filters of a group, so a layer needs
+``passes = ceil(M_g / (units x filter_lanes))`` passes per group, each re-reading the input.
+
+Zero-free neuron array format (ZFNAf)
+-------------------------------------
+Activations are split into *bricks* of ``brick_size`` (16) consecutive channels at one (y, x)
+position (the last brick of a group may be shorter: its *occupancy*).  A brick stores only its
+non-zero values with their in-brick offsets.  A neuron lane consumes one (value, offset) entry
+per cycle, multiplying it by the matching weights of its filter lanes.
+
+Schedule of one window (the choices this model makes)
+-----------------------------------------------------
+* **Lane assignment.**  The bricks of an output position's window are listed channel-brick
+  fastest, then kernel column, then kernel row: (ky, kx, cb).  Consecutive runs of
+  ``neuron_lanes`` bricks form a *step*; brick i of a step goes to lane i.  When a group has a
+  multiple of ``neuron_lanes`` channel bricks (C_g >= 256 by default) every step is one kernel
+  position with the channel dimension partitioned across the lanes, as in Cnvlutin; for narrower
+  layers a step also takes the bricks of the next kernel positions, so the lanes are not left
+  idle (assumption: the dispatcher fills lanes along the window).
+* **Lock-step.**  The lanes of the units advance together from step to step (the dispatcher
+  broadcasts the next bricks to all units), so a step costs the largest per-lane cost of its
+  bricks; idle lanes (last step of a window) cost nothing.
+* **Minimum slot.**  A brick costs ``max(nnz, min_slot_cycles)`` cycles: with the default 1, an
+  all-zero brick still occupies its lane for one cycle (the lane has to receive and retire the
+  empty brick before the dispatcher moves on), so a step costs at least one cycle.  The same
+  number of (value, offset) entries is read from the neuron buffer.  Set 0 to make all-zero steps
+  free.
+* **Zero padding** is stored as explicit zeros (all-zero bricks): it costs the minimum slot per
+  brick, like any other zero brick; the dense machine multiplies padding like data.
+* **Strides / dilation** only select which positions form the window; **groups** are separate
+  convolutions with C/group channels and M/group filters each (windows never mix groups);
+  **ConvTranspose** is lowered to a stride-1 convolution over the zero-inserted input
+  (:func:`auditor.hw.base.lower`), whose inserted zeros are skipped.
+* **Fully connected** (Gemm/MatMul) layers are a single 1x1 window over a (K, 1, 1) input; they run
+  dense (each brick costs its occupancy) unless ``skip_fc`` is true.  Convolutions always skip,
+  including the first layer when its input has zeros (e.g. MNIST background pixels).
+
+The dense machine (``dense_cycles`` and :mod:`auditor.hw.dense`) is the same organisation with
+every brick costing its occupancy.
+
+Energy (dynamic, per event) + static power x time
+-------------------------------------------------
+* ``mac``: one MAC per effectual (non-zero) activation and filter: nnz visits x M_g;
+* ``synapse_buffer``: the weights of those MACs are read from the synapse buffer (skipped zeros read
+  no weights);
+* ``neuron_buffer``: per pass, every brick's entries (values + offsets, at least ``min_slot``) are
+  read, and the layer's output is written once (values + offsets);
+* ``offchip``: the network input is read from DRAM and the network output written back; weights
+  come from DRAM on every inference only if ``weights_on_chip`` is false (DaDianNao keeps all
+  synapses in on-chip eDRAM);
+* ``static``: ``static_power_w`` x latency.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from ..layers import ComputeLayer
+from ..schema import field
+from .base import ConvGeom, CostModel, CostResult, check_acts, lower, nonzero_mask
+
+_SRC_ATTACK = "Krithivasan et al., Adversarial Sparsity Attacks, Sec. V Fig. 10a"
+_SRC_CNV = "Albericio et al., Cnvlutin, ISCA 2016"
+_SRC_HOROWITZ = ("Horowitz, Computing's energy problem, ISSCC 2014 (45 nm energy table), "
+                 "scaled x1.8 to 65 nm (C*V^2: 65/45 x (1.0/0.9)^2; assumption)")
+
+
+@dataclass
+class CnvlutinParams:
+    """Cnvlutin accelerator (Albericio et al., ISCA 2016) as simulated in the sparsity-attack paper."""
+
+    clock_hz: float = field(1.0e9, doc="clock frequency", unit="Hz", source=_SRC_ATTACK + " (1 GHz)")
+    units: int = field(16, doc="units (PEs / DaDianNao tiles); they process different filters", unit="count",
+                       source=_SRC_ATTACK + " (16 PEs); " + _SRC_CNV)
+    neuron_lanes: int = field(16, doc="neuron lanes per unit; each consumes one non-zero activation per cycle",
+                              unit="count", source=_SRC_CNV)
+    filter_lanes: int = field(16, doc="filter lanes per neuron lane (filters computed in parallel per unit)",
+                              unit="count", source=_SRC_CNV)
+    brick_size: int = field(16, doc="activations per brick (consecutive channels at one position) in ZFNAf",
+                            unit="activations", source=_SRC_CNV)
+    min_slot_cycles: int = field(1, doc="cycles (and neuron-buffer entries) an all-zero brick still costs its lane; "
+                                        "a brick costs max(nnz, min_slot_cycles)", unit="cycles",
+                                 source="assumption (the lane must receive and retire an empty brick; " + _SRC_CNV + ")")
+    skip_fc: bool = field(False, doc="skip zeros in fully connected (Gemm/MatMul) layers too; otherwise they run dense",
+                          unit="bool", source="assumption (Cnvlutin targets convolutional layers)")
+    zero_threshold: float = field(0.0, doc="activations with |a| <= threshold are ineffectual and skipped "
+                                           "(0: exact zeros only)", unit="activation value",
+                                  source=_SRC_CNV + " (loosened ineffectual-neuron criterion)")
+    value_bits: int = field(16, doc="bits per activation and per weight (fixed point)", unit="bits",
+                            source=_SRC_CNV + " (16-bit fixed point, as DaDianNao)")
+    offset_bits: int = field(4, doc="bits of the in-brick offset stored with each ZFNAf entry", unit="bits",
+                             source=_SRC_CNV + " (log2 of the brick size)")
+    e_mac_pj: float = field(1.6, doc="energy of one 16-bit fixed-point multiply-accumulate", unit="pJ",
+                            source=_SRC_HOROWITZ + "; 16b mult ~0.8 pJ (between 8b 0.2 and 32b 3.1) + 32b add 0.1")
+    e_synapse_read_pj_per_byte: float = field(2.25, doc="synapse buffer (weight eDRAM bank) read energy per byte",
+                                              unit="pJ/byte", source=_SRC_HOROWITZ + "; 8KB-bank 64-bit read 10 pJ")
+    e_neuron_read_pj_per_byte: float = field(2.25, doc="neuron memory / input buffer read energy per byte",
+                                             unit="pJ/byte", source=_SRC_HOROWITZ + "; 8KB-bank 64-bit read 10 pJ")
+    e_neuron_write_pj_per_byte: float = field(2.25, doc="neuron memory write energy per byte (layer outputs)",
+                                              unit="pJ/byte", source="assumption (= read energy)")
+    e_dram_pj_per_byte: float = field(244.0, doc="off-chip DRAM access energy per byte", unit="pJ/byte",
+                                      source="Horowitz ISSCC 2014: DRAM 1.3-2.6 nJ per 64-bit access (midpoint)")
+    weights_on_chip: bool = field(True, doc="all weights resident on chip (no per-inference DRAM weight traffic)",
+                                  unit="bool", source="DaDianNao (Chen et al., MICRO 2014): synapses in on-chip eDRAM")
+    static_power_w: float = field(2.5, doc="static (leakage) power of the chip", unit="W",
+                                  source="assumption (~10% of the peak dynamic power of this model at 1 GHz)")
+
+    def validate(self) -> None:
+        for name in ("units", "neuron_lanes", "filter_lanes", "brick_size", "value_bits"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.min_slot_cycles <= self.brick_size:
+            raise ValueError(f"min_slot_cycles must be in [0, brick_size], got {self.min_slot_cycles}")
+        if self.offset_bits < 0:
+            raise ValueError(f"offset_bits must be >= 0, got {self.offset_bits}")
+        if self.clock_hz <= 0:
+            raise ValueError(f"clock_hz must be > 0, got {self.clock_hz}")
+        if self.zero_threshold < 0:
+            raise ValueError(f"zero_threshold must be >= 0, got {self.zero_threshold}")
+        for name in ("e_mac_pj", "e_synapse_read_pj_per_byte", "e_neuron_read_pj_per_byte",
+                     "e_neuron_write_pj_per_byte", "e_dram_pj_per_byte", "static_power_w"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# numba kernels
+# ----------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, parallel=True)
+def brick_counts(nz, group, brick):
+    """Non-zeros per brick: nz (N, C, H, W) uint8 -> (N, group * nb, H, W) int32, nb = ceil(C_g / brick)."""
+    N, C, H, W = nz.shape
+    cg = C // group
+    nb = (cg + brick - 1) // brick
+    out = np.zeros((N, group * nb, H, W), dtype=np.int32)
+    for n in numba.prange(N):
+        for g in range(group):
+            for c in range(cg):
+                b = g * nb + c // brick
+                ch = g * cg + c
+                for y in range(H):
+                    for x in range(W):
+                        out[n, b, y, x] += nz[n, ch, y, x]
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def cnv_windows(cnt, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, lanes, min_slot):
+    """Zero-skipping schedule of every window of a layer, for every input.
+
+    cnt: (N, group * nb, H, W) bricks' non-zero counts.  Returns (N, 3) int64:
+    [:, 0] cycles of one pass over all windows (sum over steps of the max brick cost),
+    [:, 1] non-zero activation visits (sum over windows of the window's non-zeros),
+    [:, 2] neuron-buffer entries read in one pass (sum over bricks of max(nnz, min_slot)).
+    """
+    N, GB, H, W = cnt.shape
+    nb = GB // group
+    out = np.zeros((N, 3), dtype=np.int64)
+    for n in numba.prange(N):
+        cyc = 0
+        nnz = 0
+        ent = 0
+        for g in range(group):
+            base = g * nb
+            for oy in range(OH):
+                for ox in range(OW):
+                    step_max = 0
+                    in_step = 0
+                    for ky in range(KH):
+                        iy = oy * sh - pt + ky * dh
+                        for kx in range(KW):
+                            ix = ox * sw - pl + kx * dw
+                            inside = iy >= 0 and iy < H and ix >= 0 and ix < W
+                            for cb in range(nb):
+                                v = 0
+                                if inside:
+                                    v = cnt[n, base + cb, iy, ix]
+                                nnz += v
+                                e = v if v > min_slot else min_slot
+                                ent += e
+                                if e > step_max:
+                                    step_max = e
+                                in_step += 1
+                                if in_step == lanes:
+                                    cyc += step_max
+                                    step_max = 0
+                                    in_step = 0
+                    cyc += step_max
+        out[n, 0] = cyc
+        out[n, 1] = nnz
+        out[n, 2] = ent
+    return out
+
+
+def cnv_windows_reference(x, geom: ConvGeom, lanes: int, brick: int, min_slot: int, threshold: float = 0.0):
+    """Slow pure-Python version of :func:`brick_counts` + :func:`cnv_windows` on the raw activations
+    (N, C, H, W), written from the definition (for tests)."""
+    N = x.shape[0]
+    cg = geom.C // geom.group
+    nb = -(-cg // brick)
+    out = np.zeros((N, 3), dtype=np.int64)
+    for n in range(N):
+        cyc = nnz = ent = 0
+        for g in range(geom.group):
+            for oy in range(geom.OH):
+                for ox in range(geom.OW):
+                    costs = []  # per brick of the window, in (ky, kx, cb) order
+                    for ky in range(geom.KH):
+                        for kx in range(geom.KW):
+                            iy = oy * geom.sh - geom.pt + ky * geom.dh
+                            ix = ox * geom.sw - geom.pl + kx * geom.dw
+                            for cb in range(nb):
+                                k = 0
+                                for c in range(cb * brick, min(cg, (cb + 1) * brick)):
+                                    if 0 <= iy < geom.H and 0 <= ix < geom.W and abs(float(x[n, g * cg + c, iy, ix])) > threshold:
+                                        k += 1
+                                nnz += k
+                                costs.append(max(k, min_slot))
+                    ent += sum(costs)
+                    for s in range(0, len(costs), lanes):
+                        cyc += max(costs[s:s + lanes])
+        out[n] = (cyc, nnz, ent)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared DaDianNao geometry (also used by the dense model)
+# ----------------------------------------------------------------------------------------------
+
+
+def brick_occupancy(cg: int, brick: int) -> np.ndarray:
+    """Occupancy of each channel brick of a group: [brick, ..., brick, remainder]."""
+    nb = -(-cg // brick)
+    occ = np.full(nb, brick, dtype=np.int64)
+    occ[-1] = cg - brick * (nb - 1)
+    return occ
+
+
+def dense_window_cycles(geom: ConvGeom, lanes: int, brick: int) -> int:
+    """Cycles of one window when every brick costs its occupancy (no skipping)."""
+    seq = np.tile(brick_occupancy(geom.Cg, brick), geom.KH * geom.KW)
+    pad = (-len(seq)) % lanes
+    if pad:
+        seq = np.concatenate([seq, np.zeros(pad, dtype=np.int64)])
+    return int(seq.reshape(-1, lanes).max(axis=1).sum())
+
+
+def passes(geom: ConvGeom, units: int, filter_lanes: int) -> int:
+    """Passes over the input per group: ceil(M_g / (units * filter_lanes))."""
+    return -(-geom.Mg // (units * filter_lanes))
+
+
+@dataclass
+class _LayerEvents:
+    cycles: np.ndarray  # (N,) int64
+    dense_cycles: int
+    nnz_visits: np.ndarray  # (N,) activations multiplied (per filter of the group)
+    entries: np.ndarray  # (N,) neuron-buffer entries read over all passes
+    entry_bytes: float
+    out_bytes: float  # bytes written for the layer's output
+
+
+def dadn_events(layer: ComputeLayer, x: np.ndarray, *, units: int, neuron_lanes: int, filter_lanes: int,
+                brick: int, value_bits: int, offset_bits: int, skip: bool, min_slot: int,
+                threshold: float) -> tuple[_LayerEvents, ConvGeom]:
+    """Cycle and event counts of one layer for a batch on the DaDianNao/Cnvlutin organisation."""
+    x4, geom = lower(layer, x)
+    n = len(x4)
+    npass = passes(geom, units, filter_lanes)
+    windows = geom.group * geom.OH * geom.OW
+    dense = npass * windows * dense_window_cycles(geom, neuron_lanes, brick)
+    vbytes = value_bits / 8.0
+    if skip:
+        nz = nonzero_mask(x4, threshold)
+        cnt = brick_counts(nz, geom.group, brick)
+        r = cnv_windows(cnt, geom.group, geom.KH, geom.KW, geom.sh, geom.sw, geom.pt, geom.pl, geom.dh, geom.dw,
+                        geom.OH, geom.OW, neuron_lanes, min_slot)
+        cycles = r[:, 0] * npass
+        nnz = r[:, 1]
+        entries = r[:, 2] * npass
+        entry_bytes = (value_bits + offset_bits) / 8.0
+    else:
+        slots = windows * geom.KH * geom.KW * geom.Cg
+        cycles = np.full(n, dense, dtype=np.int64)
+        nnz = np.full(n, slots, dtype=np.int64)
+        entries = np.full(n, slots * npass, dtype=np.int64)
+        entry_bytes = vbytes
+    out_elems = geom.M * geom.OH * geom.OW
+    out_bytes = out_elems * (entry_bytes if skip else vbytes)
+    return _LayerEvents(cycles, dense, nnz, entries, entry_bytes, out_bytes), geom
+
+
+def dadn_simulate(layers, acts, p, *, skip_conv: bool, skip_fc: bool, min_slot: int, offset_bits: int,
+                  threshold: float) -> CostResult:
+    """Simulate a batch on the DaDianNao organisation (shared by the Cnvlutin and dense models)."""
+    n = check_acts(layers, acts)
+    L = len(layers)
+    cycles = np.zeros((n, L), dtype=np.int64)
+    dense = np.zeros((n, L), dtype=np.int64)
+    e = {k: np.zeros((n, L)) for k in ("mac", "synapse_buffer", "neuron_buffer", "offchip")}
+    pj = 1e-12
+    wbytes = p.value_bits / 8.0
+    for li, layer in enumerate(layers):
+        skip = skip_conv if layer.is_conv else skip_fc
+        ev, geom = dadn_events(layer, acts[layer.input], units=p.units, neuron_lanes=p.neuron_lanes,
+                               filter_lanes=p.filter_lanes, brick=p.brick_size, value_bits=p.value_bits,
+                               offset_bits=offset_bits, skip=skip, min_slot=min_slot, threshold=threshold)
+        cycles[:, li] = ev.cycles
+        dense[:, li] = ev.dense_cycles
+        macs = ev.nnz_visits.astype(np.float64) * geom.Mg
+        e["mac"][:, li] = macs * p.e_mac_pj * pj
+        e["synapse_buffer"][:, li] = macs * wbytes * p.e_synapse_read_pj_per_byte * pj
+        e["neuron_buffer"][:, li] = (ev.entries * ev.entry_bytes * p.e_neuron_read_pj_per_byte
+                                     + ev.out_bytes * p.e_neuron_write_pj_per_byte) * pj
+        off = 0.0
+        if li == 0:
+            off += math.prod(layer.input_shape) * wbytes
+        if li == L - 1:
+            off += math.prod(layer.output_shape) * wbytes
+        if not p.weights_on_chip:
+            off += math.prod(layer.weight_shape) * wbytes
+        e["offchip"][:, li] = off * p.e_dram_pj_per_byte * pj
+    return CostResult.build([lay.name for lay in layers], cycles, dense, e, p.clock_hz, p.static_power_w)
+
+
+class CnvlutinModel(CostModel):
+    """Cnvlutin: zero-skipping DaDianNao (see the module docstring for the model)."""
+
+    kind = "cnvlutin"
+    Params = CnvlutinParams
+
+    def simulate(self, layers: list[ComputeLayer], acts: dict[str, np.ndarray]) -> CostResult:
+        p = self.params
+        return dadn_simulate(layers, acts, p, skip_conv=True, skip_fc=p.skip_fc, min_slot=p.min_slot_cycles,
+                             offset_bits=p.offset_bits, threshold=p.zero_threshold)

@@ -1,0 +1,140 @@
+"""The audit report: a JSON-able dict with a verdict, and its renderings (text, JSON)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+#: keys that vary between identical runs (excluded when comparing reports)
+VOLATILE_KEYS = ("timing",)
+
+
+class Report:
+    def __init__(self, data: dict):
+        self.data = data
+
+    @property
+    def verdict(self) -> str:
+        return self.data["verdict"]
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "PASS"
+
+    @property
+    def checks(self) -> list[dict]:
+        return self.data["checks"]
+
+    def to_json(self) -> str:
+        return json.dumps(_clean(self.data), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+    def render(self, fmt: str) -> str:
+        if fmt == "json":
+            return self.to_json()
+        if fmt == "text":
+            return render_text(self.data)
+        raise ValueError(f"unknown format {fmt!r}")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Report":
+        return cls(json.loads(Path(path).read_text()))
+
+
+def _clean(v):
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        try:
+            return _clean(v.item())
+        except (ValueError, AttributeError):
+            pass
+    return v
+
+
+def _si(v: float | None, unit: str) -> str:
+    if v is None:
+        return "n/a"
+    if v == 0:
+        return f"0 {unit}"
+    for f, p in ((1e-12, "p"), (1e-9, "n"), (1e-6, "u"), (1e-3, "m"), (1.0, ""), (1e3, "k")):
+        if abs(v) < f * 1000:
+            return f"{v / f:.3g} {p}{unit}"
+    return f"{v:.3g} {unit}"
+
+
+def _short(name: str, width: int) -> str:
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
+def _fmt_num(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e6):
+            return f"{v:.3e}"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def render_text(d: dict) -> str:
+    """A readable report for an 80-column terminal, verdict first."""
+    L = []
+    L.append(f"auditor {d['tool']['version']} — verdict: {d['verdict']}")
+    L.append(f"model    {d['model']['path']}  (sha256 {d['model']['sha256'][:12]}, opset {d['model']['opset']})")
+    sc = d["scenario"]
+    L.append(f"scenario {sc['name']}  seed {d['seed']}  data: {d['data']['description']}, {d['data']['count']} inputs")
+    for p in d["profiles"]:
+        c = p["clean"]
+        L.append("")
+        L.append(f"== {p['name']} ({p['cost_model']}) " + "=" * max(0, 74 - len(p['name']) - len(p['cost_model'])))
+        acc = c["accuracy"]
+        L.append(f"clean accuracy {'n/a' if acc is None else f'{100 * acc:.2f}%'}   "
+                 f"density ({c['density']['counted']}) mean {c['density']['mean']:.3f} worst {c['density']['worst']:.3f}")
+        L.append(f"{'':14s}{'mean':>14s}{'worst':>14s}{'p95':>14s}")
+        for key, unit, label in (("latency_s", "s", "latency"), ("energy_j", "J", "energy"), ("edp", "Js", "EDP")):
+            s = c[key]
+            L.append(f"{label:14s}{_si(s['mean'], unit):>14s}{_si(s['worst'], unit):>14s}{_si(s['p95'], unit):>14s}")
+        L.append(f"{'speed-up vs dense':18s}{c['speedup_over_dense']['mean']:>10.3f}x (mean)")
+        for a in p.get("attacks", []):
+            L.append(_attack_line(a))
+        rob = p.get("robustness")
+        if rob:
+            L.extend(_robustness_lines(rob))
+        w = c["worst_input"]
+        L.append(f"worst clean input #{w['index']}, per layer:")
+        L.append(f"  {'layer':30s}{'op':>6s}{'density':>9s}{'cycles':>11s}{'dense':>11s}{'energy':>11s}")
+        for r in w["layers"]:
+            L.append(f"  {_short(r['layer'], 30):30s}{r['op'][:6]:>6s}{r['input_density']:>9.3f}"
+                     f"{r['cycles']:>11d}{r['dense_cycles']:>11d}{_si(r['energy_j'], 'J'):>11s}")
+    L.append("")
+    L.append("checks:")
+    if not d["checks"]:
+        L.append("  (none declared in the scenario)")
+    for ch in d["checks"]:
+        mark = "PASS" if ch["passed"] else "FAIL"
+        line = f"  {mark} {ch['profile'][:14]:14s} {ch['name'][:26]:26s} {_fmt_num(ch['measured']):>10s} {ch['op']} {_fmt_num(ch['threshold'])}"
+        if ch.get("detail"):
+            line += f"  ({ch['detail']})"
+        L.append(line)
+    L.append(f"verdict: {d['verdict']}")
+    return "\n".join(L) + "\n"
+
+
+def _attack_line(a: dict) -> str:
+    return (f"attack {a['search'][:14]:14s} latency x{a.get('latency_increase', float('nan')):.3f} "
+            f"energy x{a.get('energy_increase', float('nan')):.3f} density {a.get('density_clean', 0):.3f}->"
+            f"{a.get('density_attacked', 0):.3f} kept {100 * a.get('label_kept_rate', 0):.0f}%")
+
+
+def _robustness_lines(rob: dict) -> list[str]:
+    out = [f"robustness: clean accuracy {100 * rob.get('clean_accuracy', 0):.1f}% on {rob.get('count', 0)} inputs"]
+    for r in rob.get("results", []):
+        eps = r.get("epsilon")
+        out.append(f"  {r.get('attack', '')[:10]:10s} {r.get('norm', ''):4s} eps {_fmt_num(eps):>8s} "
+                   f"robust acc {100 * r.get('robust_accuracy', 0):5.1f}%  success {100 * r.get('success_rate', 0):5.1f}%")
+    return out

@@ -1,0 +1,100 @@
+"""Scenario YAML: what data to audit, how to preprocess it, which searches to run, which checks gate.
+
+Every field is declared here once (with its documentation and default); ``auditor validate``,
+``auditor schema scenario`` and the audit itself all read these dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from . import schema
+from .data import DataSpec
+from .preprocess import Preprocessing
+
+
+@dataclass
+class EnergyAttack:
+    """One energy-latency search (see `auditor/sponge`)."""
+
+    search: str = schema.field(doc="search name: whitebox, blackbox, sponge_ga, sponge_lbfgs, uniform, top_natural")
+    params: dict[str, Any] = schema.field(default_factory=dict, doc="hyper-parameters of the search (its defaults come from the paper it implements)")
+    count: int = schema.field(16, doc="how many clean inputs to attack (or inputs to generate)")
+    cost: Literal["latency", "energy"] = schema.field("latency", doc="what the search maximises on each hardware profile")
+    surrogate: Optional[str] = schema.field(None, doc="black-box search: surrogate ONNX model (relative to the scenario file)")
+
+
+@dataclass
+class EvasionAttack:
+    """One evasion attack (see `auditor/attacks`)."""
+
+    attack: str = schema.field(doc="attack name: fgsm, pgd, cw, deepfool, jsma, zoo, square, hsj")
+    params: dict[str, Any] = schema.field(default_factory=dict, doc="hyper-parameters of the attack")
+    norm: Literal["linf", "l2", "l0"] = schema.field("linf", doc="perturbation norm the epsilons are measured in")
+    epsilons: Optional[list[float]] = schema.field(None, doc="budgets; absent = RobustBench convention for the norm (MNIST: Linf 0.3, L2 2.0)")
+    targeted: bool = schema.field(False, doc="targeted attack (target = (label + 1) mod classes)")
+
+
+@dataclass
+class Robustness:
+    count: int = schema.field(32, doc="how many clean inputs the evasion attacks use")
+    attacks: list[EvasionAttack] = schema.field(default_factory=list, doc="attacks to run")
+
+
+@dataclass
+class RobustAccuracyCheck:
+    attack: str = schema.field(doc="attack name as listed under robustness.attacks")
+    epsilon: float = schema.field(doc="budget")
+    threshold: float = schema.field(doc="minimum robust accuracy (0..1)")
+    norm: Optional[str] = schema.field(None, doc="norm (defaults to the attack's)")
+
+
+@dataclass
+class Checks:
+    """Thresholds that gate the verdict; every check present is evaluated on every profile."""
+
+    worst_case_latency_ms: Optional[float] = schema.field(None, doc="maximum latency of any audited input (clean and attacked)", unit="ms")
+    mean_latency_ms: Optional[float] = schema.field(None, doc="maximum mean latency over clean inputs", unit="ms")
+    worst_case_energy_uj: Optional[float] = schema.field(None, doc="maximum energy of any audited input", unit="uJ")
+    mean_energy_uj: Optional[float] = schema.field(None, doc="maximum mean energy over clean inputs", unit="uJ")
+    worst_case_edp: Optional[float] = schema.field(None, doc="maximum energy-delay product of any audited input", unit="J*s")
+    max_density: Optional[float] = schema.field(None, doc="maximum model-wide activation density of any audited input (0..1)")
+    min_clean_accuracy: Optional[float] = schema.field(None, doc="minimum clean accuracy (needs labels)")
+    max_latency_increase: Optional[float] = schema.field(None, doc="maximum ratio worst attacked / mean clean latency")
+    max_energy_increase: Optional[float] = schema.field(None, doc="maximum ratio worst attacked / mean clean energy")
+    min_robust_accuracy: list[RobustAccuracyCheck] = schema.field(default_factory=list, doc="minimum robust accuracy per attack and epsilon")
+    max_attack_success_rate: Optional[float] = schema.field(None, doc="maximum success rate of any evasion attack at any epsilon")
+    min_median_l2: Optional[float] = schema.field(None, doc="minimum median L2 perturbation of the minimal-norm attacks")
+
+
+@dataclass
+class Scenario:
+    """An audit scenario."""
+
+    name: str = schema.field(doc="short name shown in reports")
+    description: str = schema.field("", doc="free text")
+    seed: int = schema.field(0, doc="seed of every random choice (overridden by --seed)")
+    data: DataSpec = schema.field(default_factory=DataSpec, doc="where the inputs come from")
+    preprocessing: Preprocessing = schema.field(default_factory=Preprocessing, doc="raw pixels -> model input")
+    batch_size: int = schema.field(64, doc="inputs per onnxruntime run")
+    density_tensors: Literal["activations", "layer_inputs"] = schema.field(
+        "activations", doc="tensors counted in the model-wide density: outputs of activation ops (as the seed papers) or compute-layer inputs")
+    energy_attacks: list[EnergyAttack] = schema.field(default_factory=list, doc="energy-latency searches to run")
+    robustness: Optional[Robustness] = schema.field(None, doc="evasion attacks to run")
+    checks: Checks = schema.field(default_factory=Checks, doc="thresholds of the verdict")
+
+    #: folder of the scenario file; relative paths are resolved against it
+    base_dir: Path = dataclasses.field(default=Path("."), init=False, repr=False)
+
+    def validate(self) -> None:
+        if self.batch_size <= 0:
+            raise ValueError("batch_size must be positive")
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    sc = schema.load(Scenario, path)
+    sc.base_dir = Path(path).resolve().parent
+    return sc
