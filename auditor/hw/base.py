@@ -25,6 +25,7 @@ inserted zeros a sparsity-aware machine can skip like any other zero).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -259,12 +260,15 @@ def lower(layer: ComputeLayer, x: np.ndarray) -> tuple[np.ndarray, ConvGeom]:
         raise AuditorError(f"activation '{layer.input}' contains NaN or infinity", where=where)
     op = layer.op_type
     if op in ("Gemm", "MatMul"):
-        if len(exp) != 1:
-            raise AuditorError(f"{op} data input must be (K,) per sample, got {exp}", where=where)
-        k = exp[0]
+        # rows x K input (rows = 1 for a plain FC layer): a 1x1 convolution over K channels at `rows`
+        # positions, each row one output position
+        if len(exp) < 1:
+            raise AuditorError(f"{op} data input must be (..., K) per sample, got {exp}", where=where)
+        k = exp[-1]
+        rows = math.prod(exp[:-1])
         m = int(layer.output_shape[-1])
-        return (np.ascontiguousarray(x.reshape(len(x), k, 1, 1)),
-                ConvGeom(k, 1, 1, m, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1))
+        x4 = np.ascontiguousarray(x.reshape(len(x), rows, k).transpose(0, 2, 1).reshape(len(x), k, rows, 1))
+        return x4, ConvGeom(k, rows, 1, m, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, rows, 1)
     if op not in ("Conv", "ConvTranspose"):
         raise AuditorError(f"unsupported compute op '{op}' for the cost models", where=where)
     if len(exp) != 3 or len(layer.output_shape) != 3:

@@ -1,0 +1,287 @@
+"""Gradient rules for elementwise ops: activations, arithmetic with broadcasting, variadic ops."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .builder import GraphBuilder, NotDifferentiable
+from .registry import GradNode, rule
+
+# ---------------------------------------------------------------- pass-through
+
+
+@rule("Identity")
+def _identity(b: GraphBuilder, n: GradNode):
+    return [n.dy]
+
+
+@rule("Neg")
+def _neg(b: GraphBuilder, n: GradNode):
+    return [b.op("Neg", [n.dy])]
+
+
+@rule("Cast")
+def _cast(b: GraphBuilder, n: GradNode):
+    dt = b.dtypes.get(n.x())
+    if dt is None or not np.issubdtype(b.np_dtype(n.x()), np.floating):
+        raise NotDifferentiable("Cast from a non-floating type has no gradient")
+    return [b.op("Cast", [n.dy], to=dt)]
+
+
+# ---------------------------------------------------------------- activations
+
+
+@rule("Relu")
+def _relu(b: GraphBuilder, n: GradNode):
+    # Read the output (not the input) so that onnxruntime can keep Conv+Relu fused.
+    y = n.y()
+    return [b.op("Where", [b.op("Greater", [y, b.scalar(0, y)]), n.dy, b.scalar(0, y)])]
+
+
+@rule("LeakyRelu")
+def _leaky_relu(b: GraphBuilder, n: GradNode):
+    alpha = float(n.attr("alpha", 0.01))
+    probe = n.y() if alpha > 0 else n.x()  # sign(y) == sign(x) when alpha > 0
+    slope = b.op("Where", [b.op("Greater", [probe, b.scalar(0, probe)]),
+                           b.scalar(1, probe), b.scalar(alpha, probe)])
+    return [b.op("Mul", [n.dy, slope])]
+
+
+@rule("PRelu")
+def _prelu(b: GraphBuilder, n: GradNode):
+    n.only(0)
+    x, slope = n.x(0), n.x(1)
+    cond = b.op("Greater", [x, b.scalar(0, x)])
+    return [b.op("Where", [cond, n.dy, b.op("Mul", [n.dy, slope])])]
+
+
+@rule("Clip")
+def _clip(b: GraphBuilder, n: GradNode):
+    n.only(0)
+    x = n.x(0)
+    lo = n.x(1) if len(n.node.input) > 1 and n.x(1) else None
+    hi = n.x(2) if len(n.node.input) > 2 and n.x(2) else None
+    if b.opset < 11:  # attributes (canonicalisation normally removes this case)
+        lo_v, hi_v = n.attr("min"), n.attr("max")
+        lo = b.scalar(lo_v, x) if lo_v is not None else None
+        hi = b.scalar(hi_v, x) if hi_v is not None else None
+    conds = []
+    if lo is not None:
+        conds.append(b.op("GreaterOrEqual", [x, lo]))
+    if hi is not None:
+        conds.append(b.op("LessOrEqual", [x, hi]))
+    if not conds:
+        return [n.dy]
+    cond = conds[0] if len(conds) == 1 else b.op("And", conds)
+    return [b.op("Where", [cond, n.dy, b.scalar(0, x)])]
+
+
+@rule("Sigmoid")
+def _sigmoid(b: GraphBuilder, n: GradNode):
+    y = n.y()
+    return [b.op("Mul", [n.dy, b.op("Mul", [y, b.op("Sub", [b.scalar(1, y), y])])])]
+
+
+@rule("Tanh")
+def _tanh(b: GraphBuilder, n: GradNode):
+    y = n.y()
+    return [b.op("Mul", [n.dy, b.op("Sub", [b.scalar(1, y), b.op("Mul", [y, y])])])]
+
+
+@rule("HardSigmoid")
+def _hard_sigmoid(b: GraphBuilder, n: GradNode):
+    y = n.y()
+    alpha = float(n.attr("alpha", 0.2))
+    inside = b.op("And", [b.op("Greater", [y, b.scalar(0, y)]), b.op("Less", [y, b.scalar(1, y)])])
+    return [b.op("Where", [inside, b.op("Mul", [n.dy, b.scalar(alpha, y)]), b.scalar(0, y)])]
+
+
+@rule("HardSwish")
+def _hard_swish(b: GraphBuilder, n: GradNode):
+    # y = x * clip(x/6 + 1/2, 0, 1);  dy/dx = 0 (x < -3), x/3 + 1/2 (-3 <= x <= 3), 1 (x > 3)
+    x = n.x()
+    mid = b.op("Add", [b.op("Mul", [x, b.scalar(1 / 3, x)]), b.scalar(0.5, x)])
+    slope = b.op("Where", [b.op("Less", [x, b.scalar(-3, x)]), b.scalar(0, x),
+                           b.op("Where", [b.op("Greater", [x, b.scalar(3, x)]),
+                                          b.scalar(1, x), mid])])
+    return [b.op("Mul", [n.dy, slope])]
+
+
+@rule("Elu")
+def _elu(b: GraphBuilder, n: GradNode):
+    x, y = n.x(), n.y()
+    alpha = float(n.attr("alpha", 1.0))
+    neg = b.op("Mul", [n.dy, b.op("Add", [y, b.scalar(alpha, y)])])  # alpha*exp(x) = y + alpha
+    return [b.op("Where", [b.op("Greater", [x, b.scalar(0, x)]), n.dy, neg])]
+
+
+@rule("Selu")
+def _selu(b: GraphBuilder, n: GradNode):
+    x, y = n.x(), n.y()
+    alpha = float(n.attr("alpha", 1.67326319217681884765625))
+    gamma = float(n.attr("gamma", 1.05070102214813232421875))
+    pos = b.op("Mul", [n.dy, b.scalar(gamma, y)])
+    neg = b.op("Mul", [n.dy, b.op("Add", [y, b.scalar(gamma * alpha, y)])])
+    return [b.op("Where", [b.op("Greater", [x, b.scalar(0, x)]), pos, neg])]
+
+
+@rule("Softplus")
+def _softplus(b: GraphBuilder, n: GradNode):
+    return [b.op("Mul", [n.dy, b.op("Sigmoid", [n.x()])])]
+
+
+@rule("Softsign")
+def _softsign(b: GraphBuilder, n: GradNode):
+    x = n.x()
+    den = b.op("Add", [b.scalar(1, x), b.op("Abs", [x])])
+    return [b.op("Div", [n.dy, b.op("Mul", [den, den])])]
+
+
+@rule("Exp")
+def _exp(b: GraphBuilder, n: GradNode):
+    return [b.op("Mul", [n.dy, n.y()])]
+
+
+@rule("Log")
+def _log(b: GraphBuilder, n: GradNode):
+    return [b.op("Div", [n.dy, n.x()])]
+
+
+@rule("Sqrt")
+def _sqrt(b: GraphBuilder, n: GradNode):
+    y = n.y()
+    return [b.op("Div", [b.op("Mul", [n.dy, b.scalar(0.5, y)]), y])]
+
+
+@rule("Reciprocal")
+def _reciprocal(b: GraphBuilder, n: GradNode):
+    y = n.y()
+    return [b.op("Neg", [b.op("Mul", [n.dy, b.op("Mul", [y, y])])])]
+
+
+@rule("Abs")
+def _abs(b: GraphBuilder, n: GradNode):
+    return [b.op("Mul", [n.dy, b.op("Sign", [n.x()])])]
+
+
+@rule("Erf")
+def _erf(b: GraphBuilder, n: GradNode):
+    x = n.x()
+    g = b.op("Exp", [b.op("Neg", [b.op("Mul", [x, x])])])
+    return [b.op("Mul", [n.dy, b.op("Mul", [g, b.scalar(2 / math.sqrt(math.pi), x)])])]
+
+
+@rule("Sin")
+def _sin(b: GraphBuilder, n: GradNode):
+    return [b.op("Mul", [n.dy, b.op("Cos", [n.x()])])]
+
+
+@rule("Cos")
+def _cos(b: GraphBuilder, n: GradNode):
+    return [b.op("Neg", [b.op("Mul", [n.dy, b.op("Sin", [n.x()])])])]
+
+
+# ---------------------------------------------------------------- binary, with broadcasting
+
+
+@rule("Add")
+def _add(b: GraphBuilder, n: GradNode):
+    y = n.y()
+    return [b.reduce_to(n.dy, y, n.x(0)) if n.need(0) else None,
+            b.reduce_to(n.dy, y, n.x(1)) if n.need(1) else None]
+
+
+@rule("Sub")
+def _sub(b: GraphBuilder, n: GradNode):
+    y = n.y()
+    return [b.reduce_to(n.dy, y, n.x(0)) if n.need(0) else None,
+            b.reduce_to(b.op("Neg", [n.dy]), y, n.x(1)) if n.need(1) else None]
+
+
+@rule("Mul")
+def _mul(b: GraphBuilder, n: GradNode):
+    y, a, c = n.y(), n.x(0), n.x(1)
+    da = b.reduce_to(b.op("Mul", [n.dy, c]), y, a) if n.need(0) else None
+    dc = b.reduce_to(b.op("Mul", [n.dy, a]), y, c) if n.need(1) else None
+    return [da, dc]
+
+
+@rule("Div")
+def _div(b: GraphBuilder, n: GradNode):
+    y, a, c = n.y(), n.x(0), n.x(1)
+    da = b.reduce_to(b.op("Div", [n.dy, c]), y, a) if n.need(0) else None
+    dc = None
+    if n.need(1):  # d(a/c)/dc = -a/c^2 = -y/c
+        dc = b.reduce_to(b.op("Neg", [b.op("Div", [b.op("Mul", [n.dy, y]), c])]), y, c)
+    return [da, dc]
+
+
+@rule("Pow")
+def _pow(b: GraphBuilder, n: GradNode):
+    y, a, p = n.y(), n.x(0), n.x(1)
+    dt = b.np_dtype(a)
+    da = dc = None
+    if n.need(0):
+        pv = b.const_value(p)
+        if pv is not None and pv.size == 1:
+            e = float(pv.reshape(()))
+            if e == 1.0:
+                local = None
+            elif e == 2.0:
+                local = b.op("Mul", [a, b.scalar(2, a)])
+            else:
+                local = b.op("Mul", [b.op("Pow", [a, b.const(np.asarray(e - 1, dt))]),
+                                     b.scalar(e, a)])
+        else:
+            pc = p if b.dtypes.get(p) == b.dtypes.get(a) else b.op("Cast", [p], to=b.dtypes[a])
+            local = b.op("Mul", [pc, b.op("Pow", [a, b.op("Sub", [pc, b.scalar(1, a)])])])
+        g = n.dy if local is None else b.op("Mul", [n.dy, local])
+        da = b.reduce_to(g, y, a)
+    if n.need(1):
+        if b.dtypes.get(p) != b.dtypes.get(a):
+            raise NotDifferentiable("Pow exponent of another type than the base")
+        dc = b.reduce_to(b.op("Mul", [n.dy, b.op("Mul", [y, b.op("Log", [a])])]), y, p)
+    return [da, dc]
+
+
+@rule("Where")
+def _where(b: GraphBuilder, n: GradNode):
+    n.only(1, 2)
+    cond, y = n.x(0), n.y()
+    zero = b.scalar(0, y)
+    da = b.reduce_to(b.op("Where", [cond, n.dy, zero]), y, n.x(1)) if n.need(1) else None
+    dc = b.reduce_to(b.op("Where", [cond, zero, n.dy]), y, n.x(2)) if n.need(2) else None
+    return [None, da, dc]
+
+
+# ---------------------------------------------------------------- variadic
+
+
+@rule("Sum")
+def _sum(b: GraphBuilder, n: GradNode):
+    y = n.y()
+    return [b.reduce_to(n.dy, y, x) if n.need(i) else None for i, x in enumerate(n.node.input)]
+
+
+@rule("Mean")
+def _mean(b: GraphBuilder, n: GradNode):
+    y = n.y()
+    g = b.op("Mul", [n.dy, b.scalar(1 / len(n.node.input), y)])
+    return [b.reduce_to(g, y, x) if n.need(i) else None for i, x in enumerate(n.node.input)]
+
+
+@rule("Max", "Min")
+def _max_min(b: GraphBuilder, n: GradNode):
+    # The gradient goes to the input(s) equal to the result, split evenly between ties.
+    y = n.y()
+    xs = list(n.node.input)
+    if len(xs) == 1:
+        return [n.dy]
+    masks = [b.op("Equal", [x, y]) for x in xs]
+    count = b.add_all([b.op("Cast", [m], to=b.dtypes[y]) for m in masks])
+    share = b.op("Div", [n.dy, count])
+    zero = b.scalar(0, y)
+    return [b.reduce_to(b.op("Where", [m, share, zero]), y, x) if n.need(i) else None
+            for i, (x, m) in enumerate(zip(xs, masks))]

@@ -1,0 +1,261 @@
+"""SparCE: a general-purpose in-order core that skips the instructions of zero activations.
+
+Sen, Jain, Venkataramani, Raghunathan, "SparCE: Sparsity Aware General-Purpose Core Extensions to
+Accelerate Deep Neural Networks", IEEE Trans. Computers 68(6), 2019.  An in-order ARMv8-A core
+gets a *sparsity register file* (SpRF: one zero bit per register, set when a register is written
+with zero) and a *sparsity-aware skip address* table (SASA, 20 entries in the sparsity-attack
+paper's setup, Fig. 10b) describing pre-identified instruction sequences that are redundant when a
+given register is zero.  When the fetch stage reaches such a sequence and the register is marked
+zero it jumps over it, so skipped instructions cost nothing (not even a squash); the loop control
+and pointer arithmetic around them still execute.
+
+Loop model (what this module assumes the compiled layer looks like)
+-------------------------------------------------------------------
+Caffe-style convolution: ``im2col`` (skipped for 1x1 / stride 1 / no padding), then for every
+group, filter m and output position p an inner-product loop over the reduction index
+k = (c, ky, kx) (kernel column fastest, as in Caffe's im2col rows), ``simd_width`` elements per
+iteration::
+
+    for m, p:                                       # output_overhead_cycles per output
+        for j in range(ceil(K_g / V)):              # V = simd_width
+            ld   a, act[p, jV : jV+V]               # load_cycles (sets the SpRF bit: all lanes 0)
+            ld   w, wgt[m, jV : jV+V]               # load_cycles   } skippable sequence: skipped
+            fmla acc, a, w                          # mac_cycles    } when every lane of a is 0
+            add  pointers                           # pointer_instructions x alu_cycles
+            subs / b.ne                             # loop_instructions x branch_cycles
+
+SIMD lanes group V consecutive activations along this innermost (reduction) loop, in im2col order
+(kernel column fastest, then kernel row, then channel); the last vector of a window is padded with
+zero lanes; zero padding of the convolution is made of zeros in the im2col matrix.  Fully connected
+layers are the same loop with one output position (skipped only if ``skip_fc``).
+
+SASA capacity: each compiled kernel has ``unroll`` distinct copies of the skippable sequence
+(distinct PCs), each needing one SASA entry.  Kernels are one shared convolution kernel and one
+shared fully-connected kernel (Caffe calls the same GEMM for every layer), or one per layer with
+``kernel_per_layer``.  Entries are handed out in layer order; when they run out, a kernel gets
+only the remaining u < unroll entries, and iteration j can skip only if ``j mod unroll < u``
+(the other unrolled copies always execute).  ``sasa_entries: 0`` turns skipping off.
+
+Energy: every executed instruction costs ``e_instruction_pj`` (fetch, decode, register file,
+control) plus its operation (load/store, multiply-accumulate, integer/branch); skipped
+instructions are never fetched and cost nothing.  Plus ``static_power_w`` x time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from ..layers import ComputeLayer
+from ..schema import field
+from .base import ConvGeom, CostModel, CostResult, check_acts, lower, nonzero_mask
+
+_SRC_SPARCE = "Sen et al., SparCE, IEEE TC 2019"
+_SRC_ATTACK = "Krithivasan et al., Adversarial Sparsity Attacks, Sec. V Fig. 10b"
+_SRC_HOROWITZ = "Horowitz, Computing's energy problem, ISSCC 2014 (45 nm table; technology node of the core is an assumption)"
+
+
+@dataclass
+class SparceParams:
+    """In-order ARMv8-A core with SparCE extensions (Sen et al., IEEE TC 2019)."""
+
+    clock_hz: float = field(1.0e9, doc="core clock frequency", unit="Hz",
+                            source="assumption (the attack paper gives no SparCE clock; 1 GHz as its Cnvlutin)")
+    simd_width: int = field(1, doc="activations per inner-loop iteration (1: scalar, 4: 128-bit NEON fp32); "
+                                   "a skip needs all lanes zero", unit="lanes",
+                            source=_SRC_SPARCE + " (scalar and 4-way SIMD ARMv8 evaluations)")
+    sasa_entries: int = field(20, doc="SASA table entries (skippable sequences the core can track; 0 disables skipping)",
+                              unit="entries", source=_SRC_ATTACK + " (20 SASA entries, 32 SpRF entries)")
+    unroll: int = field(4, doc="inner-loop unroll factor; each unrolled copy of the skippable sequence needs its own "
+                               "SASA entry", unit="copies", source="assumption")
+    kernel_per_layer: bool = field(False, doc="each layer runs its own compiled kernel (needs its own SASA entries); "
+                                              "otherwise one shared conv kernel and one shared FC kernel",
+                                   unit="bool", source="assumption (Caffe uses one im2col+GEMM routine)")
+    skip_fc: bool = field(True, doc="skip zero activations in fully connected layers too", unit="bool",
+                          source=_SRC_SPARCE + " (skips any zero-operand sequence)")
+    load_cycles: int = field(1, doc="cycles of a load that hits the L1 D-cache (activation or weight)", unit="cycles",
+                             source="assumption (in-order ARMv8, pipelined L1 hit)")
+    mac_cycles: int = field(2, doc="cycles of the multiply-accumulate (fmadd / fmla), incl. the exposed "
+                                   "accumulator dependence", unit="cycles", source="assumption (in-order pipeline)")
+    pointer_instructions: int = field(2, doc="pointer-increment instructions per iteration (activation, weight)",
+                                      unit="instructions", source="assumption")
+    alu_cycles: int = field(1, doc="cycles of an integer ALU instruction", unit="cycles", source="assumption")
+    loop_instructions: int = field(2, doc="loop-control instructions per iteration (counter update, conditional branch)",
+                                   unit="instructions", source="assumption")
+    branch_cycles: int = field(1, doc="cycles of a loop-control instruction (predicted branch)", unit="cycles",
+                               source="assumption")
+    output_overhead_cycles: int = field(8, doc="cycles per output value outside the inner loop (accumulator init, "
+                                               "SIMD reduction, bias, store, outer-loop control), one instruction "
+                                               "per cycle", unit="cycles", source="assumption")
+    im2col_cycles_per_element: int = field(3, doc="cycles per element written by im2col (load, store, index update), "
+                                                  "one instruction per cycle", unit="cycles", source="assumption")
+    e_instruction_pj: float = field(70.0, doc="per executed instruction: fetch, decode, register file, control",
+                                    unit="pJ", source=_SRC_HOROWITZ + ": ~70 pJ instruction overhead of a RISC core")
+    e_load_pj: float = field(20.0, doc="L1 data-cache access of a load or store", unit="pJ",
+                             source=_SRC_HOROWITZ + ": 32KB cache 64-bit access 20 pJ")
+    e_mac_pj: float = field(4.6, doc="floating-point multiply-accumulate operation (all SIMD lanes)", unit="pJ",
+                            source=_SRC_HOROWITZ + ": fp32 mult 3.7 pJ + add 0.9 pJ")
+    e_alu_pj: float = field(0.1, doc="integer ALU / branch operation", unit="pJ",
+                            source=_SRC_HOROWITZ + ": 32-bit int add 0.1 pJ")
+    static_power_w: float = field(0.1, doc="static (leakage) power of core and caches", unit="W", source="assumption")
+
+    def validate(self) -> None:
+        if self.simd_width < 1:
+            raise ValueError(f"simd_width must be >= 1, got {self.simd_width}")
+        if self.unroll < 1:
+            raise ValueError(f"unroll must be >= 1, got {self.unroll}")
+        if self.clock_hz <= 0:
+            raise ValueError(f"clock_hz must be > 0, got {self.clock_hz}")
+        for name in ("sasa_entries", "load_cycles", "mac_cycles", "pointer_instructions", "alu_cycles",
+                     "loop_instructions", "branch_cycles", "output_overhead_cycles", "im2col_cycles_per_element"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("e_instruction_pj", "e_load_pj", "e_mac_pj", "e_alu_pj", "static_power_w"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# numba kernel
+# ----------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, parallel=True)
+def sparce_skips(nz, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, V, unroll, covered):
+    """Skippable inner-loop iterations of one filter, summed over groups and output positions.
+
+    nz: (N, C, H, W) uint8 non-zero mask.  For every output position the reduction index runs
+    (c, ky, kx) with kx fastest; consecutive V of them form one iteration (the last one padded with
+    zero lanes); iteration j skips if all its lanes are zero and ``j % unroll < covered``.
+    Returns (N,) int64.
+    """
+    N, C, H, W = nz.shape
+    cg = C // group
+    out = np.zeros(N, dtype=np.int64)
+    for n in numba.prange(N):
+        s = 0
+        for g in range(group):
+            for oy in range(OH):
+                for ox in range(OW):
+                    j = 0
+                    lane = 0
+                    anynz = False
+                    for c in range(cg):
+                        ch = g * cg + c
+                        for ky in range(KH):
+                            iy = oy * sh - pt + ky * dh
+                            rowin = iy >= 0 and iy < H
+                            for kx in range(KW):
+                                ix = ox * sw - pl + kx * dw
+                                if rowin and ix >= 0 and ix < W and nz[n, ch, iy, ix] != 0:
+                                    anynz = True
+                                lane += 1
+                                if lane == V:
+                                    if (not anynz) and (j % unroll) < covered:
+                                        s += 1
+                                    j += 1
+                                    lane = 0
+                                    anynz = False
+                    if lane > 0:
+                        if (not anynz) and (j % unroll) < covered:
+                            s += 1
+        out[n] = s
+    return out
+
+
+def sparce_skips_reference(x, geom: ConvGeom, V: int, unroll: int, covered: int):
+    """Slow pure-Python version of :func:`sparce_skips`: builds the im2col matrix and counts (tests)."""
+    N = x.shape[0]
+    cg = geom.C // geom.group
+    out = np.zeros(N, dtype=np.int64)
+    for n in range(N):
+        s = 0
+        for g in range(geom.group):
+            for oy in range(geom.OH):
+                for ox in range(geom.OW):
+                    col = []
+                    for c in range(cg):
+                        for ky in range(geom.KH):
+                            for kx in range(geom.KW):
+                                iy = oy * geom.sh - geom.pt + ky * geom.dh
+                                ix = ox * geom.sw - geom.pl + kx * geom.dw
+                                ok = 0 <= iy < geom.H and 0 <= ix < geom.W
+                                col.append(float(x[n, g * cg + c, iy, ix]) if ok else 0.0)
+                    col += [0.0] * ((-len(col)) % V)
+                    for j in range(len(col) // V):
+                        if all(v == 0.0 for v in col[j * V:(j + 1) * V]) and j % unroll < covered:
+                            s += 1
+        out[n] = s
+    return out
+
+
+def sasa_coverage(layers: list[ComputeLayer], p: SparceParams) -> list[int]:
+    """Unrolled copies (0..unroll) of each layer's skippable sequence that got a SASA entry."""
+    free = p.sasa_entries
+    given: dict[str, int] = {}
+    cov = []
+    for layer in layers:
+        if not layer.is_conv and not p.skip_fc:
+            cov.append(0)
+            continue
+        kernel = layer.name if p.kernel_per_layer else ("conv" if layer.is_conv else "fc")
+        if kernel not in given:
+            given[kernel] = min(p.unroll, free)
+            free -= given[kernel]
+        cov.append(given[kernel])
+    return cov
+
+
+class SparceModel(CostModel):
+    """SparCE in-order core (see the module docstring for the loop and energy model)."""
+
+    kind = "sparce"
+    Params = SparceParams
+
+    def simulate(self, layers: list[ComputeLayer], acts: dict[str, np.ndarray]) -> CostResult:
+        p = self.params
+        n = check_acts(layers, acts)
+        L = len(layers)
+        cov = sasa_coverage(layers, p)
+        V = p.simd_width
+        cycles = np.zeros((n, L), dtype=np.int64)
+        dense = np.zeros((n, L), dtype=np.int64)
+        keys = ("fetch_decode", "load_store", "mac", "alu_branch")
+        e = {k: np.zeros((n, L)) for k in keys}
+        skip_cyc = p.load_cycles + p.mac_cycles
+        iter_cyc = (2 * p.load_cycles + p.mac_cycles + p.pointer_instructions * p.alu_cycles
+                    + p.loop_instructions * p.branch_cycles)
+        iter_alu = p.pointer_instructions + p.loop_instructions
+        for li, layer in enumerate(layers):
+            x4, g = lower(layer, acts[layer.input])
+            P = g.OH * g.OW
+            kg = g.Cg * g.KH * g.KW
+            iters = -(-kg // V)
+            outputs = g.M * P  # (group, filter, position) triples
+            im2col = 0
+            if layer.is_conv and not (g.KH == g.KW == 1 and g.sh == g.sw == 1 and g.pt == g.pl == g.pb == g.pr == 0):
+                im2col = g.group * kg * P
+            d = outputs * (iters * iter_cyc + p.output_overhead_cycles) + im2col * p.im2col_cycles_per_element
+            if cov[li] > 0:
+                skips = sparce_skips(nonzero_mask(x4), g.group, g.KH, g.KW, g.sh, g.sw, g.pt, g.pl, g.dh, g.dw,
+                                     g.OH, g.OW, V, p.unroll, cov[li]) * g.Mg  # skipped iterations, all filters
+            else:
+                skips = np.zeros(n, dtype=np.int64)
+            dense[:, li] = d
+            cycles[:, li] = d - skips * skip_cyc
+            # executed instructions
+            it = float(outputs * iters)
+            loads = 2 * it - skips + im2col * 2  # activation + weight loads; im2col load + store
+            macs = it - skips
+            alu = it * iter_alu + im2col * max(p.im2col_cycles_per_element - 2, 0) \
+                + outputs * max(p.output_overhead_cycles - 1, 0)  # output overhead: one store + ALU/branch
+            loads = loads + outputs  # the output store
+            instr = loads + macs + alu
+            pj = 1e-12
+            e["fetch_decode"][:, li] = instr * p.e_instruction_pj * pj
+            e["load_store"][:, li] = loads * p.e_load_pj * pj
+            e["mac"][:, li] = macs * p.e_mac_pj * pj
+            e["alu_branch"][:, li] = alu * p.e_alu_pj * pj
+        return CostResult.build([lay.name for lay in layers], cycles, dense, e, p.clock_hz, p.static_power_w)

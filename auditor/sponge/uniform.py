@@ -1,0 +1,59 @@
+"""Uniform-sampling sponge examples (Müller & Quiring, Section III-B, "Uniform Sampling Strategy").
+
+Sponge examples are dense because they are *uniform*: flat images give narrow convolution outputs
+that batch normalisation shifts into the positive ReLU region.  This strategy mimics that directly:
+every pixel is drawn i.i.d. from N(mu, sigma^2) and clipped to the pixel range.  A small sigma
+works best on every model (the paper's Fig. 6: sigma = 0.01); mu matters little and is picked by
+a grid search on ``grid_samples`` samples per grid value, by mean ``cost_fn``.  Each sample gets
+its own noise, so the N inputs returned are distinct (repeating one input would be easy to
+detect).  Cost: one cost measurement per grid sample plus one per returned input — forward-pass
+cost, no optimisation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Param, Search, SearchResult, bounds_of
+
+
+class UniformSampling(Search):
+    """Narrow-Gaussian images with the mean chosen by grid search on the measured cost."""
+
+    name = "uniform"
+    needs_clean = False
+    PARAMS = {
+        "sigma": Param("float", 0.01, "standard deviation of the pixel distribution (pixel-range units)", low=0.0),
+        "mu": Param("float?", None, "fixed mean (skips the grid search)"),
+        "grid": Param("floats", [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+                      "candidate means, as fractions of the pixel range"),
+        "grid_samples": Param("int", 4, "samples measured per grid value", low=1),
+        "progress": Param("bool", None, "show a progress bar"),
+    }
+
+    def _run(self, model, x_clean, cost_fn, layer_weights, labels, seed) -> SearchResult:
+        p = self.params
+        rng = np.random.default_rng(seed)
+        n = len(x_clean)
+        shape = x_clean.shape[1:]
+        lo, hi = bounds_of(model)
+        span = hi - lo
+        sigma = p["sigma"] * span
+
+        def sample(mu: float, k: int) -> np.ndarray:
+            return np.clip(rng.normal(mu, sigma, (k,) + shape), lo, hi).astype(np.float32)
+
+        grid_cost = {}
+        if p["mu"] is None:
+            grid = [lo + g * span for g in p["grid"]]
+            with self.progress("uniform sampling grid", len(grid)) as bar:
+                for mu in grid:
+                    grid_cost[float(mu)] = float(cost_fn(sample(mu, p["grid_samples"])).mean())
+                    bar.update()
+            mu = max(grid_cost, key=lambda k: grid_cost[k])  # first of equal maxima
+        else:
+            mu = float(p["mu"])
+        x = sample(mu, n)
+        cost = cost_fn(x)
+        info = {"mu": mu, "sigma": sigma, "grid_cost": grid_cost}
+        return SearchResult(self.name, x, cost, 0, len(grid_cost), 0.0, None, info)
