@@ -90,6 +90,9 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
     checks: list[Check] = []
     for prof in profs:
         clf = profile_classifier(proto, prof, sc, cache, threads)
+        if tuple(data.x.shape[1:]) != tuple(clf.input_shape):
+            raise AuditorError(f"the data has per-input shape {tuple(data.x.shape[1:])} (NCHW) but the model expects "
+                               f"{tuple(clf.input_shape)} after preprocessing", where=data.description)
         cm = prof.build_cost_model()
         ev = evaluate(clf, data.x, cm, sc.density_tensors)
         if not np.all(np.isfinite(ev.logits)):

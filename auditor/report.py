@@ -91,7 +91,8 @@ def render_text(d: dict) -> str:
     for p in d["profiles"]:
         c = p["clean"]
         L.append("")
-        L.append(f"== {p['name']} ({p['cost_model']}) " + "=" * max(0, 74 - len(p['name']) - len(p['cost_model'])))
+        head = f"== {p['name']} ({p['cost_model']}) "
+        L.append(head + "=" * max(0, 80 - len(head)))
         acc = c["accuracy"]
         L.append(f"clean accuracy {'n/a' if acc is None else f'{100 * acc:.2f}%'}   "
                  f"density ({c['density']['counted']}) mean {c['density']['mean']:.3f} worst {c['density']['worst']:.3f}")

@@ -212,8 +212,8 @@ class ApproxModel:
                 current.append(idx)
         if current:
             self._steps.append(_OrtSegment(current))
+        self._extra_sessions: dict[tuple[int, frozenset], tuple] = {}
         self._wire()
-        self._extra_sessions: dict[tuple[int, frozenset], tuple[list[str], ort.InferenceSession]] = {}
 
     # ------------------------------------------------------------------------------------------
     # construction helpers
@@ -339,7 +339,7 @@ class ApproxModel:
                            act_is_a=act_is_a)
 
     def _wire(self) -> None:
-        """Decide each ORT segment's inputs/outputs, prune dead nodes, build the sessions."""
+        """Decide each ORT segment's outputs and build the default sessions."""
         graph = self._model.graph
         needed_after: set[str] = set(self.output_names)
         # walk backwards so each step knows what later steps need
@@ -351,27 +351,17 @@ class ApproxModel:
             produced = {o for i in step.nodes for o in graph.node[i].output if o}
             step.outputs = [o for i in step.nodes for o in graph.node[i].output
                             if o and o in needed_after]
-            # prune nodes that do not contribute to the outputs
-            live = set(step.outputs)
-            kept = []
-            for i in reversed(step.nodes):
-                node = graph.node[i]
-                if any(o in live for o in node.output):
-                    kept.append(i)
-                    live |= _node_inputs(node)
-            step.nodes = kept[::-1]
-            consumed: list[str] = []
+            consumed: set[str] = set()
             for i in step.nodes:
-                for n in sorted(_node_inputs(graph.node[i])):
-                    if n not in produced and n not in self._initializers and n not in consumed:
-                        consumed.append(n)
-            step.inputs = consumed
+                consumed |= _node_inputs(graph.node[i])
+            # every tensor any node of the segment reads stays available, so that sessions with
+            # extra (intermediate) outputs can be built later without re-wiring
             needed_after -= produced
-            needed_after |= set(consumed)
+            needed_after |= consumed - produced - set(self._initializers)
         self._steps = [s for s in self._steps if isinstance(s, _ApproxStep) or s.outputs]
         for step in self._steps:
             if isinstance(step, _OrtSegment):
-                step.session = self._session(step, step.outputs)
+                step.session, step.inputs = self._session(step, step.outputs)
         missing = needed_after - set(self.input_names) - set(self._initializers)
         if missing:
             raise AuditorError(f"the model reads undefined tensors: {', '.join(sorted(missing))}")
@@ -380,16 +370,27 @@ class ApproxModel:
         return helper.make_tensor_value_info(name, self._types.get(name, onnx.TensorProto.FLOAT),
                                              None)
 
-    def _session(self, seg: _OrtSegment, outputs: list[str]) -> ort.InferenceSession:
+    def _session(self, seg: _OrtSegment, outputs: list[str]
+                 ) -> tuple[ort.InferenceSession, list[str]]:
+        """Session computing ``outputs`` from the segment's live nodes, and its input names."""
         graph = self._model.graph
-        nodes = [graph.node[i] for i in seg.nodes]
-        used = set()
+        live = set(outputs)
+        kept = []
+        for i in reversed(seg.nodes):  # drop nodes that do not contribute to the outputs
+            node = graph.node[i]
+            if any(o in live for o in node.output):
+                kept.append(i)
+                live |= _node_inputs(node)
+        nodes = [graph.node[i] for i in reversed(kept)]
+        produced = {o for n in nodes for o in n.output if o}
+        used: set[str] = set()
         for n in nodes:
             used |= _node_inputs(n)
+        inputs = sorted(used - produced - set(self._initializers))
         inits = [self._initializers[n] for n in sorted(used) if n in self._initializers]
         sub = helper.make_graph(
             nodes, f"{graph.name or 'graph'}_part",
-            [self._value_info(n) for n in seg.inputs],
+            [self._value_info(n) for n in inputs],
             [self._value_info(n) for n in outputs],
             initializer=inits,
         )
@@ -401,10 +402,11 @@ class ApproxModel:
             opts.intra_op_num_threads = int(self._threads)
             opts.inter_op_num_threads = 1
         try:
-            return ort.InferenceSession(sub_model.SerializeToString(), opts,
+            sess = ort.InferenceSession(sub_model.SerializeToString(), opts,
                                         providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise AuditorError(f"onnxruntime cannot load the model part: {e}") from None
+        return sess, inputs
 
     # ------------------------------------------------------------------------------------------
     # execution
@@ -435,7 +437,8 @@ class ApproxModel:
         key = (k, extra)
         if key not in self._extra_sessions:
             outputs = seg.outputs + sorted(extra)
-            self._extra_sessions[key] = (outputs, self._session(seg, outputs))
+            sess, inputs = self._session(seg, outputs)
+            self._extra_sessions[key] = (outputs, sess, inputs)
         return self._extra_sessions[key]
 
     def run(self, x, outputs: Iterable[str] | None = None) -> dict[str, np.ndarray]:
@@ -472,11 +475,11 @@ class ApproxModel:
             if isinstance(step, _ApproxStep):
                 env[step.output] = self._run_approx(step, env[step.activation])
                 continue
-            feeds = {n: env[n] for n in step.inputs}
             if k in extra_by_step:
-                names, sess = self._segment_session(k, step, frozenset(extra_by_step[k]))
+                names, sess, inputs = self._segment_session(k, step, frozenset(extra_by_step[k]))
             else:
-                names, sess = step.outputs, step.session
+                names, sess, inputs = step.outputs, step.session, step.inputs
+            feeds = {n: env[n] for n in inputs}
             try:
                 results = sess.run(names, feeds)
             except Exception as e:  # noqa: BLE001

@@ -212,12 +212,13 @@ class Search:
                 raise AuditorError(f"labels must be {len(x_clean)} integers, got shape {labels.shape} dtype {labels.dtype}", where)
             labels = labels.astype(np.int64)
         seed = int(seed)
-        budget = _Counter(cost_fn, where)
+        budget = _Counter(cost_fn, where, model)
         q0 = getattr(model, "queries", 0)
         t0 = time.perf_counter()
         res = self._run(model, x_clean, budget, layer_weights, labels, seed)
         res.seconds = time.perf_counter() - t0
-        mq = int(getattr(model, "queries", 0) - q0) + int(res.info.pop("_extra_model_queries", 0))
+        # model evaluations the search made itself (those inside cost_fn are cost measurements)
+        mq = int(getattr(model, "queries", 0) - q0) - budget.model_queries
         res.info.setdefault("model_queries", mq)
         res.info.setdefault("cost_queries", budget.samples)
         res.queries = int(res.info["model_queries"] + res.info["cost_queries"])
@@ -238,14 +239,17 @@ class Search:
 class _Counter:
     """Wraps cost_fn: checks its output and counts the samples measured."""
 
-    def __init__(self, fn: CostFn, where: str):
+    def __init__(self, fn: CostFn, where: str, model=None):
         self.fn, self.where, self.samples, self.calls = fn, where, 0, 0
+        self.model, self.model_queries = model, 0
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
         if len(x) == 0:
             return np.zeros(0, dtype=np.float64)
+        q0 = getattr(self.model, "queries", 0)
         c = np.asarray(self.fn(x), dtype=np.float64).reshape(-1)
+        self.model_queries += int(getattr(self.model, "queries", 0) - q0)
         if c.shape != (len(x),):
             raise AuditorError(f"cost_fn returned shape {c.shape} for {len(x)} inputs", self.where)
         if not np.all(np.isfinite(c)):
