@@ -70,7 +70,9 @@ def profile_classifier(proto, profile: HardwareProfile, sc: Scenario, cache: dic
 
 
 def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: int = 0,
-              progress: bool | None = None) -> Report:
+              save_dir: str | Path | None = None, baseline: str | Path | dict | None = None) -> Report:
+    """Audit ``model`` (path or ModelProto) on ``profiles`` (paths or HardwareProfile) under
+    ``scenario`` (path or Scenario).  ``save_dir``: where the worst inputs are written (.npy, .png)."""
     t0 = time.monotonic()
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     model_path, proto, profs, sc = _load(model, profiles, scenario)
@@ -121,11 +123,42 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
             "worst_edp": float(c.edp.max()), "worst_density": float(ev.model_density.max()),
             "clean_accuracy": acc,
         }
+        attacks = []
+        if sc.energy_attacks:
+            from .energy import run_energy_attack, save_input
+
+            # a fresh session over the same deployed model: the independent forward pass
+            verifier = OnnxClassifier(clf.base_model, sc.preprocessing, threads=threads, batch_size=sc.batch_size)
+            for k, spec in enumerate(sc.energy_attacks):
+                section, worst_x = run_energy_attack(clf, verifier, cm, data.x, ev, spec, seed=seed + k,
+                                                     base_dir=sc.base_dir, density_tensors=sc.density_tensors,
+                                                     preprocessing=sc.preprocessing)
+                if worst_x is not None and save_dir is not None:
+                    stem = Path(save_dir) / f"{prof.name}-{k}-{section['search']}-worst"
+                    section["worst_input"]["files"] = save_input(worst_x, stem, sc.preprocessing.bounds)
+                attacks.append(section)
+                for key_sum, key_sec in (("worst_latency_s", "latency_s"), ("worst_energy_j", "energy_j"), ("worst_edp", "edp")):
+                    w = section[key_sec]["worst"]
+                    if w is not None:
+                        summary[key_sum] = max(summary[key_sum], w)
+                if section["density_attacked_worst"] is not None:
+                    summary["worst_density"] = max(summary["worst_density"], section["density_attacked_worst"])
+                for key in ("latency_increase", "energy_increase"):
+                    if section[key] is not None:
+                        summary[key] = max(summary.get(key, 0.0), section[key])
+        pr["attacks"] = attacks
         pr["summary"] = summary
         pr_checks = hardware_checks(sc.checks, prof.name, summary)
         pr["checks"] = [ch.to_dict() for ch in pr_checks]
         checks += pr_checks
         report["profiles"].append(pr)
+    if baseline is not None:
+        from .baseline import regression_checks
+
+        old = baseline if isinstance(baseline, dict) else Report.load(baseline).data
+        checks += regression_checks(sc.regression, old, report)
+        report["baseline"] = {"path": None if isinstance(baseline, dict) else str(baseline),
+                              "model_sha256": old.get("model", {}).get("sha256")}
     report["checks"] = [ch.to_dict() for ch in checks]
     report["verdict"] = "PASS" if all(ch.passed for ch in checks) else "FAIL"
     report["timing"] = {"started": started, "seconds": round(time.monotonic() - t0, 3)}

@@ -75,13 +75,17 @@ def inspect(model, fmt):
 @click.option("--hw", "profiles", multiple=True, required=True, type=click.Path(dir_okay=False),
               help="hardware profile YAML (repeat for several)")
 @click.option("--scenario", required=True, type=click.Path(dir_okay=False), help="scenario YAML")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "junit", "markdown"]), default="text", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="write the report here instead of stdout")
 @click.option("--force", is_flag=True, help="overwrite --output if it exists")
 @click.option("--seed", type=int, default=None, help="override the scenario's seed")
 @click.option("--threads", type=int, default=0, show_default=True, help="onnxruntime threads (0 = all cores)")
+@click.option("--save-inputs", type=click.Path(file_okay=False), default=None,
+              help="folder to save the worst input of each search (.npy and .png)")
+@click.option("--baseline", type=click.Path(dir_okay=False), default=None,
+              help="previous JSON report: add the scenario's regression checks against it")
 @_guard
-def audit(model, profiles, scenario, fmt, output, force, seed, threads):
+def audit(model, profiles, scenario, fmt, output, force, seed, threads, save_inputs, baseline):
     """Audit MODEL on each hardware profile under SCENARIO and print the verdict.
 
     Exit code 0 when every check passes, 1 when one fails, 2 on bad input."""
@@ -89,7 +93,8 @@ def audit(model, profiles, scenario, fmt, output, force, seed, threads):
 
     if output and Path(output).exists() and not force:
         raise AuditorError("output file exists; pass --force to overwrite it", where=output)
-    report = run_audit(model, list(profiles), scenario, seed=seed, threads=threads)
+    report = run_audit(model, list(profiles), scenario, seed=seed, threads=threads, save_dir=save_inputs,
+                       baseline=baseline)
     _write_output(report.render(fmt), output, force)
     if output:
         click.echo(f"verdict: {report.verdict} (report written to {output})", err=True)
@@ -107,6 +112,47 @@ def validate(files, kind):
     for f in files:
         what = validate_file(f, kind)
         click.echo(f"{f}: valid {what}")
+
+
+@main.command()
+@click.argument("old", type=click.Path(dir_okay=False))
+@click.argument("new", type=click.Path(dir_okay=False))
+@_guard
+def diff(old, new):
+    """Print what changed between two JSON reports (exit 0; 1 if NEW's verdict is FAIL)."""
+    from .baseline import diff as diff_reports
+    from .report import Report
+
+    a, b = Report.load(old), Report.load(new)
+    lines = diff_reports(a.data, b.data)
+    click.echo("\n".join(lines) if lines else "no differences (apart from timing)")
+    sys.exit(EXIT_PASS if b.passed else EXIT_FAIL)
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["scenario", "hwprofile"]))
+@click.option("--cost-model", default=None, help="hwprofile: include the params of this cost model")
+@_guard
+def schema(kind, cost_model):
+    """Print the JSON Schema of a scenario or hardware profile (for editor completion)."""
+    import json
+
+    from .docs import schema_for
+
+    click.echo(json.dumps(schema_for(kind, cost_model), indent=2))
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False), default="scenario.yaml")
+@click.option("--profile", default=None, help="name of a hardware profile the scenario is meant for (adds a comment)")
+@click.option("--force", is_flag=True, help="overwrite PATH if it exists")
+@_guard
+def init(path, profile, force):
+    """Write a commented starter scenario to PATH (default scenario.yaml)."""
+    from .docs import starter_scenario
+
+    _write_output(starter_scenario(profile), path, force)
+    click.echo(f"wrote {path}; check it with: auditor validate {path}", err=True)
 
 
 if __name__ == "__main__":

@@ -34,11 +34,26 @@ class Report:
             return self.to_json()
         if fmt == "text":
             return render_text(self.data)
+        if fmt in ("junit", "markdown"):
+            from .formats import render_junit, render_markdown
+
+            return (render_junit if fmt == "junit" else render_markdown)(self.data)
         raise ValueError(f"unknown format {fmt!r}")
 
     @classmethod
     def load(cls, path: str | Path) -> "Report":
-        return cls(json.loads(Path(path).read_text()))
+        from .errors import AuditorError
+
+        p = Path(path)
+        if not p.is_file():
+            raise AuditorError("report file not found", where=str(path))
+        try:
+            data = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise AuditorError(f"not a JSON report ({e.__class__.__name__}: {str(e)[:120]})", where=str(path)) from None
+        if not isinstance(data, dict) or "schema_version" not in data or "profiles" not in data:
+            raise AuditorError("not an auditor JSON report (no schema_version/profiles)", where=str(path))
+        return cls(data)
 
 
 def _clean(v):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from . import schema
+from .baseline import Regression
 from .data import DataSpec
 from .preprocess import Preprocessing
 
@@ -85,6 +86,7 @@ class Scenario:
     energy_attacks: list[EnergyAttack] = schema.field(default_factory=list, doc="energy-latency searches to run")
     robustness: Optional[Robustness] = schema.field(None, doc="evasion attacks to run")
     checks: Checks = schema.field(default_factory=Checks, doc="thresholds of the verdict")
+    regression: Regression = schema.field(default_factory=Regression, doc="limits against a baseline report (--baseline)")
 
     #: folder of the scenario file; relative paths are resolved against it
     base_dir: Path = dataclasses.field(default=Path("."), init=False, repr=False)

@@ -89,6 +89,7 @@ class OnnxClassifier(Classifier):
         super().__init__()
         self.preprocessing = preprocessing or Preprocessing()
         base = _as_model(model)
+        self.base_model = base  # the model as deployed, before preprocessing is prepended
         self.model = prepend(base, self.preprocessing)
         self.instrumented, self.probes = instrument(self.model)
         self.threads, self.batch_size, self.sparsity_f = threads, batch_size, sparsity_f

@@ -136,6 +136,7 @@ class HopSkipJump(Attack):
         x0 = ctx.x.reshape(n, d).astype(np.float64)
         xb = x_adv.reshape(n, d).astype(np.float64)
         dist = np.linalg.norm(xb - x0, axis=1)
+        best_xb, best_d = xb.copy(), dist.copy()
         group_rows = 1 << 22  # floats per probe batch
         for t in range(1, self.steps + 1):
             # --- gradient-direction estimate at the boundary point
@@ -176,6 +177,8 @@ class HopSkipJump(Attack):
                 nd = np.linalg.norm(nb - x0[mv], axis=1)
                 xb[mv] = nb
                 dist[mv] = nd
+                imp = mv[nd < best_d[mv]]
+                best_xb[imp], best_d[imp] = xb[imp], dist[imp]
             ctx.tick()
-        out = xb.reshape(ctx.x.shape).astype(np.float32)
+        out = best_xb.reshape(ctx.x.shape).astype(np.float32)
         return np.where(_bshape(found, ctx.x.ndim), out, ctx.x)

@@ -97,6 +97,11 @@ class CnvlutinParams:
     min_slot_cycles: int = field(1, doc="cycles (and neuron-buffer entries) an all-zero brick still costs its lane; "
                                         "a brick costs max(nnz, min_slot_cycles)", unit="cycles",
                                  source="assumption (the lane must receive and retire an empty brick; " + _SRC_CNV + ")")
+    pack_narrow_layers: bool = field(True, doc="when a group has fewer channels than brick_size (e.g. a grey-scale "
+                                               "or RGB image), a brick holds brick_size consecutive values of the "
+                                               "window in (ky, kx, c) order instead of one short brick per position",
+                                     unit="bool", source="assumption (narrow inputs laid out window-packed, so their "
+                                                         "zeros can be skipped; " + _SRC_CNV + " bricks are 16 channels)")
     skip_fc: bool = field(False, doc="skip zeros in fully connected (Gemm/MatMul) layers too; otherwise they run dense",
                           unit="bool", source="assumption (Cnvlutin targets convolutional layers)")
     zero_threshold: float = field(0.0, doc="activations with |a| <= threshold are ineffectual and skipped "
@@ -210,34 +215,94 @@ def cnv_windows(cnt, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, lanes, min_s
     return out
 
 
-def cnv_windows_reference(x, geom: ConvGeom, lanes: int, brick: int, min_slot: int, threshold: float = 0.0):
-    """Slow pure-Python version of :func:`brick_counts` + :func:`cnv_windows` on the raw activations
-    (N, C, H, W), written from the definition (for tests)."""
-    N = x.shape[0]
-    cg = geom.C // geom.group
-    nb = -(-cg // brick)
+@numba.njit(cache=True, parallel=True)
+def cnv_windows_packed(nz, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, brick, lanes, min_slot):
+    """Like :func:`cnv_windows` for window-packed bricks: the window's values in (ky, kx, c) order
+    (c fastest) are cut into bricks of ``brick`` values.  nz: (N, C, H, W) uint8 non-zero mask."""
+    N, C, H, W = nz.shape
+    cg = C // group
     out = np.zeros((N, 3), dtype=np.int64)
-    for n in range(N):
-        cyc = nnz = ent = 0
+    for n in numba.prange(N):
+        cyc = 0
+        nnz = 0
+        ent = 0
+        for g in range(group):
+            for oy in range(OH):
+                for ox in range(OW):
+                    step_max = 0
+                    in_step = 0
+                    cur = 0
+                    filled = 0
+                    for ky in range(KH):
+                        iy = oy * sh - pt + ky * dh
+                        for kx in range(KW):
+                            ix = ox * sw - pl + kx * dw
+                            inside = iy >= 0 and iy < H and ix >= 0 and ix < W
+                            for c in range(cg):
+                                if inside:
+                                    cur += nz[n, g * cg + c, iy, ix]
+                                filled += 1
+                                if filled == brick:
+                                    nnz += cur
+                                    e = cur if cur > min_slot else min_slot
+                                    ent += e
+                                    if e > step_max:
+                                        step_max = e
+                                    in_step += 1
+                                    if in_step == lanes:
+                                        cyc += step_max
+                                        step_max = 0
+                                        in_step = 0
+                                    cur = 0
+                                    filled = 0
+                    if filled > 0:
+                        nnz += cur
+                        e = cur if cur > min_slot else min_slot
+                        ent += e
+                        if e > step_max:
+                            step_max = e
+                    cyc += step_max
+        out[n, 0] = cyc
+        out[n, 1] = nnz
+        out[n, 2] = ent
+    return out
+
+
+def window_bricks_reference(x, geom: ConvGeom, brick: int, packed: bool, threshold: float = 0.0):
+    """Pure-Python list, per (n, group, oy, ox) window, of its bricks as lists of values that count as
+    non-zero (|v| > threshold) or not, in lane order (for tests and documentation)."""
+    cg = geom.C // geom.group
+    wins = []
+    for n in range(x.shape[0]):
         for g in range(geom.group):
             for oy in range(geom.OH):
                 for ox in range(geom.OW):
-                    costs = []  # per brick of the window, in (ky, kx, cb) order
+                    flags_per_pos = []
                     for ky in range(geom.KH):
                         for kx in range(geom.KW):
                             iy = oy * geom.sh - geom.pt + ky * geom.dh
                             ix = ox * geom.sw - geom.pl + kx * geom.dw
-                            for cb in range(nb):
-                                k = 0
-                                for c in range(cb * brick, min(cg, (cb + 1) * brick)):
-                                    if 0 <= iy < geom.H and 0 <= ix < geom.W and abs(float(x[n, g * cg + c, iy, ix])) > threshold:
-                                        k += 1
-                                nnz += k
-                                costs.append(max(k, min_slot))
-                    ent += sum(costs)
-                    for s in range(0, len(costs), lanes):
-                        cyc += max(costs[s:s + lanes])
-        out[n] = (cyc, nnz, ent)
+                            ok = 0 <= iy < geom.H and 0 <= ix < geom.W
+                            flags_per_pos.append([ok and abs(float(x[n, g * cg + c, iy, ix])) > threshold for c in range(cg)])
+                    if packed:
+                        flat = [f for pos in flags_per_pos for f in pos]
+                        bricks = [flat[i:i + brick] for i in range(0, len(flat), brick)]
+                    else:
+                        bricks = [pos[i:i + brick] for pos in flags_per_pos for i in range(0, cg, brick)]
+                    wins.append((n, bricks))
+    return wins
+
+
+def cnv_windows_reference(x, geom: ConvGeom, lanes: int, brick: int, min_slot: int, threshold: float = 0.0,
+                          packed: bool = False):
+    """Slow pure-Python version of the Cnvlutin window kernels on the raw activations (N, C, H, W),
+    written from the definition: returns (N, 3) [cycles of one pass, non-zero visits, entries read]."""
+    out = np.zeros((x.shape[0], 3), dtype=np.int64)
+    for n, bricks in window_bricks_reference(x, geom, brick, packed, threshold):
+        costs = [max(sum(b), min_slot) for b in bricks]
+        out[n, 0] += sum(max(costs[s:s + lanes]) for s in range(0, len(costs), lanes))
+        out[n, 1] += sum(sum(b) for b in bricks)
+        out[n, 2] += sum(costs)
     return out
 
 
@@ -246,17 +311,27 @@ def cnv_windows_reference(x, geom: ConvGeom, lanes: int, brick: int, min_slot: i
 # ----------------------------------------------------------------------------------------------
 
 
-def brick_occupancy(cg: int, brick: int) -> np.ndarray:
-    """Occupancy of each channel brick of a group: [brick, ..., brick, remainder]."""
-    nb = -(-cg // brick)
+def window_occupancy(geom: ConvGeom, brick: int, packed: bool) -> np.ndarray:
+    """Occupancy (values held) of each brick of one window, in lane order."""
+    if packed:
+        kw = geom.KH * geom.KW * geom.Cg
+        occ = np.full(-(-kw // brick), brick, dtype=np.int64)
+        occ[-1] = kw - brick * (len(occ) - 1)
+        return occ
+    nb = -(-geom.Cg // brick)
     occ = np.full(nb, brick, dtype=np.int64)
-    occ[-1] = cg - brick * (nb - 1)
-    return occ
+    occ[-1] = geom.Cg - brick * (nb - 1)
+    return np.tile(occ, geom.KH * geom.KW)
 
 
-def dense_window_cycles(geom: ConvGeom, lanes: int, brick: int) -> int:
+def is_packed(geom: ConvGeom, brick: int, pack_narrow: bool) -> bool:
+    """Whether the layer uses window-packed bricks (narrow groups with pack_narrow_layers)."""
+    return bool(pack_narrow) and geom.Cg < brick and geom.KH * geom.KW > 1
+
+
+def dense_window_cycles(geom: ConvGeom, lanes: int, brick: int, packed: bool = False) -> int:
     """Cycles of one window when every brick costs its occupancy (no skipping)."""
-    seq = np.tile(brick_occupancy(geom.Cg, brick), geom.KH * geom.KW)
+    seq = window_occupancy(geom, brick, packed)
     pad = (-len(seq)) % lanes
     if pad:
         seq = np.concatenate([seq, np.zeros(pad, dtype=np.int64)])
@@ -280,19 +355,24 @@ class _LayerEvents:
 
 def dadn_events(layer: ComputeLayer, x: np.ndarray, *, units: int, neuron_lanes: int, filter_lanes: int,
                 brick: int, value_bits: int, offset_bits: int, skip: bool, min_slot: int,
-                threshold: float) -> tuple[_LayerEvents, ConvGeom]:
+                threshold: float, pack_narrow: bool) -> tuple[_LayerEvents, ConvGeom]:
     """Cycle and event counts of one layer for a batch on the DaDianNao/Cnvlutin organisation."""
     x4, geom = lower(layer, x)
     n = len(x4)
     npass = passes(geom, units, filter_lanes)
     windows = geom.group * geom.OH * geom.OW
-    dense = npass * windows * dense_window_cycles(geom, neuron_lanes, brick)
+    packed = is_packed(geom, brick, pack_narrow)
+    dense = npass * windows * dense_window_cycles(geom, neuron_lanes, brick, packed)
     vbytes = value_bits / 8.0
     if skip:
         nz = nonzero_mask(x4, threshold)
-        cnt = brick_counts(nz, geom.group, brick)
-        r = cnv_windows(cnt, geom.group, geom.KH, geom.KW, geom.sh, geom.sw, geom.pt, geom.pl, geom.dh, geom.dw,
-                        geom.OH, geom.OW, neuron_lanes, min_slot)
+        if packed:
+            r = cnv_windows_packed(nz, geom.group, geom.KH, geom.KW, geom.sh, geom.sw, geom.pt, geom.pl, geom.dh,
+                                   geom.dw, geom.OH, geom.OW, brick, neuron_lanes, min_slot)
+        else:
+            cnt = brick_counts(nz, geom.group, brick)
+            r = cnv_windows(cnt, geom.group, geom.KH, geom.KW, geom.sh, geom.sw, geom.pt, geom.pl, geom.dh,
+                            geom.dw, geom.OH, geom.OW, neuron_lanes, min_slot)
         cycles = r[:, 0] * npass
         nnz = r[:, 1]
         entries = r[:, 2] * npass
@@ -322,7 +402,8 @@ def dadn_simulate(layers, acts, p, *, skip_conv: bool, skip_fc: bool, min_slot: 
         skip = skip_conv if layer.is_conv else skip_fc
         ev, geom = dadn_events(layer, acts[layer.input], units=p.units, neuron_lanes=p.neuron_lanes,
                                filter_lanes=p.filter_lanes, brick=p.brick_size, value_bits=p.value_bits,
-                               offset_bits=offset_bits, skip=skip, min_slot=min_slot, threshold=threshold)
+                               offset_bits=offset_bits, skip=skip, min_slot=min_slot, threshold=threshold,
+                               pack_narrow=p.pack_narrow_layers)
         cycles[:, li] = ev.cycles
         dense[:, li] = ev.dense_cycles
         macs = ev.nnz_visits.astype(np.float64) * geom.Mg

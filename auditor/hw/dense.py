@@ -37,6 +37,9 @@ class DenseParams:
                               unit="count", source=_SRC_DADN)
     brick_size: int = field(16, doc="activations per brick (consecutive channels at one position)",
                             unit="activations", source=_SRC_CNV)
+    pack_narrow_layers: bool = field(True, doc="groups with fewer channels than brick_size use window-packed bricks "
+                                               "(brick_size consecutive window values in (ky, kx, c) order)",
+                                     unit="bool", source="assumption (same layout as the Cnvlutin profile)")
     value_bits: int = field(16, doc="bits per activation and per weight (fixed point)", unit="bits", source=_SRC_DADN)
     e_mac_pj: float = field(1.6, doc="energy of one 16-bit fixed-point multiply-accumulate", unit="pJ",
                             source=_SRC_HOROWITZ + "; 16b mult ~0.8 pJ + 32b add 0.1")

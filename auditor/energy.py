@@ -1,0 +1,121 @@
+"""The energy-latency part of the audit: run a scenario's searches on a profile and verify them.
+
+Each search maximises the simulated cost (latency or energy) on one hardware profile, with the
+sparsity objective's layer weights W_l set to the layers' share of that cost on clean inputs.
+Every input a search returns is then re-verified with an independent forward pass (a fresh
+onnxruntime session, not the gradient graphs the search used) and a fresh cost simulation:
+its label (where the search must keep it), its distance to the clean input (where the search
+is bounded) and its pixel range.  Only verified inputs count.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AuditorError
+from .evaluate import Evaluation, cost_fn, evaluate
+from .norms import perturbation_stats
+from .scenario import EnergyAttack
+from .session import OnnxClassifier
+
+
+def _stats(v) -> dict:
+    v = np.asarray(v, dtype=np.float64)
+    if v.size == 0:
+        return {"mean": None, "worst": None}
+    return {"mean": float(v.mean()), "worst": float(v.max())}
+
+
+def run_energy_attack(clf: OnnxClassifier, verifier: OnnxClassifier, cost_model, x_all: np.ndarray,
+                      clean: Evaluation, spec: EnergyAttack, *, seed: int, base_dir: Path,
+                      density_tensors: str, preprocessing) -> tuple[dict, np.ndarray | None]:
+    """Run one search; return its report section and the worst verified input (or None)."""
+    from .sponge import make_search
+
+    n = min(spec.count, len(x_all))
+    x = x_all[:n]
+    params = dict(spec.params)
+    if spec.search in ("blackbox", "black_box", "black-box"):
+        if not spec.surrogate:
+            raise AuditorError("the black-box search needs 'surrogate:' (an ONNX model)", where=f"energy_attacks[{spec.search}]")
+        params["surrogate"] = OnnxClassifier(base_dir / spec.surrogate, preprocessing)
+    search = make_search(spec.search, **params)
+    clean_cost = clean.cost.select(np.arange(n))
+    weights = clean_cost.runtime_shares() if spec.cost == "latency" else clean_cost.energy_shares()
+    res = search(clf, x, cost_fn=cost_fn(clf, cost_model, spec.cost), layer_weights=weights, seed=seed)
+
+    # --- independent re-verification --------------------------------------------------------
+    ev = evaluate(verifier, res.x, cost_model, density_tensors)
+    lo, hi = verifier.bounds
+    ok = (res.x.reshape(len(res.x), -1).min(axis=1) >= lo) & (res.x.reshape(len(res.x), -1).max(axis=1) <= hi)
+    paired = search.needs_clean and len(res.x) == n
+    section: dict = {"search": search.name, "params": {k: v for k, v in res.info.get("params", {}).items()},
+                     "cost": spec.cost, "count": int(len(res.x)), "queries": int(res.queries),
+                     "seconds": round(float(res.seconds), 3), "seconds_per_input": round(float(res.seconds_per_example), 4)}
+    if paired:
+        kept = ev.pred == clean.pred[:n]
+        pert = perturbation_stats(res.x, x)
+        eps, norm = search.params.get("eps"), search.params.get("norm", "l2")
+        if eps is not None and np.isfinite(eps):
+            within = pert[norm if norm in pert else "l2"] <= float(eps) * (1 + 1e-4) + 1e-6
+            ok &= within
+        ok &= kept
+        changed = np.any(res.x != x, axis=tuple(range(1, x.ndim)))
+        section.update({
+            "label_kept_rate": float(kept.mean()),
+            "perturbation": {"l2": _stats(pert["l2"]), "linf": _stats(pert["linf"]), "eps": eps, "norm": norm},
+            "changed": int(changed.sum()),
+        })
+    section["verified"] = int(ok.sum())
+    section["rejected"] = int((~ok).sum())
+    c = ev.cost
+    lat, en, edp = c.latency_s[ok], c.energy_total_j[ok], c.edp[ok]
+    clean_lat, clean_en = float(clean.cost.latency_s.mean()), float(clean.cost.energy_total_j.mean())
+    section.update({
+        "density_clean": float(clean.model_density[:n].mean()),
+        "density_attacked": float(ev.model_density[ok].mean()) if ok.any() else None,
+        "density_attacked_worst": float(ev.model_density[ok].max()) if ok.any() else None,
+        "latency_s": _stats(lat), "energy_j": _stats(en), "edp": _stats(edp),
+        "clean_latency_s": _stats(clean.cost.latency_s[:n]), "clean_energy_j": _stats(clean.cost.energy_total_j[:n]),
+        # worst attacked over the mean clean input of the whole data set (what the checks gate)
+        "latency_increase": float(lat.max() / clean_lat) if ok.any() else None,
+        "energy_increase": float(en.max() / clean_en) if ok.any() else None,
+        # mean attacked over mean clean of the same inputs
+        "mean_latency_ratio": float(lat.mean() / clean.cost.latency_s[:n].mean()) if ok.any() else None,
+        "mean_energy_ratio": float(en.mean() / clean.cost.energy_total_j[:n].mean()) if ok.any() else None,
+        "sparsity_ratio": (float((1 - clean.model_density[:n].mean()) / max(1 - ev.model_density[ok].mean(), 1e-12))
+                           if ok.any() else None),
+    })
+    # per-layer attribution: which compute layers lost their zeros, and what it cost
+    rows = []
+    for j, layer in enumerate(verifier.probes.layers):
+        d0 = float(clean.densities[layer.input][:n].mean())
+        d1 = float(ev.densities[layer.input][ok].mean()) if ok.any() else None
+        cyc0 = float(clean.cost.cycles[:n, j].mean())
+        cyc1 = float(c.cycles[ok, j].mean()) if ok.any() else None
+        rows.append({"layer": layer.name, "density_clean": d0, "density_attacked": d1,
+                     "cycles_clean": cyc0, "cycles_attacked": cyc1})
+    section["layers"] = rows
+    worst = None
+    if ok.any():
+        key = c.latency_s if spec.cost == "latency" else c.energy_total_j
+        i = int(np.flatnonzero(ok)[np.argmax(key[ok])])
+        worst = res.x[i]
+        section["worst_input"] = {"index": i, "latency_s": float(c.latency_s[i]), "energy_j": float(c.energy_total_j[i]),
+                                  "density": float(ev.model_density[i])}
+    return section, worst
+
+
+def save_input(x: np.ndarray, stem: Path, bounds: tuple[float, float]) -> list[str]:
+    """Save one raw input as .npy and .png (grayscale or RGB); returns the paths written."""
+    from PIL import Image
+
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    np.save(stem.with_suffix(".npy"), x)
+    lo, hi = bounds
+    img = np.clip((x - lo) / (hi - lo), 0, 1)
+    img = (img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)) * 255
+    Image.fromarray(np.round(img).astype(np.uint8)).save(stem.with_suffix(".png"))
+    return [str(stem.with_suffix(".npy")), str(stem.with_suffix(".png"))]

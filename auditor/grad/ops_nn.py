@@ -1,0 +1,575 @@
+"""Gradient rules for the neural-network ops: convolutions, matrix products, pooling, batch norm,
+softmax and reductions.  Only gradients w.r.t. data inputs are built (never w.r.t. weights)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from .builder import GraphBuilder, NotDifferentiable
+from .ops_tensor import axes_of
+from .registry import GradNode, rule
+
+# ---------------------------------------------------------------- window geometry
+
+
+@dataclass
+class Window:
+    """Sliding-window geometry of a Conv / pooling node along its spatial axes (explicit pads)."""
+
+    in_size: list[int]
+    out_size: list[int]
+    kernel: list[int]
+    strides: list[int]
+    dilations: list[int]
+    pad_begin: list[int]
+    pad_end: list[int]
+
+    @property
+    def extent(self) -> list[int]:  # (k - 1) * d + 1
+        return [(k - 1) * d + 1 for k, d in zip(self.kernel, self.dilations)]
+
+
+def window(b: GraphBuilder, n: GradNode, x: str, kernel: list[int]) -> Window:
+    rank = b.rank(x)
+    sp = rank - 2
+    in_size = b.int_dims(x, range(2, rank), f"{n.op_type} gradient")
+    strides = list(n.attr("strides", [1] * sp))
+    dilations = list(n.attr("dilations", [1] * sp))
+    pads = list(n.attr("pads", [0] * 2 * sp))
+    auto_pad = n.attr("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    ext = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    if auto_pad == "VALID":
+        pads = [0] * 2 * sp
+    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        pads = [0] * 2 * sp
+        for i in range(sp):
+            out = -(-in_size[i] // strides[i])
+            total = max(0, (out - 1) * strides[i] + ext[i] - in_size[i])
+            small, big = total // 2, total - total // 2
+            pads[i], pads[sp + i] = (small, big) if auto_pad == "SAME_UPPER" else (big, small)
+    pb, pe = pads[:sp], pads[sp:]
+    ys = b.static_shape(n.y())
+    if ys is not None and all(isinstance(d, int) for d in ys[2:]):
+        out_size = list(ys[2:])
+    else:  # floor-mode formula (ceil_mode models normally get their shapes inferred)
+        out_size = [(in_size[i] + pb[i] + pe[i] - ext[i]) // strides[i] + 1 for i in range(sp)]
+    return Window(in_size, out_size, list(kernel), strides, dilations, pb, pe)
+
+
+def _conv_out(size: int, pb: int, pe: int, ext: int, s: int) -> int:
+    return (size + pb + pe - ext) // s + 1
+
+
+def conv_any_pads(b: GraphBuilder, x: str, w: str, x_size: list[int], kernel: list[int],
+                  strides: list[int], dilations: list[int], pb: list[int], pe: list[int],
+                  group: int, want: list[int]) -> str:
+    """Conv that allows negative pads (crops ``x`` first) and crops its output to ``want``."""
+    sp = len(x_size)
+    if any(p < 0 for p in pb + pe):
+        starts = [max(-p, 0) for p in pb]
+        ends = [x_size[i] - max(-pe[i], 0) for i in range(sp)]
+        x = b.op("Slice", [x, b.ints(starts), b.ints(ends), b.ints(range(2, 2 + sp))])
+        x_size = [ends[i] - starts[i] for i in range(sp)]
+        pb = [max(p, 0) for p in pb]
+        pe = [max(p, 0) for p in pe]
+    ext = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    got = [_conv_out(x_size[i], pb[i], pe[i], ext[i], strides[i]) for i in range(sp)]
+    if any(g < w for g, w in zip(got, want)):
+        pe = [pe[i] + (want[i] - got[i]) * strides[i] if got[i] < want[i] else pe[i]
+              for i in range(sp)]
+        got = [_conv_out(x_size[i], pb[i], pe[i], ext[i], strides[i]) for i in range(sp)]
+    y = b.op("Conv", [x, w], kernel_shape=kernel, strides=strides, dilations=dilations,
+             pads=pb + pe, group=group)
+    if got != want:
+        y = b.op("Slice", [y, b.ints([0] * sp), b.ints(want), b.ints(range(2, 2 + sp))])
+    return y
+
+
+def scatter_windows(b: GraphBuilder, g: str, w: str, win: Window, group: int = 1) -> str:
+    """ConvTranspose that sends window values back to the input grid of ``win`` (exact size)."""
+    sp = len(win.in_size)
+    ext = win.extent
+    pe = []
+    opad = []
+    for i in range(sp):
+        full = (win.out_size[i] - 1) * win.strides[i] + ext[i]
+        e = full - win.in_size[i] - win.pad_begin[i]
+        if e >= 0:
+            pe.append(e)
+            opad.append(0)
+        else:
+            pe.append(0)
+            opad.append(-e)
+    if any(o >= s for o, s in zip(opad, win.strides)):
+        raise NotDifferentiable("window geometry leaves rows no window reads")
+    return b.op("ConvTranspose", [g, w], kernel_shape=win.kernel, strides=win.strides,
+                dilations=win.dilations, pads=win.pad_begin + pe, group=group,
+                output_padding=opad if any(opad) else None)
+
+
+# ---------------------------------------------------------------- convolutions
+
+
+def _flipped_weight(w: np.ndarray, group: int) -> np.ndarray:
+    """Conv weight (M, C/g, *k) -> weight of the transposed conv as a Conv: (C, M/g, *k)."""
+    m, cg = w.shape[:2]
+    k = w.shape[2:]
+    wg = w.reshape((group, m // group, cg) + k)
+    wt = np.swapaxes(wg, 1, 2)  # (g, C/g, M/g, *k)
+    wt = wt[(Ellipsis,) + (slice(None, None, -1),) * len(k)]
+    return np.ascontiguousarray(wt.reshape((group * cg, m // group) + k))
+
+
+def _bias_grad(b: GraphBuilder, dy: str, rank: int) -> str:
+    return b.reduce("ReduceSum", dy, [0] + list(range(2, rank)), keepdims=0)
+
+
+@rule("Conv")
+def _conv(b: GraphBuilder, n: GradNode):
+    n.only(0, 2)
+    x, w = n.x(0), n.x(1)
+    rank = b.rank(x)
+    wshape = b.int_dims(w, range(rank), "Conv gradient")
+    kernel = list(n.attr("kernel_shape", wshape[2:]))
+    group = int(n.attr("group", 1))
+    win = window(b, n, x, kernel)
+    dx = None
+    if n.need(0):
+        wv = b.const_value(w)
+        if wv is not None and all(s == 1 for s in win.strides):
+            wf = b.const(_flipped_weight(wv, group), hint="conv_grad_weight")
+            ext = win.extent
+            dx = conv_any_pads(
+                b, n.dy, wf, win.out_size, kernel, [1] * len(kernel), win.dilations,
+                [e - 1 - p for e, p in zip(ext, win.pad_begin)],
+                [e - 1 - p for e, p in zip(ext, win.pad_end)], group, win.in_size)
+        else:
+            # ConvTranspose with the same weight is the adjoint of Conv.
+            dx = scatter_windows(b, n.dy, w, win, group)
+    db = _bias_grad(b, n.dy, rank) if n.need(2) else None
+    return [dx, None, db]
+
+
+def _conv_transpose_pads(b: GraphBuilder, n: GradNode, in_size, kernel, strides, dilations):
+    sp = len(in_size)
+    opad = list(n.attr("output_padding", [0] * sp))
+    out_shape = n.attr("output_shape")
+    auto_pad = n.attr("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    ext = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    if out_shape is None and auto_pad in ("NOTSET", "VALID"):
+        pads = list(n.attr("pads", [0] * 2 * sp)) if auto_pad == "NOTSET" else [0] * 2 * sp
+        return pads[:sp], pads[sp:]
+    if out_shape is not None:
+        out = list(out_shape)[-sp:]
+    else:
+        out = [in_size[i] * strides[i] for i in range(sp)]
+    pb, pe = [], []
+    for i in range(sp):
+        total = strides[i] * (in_size[i] - 1) + opad[i] + ext[i] - out[i]
+        if auto_pad == "SAME_UPPER":
+            pb.append(total // 2)
+            pe.append(total - total // 2)
+        else:
+            pb.append(total - total // 2)
+            pe.append(total // 2)
+    return pb, pe
+
+
+@rule("ConvTranspose")
+def _conv_transpose(b: GraphBuilder, n: GradNode):
+    n.only(0, 2)
+    x, w = n.x(0), n.x(1)
+    rank = b.rank(x)
+    wshape = b.int_dims(w, range(rank), "ConvTranspose gradient")
+    kernel = list(n.attr("kernel_shape", wshape[2:]))
+    sp = rank - 2
+    group = int(n.attr("group", 1))
+    strides = list(n.attr("strides", [1] * sp))
+    dilations = list(n.attr("dilations", [1] * sp))
+    in_size = b.int_dims(x, range(2, rank), "ConvTranspose gradient")
+    out_size = b.int_dims(n.y(), range(2, rank), "ConvTranspose gradient")
+    pb, pe = _conv_transpose_pads(b, n, in_size, kernel, strides, dilations)
+    dx = None
+    if n.need(0):  # Conv with the same weight is the adjoint of ConvTranspose.
+        dx = conv_any_pads(b, n.dy, w, out_size, kernel, strides, dilations, pb, pe, group,
+                           in_size)
+    db = _bias_grad(b, n.dy, rank) if n.need(2) else None
+    return [dx, None, db]
+
+
+# ---------------------------------------------------------------- matrix products
+
+
+@rule("Gemm")
+def _gemm(b: GraphBuilder, n: GradNode):
+    a, w, y = n.x(0), n.x(1), n.y()
+    alpha = float(n.attr("alpha", 1.0))
+    beta = float(n.attr("beta", 1.0))
+    ta, tb = int(n.attr("transA", 0)), int(n.attr("transB", 0))
+    dy = n.dy
+    da = dw = dc = None
+    al = alpha if alpha != 1.0 else None
+    if n.need(0):
+        if not ta:  # dA = alpha * dY @ op(B)^T
+            da = b.op("Gemm", [dy, w], transB=1 - tb, alpha=al)
+        else:  # dA = alpha * op(B) @ dY^T
+            da = b.op("Gemm", [w, dy], transA=tb, transB=1, alpha=al)
+    if n.need(1):
+        if not tb:  # dB = alpha * op(A)^T @ dY
+            dw = b.op("Gemm", [a, dy], transA=1 - ta, alpha=al)
+        else:  # dB = alpha * dY^T @ op(A)
+            dw = b.op("Gemm", [dy, a], transA=1, transB=ta, alpha=al)
+    if n.need(2):
+        g = dy if beta == 1.0 else b.op("Mul", [dy, b.scalar(beta, y)])
+        dc = b.reduce_to(g, y, n.x(2))
+    return [da, dw, dc]
+
+
+def _swap_last(b: GraphBuilder, x: str, rank: int) -> str:
+    perm = list(range(rank - 2)) + [rank - 1, rank - 2]
+    return b.op("Transpose", [x], perm=perm)
+
+
+@rule("MatMul")
+def _matmul(b: GraphBuilder, n: GradNode):
+    a, c, y = n.x(0), n.x(1), n.y()
+    ra, rc, _ = b.rank(a), b.rank(c), b.rank(y)
+    sa, sc, sy = b.static_shape(a), b.static_shape(c), b.static_shape(y)
+    # Promote 1-D operands to matrices the way MatMul does: A (k,) -> (1, k), C (k,) -> (k, 1);
+    # dY gets the matching unit dimension(s) back.
+    a2, c2, dy2 = a, c, n.dy
+    sa2, sc2, sy2 = sa, sc, sy
+    if ra == 1:
+        a2 = b.unsqueeze(a, [0])
+        sa2 = (1,) + tuple(sa)
+        dy2 = b.unsqueeze(dy2, [-2] if rc > 1 else [0])
+        sy2 = sy[:-1] + (1, sy[-1]) if rc > 1 else (1,)
+    if rc == 1:
+        c2 = b.unsqueeze(c, [1])
+        sc2 = tuple(sc) + (1,)
+        dy2 = b.unsqueeze(dy2, [-1])
+        sy2 = tuple(sy2) + (1,)
+    for name, shp in ((a2, sa2), (c2, sc2), (dy2, sy2)):
+        b.shapes[name] = shp
+    da = dc = None
+    if n.need(0):  # dA = dY @ C^T, summed over broadcast batch dims
+        cv = b.const_value(c)
+        if cv is not None and cv.ndim == 2:
+            g = b.op("MatMul", [dy2, b.const(np.ascontiguousarray(cv.T), hint="matmul_grad_w")])
+        else:
+            g = b.op("MatMul", [dy2, _swap_last(b, c2, len(sc2))])
+        b.shapes[g] = tuple(sy2[:-1]) + (sa2[-1],)
+        g = b.reduce_to(g, g, a2)
+        da = b.reshape_like(g, a) if ra == 1 else g
+    if n.need(1):  # dC = A^T @ dY, summed over broadcast batch dims
+        g = b.op("MatMul", [_swap_last(b, a2, len(sa2)), dy2])
+        b.shapes[g] = tuple(sy2[:-2]) + (sc2[-2], sy2[-1])
+        g = b.reduce_to(g, g, c2)
+        dc = b.reshape_like(g, c) if rc == 1 else g
+    return [da, dc]
+
+
+# ---------------------------------------------------------------- normalisation, softmax
+
+
+@rule("BatchNormalization")
+def _batch_norm(b: GraphBuilder, n: GradNode):
+    n.only(0)
+    if n.attr("training_mode", 0) or (len(n.node.output) > 1 and any(n.node.output[1:])):
+        raise NotDifferentiable("BatchNormalization in training mode")
+    x, scale, var = n.x(0), n.x(1), n.x(4)
+    eps = float(n.attr("epsilon", 1e-5))
+    rank = b.rank(x)
+    sv, vv = b.const_value(scale), b.const_value(var)
+    bshape = (-1,) + (1,) * (rank - 2)
+    if sv is not None and vv is not None:
+        k = (sv.astype(np.float64) / np.sqrt(vv.astype(np.float64) + eps)).astype(b.np_dtype(x))
+        kname = b.const(k.reshape(bshape), hint="bn_grad_scale")
+    else:
+        den = b.op("Sqrt", [b.op("Add", [var, b.scalar(eps, var)])])
+        kname = b.op("Reshape", [b.op("Div", [scale, den]), b.ints(bshape)])
+    return [b.op("Mul", [n.dy, kname])]
+
+
+@rule("Softmax")
+def _softmax(b: GraphBuilder, n: GradNode):
+    y = n.y()
+    axis = int(n.attr("axis", -1))
+    dot = b.reduce("ReduceSum", b.op("Mul", [n.dy, y]), [axis], keepdims=1)
+    return [b.op("Mul", [y, b.op("Sub", [n.dy, dot])])]
+
+
+@rule("LogSoftmax")
+def _log_softmax(b: GraphBuilder, n: GradNode):
+    y = n.y()
+    axis = int(n.attr("axis", -1))
+    tot = b.reduce("ReduceSum", n.dy, [axis], keepdims=1)
+    return [b.op("Sub", [n.dy, b.op("Mul", [b.op("Exp", [y]), tot])])]
+
+
+# ---------------------------------------------------------------- reductions
+
+
+def _reduce_setup(b: GraphBuilder, n: GradNode):
+    """(axes as a sorted list of non-negative ints, or None for identity; dY with kept dims)."""
+    x = n.x(0)
+    rank = b.rank(x)
+    axes = axes_of(b, n, 1)
+    keepdims = int(n.attr("keepdims", 1))
+    if not axes:
+        if int(n.attr("noop_with_empty_axes", 0)):
+            return None, n.dy
+        axes = list(range(rank))
+    axes = sorted(a % rank for a in axes)
+    dyk = n.dy if keepdims else b.unsqueeze(n.dy, axes)
+    yk = n.y() if keepdims else b.unsqueeze(n.y(), axes)
+    return axes, dyk, yk
+
+
+def _expand(b: GraphBuilder, g: str, like: str) -> str:
+    return b.op("Expand", [g, b.shape_of(like)])
+
+
+@rule("ReduceSum")
+def _reduce_sum(b: GraphBuilder, n: GradNode):
+    n.only(0)
+    r = _reduce_setup(b, n)
+    if r[0] is None:
+        return [n.dy]
+    return [_expand(b, r[1], n.x(0))]
+
+
+@rule("ReduceMean")
+def _reduce_mean(b: GraphBuilder, n: GradNode):
+    n.only(0)
+    r = _reduce_setup(b, n)
+    if r[0] is None:
+        return [n.dy]
+    axes, dyk, _ = r
+    x = n.x(0)
+    shp = b.static_shape(x)
+    if shp is not None and all(isinstance(shp[a], int) for a in axes):
+        inv = b.scalar(1.0 / float(np.prod([shp[a] for a in axes])), x)
+    else:
+        dt = b.dtypes[x]
+        inv = b.op("Div", [b.op("Cast", [b.op("Size", [n.y()])], to=dt),
+                           b.op("Cast", [b.op("Size", [x])], to=dt)])
+    return [_expand(b, b.op("Mul", [dyk, inv]), x)]
+
+
+@rule("ReduceSumSquare")
+def _reduce_sum_square(b: GraphBuilder, n: GradNode):
+    n.only(0)
+    r = _reduce_setup(b, n)
+    x = n.x(0)
+    g = n.dy if r[0] is None else r[1]
+    return [b.op("Mul", [g, b.op("Mul", [x, b.scalar(2, x)])])]
+
+
+@rule("ReduceL1")
+def _reduce_l1(b: GraphBuilder, n: GradNode):
+    n.only(0)
+    r = _reduce_setup(b, n)
+    g = n.dy if r[0] is None else r[1]
+    return [b.op("Mul", [g, b.op("Sign", [n.x(0)])])]
+
+
+@rule("ReduceL2")
+def _reduce_l2(b: GraphBuilder, n: GradNode):
+    n.only(0)
+    r = _reduce_setup(b, n)
+    x = n.x(0)
+    if r[0] is None:  # y = |x|
+        return [b.op("Mul", [n.dy, b.op("Sign", [x])])]
+    _, dyk, yk = r
+    return [b.op("Mul", [x, b.op("Div", [dyk, yk])])]
+
+
+@rule("ReduceLogSumExp")
+def _reduce_log_sum_exp(b: GraphBuilder, n: GradNode):
+    n.only(0)
+    r = _reduce_setup(b, n)
+    if r[0] is None:
+        return [n.dy]
+    _, dyk, yk = r
+    return [b.op("Mul", [dyk, b.op("Exp", [b.op("Sub", [n.x(0), yk])])])]
+
+
+@rule("ReduceMax", "ReduceMin")
+def _reduce_max(b: GraphBuilder, n: GradNode):
+    # Subgradient: split evenly between the elements equal to the extremum.
+    n.only(0)
+    r = _reduce_setup(b, n)
+    if r[0] is None:
+        return [n.dy]
+    axes, dyk, yk = r
+    x = n.x(0)
+    mask = b.op("Equal", [x, yk])
+    count = b.reduce("ReduceSum", b.op("Cast", [mask], to=b.dtypes[x]), axes, keepdims=1)
+    return [b.op("Where", [mask, b.op("Div", [dyk, count]), b.scalar(0, x)])]
+
+
+# ---------------------------------------------------------------- pooling
+
+
+@rule("GlobalAveragePool")
+def _global_average_pool(b: GraphBuilder, n: GradNode):
+    x = n.x(0)
+    rank = b.rank(x)
+    shp = b.static_shape(x)
+    if shp is not None and all(isinstance(d, int) for d in shp[2:]):
+        inv = b.scalar(1.0 / float(np.prod(shp[2:])), x)
+    else:
+        dt = b.dtypes[x]
+        hw = b.op("ReduceProd", [b.op("Slice", [b.shape_of(x), b.ints([2]), b.ints([rank])])],
+                  keepdims=0)
+        inv = b.op("Reciprocal", [b.op("Cast", [hw], to=dt)])
+    return [_expand(b, b.op("Mul", [n.dy, inv]), x)]
+
+
+@rule("GlobalMaxPool")
+def _global_max_pool(b: GraphBuilder, n: GradNode):
+    # All of the gradient goes to the first maximum (as for MaxPool).
+    x = n.x(0)
+    rank = b.rank(x)
+    hw = int(np.prod(b.int_dims(x, range(2, rank), "GlobalMaxPool gradient")))
+    flat = b.op("Reshape", [x, b.ints([0, 0, hw])])
+    idx = b.op("ArgMax", [flat], axis=2, keepdims=1)
+    onehot = b.op("Equal", [idx, b.const(np.arange(hw, dtype=np.int64), hint="arange")])
+    g = b.op("Where", [onehot, b.op("Reshape", [n.dy, b.ints([0, 0, 1])]), b.scalar(0, x)])
+    return [b.reshape_like(g, x)]
+
+
+def _one_hot_kernel(kernel: list[int], dtype) -> np.ndarray:
+    k = int(np.prod(kernel))
+    return np.eye(k, dtype=dtype).reshape([k, 1] + list(kernel))
+
+
+def _pool_extended_end(win: Window) -> list[int]:
+    """End pads that make a floor-mode Conv produce exactly ``win.out_size`` windows."""
+    ext = win.extent
+    return [max(win.pad_end[i], (win.out_size[i] - 1) * win.strides[i] + ext[i]
+                - win.in_size[i] - win.pad_begin[i]) for i in range(len(ext))]
+
+
+def _tap_validity(win: Window) -> np.ndarray:
+    """valid[t, *o]: tap t of window o reads a real element (not padding)."""
+    sp = len(win.kernel)
+    taps = list(itertools.product(*[range(k) for k in win.kernel]))
+    valid = np.ones([len(taps)] + win.out_size, dtype=bool)
+    for t, tap in enumerate(taps):
+        for i in range(sp):
+            pos = (np.arange(win.out_size[i]) * win.strides[i] - win.pad_begin[i]
+                   + tap[i] * win.dilations[i])
+            ok = (pos >= 0) & (pos < win.in_size[i])
+            shape = [1] * sp
+            shape[i] = win.out_size[i]
+            valid[t] &= ok.reshape(shape)
+    return valid
+
+
+def _flat_planes(b: GraphBuilder, t: str, spatial: list[int]) -> str:
+    """(N, C, *spatial) -> (N*C, 1, *spatial)."""
+    return b.op("Reshape", [t, b.ints([-1, 1] + list(spatial))])
+
+
+def _non_overlapping(win: Window) -> bool:
+    return (all(k == s for k, s in zip(win.kernel, win.strides))
+            and all(d == 1 for d in win.dilations)
+            and not any(win.pad_begin) and not any(win.pad_end)
+            and all(i == o * k for i, o, k in zip(win.in_size, win.out_size, win.kernel)))
+
+
+@rule("MaxPool")
+def _max_pool(b: GraphBuilder, n: GradNode):
+    # The gradient of each window goes to its first maximum (row-major), like onnxruntime's
+    # Indices output and PyTorch.  The windows are read with a one-hot-kernel Conv, the first
+    # maximum is found with ArgMax and the result is sent back with a ConvTranspose; this
+    # leaves the forward MaxPool on onnxruntime's fast kernel (no Indices output needed).
+    if n.dys[0] is None:
+        raise NotDifferentiable("no gradient reaches MaxPool output 0")
+    if int(n.attr("storage_order", 0)) and len(n.node.output) > 1:
+        pass  # storage_order only changes Indices, not Y
+    x = n.x(0)
+    kernel = list(n.attr("kernel_shape"))
+    win = window(b, n, x, kernel)
+    dt = b.np_dtype(x)
+    k = int(np.prod(kernel))
+    x1 = _flat_planes(b, x, win.in_size)
+    eye = b.const(_one_hot_kernel(kernel, dt), hint="pool_taps")
+    end = _pool_extended_end(win)
+    patches = b.op("Conv", [x1, eye], kernel_shape=kernel, strides=win.strides,
+                   dilations=win.dilations, pads=win.pad_begin + end)
+    valid = _tap_validity(win)
+    if not valid.all():
+        lowest = b.scalar(-np.inf, x)
+        patches = b.op("Where", [b.const(valid, hint="pool_valid"), patches, lowest])
+    first = b.op("ArgMax", [patches], axis=1, keepdims=1)
+    taps = b.const(np.arange(k, dtype=np.int64).reshape([k] + [1] * len(kernel)), hint="taps")
+    onehot = b.op("Equal", [first, taps])
+    g = b.op("Where", [onehot, _flat_planes(b, n.dy, win.out_size), b.scalar(0, x)])
+    win_ext = Window(win.in_size, win.out_size, win.kernel, win.strides, win.dilations,
+                     win.pad_begin, end)
+    dx1 = scatter_windows(b, g, eye, win_ext)
+    return [b.reshape_like(dx1, x)]
+
+
+@lru_cache(maxsize=64)
+def _average_pool_divisor_inverse(in_size: tuple, attrs: tuple, opset: int, dtype: str):
+    """1/divisor of every window, measured by running the AveragePool on ones with onnxruntime.
+
+    On an all-ones input each output is (#real taps)/divisor, and #real taps is geometry only,
+    so this captures every ceil_mode / count_include_pad convention exactly as the runtime does.
+    """
+    import onnxruntime as ort
+
+    np_dt = np.dtype(dtype)
+    et = helper.np_dtype_to_tensor_dtype(np_dt)
+    shape = [1, 1] + list(in_size)
+    node = helper.make_node("AveragePool", ["x"], ["y"],
+                            **{k: list(v) if isinstance(v, tuple) else v for k, v in attrs})
+    graph = helper.make_graph([node], "avgpool_ones", [helper.make_tensor_value_info("x", et, shape)],
+                              [helper.make_tensor_value_info("y", et, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = min(model.ir_version, 8)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": np.ones(shape, dtype=np_dt)})[0][0, 0]
+
+
+@rule("AveragePool")
+def _average_pool(b: GraphBuilder, n: GradNode):
+    x = n.x(0)
+    kernel = list(n.attr("kernel_shape"))
+    win = window(b, n, x, kernel)
+    dt = b.np_dtype(x)
+    attrs = tuple(sorted((a.name, _hashable(helper.get_attribute_value(a)))
+                         for a in n.node.attribute))
+    ones_out = _average_pool_divisor_inverse(tuple(win.in_size), attrs, b.opset, dt.str)
+    real = _tap_validity(win).sum(axis=0)
+    inv = np.where(real > 0, ones_out / np.maximum(real, 1), 0).astype(dt)
+    if list(inv.shape) != win.out_size:
+        raise NotDifferentiable("AveragePool output shape disagrees with shape inference")
+    g = _flat_planes(b, n.dy, win.out_size)
+    if np.all(inv == inv.flat[0]):
+        kern = b.const(np.full([1, 1] + kernel, inv.flat[0], dtype=dt), hint="avgpool_kernel")
+    else:
+        g = b.op("Mul", [g, b.const(inv, hint="avgpool_inv_divisor")])
+        kern = b.const(np.ones([1, 1] + kernel, dtype=dt), hint="avgpool_kernel")
+    dx1 = scatter_windows(b, g, kern, win)
+    return [b.reshape_like(dx1, x)]
+
+
+def _hashable(v):
+    if isinstance(v, list):
+        return tuple(v)
+    return v
