@@ -89,7 +89,7 @@ def audit(model, profiles, scenario, fmt, output, force, seed, threads, save_inp
     """Audit MODEL on each hardware profile under SCENARIO and print the verdict.
 
     Exit code 0 when every check passes, 1 when one fails, 2 on bad input."""
-    from .audit import run_audit
+    from .pipeline import run_audit
 
     if output and Path(output).exists() and not force:
         raise AuditorError("output file exists; pass --force to overwrite it", where=output)

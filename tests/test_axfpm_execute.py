@@ -58,7 +58,13 @@ def small_cnn(opset=13, names=("", "", "", "", ""), constant_gemm_weight=False):
 
 
 def _ort(model, x, outputs=None):
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    graph_outputs = {o.name for o in m.graph.output}
+    for name in outputs or []:
+        if name not in graph_outputs:
+            m.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run(outputs, {"x": x})
 
 

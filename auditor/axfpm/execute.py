@@ -381,7 +381,12 @@ class ApproxModel:
             if any(o in live for o in node.output):
                 kept.append(i)
                 live |= _node_inputs(node)
-        nodes = [graph.node[i] for i in reversed(kept)]
+        nodes = []
+        for i in reversed(kept):  # copies carrying the assigned (unique) names
+            node = onnx.NodeProto()
+            node.CopyFrom(graph.node[i])
+            node.name = self.node_names[i]
+            nodes.append(node)
         produced = {o for n in nodes for o in n.output if o}
         used: set[str] = set()
         for n in nodes:
