@@ -27,8 +27,9 @@ def _profile_map(d: dict) -> dict:
 
 def _robust(p: dict) -> dict:
     out = {}
-    for r in (p.get("robustness") or {}).get("results", []):
-        out[(r.get("attack"), r.get("norm"), r.get("epsilon"))] = r.get("robust_accuracy")
+    for a in (p.get("robustness") or {}).get("attacks", []):
+        for r in a.get("results", []):
+            out[(a.get("attack"), a.get("norm"), r.get("epsilon"))] = r.get("robust_accuracy")
     return out
 
 

@@ -23,6 +23,7 @@ from .hw.profile import HardwareProfile, load_profile
 from .modelio import default_opset, load_model, model_hash
 from .report import Report
 from .scenario import Scenario, load_scenario
+from .robustness import robustness_audit
 from .session import OnnxClassifier
 
 
@@ -56,15 +57,54 @@ def _layer_breakdown(clf: OnnxClassifier, ev: Evaluation, i: int) -> list[dict]:
     return rows
 
 
+def reshape_model(proto, r):
+    """Apply a profile's `reshape:` section (HashNet first, then gradient inhibition)."""
+    from .reshape import apply_reshaping
+
+    spec = {}
+    if r.hashnet_ratio is not None:
+        spec["hashnet"] = {"ratio": r.hashnet_ratio, "layers": r.hashnet_layers, "seed": r.seed}
+    if r.gradient_inhibition_tau is not None:
+        spec["gradient_inhibition"] = {"tau": r.gradient_inhibition_tau, "layers": r.gradient_inhibition_layers}
+    return apply_reshaping(proto, spec)
+
+
+def run_robustness(clf: OnnxClassifier, verifier: OnnxClassifier, data, sc: Scenario, seed: int, profile: str) -> tuple[dict, list[Check]]:
+    """The scenario's evasion attacks on one deployed model, and the robustness checks."""
+    from .checks import make
+    from .robustness import check_min_robust_accuracy
+
+    rb = sc.robustness
+    if data.y is None:
+        raise AuditorError("robustness attacks need labelled data", where="scenario robustness")
+    n = min(rb.count, len(data.x))
+    attacks = [{"name": a.attack, "params": a.params, "norm": a.norm, "epsilons": a.epsilons, "targeted": a.targeted}
+               for a in rb.attacks]
+    rep = robustness_audit(clf, data.x[:n], data.y[:n], attacks, verify=verifier, seed=seed)
+    rep["count"] = n
+    checks: list[Check] = []
+    for c in sc.checks.min_robust_accuracy:
+        row = check_min_robust_accuracy(rep, c.attack, c.norm, c.epsilon, c.threshold)
+        checks.append(make(f"min_robust_accuracy[{c.attack}@{c.epsilon:g}]", profile, row["measured"], c.threshold, ">="))
+    if sc.checks.max_attack_success_rate is not None:
+        rates = [r["attack_success_rate"] for a in rep["attacks"] for r in a["results"]]
+        checks.append(make("max_attack_success_rate", profile, max(rates) if rates else None,
+                           sc.checks.max_attack_success_rate, "<=", "" if rates else "no evasion attack ran"))
+    if sc.checks.min_median_l2 is not None:
+        meds = [a["minimal_perturbation"]["median_l2"] for a in rep["attacks"] if "minimal_perturbation" in a]
+        meds = [float("inf") if m is None else m for m in meds]
+        checks.append(make("min_median_l2", profile, min(meds) if meds else None, sc.checks.min_median_l2, ">=",
+                           "" if meds else "no minimal-norm attack ran"))
+    return rep, checks
+
+
 def profile_classifier(proto, profile: HardwareProfile, sc: Scenario, cache: dict, threads: int = 0) -> OnnxClassifier:
     """The classifier a profile deploys: the model, reshaped as the profile declares."""
     key = repr(profile.reshape)
     if key not in cache:
         m = proto
         if profile.reshape is not None:
-            from .reshape import apply_profile_reshape
-
-            m = apply_profile_reshape(proto, profile.reshape)
+            m = reshape_model(proto, profile.reshape)
         cache[key] = OnnxClassifier(m, sc.preprocessing, threads=threads, batch_size=sc.batch_size)
     return cache[key]
 
@@ -149,6 +189,12 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
         pr["attacks"] = attacks
         pr["summary"] = summary
         pr_checks = hardware_checks(sc.checks, prof.name, summary)
+        if sc.robustness is not None and sc.robustness.attacks:
+            verifier = OnnxClassifier(clf.base_model, sc.preprocessing, threads=threads, batch_size=sc.batch_size)
+            pr["robustness"], rchecks = run_robustness(clf, verifier, data, sc, seed, prof.name)
+            pr_checks += rchecks
+        elif sc.checks.min_robust_accuracy or sc.checks.max_attack_success_rate is not None or sc.checks.min_median_l2 is not None:
+            raise AuditorError("robustness checks are declared but the scenario runs no evasion attack (robustness.attacks)")
         pr["checks"] = [ch.to_dict() for ch in pr_checks]
         checks += pr_checks
         report["profiles"].append(pr)

@@ -149,8 +149,12 @@ def _attack_line(a: dict) -> str:
 
 def _robustness_lines(rob: dict) -> list[str]:
     out = [f"robustness: clean accuracy {100 * rob.get('clean_accuracy', 0):.1f}% on {rob.get('count', 0)} inputs"]
-    for r in rob.get("results", []):
-        eps = r.get("epsilon")
-        out.append(f"  {r.get('attack', '')[:10]:10s} {r.get('norm', ''):4s} eps {_fmt_num(eps):>8s} "
-                   f"robust acc {100 * r.get('robust_accuracy', 0):5.1f}%  success {100 * r.get('success_rate', 0):5.1f}%")
+    for a in rob.get("attacks", []):
+        for r in a.get("results", []):
+            out.append(f"  {a['attack'][:9]:9s} {a['norm']:4s} eps {_fmt_num(r['epsilon']):>7s}  robust acc "
+                       f"{100 * r['robust_accuracy']:5.1f}%  success {100 * r['attack_success_rate']:5.1f}%")
+        mp = a.get("minimal_perturbation")
+        if mp:
+            out.append(f"  {a['attack'][:9]:9s} minimal perturbation: median L2 {_fmt_num(mp.get('median_l2'))}, "
+                       f"found for {mp['n_success']}/{mp['n_attacked']}")
     return out

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -144,9 +145,15 @@ def hashnet_hashes(layer: str, n: int, buckets: int, seed: int = 0) -> tuple[np.
 
 
 def hashnet(model, ratio: float, layers=None, seed: int = 0) -> onnx.ModelProto:
-    """HashNet weight sharing at ``ratio`` (buckets / weights, e.g. 1/16) on ``layers`` (default:
-    every Conv, ConvTranspose, Gemm and MatMul weight).  Biases are left as they are."""
+    """HashNet weight sharing at ``ratio`` (buckets / weights, e.g. 1/16 or the string "1/16") on
+    ``layers`` (default: every Conv, ConvTranspose, Gemm and MatMul weight).  Biases are left as
+    they are."""
     m = _load(model)
+    if isinstance(ratio, str):  # "1/16" as written in a profile
+        try:
+            ratio = float(Fraction(ratio.strip()))
+        except (ValueError, ZeroDivisionError):
+            pass
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating)) or not (0 < ratio <= 1):
         raise AuditorError(f"hashnet ratio must be in (0, 1], got {ratio!r}", where="hashnet")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from . import schema
 from .baseline import Regression
@@ -34,9 +34,10 @@ class EvasionAttack:
 
     attack: str = schema.field(doc="attack name: fgsm, pgd, cw, deepfool, jsma, zoo, square, hsj")
     params: dict[str, Any] = schema.field(default_factory=dict, doc="hyper-parameters of the attack")
-    norm: Literal["linf", "l2", "l0"] = schema.field("linf", doc="perturbation norm the epsilons are measured in")
+    norm: Optional[Literal["linf", "l2", "l0"]] = schema.field(None, doc="perturbation norm the epsilons are measured in (absent = the attack's own)")
     epsilons: Optional[list[float]] = schema.field(None, doc="budgets; absent = RobustBench convention for the norm (MNIST: Linf 0.3, L2 2.0)")
-    targeted: bool = schema.field(False, doc="targeted attack (target = (label + 1) mod classes)")
+    targeted: Union[bool, Literal["random", "least_likely", "next"]] = schema.field(
+        False, doc="untargeted (false) or targeted: random (true), least_likely or next class")
 
 
 @dataclass

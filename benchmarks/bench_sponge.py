@@ -63,6 +63,7 @@ def latency_fn(clf: OnnxClassifier, kind: str = "cnvlutin"):
 
     def cost(x):
         return cm.simulate(layers, clf.activations(x)).latency_s
+    cost(np.zeros((2, *clf.input_shape), np.float32))  # warm-up (numba cache, sessions) outside the timings
     return cost, cm
 
 

@@ -92,12 +92,16 @@ class MLP(Classifier):
 
 
 def make_mlp(seed=0, d_side=6, hidden=32, classes=5):
-    """A random MLP on (1, d_side, d_side) inputs in [0, 1] and inputs it classifies confidently."""
+    """A random MLP on (1, d_side, d_side) inputs in [0, 1] (output bias centred so that every class
+    occurs) and inputs labelled by the model itself."""
     rng = np.random.default_rng(seed)
     d = d_side * d_side
-    model = MLP(rng.normal(0, 1, (hidden, d)) / np.sqrt(d), rng.normal(0, 0.1, hidden),
-                rng.normal(0, 1, (classes, hidden)) / np.sqrt(hidden) * 3, np.zeros(classes), (1, d_side, d_side))
-    x = rng.uniform(0.2, 0.8, (40, 1, d_side, d_side)).astype(np.float32)
+    W1, b1 = rng.normal(0, 1, (hidden, d)) / np.sqrt(d) * 3, rng.normal(0, 0.1, hidden)
+    W2 = rng.normal(0, 1, (classes, hidden)) / np.sqrt(hidden) * 3
+    probe = rng.uniform(0, 1, (2000, d))
+    b2 = -(np.maximum(probe @ W1.T + b1, 0) @ W2.T).mean(axis=0)
+    model = MLP(W1, b1, W2, b2, (1, d_side, d_side))
+    x = rng.uniform(0.1, 0.9, (40, 1, d_side, d_side)).astype(np.float32)
     y = model.predict(x)
     model.queries = 0
     return model, x, y

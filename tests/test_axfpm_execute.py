@@ -141,7 +141,6 @@ def test_constant_node_weight():
 
 
 def test_non_constant_weight_is_rejected():
-    p = _params()
     nodes = [
         helper.make_node("Relu", ["w_in"], ["w"]),
         helper.make_node("Conv", ["x", "w"], ["y"], name="the_conv"),
@@ -155,7 +154,6 @@ def test_non_constant_weight_is_rejected():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     with pytest.raises(AuditorError, match="the_conv"):
         ApproxModel(model)
-    del p
 
 
 def test_matmul_node_and_multi_segment_graph():
@@ -210,3 +208,42 @@ def test_bad_inputs():
         am.run(_x(1), outputs=["nope"])
     with pytest.raises(AuditorError, match="unknown model input"):
         am.run({"z": _x(1)})
+
+
+def test_conv_attributes_and_gemm_weight_as_a_match_onnxruntime():
+    rng = np.random.default_rng(5)
+    w1 = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
+    w2 = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)  # group 3, 2 channels each
+    wa = rng.standard_normal((7, 6 * 3 * 4)).astype(np.float32)  # Gemm A = weight (transA=0)
+    c = rng.standard_normal((7, 1)).astype(np.float32)
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w1"], ["c1"], auto_pad="SAME_UPPER", strides=[2, 2]),
+        n("Conv", ["c1", "w2"], ["c2"], group=3, dilations=[2, 1], pads=[2, 0, 1, 2]),
+        n("Flatten", ["c2"], ["f"]),
+        n("Gemm", ["wa", "f"], ["y"], transB=1, alpha=0.5, beta=2.0),  # y = 0.5 wa f^T + 2 c
+        n("Conv", ["x", "w1"], ["c3"], auto_pad="SAME_LOWER", strides=[2, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes, "attrs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 7, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("c3", TensorProto.FLOAT, None)],
+        [_init("w1", w1), _init("w2", w2), _init("wa", wa), _init("c", c)],
+    )
+    graph.node[3].input.append("c")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    x = rng.standard_normal((3, 2, 7, 8)).astype(np.float32)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref_y, ref_c3 = sess.run(None, {"x": x})
+    am = ApproxModel(model, variant="exact")
+    assert len(am.approx_nodes) == 4
+    out = am.run(x)
+    assert out["y"].shape == ref_y.shape and out["c3"].shape == ref_c3.shape
+    np.testing.assert_allclose(out["y"], ref_y, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out["c3"], ref_c3, rtol=1e-5, atol=1e-5)
+    # approximate: the Gemm's activation is its B input (f), the weight is A
+    am = ApproxModel(model, variant="da-reference")
+    out = am.run(x, outputs=["f"])
+    expect = gemm(wa, out["f"], c, 0, 1, 0.5, 2.0, "da-reference", activation="b")
+    np.testing.assert_array_equal(out["y"], expect)

@@ -56,7 +56,8 @@ class AttackResult:
     ``epsilons=None`` there is one entry and ``epsilons == [None]``.  ``success`` flags come from a
     fresh forward pass.  ``distances`` (minimal-norm attacks only) is the per-sample ``norm`` of the
     minimal perturbation found, ``inf`` where the attack failed (0 for inputs that were already
-    adversarial).  ``queries`` counts the samples evaluated per input over the whole call, and
+    adversarial), and ``x_min`` the minimal examples themselves (the input where it failed).
+    ``queries`` counts the samples evaluated per input over the whole call, and
     ``queries_per_eps[k]`` those spent on ``epsilons[k]`` (fixed-budget attacks).
     """
 
@@ -68,6 +69,7 @@ class AttackResult:
     targeted: bool = False
     distances: np.ndarray | None = None
     queries_per_eps: list[np.ndarray] | None = None
+    x_min: np.ndarray | None = None
     attack: str = ""
     params: dict = field(default_factory=dict)
 
@@ -392,7 +394,7 @@ class Attack:
         dist = np.where(adv, _norm(x_min - ctx.x, self.norm), np.inf)
         if epsilons is None:
             return AttackResult([x_min], [adv], counts.copy(), self.norm, [None], targeted=ctx.targeted,
-                                distances=dist, attack=self.name, params=self.params)
+                                distances=dist, x_min=x_min, attack=self.name, params=self.params)
         x_out, s_out = [], []
         for eps in epsilons:
             eps = float(eps)
@@ -404,7 +406,8 @@ class Attack:
             x_out.append(np.where(_bshape(s, x_eps.ndim), x_eps, ctx.x) if self.norm == "l0" else x_eps)
             s_out.append(s)
         return AttackResult(x_out, s_out, counts.copy(), self.norm, [float(e) for e in epsilons],
-                            targeted=ctx.targeted, distances=dist, attack=self.name, params=self.params)
+                            targeted=ctx.targeted, distances=dist, x_min=x_min, attack=self.name,
+                            params=self.params)
 
     # --- input checking ------------------------------------------------------------------
 

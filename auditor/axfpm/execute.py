@@ -104,6 +104,7 @@ class _OrtSegment:
     inputs: list[str] = field(default_factory=list)  # runtime inputs (not initializers)
     outputs: list[str] = field(default_factory=list)
     session: ort.InferenceSession | None = None
+    reads: set[str] = field(default_factory=set)  # every tensor any node of the segment reads
 
 
 @dataclass
@@ -354,14 +355,29 @@ class ApproxModel:
             consumed: set[str] = set()
             for i in step.nodes:
                 consumed |= _node_inputs(graph.node[i])
+            step.reads = consumed - produced
             # every tensor any node of the segment reads stays available, so that sessions with
             # extra (intermediate) outputs can be built later without re-wiring
             needed_after -= produced
             needed_after |= consumed - produced - set(self._initializers)
-        self._steps = [s for s in self._steps if isinstance(s, _ApproxStep) or s.outputs]
-        for step in self._steps:
-            if isinstance(step, _OrtSegment):
+        for step in self._steps:  # a segment with no needed output runs only on request
+            if isinstance(step, _OrtSegment) and step.outputs:
                 step.session, step.inputs = self._session(step, step.outputs)
+        # after which step each tensor can be dropped
+        self._last_use: dict[str, int] = {}
+        for k, step in enumerate(self._steps):
+            reads = step.reads if isinstance(step, _OrtSegment) else {step.activation}
+            for name in reads:
+                self._last_use[name] = k
+        self._producers: dict[str, int] = {}
+        for k, step in enumerate(self._steps):
+            if isinstance(step, _OrtSegment):
+                for i in step.nodes:
+                    for o in graph.node[i].output:
+                        if o:
+                            self._producers[o] = k
+            else:
+                self._producers[step.output] = k
         missing = needed_after - set(self.input_names) - set(self._initializers)
         if missing:
             raise AuditorError(f"the model reads undefined tensors: {', '.join(sorted(missing))}")
@@ -403,6 +419,9 @@ class ApproxModel:
                                       ir_version=self._model.ir_version)
         sub_model.functions.extend(self._model.functions)
         opts = ort.SessionOptions()
+        # the numba kernels run between onnxruntime calls: idle ORT workers must not spin
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if self._threads is not None:
             opts.intra_op_num_threads = int(self._threads)
             opts.inter_op_num_threads = 1
@@ -452,18 +471,11 @@ class ApproxModel:
         Returns a dict with every graph output plus the tensors named in ``outputs`` (any
         intermediate tensor of the graph).
         """
-        graph = self._model.graph
+        if isinstance(outputs, str):
+            outputs = [outputs]
         requested = list(dict.fromkeys(outputs)) if outputs is not None else []
         env = self._feeds(x)
-        # where each requested intermediate is produced
-        producers: dict[str, int] = {}
-        for k, step in enumerate(self._steps):
-            if isinstance(step, _OrtSegment):
-                for i in step.nodes:
-                    for o in graph.node[i].output:
-                        producers[o] = k
-            else:
-                producers[step.output] = k
+        producers = self._producers
         extra_by_step: dict[int, set[str]] = {}
         for name in requested:
             if name in env or name in self.output_names:
@@ -476,20 +488,26 @@ class ApproxModel:
             step = self._steps[k]
             if isinstance(step, _OrtSegment) and name not in step.outputs:
                 extra_by_step.setdefault(k, set()).add(name)
+        keep = set(self.output_names) | set(requested)
         for k, step in enumerate(self._steps):
             if isinstance(step, _ApproxStep):
                 env[step.output] = self._run_approx(step, env[step.activation])
-                continue
-            if k in extra_by_step:
-                names, sess, inputs = self._segment_session(k, step, frozenset(extra_by_step[k]))
             else:
-                names, sess, inputs = step.outputs, step.session, step.inputs
-            feeds = {n: env[n] for n in inputs}
-            try:
-                results = sess.run(names, feeds)
-            except Exception as e:  # noqa: BLE001
-                raise AuditorError(f"onnxruntime failed: {e}") from None
-            env.update(zip(names, results))
+                if k in extra_by_step:
+                    names, sess, inputs = self._segment_session(k, step,
+                                                                frozenset(extra_by_step[k]))
+                elif step.outputs:
+                    names, sess, inputs = step.outputs, step.session, step.inputs
+                else:
+                    continue
+                feeds = {n: env[n] for n in inputs}
+                try:
+                    results = sess.run(names, feeds)
+                except Exception as e:  # noqa: BLE001
+                    raise AuditorError(f"onnxruntime failed: {e}") from None
+                env.update(zip(names, results))
+            for name in [n for n in env if n not in keep and self._last_use.get(n, -1) <= k]:
+                del env[name]  # no later step reads it
         result = {}
         for name in self.output_names + requested:
             if name in env:

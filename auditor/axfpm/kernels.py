@@ -39,6 +39,7 @@ and discarded.  This gives long unit-stride inner loops (for stride 1) that LLVM
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numba
@@ -50,7 +51,6 @@ from .multiplier import (
     TINY_ABS_BITS,
     VARIANT_DA,
     VARIANT_EXACT,
-    VARIANT_FLAT,
     f64_as_i64,
     i64_as_f64,
     mul_bits,
@@ -67,14 +67,32 @@ _EXP47 = (1023 + 47) << 52  # float64 exponent field of 2^47
 _P_BIAS = 1023 - 150  # Pa = 2^(e - 150): float64 exponent field e + 873
 
 
+#: below this many multiply-accumulates a kernel runs on the calling thread only: waking the
+#: worker threads costs more than it saves, and far more when the cores are shared.
+SERIAL_WORK = 200_000
+
+
+@contextmanager
+def _threads_for(work: int):
+    if work >= SERIAL_WORK or numba.get_num_threads() == 1:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
 # ----------------------------------------------------------------------------------------------
 # Operand decomposition
 # ----------------------------------------------------------------------------------------------
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)
 def _fields(bits, variant, is_weight, f1, f2, p):
     """Per-element fields of the closed form (see module docstring); tiny/non-finite -> 0."""
-    for i in prange(bits.size):
+    for i in range(bits.size):
         u = np.int64(bits[i])
         e = (u >> 23) & 0xFF
         if (u & 0x7FFFFFFF) < TINY_ABS_BITS or e == 255:
@@ -320,13 +338,14 @@ def conv2d_prepared(x, weight: ConvWeight, strides=(1, 1), pads=(0, 0, 0, 0),
         x1 = x2 = _EMPTY_F64
     else:
         x1, x2 = act.f1, act.f2
-    _conv_kernel(
-        mode, weight.code,
-        act.bits, x1, x2, act.p,
-        wf.bits, wf.f1, wf.f2, wf.p,
-        weight.bias, out,
-        C, PL, Wp, Wq, KH, KW, sw, dh, dw, group,
-    )
+    with _threads_for(N * OC * L * Cg * KH * KW):
+        _conv_kernel(
+            mode, weight.code,
+            act.bits, x1, x2, act.p,
+            wf.bits, wf.f1, wf.f2, wf.p,
+            weight.bias, out,
+            C, PL, Wp, Wq, KH, KW, sw, dh, dw, group,
+        )
     return out
 
 
@@ -403,6 +422,7 @@ def matmul2d_f64(a, b, variant: str, activation: str = "a",
         lf = weight_fields if weight_fields is not None else prepare_operand(a, code, True)
         rf = prepare_operand(b, code, False)
         mode = choose_mode(code, rf, lf)
-    _gemm_kernel(mode, code, left_is_act, lf.bits, lf.f1, lf.f2, lf.p, rf.bits, rf.f1, rf.f2,
-                 rf.p, out)
+    with _threads_for(M * N * K):
+        _gemm_kernel(mode, code, left_is_act, lf.bits, lf.f1, lf.f2, lf.p, rf.bits, rf.f1,
+                     rf.f2, rf.p, out)
     return out

@@ -242,6 +242,11 @@ class GraphBuilder:
             return self.op("Reshape", [x, self.ints([d if isinstance(d, int) else -1 for d in shp])])
         return self.op("Reshape", [x, self.shape_of(like)])
 
+    def masked(self, g: str, cond: str, like: str) -> str:
+        """``g`` where the boolean ``cond`` holds, 0 elsewhere (Mul by a cast mask: onnxruntime's
+        Where is several times slower than Cast + Mul)."""
+        return self.op("Mul", [g, self.op("Cast", [cond], to=self.dtypes[like])])
+
     def add_all(self, terms: list[str]) -> str:
         if len(terms) == 1:
             return terms[0]

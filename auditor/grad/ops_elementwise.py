@@ -37,15 +37,15 @@ def _cast(b: GraphBuilder, n: GradNode):
 def _relu(b: GraphBuilder, n: GradNode):
     # Read the output (not the input) so that onnxruntime can keep Conv+Relu fused.
     y = n.y()
-    return [b.op("Where", [b.op("Greater", [y, b.scalar(0, y)]), n.dy, b.scalar(0, y)])]
+    return [b.masked(n.dy, b.op("Greater", [y, b.scalar(0, y)]), y)]
 
 
 @rule("LeakyRelu")
 def _leaky_relu(b: GraphBuilder, n: GradNode):
     alpha = float(n.attr("alpha", 0.01))
     probe = n.y() if alpha > 0 else n.x()  # sign(y) == sign(x) when alpha > 0
-    slope = b.op("Where", [b.op("Greater", [probe, b.scalar(0, probe)]),
-                           b.scalar(1, probe), b.scalar(alpha, probe)])
+    pos = b.op("Cast", [b.op("Greater", [probe, b.scalar(0, probe)])], to=b.dtypes[probe])
+    slope = b.op("Add", [b.op("Mul", [pos, b.scalar(1 - alpha, probe)]), b.scalar(alpha, probe)])
     return [b.op("Mul", [n.dy, slope])]
 
 
@@ -53,8 +53,10 @@ def _leaky_relu(b: GraphBuilder, n: GradNode):
 def _prelu(b: GraphBuilder, n: GradNode):
     n.only(0)
     x, slope = n.x(0), n.x(1)
-    cond = b.op("Greater", [x, b.scalar(0, x)])
-    return [b.op("Where", [cond, n.dy, b.op("Mul", [n.dy, slope])])]
+    pos = b.op("Cast", [b.op("Greater", [x, b.scalar(0, x)])], to=b.dtypes[x])
+    # 1 where x > 0, slope elsewhere
+    k = b.op("Add", [slope, b.op("Mul", [pos, b.op("Sub", [b.scalar(1, x), slope])])])
+    return [b.op("Mul", [n.dy, k])]
 
 
 @rule("Clip")
@@ -75,7 +77,7 @@ def _clip(b: GraphBuilder, n: GradNode):
     if not conds:
         return [n.dy]
     cond = conds[0] if len(conds) == 1 else b.op("And", conds)
-    return [b.op("Where", [cond, n.dy, b.scalar(0, x)])]
+    return [b.masked(n.dy, cond, x)]
 
 
 @rule("Sigmoid")
@@ -95,7 +97,7 @@ def _hard_sigmoid(b: GraphBuilder, n: GradNode):
     y = n.y()
     alpha = float(n.attr("alpha", 0.2))
     inside = b.op("And", [b.op("Greater", [y, b.scalar(0, y)]), b.op("Less", [y, b.scalar(1, y)])])
-    return [b.op("Where", [inside, b.op("Mul", [n.dy, b.scalar(alpha, y)]), b.scalar(0, y)])]
+    return [b.masked(b.op("Mul", [n.dy, b.scalar(alpha, y)]), inside, y)]
 
 
 @rule("HardSwish")
@@ -103,9 +105,10 @@ def _hard_swish(b: GraphBuilder, n: GradNode):
     # y = x * clip(x/6 + 1/2, 0, 1);  dy/dx = 0 (x < -3), x/3 + 1/2 (-3 <= x <= 3), 1 (x > 3)
     x = n.x()
     mid = b.op("Add", [b.op("Mul", [x, b.scalar(1 / 3, x)]), b.scalar(0.5, x)])
-    slope = b.op("Where", [b.op("Less", [x, b.scalar(-3, x)]), b.scalar(0, x),
-                           b.op("Where", [b.op("Greater", [x, b.scalar(3, x)]),
-                                          b.scalar(1, x), mid])])
+    inside = b.op("And", [b.op("GreaterOrEqual", [x, b.scalar(-3, x)]),
+                          b.op("LessOrEqual", [x, b.scalar(3, x)])])
+    above = b.op("Cast", [b.op("Greater", [x, b.scalar(3, x)])], to=b.dtypes[x])
+    slope = b.op("Add", [above, b.masked(mid, inside, x)])
     return [b.op("Mul", [n.dy, slope])]
 
 
@@ -282,6 +285,5 @@ def _max_min(b: GraphBuilder, n: GradNode):
     masks = [b.op("Equal", [x, y]) for x in xs]
     count = b.add_all([b.op("Cast", [m], to=b.dtypes[y]) for m in masks])
     share = b.op("Div", [n.dy, count])
-    zero = b.scalar(0, y)
-    return [b.reduce_to(b.op("Where", [m, share, zero]), y, x) if n.need(i) else None
+    return [b.reduce_to(b.masked(share, m, y), y, x) if n.need(i) else None
             for i, (x, m) in enumerate(zip(xs, masks))]

@@ -117,16 +117,6 @@ def scatter_windows(b: GraphBuilder, g: str, w: str, win: Window, group: int = 1
 # ---------------------------------------------------------------- convolutions
 
 
-def _flipped_weight(w: np.ndarray, group: int) -> np.ndarray:
-    """Conv weight (M, C/g, *k) -> weight of the transposed conv as a Conv: (C, M/g, *k)."""
-    m, cg = w.shape[:2]
-    k = w.shape[2:]
-    wg = w.reshape((group, m // group, cg) + k)
-    wt = np.swapaxes(wg, 1, 2)  # (g, C/g, M/g, *k)
-    wt = wt[(Ellipsis,) + (slice(None, None, -1),) * len(k)]
-    return np.ascontiguousarray(wt.reshape((group * cg, m // group) + k))
-
-
 def _bias_grad(b: GraphBuilder, dy: str, rank: int) -> str:
     return b.reduce("ReduceSum", dy, [0] + list(range(2, rank)), keepdims=0)
 
@@ -140,19 +130,9 @@ def _conv(b: GraphBuilder, n: GradNode):
     kernel = list(n.attr("kernel_shape", wshape[2:]))
     group = int(n.attr("group", 1))
     win = window(b, n, x, kernel)
-    dx = None
-    if n.need(0):
-        wv = b.const_value(w)
-        if wv is not None and all(s == 1 for s in win.strides):
-            wf = b.const(_flipped_weight(wv, group), hint="conv_grad_weight")
-            ext = win.extent
-            dx = conv_any_pads(
-                b, n.dy, wf, win.out_size, kernel, [1] * len(kernel), win.dilations,
-                [e - 1 - p for e, p in zip(ext, win.pad_begin)],
-                [e - 1 - p for e, p in zip(ext, win.pad_end)], group, win.in_size)
-        else:
-            # ConvTranspose with the same weight is the adjoint of Conv.
-            dx = scatter_windows(b, n.dy, w, win, group)
+    # ConvTranspose with the same weight is the adjoint of Conv.  (Measured faster in
+    # onnxruntime than a Conv with flipped, transposed weights, for every bundled model.)
+    dx = scatter_windows(b, n.dy, w, win, group) if n.need(0) else None
     db = _bias_grad(b, n.dy, rank) if n.need(2) else None
     return [dx, None, db]
 
@@ -414,7 +394,7 @@ def _reduce_max(b: GraphBuilder, n: GradNode):
     x = n.x(0)
     mask = b.op("Equal", [x, yk])
     count = b.reduce("ReduceSum", b.op("Cast", [mask], to=b.dtypes[x]), axes, keepdims=1)
-    return [b.op("Where", [mask, b.op("Div", [dyk, count]), b.scalar(0, x)])]
+    return [b.masked(b.op("Div", [dyk, count]), mask, x)]
 
 
 # ---------------------------------------------------------------- pooling
@@ -444,7 +424,7 @@ def _global_max_pool(b: GraphBuilder, n: GradNode):
     flat = b.op("Reshape", [x, b.ints([0, 0, hw])])
     idx = b.op("ArgMax", [flat], axis=2, keepdims=1)
     onehot = b.op("Equal", [idx, b.const(np.arange(hw, dtype=np.int64), hint="arange")])
-    g = b.op("Where", [onehot, b.op("Reshape", [n.dy, b.ints([0, 0, 1])]), b.scalar(0, x)])
+    g = b.masked(b.op("Reshape", [n.dy, b.ints([0, 0, 1])]), onehot, x)
     return [b.reshape_like(g, x)]
 
 
@@ -488,38 +468,82 @@ def _non_overlapping(win: Window) -> bool:
             and all(i == o * k for i, o, k in zip(win.in_size, win.out_size, win.kernel)))
 
 
+def _coverage(win: Window) -> tuple[np.ndarray, np.ndarray]:
+    """(number of windows reading each input position, last tap index reading it)."""
+    sp = len(win.kernel)
+    count = np.zeros(win.in_size, dtype=np.int64)
+    tap_of = np.full(win.in_size, -1, dtype=np.int64)
+    for t, tap in enumerate(itertools.product(*[range(k) for k in win.kernel])):
+        idx = []
+        for i in range(sp):
+            pos = (np.arange(win.out_size[i]) * win.strides[i] - win.pad_begin[i]
+                   + tap[i] * win.dilations[i])
+            idx.append(pos[(pos >= 0) & (pos < win.in_size[i])])
+        grid = np.ix_(*idx)
+        count[grid] += 1
+        tap_of[grid] = t
+    return count, tap_of
+
+
 @rule("MaxPool")
 def _max_pool(b: GraphBuilder, n: GradNode):
-    # The gradient of each window goes to its first maximum (row-major), like onnxruntime's
-    # Indices output and PyTorch.  The windows are read with a one-hot-kernel Conv, the first
-    # maximum is found with ArgMax and the result is sent back with a ConvTranspose; this
-    # leaves the forward MaxPool on onnxruntime's fast kernel (no Indices output needed).
+    # The gradient of each window goes to its first maximum (row-major order of the taps), the
+    # element onnxruntime's Indices output and PyTorch pick.  The forward MaxPool stays as it
+    # is (no Indices output, which would put onnxruntime on a much slower kernel).
     if n.dys[0] is None:
         raise NotDifferentiable("no gradient reaches MaxPool output 0")
-    if int(n.attr("storage_order", 0)) and len(n.node.output) > 1:
-        pass  # storage_order only changes Indices, not Y
     x = n.x(0)
     kernel = list(n.attr("kernel_shape"))
     win = window(b, n, x, kernel)
-    dt = b.np_dtype(x)
-    k = int(np.prod(kernel))
-    x1 = _flat_planes(b, x, win.in_size)
-    eye = b.const(_one_hot_kernel(kernel, dt), hint="pool_taps")
-    end = _pool_extended_end(win)
-    patches = b.op("Conv", [x1, eye], kernel_shape=kernel, strides=win.strides,
-                   dilations=win.dilations, pads=win.pad_begin + end)
-    valid = _tap_validity(win)
-    if not valid.all():
-        lowest = b.scalar(-np.inf, x)
-        patches = b.op("Where", [b.const(valid, hint="pool_valid"), patches, lowest])
-    first = b.op("ArgMax", [patches], axis=1, keepdims=1)
-    taps = b.const(np.arange(k, dtype=np.int64).reshape([k] + [1] * len(kernel)), hint="taps")
-    onehot = b.op("Equal", [first, taps])
-    g = b.op("Where", [onehot, _flat_planes(b, n.dy, win.out_size), b.scalar(0, x)])
+    end = _pool_extended_end(win)  # explicit end pads for which floor mode gives out_size
     win_ext = Window(win.in_size, win.out_size, win.kernel, win.strides, win.dilations,
                      win.pad_begin, end)
-    dx1 = scatter_windows(b, g, eye, win_ext)
-    return [b.reshape_like(dx1, x)]
+    count, tap_of = _coverage(win)
+    if count.max() <= 1:
+        return [_max_pool_disjoint(b, n, x, win_ext, tap_of)]
+    return [_max_pool_overlapping(b, n, x, win_ext)]
+
+
+def _max_pool_disjoint(b: GraphBuilder, n: GradNode, x: str, win: Window,
+                       tap_of: np.ndarray) -> str:
+    """Windows that share no element: compare with the upsampled maximum, then break ties with a
+    second MaxPool over tap priorities (first tap = highest).  All plain, fast kernels."""
+    dt = b.np_dtype(x)
+    k = int(np.prod(win.kernel))
+    ones = b.const(np.ones([1, 1] + win.kernel, dtype=dt), hint="pool_ones")
+
+    def up(t: str) -> str:  # window value -> every element of the window (0 elsewhere)
+        return scatter_windows(b, _flat_planes(b, t, win.out_size), ones, win)
+
+    x1 = _flat_planes(b, x, win.in_size)
+    at_max = b.op("Equal", [x1, up(n.y())])
+    prio = np.where(tap_of >= 0, k - tap_of, 0).astype(dt)
+    z = b.op("Mul", [b.op("Cast", [at_max], to=b.dtypes[x]), b.const(prio, hint="pool_prio")])
+    best = b.op("MaxPool", [z], kernel_shape=win.kernel, strides=win.strides,
+                dilations=win.dilations if any(d != 1 for d in win.dilations) else None,
+                pads=win.pad_begin + win.pad_end)
+    first = b.op("Equal", [z, up(best)])
+    return b.reshape_like(b.masked(up(n.dy), first, x), x)
+
+
+def _max_pool_overlapping(b: GraphBuilder, n: GradNode, x: str, win: Window) -> str:
+    """General windows: read them with a one-hot-kernel Conv, take the first maximum with
+    ArgMax, and scatter-add the gradient back with the transposed Conv."""
+    dt = b.np_dtype(x)
+    k = int(np.prod(win.kernel))
+    x1 = _flat_planes(b, x, win.in_size)
+    eye = b.const(_one_hot_kernel(win.kernel, dt), hint="pool_taps")
+    patches = b.op("Conv", [x1, eye], kernel_shape=win.kernel, strides=win.strides,
+                   dilations=win.dilations, pads=win.pad_begin + win.pad_end)
+    valid = _tap_validity(win)
+    if not valid.all():  # padded taps hold zeros; MaxPool pads with -inf
+        bias = np.where(valid, 0, -np.inf).astype(dt)
+        patches = b.op("Add", [patches, b.const(bias, hint="pool_pad_bias")])
+    first = b.op("ArgMax", [patches], axis=1, keepdims=1)
+    taps = b.const(np.arange(k, dtype=np.int64).reshape([k] + [1] * len(win.kernel)),
+                   hint="taps")
+    g = b.masked(_flat_planes(b, n.dy, win.out_size), b.op("Equal", [first, taps]), x)
+    return b.reshape_like(scatter_windows(b, g, eye, win), x)
 
 
 @lru_cache(maxsize=64)

@@ -11,6 +11,8 @@ a ``Params`` dataclass (the profile's ``params:``) and ``simulate(layers, acts) 
 
 from __future__ import annotations
 
+import typing
+
 from .base import CostModel, CostResult, ConvGeom, lower, param_doc
 from .cnvlutin import CnvlutinModel, CnvlutinParams
 from .dense import DenseModel, DenseParams
@@ -32,10 +34,20 @@ def build_cost_model(kind: str, params: dict | None = None) -> CostModel:
     if params is None or isinstance(params, cls.Params):
         return cls(params)
     try:
-        p = cls.Params(**dict(params))
-    except TypeError as e:
+        p = cls.Params(**_coerce(cls.Params, dict(params)))
+    except (TypeError, ValueError) as e:
         raise AuditorError(f"params: {e}", where=kind) from None
     return cls(p)
+
+
+def _coerce(params_cls, values: dict) -> dict:
+    """Ints (and numeric strings such as PyYAML's '1.0e9') given for float fields become floats."""
+    hints = typing.get_type_hints(params_cls)
+    out = dict(values)
+    for k, v in values.items():
+        if hints.get(k) is float and not isinstance(v, bool) and isinstance(v, (int, str)):
+            out[k] = float(v)
+    return out
 
 
 __all__ = [

@@ -20,6 +20,12 @@ position (the last brick of a group may be shorter: its *occupancy*).  A brick s
 non-zero values with their in-brick offsets.  A neuron lane consumes one (value, offset) entry
 per cycle, multiplying it by the matching weights of its filter lanes.
 
+*Narrow layers* (``pack_narrow_layers``, default on): when a group has fewer channels than a brick
+(the grey-scale image of the first layer has one), one-channel bricks would make every brick cost
+one cycle whether it is zero or not, so nothing could be skipped.  Such windows are instead cut
+into bricks of ``brick_size`` consecutive window values in (ky, kx, c) order (assumption: the
+input is laid out window-packed; Cnvlutin's own networks are wide except the RGB input layer).
+
 Schedule of one window (the choices this model makes)
 -----------------------------------------------------
 * **Lane assignment.**  The bricks of an output position's window are listed channel-brick

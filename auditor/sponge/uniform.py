@@ -4,10 +4,11 @@ Sponge examples are dense because they are *uniform*: flat images give narrow co
 that batch normalisation shifts into the positive ReLU region.  This strategy mimics that directly:
 every pixel is drawn i.i.d. from N(mu, sigma^2) and clipped to the pixel range.  A small sigma
 works best on every model (the paper's Fig. 6: sigma = 0.01); mu matters little and is picked by
-a grid search on ``grid_samples`` samples per grid value, by mean ``cost_fn``.  Each sample gets
+a grid search on ``grid_samples`` samples per grid value (measured in one batch), by mean
+``cost_fn``; the grid samples drawn at the chosen mean are part of the output.  Each sample gets
 its own noise, so the N inputs returned are distinct (repeating one input would be easy to
-detect).  Cost: one cost measurement per grid sample plus one per returned input — forward-pass
-cost, no optimisation.
+detect).  Cost: one cost measurement per grid sample plus one per further input returned —
+forward-pass cost, no optimisation.
 """
 
 from __future__ import annotations
@@ -44,16 +45,25 @@ class UniformSampling(Search):
             return np.clip(rng.normal(mu, sigma, (k,) + shape), lo, hi).astype(np.float32)
 
         grid_cost = {}
+        kept_x = np.zeros((0,) + shape, np.float32)
+        kept_c = np.zeros(0)
         if p["mu"] is None:
             grid = [lo + g * span for g in p["grid"]]
-            with self.progress("uniform sampling grid", len(grid)) as bar:
-                for mu in grid:
-                    grid_cost[float(mu)] = float(cost_fn(sample(mu, p["grid_samples"])).mean())
-                    bar.update()
-            mu = max(grid_cost, key=lambda k: grid_cost[k])  # first of equal maxima
+            k = p["grid_samples"]
+            with self.progress("uniform sampling", 2) as bar:
+                xg = np.concatenate([sample(mu, k) for mu in grid])
+                cg = cost_fn(xg).reshape(len(grid), k)  # one measurement batch for the whole grid
+                bar.update()
+                means = cg.mean(axis=1)
+                best = int(np.argmax(means))  # first of equal maxima
+                grid_cost = {float(mu): float(c) for mu, c in zip(grid, means)}
+                mu = float(grid[best])
+                # the grid samples drawn at the chosen mean are sponge examples too
+                kept_x, kept_c = xg.reshape((len(grid), k) + shape)[best][:n], cg[best][:n]
         else:
             mu = float(p["mu"])
-        x = sample(mu, n)
-        cost = cost_fn(x)
+        x_new = sample(mu, n - len(kept_x))
+        x = np.concatenate([kept_x, x_new])
+        cost = np.concatenate([kept_c, cost_fn(x_new)])
         info = {"mu": mu, "sigma": sigma, "grid_cost": grid_cost}
         return SearchResult(self.name, x, cost, 0, len(grid_cost), 0.0, None, info)
