@@ -131,7 +131,8 @@ class OnnxClassifier(Classifier):
         if objective == "logit":
             return ob.Logit(index_input="index")
         if objective == "sparsity":
-            return ob.WeightedSum([(None, ob.Sparsity(list(self.probes.layer_inputs), f=self.sparsity_f)),
+            return ob.WeightedSum([(1.0, ob.Sparsity(list(self.probes.layer_inputs), f=self.sparsity_f,
+                                                     weights_input="weights", beta_input="beta")),
                                    ("c", ob.CrossEntropy(target_input="target"))])
         if objective == "act_l2":
             return ob.ActivationL2(list(self.probes.layer_inputs))

@@ -71,8 +71,9 @@ def test_hand_computed_wide_layer():
 
 
 def test_hand_computed_narrow_packed_layer_with_padding_and_stride():
-    # 1-channel 4x4 image, 3x3 kernel, pad 1, stride 2 -> 2x2 outputs; bricks of 4, 2 lanes.
-    # Narrow layer: each window's 9 values (ky, kx order) are cut into bricks of 4, 4, 1;
+    # 1-channel 4x4 image, 3x3 kernel, pad 1, stride 2 -> 2x2 outputs; bricks of at most 4, 2 lanes.
+    # Narrow layer: each window's 9 values (ky, kx order) are cut into bricks of
+    # min(4, ceil(9 / 2)) = 4 values: 4, 4, 1;
     # steps: [b0, b1], [b2].  Padding values are zeros.
     img = np.array([[1, 1, 1, 1],
                     [1, 0, 0, 1],
@@ -96,6 +97,17 @@ def test_hand_computed_narrow_packed_layer_with_padding_and_stride():
     assert r2.cycles.tolist() == r2.dense_cycles.tolist() == [[4 * 5]]  # ceil(9 / 2) = 5 steps of 1 cycle
 
 
+def test_narrow_window_spread_over_lanes():
+    # 5x5 grey-scale window on 16 lanes: bricks of ceil(25 / 16) = 2 values -> 13 bricks, one step.
+    layer = conv("c", C=1, H=5, W=5, M=1, k=(5, 5))
+    x = np.zeros((3, 1, 5, 5), np.float32)
+    x[1, 0, 0, 0] = x[1, 0, 2, 2] = 1.0      # two non-zeros in different bricks -> 1 cycle
+    x[2, 0, 0, 0:2] = 1.0                    # values 0 and 1 share brick 0 -> 2 cycles
+    r = CnvlutinModel().simulate([layer], {"x": x})
+    assert r.cycles[:, 0].tolist() == [1, 1, 2]   # all-zero window: the minimum slot
+    assert r.dense_cycles[:, 0].tolist() == [2, 2, 2]
+
+
 def test_min_slot_zero_makes_empty_steps_free():
     layer = conv("c", C=32, H=3, W=3, M=8)
     x = np.zeros((1, 32, 3, 3), np.float32)
@@ -115,6 +127,17 @@ def test_fc_dense_unless_skip_fc():
     r = CnvlutinModel(CnvlutinParams(skip_fc=True)).simulate([layer], {"v": v})
     assert r.cycles.tolist() == [[1], [3]]
     assert r.dense_cycles.tolist() == [[16], [16]]
+
+
+def test_matmul_rows_are_output_positions():
+    # MatMul on a (rows, K) input: each row is one 1x1 window; 3 rows of 40 values, skip_fc
+    layer = ComputeLayer("mm", "MatMul", "v", "o", (3, 40), (3, 20), (40, 20), macs=3 * 40 * 20)
+    v = np.zeros((1, 3, 40), np.float32)
+    v[0, 0, :5] = 1.0   # row 0: bricks 5, 0, 0 nz -> 5
+    v[0, 2, 16:18] = 1  # row 1: empty -> 1; row 2: bricks 0, 2, 0 -> 2
+    r = CnvlutinModel(CnvlutinParams(skip_fc=True)).simulate([layer], {"v": v})
+    assert r.cycles.tolist() == [[5 + 1 + 2]]
+    assert r.dense_cycles.tolist() == [[3 * 16]]
 
 
 # ---------------------------------------------------------------------------------------------

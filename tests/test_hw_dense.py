@@ -29,10 +29,10 @@ def test_hand_computed_dense_cycles():
     x = np.random.default_rng(0).normal(size=(2, 8, 5, 5)).astype(np.float32)
     x[1] = 0.0
     # 2 groups x 9 positions = 18 windows, 1 pass (2 filters per group <= 256).
-    # window-packed (4 channels < brick 16): 36 values -> bricks 16, 16, 4 -> one step on 16 lanes,
-    # costing the largest occupancy 16 -> 18 * 16 = 288 cycles, whatever the input
+    # window-packed (4 channels < brick 16): 36 values spread over 16 lanes in bricks of
+    # ceil(36 / 16) = 3 -> 12 bricks, one step costing 3 -> 18 * 3 = 54 cycles, whatever the input
     r = DenseModel().simulate([layer], {"x": x})
-    assert r.cycles.tolist() == [[288], [288]]
+    assert r.cycles.tolist() == [[54], [54]]
     np.testing.assert_array_equal(r.cycles, r.dense_cycles)
     # one 4-value brick per position: 9 bricks -> one step costing 4 -> 18 * 4 = 72
     r2 = DenseModel(DenseParams(pack_narrow_layers=False)).simulate([layer], {"x": x})
@@ -51,8 +51,8 @@ def test_dense_energy_arithmetic():
     layer = grouped_layer()
     x = np.ones((3, 8, 5, 5), np.float32)
     r = DenseModel(DenseParams(static_power_w=1.0, clock_hz=5e8)).simulate([layer], {"x": x})
-    np.testing.assert_allclose(r.latency_s, 288 / 5e8)
-    np.testing.assert_allclose(r.breakdown["static"], 288 / 5e8)
+    np.testing.assert_allclose(r.latency_s, 54 / 5e8)
+    np.testing.assert_allclose(r.breakdown["static"], 54 / 5e8)
     np.testing.assert_allclose(sum(r.breakdown.values()), r.energy_total_j)
     np.testing.assert_allclose(r.edp, r.energy_total_j * r.latency_s)
     # off-chip: the network input (8*5*5 values) and output (4*3*3 values), 2 bytes each

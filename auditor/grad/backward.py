@@ -132,9 +132,12 @@ def _run_rule(b: GraphBuilder, label: str, node: onnx.NodeProto, dys: list,
     return out
 
 
+KNOB_DOC = "auditor objective knob"  # see auditor.objectives
+
+
 def _single_input(graph: onnx.GraphProto) -> str:
     inits = {t.name for t in graph.initializer}
-    real = [i.name for i in graph.input if i.name not in inits]
+    real = [i.name for i in graph.input if i.name not in inits and i.doc_string != KNOB_DOC]
     if len(real) != 1:
         raise AuditorError(
             f"the model has {len(real)} non-initializer inputs ({', '.join(real) or 'none'}); "
@@ -148,7 +151,8 @@ def add_input_gradient(model: onnx.ModelProto, objective: str, wrt: str | None =
 
     ``objective`` is the name of a tensor of the model (normally a per-sample objective of shape
     (N,), so that the gradient of its sum gives every sample its own gradient).  ``wrt`` defaults
-    to the model's single non-initializer input.  Nodes that the gradient does not flow through
+    to the model's single non-initializer input (not counting the knob inputs that
+    :func:`auditor.objectives.append_objective` adds).  Nodes that the gradient does not flow through
     need no rule; a node it does flow through without a rule raises AuditorError naming it.
     Models below opset 13 are upgraded first (the returned model is at the upgraded opset).
     """
@@ -195,7 +199,8 @@ def add_input_gradient(model: onnx.ModelProto, objective: str, wrt: str | None =
     out = onnx.ModelProto()
     out.CopyFrom(base)
     out.graph.node.extend(b.nodes)
-    out.graph.initializer.extend(b.initializers)
+    used = {i for node in b.nodes for i in node.input}
+    out.graph.initializer.extend(t for t in b.initializers if t.name in used)
     wshape = b.static_shape(wrt)
     out.graph.output.append(helper.make_tensor_value_info(
         grad_name, b.dtypes[wrt], list(wshape) if wshape is not None else None))

@@ -117,6 +117,19 @@ def scatter_windows(b: GraphBuilder, g: str, w: str, win: Window, group: int = 1
 # ---------------------------------------------------------------- convolutions
 
 
+FLIPPED_CONV_CHANNELS = 8  # onnxruntime's NCHWc block on AVX2 machines
+
+
+def _flipped_weight(w: np.ndarray, group: int) -> np.ndarray:
+    """Conv weight (M, C/g, *k) -> weight of the adjoint written as a Conv: (C, M/g, *k)."""
+    m, cg = w.shape[:2]
+    k = w.shape[2:]
+    wg = w.reshape((group, m // group, cg) + k)
+    wt = np.swapaxes(wg, 1, 2)  # (g, C/g, M/g, *k)
+    wt = wt[(Ellipsis,) + (slice(None, None, -1),) * len(k)]
+    return np.ascontiguousarray(wt.reshape((group * cg, m // group) + k))
+
+
 def _bias_grad(b: GraphBuilder, dy: str, rank: int) -> str:
     return b.reduce("ReduceSum", dy, [0] + list(range(2, rank)), keepdims=0)
 
@@ -130,9 +143,23 @@ def _conv(b: GraphBuilder, n: GradNode):
     kernel = list(n.attr("kernel_shape", wshape[2:]))
     group = int(n.attr("group", 1))
     win = window(b, n, x, kernel)
-    # ConvTranspose with the same weight is the adjoint of Conv.  (Measured faster in
-    # onnxruntime than a Conv with flipped, transposed weights, for every bundled model.)
-    dx = scatter_windows(b, n.dy, w, win, group) if n.need(0) else None
+    dx = None
+    if n.need(0):
+        wv = b.const_value(w)
+        cin_per_group = wshape[1]
+        if (wv is not None and all(s == 1 for s in win.strides)
+                and cin_per_group % FLIPPED_CONV_CHANNELS == 0):
+            # The adjoint as a Conv with flipped, transposed weights: onnxruntime runs it on its
+            # blocked (NCHWc) kernels, faster than ConvTranspose when the gradient has enough
+            # channels per group to fill the blocks (slower when it has few, e.g. 1).
+            wf = b.const(_flipped_weight(wv, group), hint="conv_grad_weight")
+            ext = win.extent
+            dx = conv_any_pads(
+                b, n.dy, wf, win.out_size, kernel, [1] * len(kernel), win.dilations,
+                [e - 1 - p for e, p in zip(ext, win.pad_begin)],
+                [e - 1 - p for e, p in zip(ext, win.pad_end)], group, win.in_size)
+        else:  # ConvTranspose with the same weight is the adjoint of Conv.
+            dx = scatter_windows(b, n.dy, w, win, group)
     db = _bias_grad(b, n.dy, rank) if n.need(2) else None
     return [dx, None, db]
 
@@ -510,12 +537,24 @@ def _max_pool_disjoint(b: GraphBuilder, n: GradNode, x: str, win: Window,
     second MaxPool over tap priorities (first tap = highest).  All plain, fast kernels."""
     dt = b.np_dtype(x)
     k = int(np.prod(win.kernel))
-    ones = b.const(np.ones([1, 1] + win.kernel, dtype=dt), hint="pool_ones")
+    tiled = (all(k_ == s for k_, s in zip(win.kernel, win.strides))
+             and all(d == 1 for d in win.dilations) and not any(win.pad_begin)
+             and all(i == o * s for i, o, s in zip(win.in_size, win.out_size, win.strides)))
+    if tiled:  # windows tile the input exactly: nearest-neighbour upsampling (fastest)
+        scales = b.const(np.array([1, 1] + win.strides, dtype=np.float32), hint="pool_scales")
 
-    def up(t: str) -> str:  # window value -> every element of the window (0 elsewhere)
-        return scatter_windows(b, _flat_planes(b, t, win.out_size), ones, win)
+        def up(t: str) -> str:
+            return b.op("Resize", [t, "", scales], mode="nearest",
+                        coordinate_transformation_mode="asymmetric", nearest_mode="floor")
 
-    x1 = _flat_planes(b, x, win.in_size)
+        x1 = x
+    else:
+        ones = b.const(np.ones([1, 1] + win.kernel, dtype=dt), hint="pool_ones")
+
+        def up(t: str) -> str:  # window value -> every element of the window (0 elsewhere)
+            return scatter_windows(b, _flat_planes(b, t, win.out_size), ones, win)
+
+        x1 = _flat_planes(b, x, win.in_size)
     at_max = b.op("Equal", [x1, up(n.y())])
     prio = np.where(tap_of >= 0, k - tap_of, 0).astype(dt)
     z = b.op("Mul", [b.op("Cast", [at_max], to=b.dtypes[x]), b.const(prio, hint="pool_prio")])

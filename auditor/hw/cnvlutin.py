@@ -22,9 +22,11 @@ per cycle, multiplying it by the matching weights of its filter lanes.
 
 *Narrow layers* (``pack_narrow_layers``, default on): when a group has fewer channels than a brick
 (the grey-scale image of the first layer has one), one-channel bricks would make every brick cost
-one cycle whether it is zero or not, so nothing could be skipped.  Such windows are instead cut
-into bricks of ``brick_size`` consecutive window values in (ky, kx, c) order (assumption: the
-input is laid out window-packed; Cnvlutin's own networks are wide except the RGB input layer).
+one cycle whether it is zero or not, so nothing could be skipped.  Such a window (K_w = KH x KW x C_g
+values in (ky, kx, c) order, c fastest) is instead cut into bricks of
+``b = min(brick_size, ceil(K_w / neuron_lanes))`` consecutive values, spreading it evenly over the
+lanes (a 5x5 grey-scale window: 13 bricks of 2 values, one step of 1 or 2 cycles).  Assumption: the
+input is laid out window-packed; Cnvlutin's own networks are wide except the RGB input layer.
 
 Schedule of one window (the choices this model makes)
 -----------------------------------------------------
@@ -49,8 +51,9 @@ Schedule of one window (the choices this model makes)
   convolutions with C/group channels and M/group filters each (windows never mix groups);
   **ConvTranspose** is lowered to a stride-1 convolution over the zero-inserted input
   (:func:`auditor.hw.base.lower`), whose inserted zeros are skipped.
-* **Fully connected** (Gemm/MatMul) layers are a single 1x1 window over a (K, 1, 1) input; they run
-  dense (each brick costs its occupancy) unless ``skip_fc`` is true.  Convolutions always skip,
+* **Fully connected** (Gemm/MatMul) layers are a single 1x1 window over a (K, 1, 1) input (a
+  MatMul over (rows, K) has one window per row); they run dense (each brick costs its occupancy)
+  unless ``skip_fc`` is true.  Convolutions always skip,
   including the first layer when its input has zeros (e.g. MNIST background pixels).
 
 The dense machine (``dense_cycles`` and :mod:`auditor.hw.dense`) is the same organisation with
@@ -104,8 +107,9 @@ class CnvlutinParams:
                                         "a brick costs max(nnz, min_slot_cycles)", unit="cycles",
                                  source="assumption (the lane must receive and retire an empty brick; " + _SRC_CNV + ")")
     pack_narrow_layers: bool = field(True, doc="when a group has fewer channels than brick_size (e.g. a grey-scale "
-                                               "or RGB image), a brick holds brick_size consecutive values of the "
-                                               "window in (ky, kx, c) order instead of one short brick per position",
+                                               "or RGB image), its windows are cut into bricks of "
+                                               "min(brick_size, ceil(window values / neuron_lanes)) consecutive "
+                                               "values in (ky, kx, c) order instead of one short brick per position",
                                      unit="bool", source="assumption (narrow inputs laid out window-packed, so their "
                                                          "zeros can be skipped; " + _SRC_CNV + " bricks are 16 channels)")
     skip_fc: bool = field(False, doc="skip zeros in fully connected (Gemm/MatMul) layers too; otherwise they run dense",
@@ -335,6 +339,11 @@ def is_packed(geom: ConvGeom, brick: int, pack_narrow: bool) -> bool:
     return bool(pack_narrow) and geom.Cg < brick and geom.KH * geom.KW > 1
 
 
+def packed_brick_size(geom: ConvGeom, brick: int, lanes: int) -> int:
+    """Brick length of a window-packed layer: the window spread evenly over the lanes, at most ``brick``."""
+    return max(1, min(brick, -(-(geom.KH * geom.KW * geom.Cg) // lanes)))
+
+
 def dense_window_cycles(geom: ConvGeom, lanes: int, brick: int, packed: bool = False) -> int:
     """Cycles of one window when every brick costs its occupancy (no skipping)."""
     seq = window_occupancy(geom, brick, packed)
@@ -368,6 +377,8 @@ def dadn_events(layer: ComputeLayer, x: np.ndarray, *, units: int, neuron_lanes:
     npass = passes(geom, units, filter_lanes)
     windows = geom.group * geom.OH * geom.OW
     packed = is_packed(geom, brick, pack_narrow)
+    if packed:
+        brick = packed_brick_size(geom, brick, neuron_lanes)
     dense = npass * windows * dense_window_cycles(geom, neuron_lanes, brick, packed)
     vbytes = value_bits / 8.0
     if skip:

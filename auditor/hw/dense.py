@@ -38,7 +38,8 @@ class DenseParams:
     brick_size: int = field(16, doc="activations per brick (consecutive channels at one position)",
                             unit="activations", source=_SRC_CNV)
     pack_narrow_layers: bool = field(True, doc="groups with fewer channels than brick_size use window-packed bricks "
-                                               "(brick_size consecutive window values in (ky, kx, c) order)",
+                                               "(min(brick_size, ceil(window values / neuron_lanes)) consecutive "
+                                               "window values in (ky, kx, c) order)",
                                      unit="bool", source="assumption (same layout as the Cnvlutin profile)")
     value_bits: int = field(16, doc="bits per activation and per weight (fixed point)", unit="bits", source=_SRC_DADN)
     e_mac_pj: float = field(1.6, doc="energy of one 16-bit fixed-point multiply-accumulate", unit="pJ",

@@ -1,0 +1,286 @@
+"""Attack objectives as small ONNX subgraphs appended to a model.
+
+:func:`append_objective` adds nodes that compute a per-sample objective of shape (N,) from the
+model's logits and/or activations, and returns the new model, the objective's output name and
+the *knobs* it added.  Knobs (target labels, weights, beta, kappa, coefficients) are real graph
+inputs, not initializers, so one onnxruntime session serves every attack iteration whatever
+their values.  Knob dtypes: labels/indices are int64, everything else has the logits' float
+type.  Shapes in the returned dict use ``'N'`` for the batch dimension.
+
+Objectives (value per sample ``n``; ``z`` = logits (N, C)):
+
+* ``CrossEntropy(target_input)``: ``-log softmax(z)[t]``; knob ``t``: int64 labels (N,).
+* ``CWMargin(kappa_input, label_input, targeted)``: Carlini-Wagner margin.  Untargeted (``t`` is
+  the true label): ``max(z_t - max_{i!=t} z_i, -kappa)``; targeted (``t`` is the target):
+  ``max(max_{i!=t} z_i - z_t, -kappa)``.  Attacks minimise it.  Knobs: ``t`` int64 (N,),
+  ``kappa`` float scalar ().
+* ``Logit(index_input)``: ``z_{idx}``; knob ``idx`` int64 (N,).
+* ``Sparsity(tensors, f)``: the sparsity-attack surrogate
+  ``-(1/k) * sum_l W_l * sum_n F(beta * a_{l,n})`` with ``F`` = tanh or sigmoid, summed over
+  the elements of each listed activation ``a_l`` of the sample; ``k`` is the total element count
+  of the listed tensors per sample.  Knobs: ``W`` float (L,), ``beta`` float scalar ().
+* ``ActivationL2(tensors)``: ``sum_l sum_n a_{l,n}^2`` (the *squared* L2 norm, summed over the
+  listed tensors: smooth everywhere, unlike the norm itself at 0).  No knobs.
+* ``WeightedSum([(coef, spec), ...])``: ``sum_i coef_i * spec_i``; a ``str`` coefficient is a
+  float scalar knob of that name, a number is a constant.
+
+Two terms may share a knob (e.g. one ``target`` for CE and CW) when they agree on its shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from auditor.errors import AuditorError
+from auditor.grad.builder import GraphBuilder, NotDifferentiable
+from auditor.grad.canon import with_shapes
+
+# The doc_string of knob graph inputs: add_input_gradient skips them when it picks the input
+# to differentiate by default.
+KNOB_DOC = "auditor objective knob"
+
+# ---------------------------------------------------------------- specifications
+
+
+@dataclass
+class CrossEntropy:
+    target_input: str = "target"
+
+
+@dataclass
+class CWMargin:
+    kappa_input: str = "kappa"
+    label_input: str = "target"
+    targeted: bool = False
+
+
+@dataclass
+class Logit:
+    index_input: str = "logit_index"
+
+
+@dataclass
+class Sparsity:
+    tensors: list[str]
+    f: str = "tanh"
+    weights_input: str = "sparsity_weights"
+    beta_input: str = "sparsity_beta"
+
+
+@dataclass
+class ActivationL2:
+    tensors: list[str]
+
+
+@dataclass
+class WeightedSum:
+    terms: list[tuple[str | float, object]] = field(default_factory=list)
+
+
+Spec = CrossEntropy | CWMargin | Logit | Sparsity | ActivationL2 | WeightedSum
+
+# ---------------------------------------------------------------- building
+
+
+class _Emitter:
+    def __init__(self, model: onnx.ModelProto, logits: str):
+        self.b = GraphBuilder(with_shapes(model), prefix="objective")
+        self.logits = logits
+        if not self.b.is_taken(logits):
+            raise AuditorError(f"no tensor named {logits!r} in the model (logits)")
+        shp = self.b.static_shape(logits)
+        if shp is None or len(shp) != 2:
+            raise AuditorError(f"logits {logits!r} must have shape (N, C), got {shp}")
+        self.batch_dim = shp[0] if shp[0] is not None else "N"
+        self.classes = shp[1]
+        self.float_type = self.b.dtypes.get(logits, TensorProto.FLOAT)
+        self.knobs: dict[str, tuple] = {}
+        self.knob_types: dict[str, int] = {}
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self._onehot: dict[str, str] = {}
+
+    # knobs ---------------------------------------------------------------
+    def knob(self, name: str, shape: tuple, elem_type: int) -> str:
+        if not isinstance(name, str) or not name:
+            raise AuditorError(f"knob input names must be non-empty strings, got {name!r}")
+        if name in self.knobs:
+            if self.knobs[name] != shape or self.knob_types[name] != elem_type:
+                raise AuditorError(
+                    f"knob {name!r} is used with two different shapes or types "
+                    f"({self.knobs[name]} vs {shape})")
+            return name
+        if self.b.is_taken(name):
+            raise AuditorError(f"knob name {name!r} clashes with a tensor of the model")
+        self.b.reserve(name)
+        self.knobs[name] = shape
+        self.knob_types[name] = elem_type
+        graph_shape = [self.batch_dim if d == "N" else d for d in shape]
+        self.inputs.append(helper.make_tensor_value_info(name, elem_type, graph_shape,
+                                                         doc_string=KNOB_DOC))
+        self.b.dtypes[name] = elem_type
+        self.b.shapes[name] = tuple(graph_shape)
+        return name
+
+    def float_knob(self, name: str, shape: tuple) -> str:
+        return self.knob(name, shape, self.float_type)
+
+    def label_knob(self, name: str) -> str:
+        return self.knob(name, ("N",), TensorProto.INT64)
+
+    # helpers -------------------------------------------------------------
+    def onehot(self, labels: str) -> str:
+        """(N, C) float one-hot of int64 labels (shared between terms)."""
+        if labels not in self._onehot:
+            b = self.b
+            if isinstance(self.classes, int):
+                depth = b.const(np.array(self.classes, dtype=np.int64), hint="depth")
+            else:
+                depth = b.op("Gather", [b.shape_of(self.logits), b.const(np.array(1, np.int64))])
+            values = b.const(np.array([0, 1], dtype=b.np_dtype(self.logits)), hint="onehot_values")
+            self._onehot[labels] = b.op("OneHot", [labels, depth, values], axis=-1)
+        return self._onehot[labels]
+
+    def per_sample_sum(self, t: str, rank: int = 2) -> str:
+        """Sum over every axis but the first: (N, ...) of rank ``rank`` -> (N,)."""
+        if rank == 1:
+            return t
+        return self.b.reduce("ReduceSum", t, list(range(1, rank)), keepdims=0)
+
+    def activation(self, name: str) -> str:
+        if not self.b.is_taken(name):
+            raise AuditorError(f"no tensor named {name!r} in the model (activation)")
+        shp = self.b.static_shape(name)
+        if shp is None or len(shp) < 1:
+            raise AuditorError(f"the shape of activation {name!r} is unknown")
+        if not np.issubdtype(self.b.np_dtype(name), np.floating):
+            raise AuditorError(f"activation {name!r} is not a floating-point tensor")
+        return name
+
+    def per_sample_size(self, name: str) -> int:
+        shp = self.b.static_shape(name)
+        dims = shp[1:]
+        if not all(isinstance(d, int) for d in dims):
+            raise AuditorError(f"activation {name!r} needs a static per-sample shape, got {shp}")
+        return int(np.prod(dims)) if dims else 1
+
+    # objectives ------------------------------------------------------------
+    def build(self, spec) -> str:
+        b = self.b
+        z = self.logits
+        if isinstance(spec, CrossEntropy):
+            oh = self.onehot(self.label_knob(spec.target_input))
+            logp = b.op("LogSoftmax", [z], axis=1)
+            return b.op("Neg", [self.per_sample_sum(b.op("Mul", [logp, oh]))])
+        if isinstance(spec, CWMargin):
+            oh = self.onehot(self.label_knob(spec.label_input))
+            kappa = self.float_knob(spec.kappa_input, ())
+            z_t = self.per_sample_sum(b.op("Mul", [z, oh]))
+            is_t = b.op("Cast", [oh], to=TensorProto.BOOL)
+            lowest = b.scalar(np.finfo(b.np_dtype(z)).min, z)
+            others = b.reduce("ReduceMax", b.op("Where", [is_t, lowest, z]), [1], keepdims=0)
+            diff = b.op("Sub", [others, z_t] if spec.targeted else [z_t, others])
+            return b.op("Max", [diff, b.op("Neg", [kappa])])
+        if isinstance(spec, Logit):
+            oh = self.onehot(self.label_knob(spec.index_input))
+            return self.per_sample_sum(b.op("Mul", [z, oh]))
+        if isinstance(spec, Sparsity):
+            if spec.f not in ("tanh", "sigmoid"):
+                raise AuditorError(f"Sparsity f must be 'tanh' or 'sigmoid', got {spec.f!r}")
+            tensors = [self.activation(t) for t in spec.tensors]
+            if not tensors:
+                raise AuditorError("Sparsity needs at least one activation tensor")
+            weights = self.float_knob(spec.weights_input, (len(tensors),))
+            beta = self.float_knob(spec.beta_input, ())
+            k = sum(self.per_sample_size(t) for t in tensors)
+            fop = "Tanh" if spec.f == "tanh" else "Sigmoid"
+            sums = []
+            for t in tensors:
+                bt_beta = beta if b.dtypes[t] == self.float_type else b.op(
+                    "Cast", [beta], to=b.dtypes[t])
+                bt = b.op("Mul", [t, bt_beta])
+                s = self.per_sample_sum(b.op(fop, [bt]), b.rank(t))
+                if b.dtypes[t] != self.float_type:
+                    s = b.op("Cast", [s], to=self.float_type)
+                sums.append(b.unsqueeze(s, [1]))
+            stacked = sums[0] if len(sums) == 1 else b.op("Concat", sums, axis=1)  # (N, L)
+            weighted = b.op("MatMul", [stacked, weights])  # (N,)
+            return b.op("Mul", [weighted, b.scalar(-1.0 / k, z)])
+        if isinstance(spec, ActivationL2):
+            tensors = [self.activation(t) for t in spec.tensors]
+            if not tensors:
+                raise AuditorError("ActivationL2 needs at least one activation tensor")
+            parts = []
+            for t in tensors:
+                rank = b.rank(t)
+                s = (b.op("Mul", [t, t]) if rank == 1 else
+                     b.reduce("ReduceSumSquare", t, list(range(1, rank)), keepdims=0))
+                if b.dtypes[t] != self.float_type:
+                    s = b.op("Cast", [s], to=self.float_type)
+                parts.append(s)
+            return b.add_all(parts)
+        if isinstance(spec, WeightedSum):
+            if not spec.terms:
+                raise AuditorError("WeightedSum needs at least one term")
+            parts = []
+            for term in spec.terms:
+                try:
+                    coef, sub = term
+                except (TypeError, ValueError):
+                    raise AuditorError(f"WeightedSum terms are (coef, spec) pairs, got {term!r}")
+                value = self.build(sub)
+                if isinstance(coef, str):
+                    c = self.float_knob(coef, ())
+                elif isinstance(coef, (int, float)) and not isinstance(coef, bool):
+                    if coef == 1:
+                        parts.append(value)
+                        continue
+                    c = b.scalar(float(coef), z)
+                else:
+                    raise AuditorError(f"WeightedSum coefficient must be a knob name or a number, "
+                                       f"got {coef!r}")
+                parts.append(b.op("Mul", [value, c]))
+            return b.add_all(parts)
+        raise AuditorError(f"unknown objective specification {spec!r}")
+
+
+def append_objective(model: onnx.ModelProto, spec, logits: str | None = None,
+                     output_name: str = "objective"
+                     ) -> tuple[onnx.ModelProto, str, dict[str, tuple]]:
+    """Append ``spec``'s subgraph to (a copy of) ``model``.
+
+    Returns ``(new_model, objective_output_name, knobs)``: the objective (shape (N,)) is added to
+    the model's outputs; ``knobs`` maps each added graph input to its shape (``'N'`` = batch).
+    ``logits`` defaults to the model's first output.
+    """
+    if logits is None:
+        if not model.graph.output:
+            raise AuditorError("the model has no outputs")
+        logits = model.graph.output[0].name
+    em = _Emitter(model, logits)
+    try:
+        value = em.build(spec)
+    except NotDifferentiable as e:  # builder complaints (unknown ranks/types) are input errors
+        raise AuditorError(f"cannot build the objective: {e}") from None
+    name = output_name
+    i = 0
+    while em.b.is_taken(name):
+        i += 1
+        name = f"{output_name}_{i}"
+    em.b.reserve(name)
+    em.b.nodes.append(helper.make_node("Identity", [value], [name], name=em.b.fresh("output")))
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    out.graph.input.extend(em.inputs)
+    out.graph.node.extend(em.b.nodes)
+    out.graph.initializer.extend(em.b.initializers)
+    out.graph.output.append(helper.make_tensor_value_info(name, em.float_type, [em.batch_dim]))
+    return out, name, dict(em.knobs)
+
+
+__all__ = ["CrossEntropy", "CWMargin", "Logit", "Sparsity", "ActivationL2", "WeightedSum",
+           "append_objective"]
