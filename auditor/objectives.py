@@ -135,13 +135,16 @@ class _Emitter:
     def onehot(self, labels: str) -> str:
         """(N, C) float one-hot of int64 labels (shared between terms)."""
         if labels not in self._onehot:
+            # Equal against 0..C-1 rather than OneHot: onnxruntime's OneHot is oddly slow.
             b = self.b
             if isinstance(self.classes, int):
-                depth = b.const(np.array(self.classes, dtype=np.int64), hint="depth")
+                classes = b.const(np.arange(self.classes, dtype=np.int64), hint="classes")
             else:
                 depth = b.op("Gather", [b.shape_of(self.logits), b.const(np.array(1, np.int64))])
-            values = b.const(np.array([0, 1], dtype=b.np_dtype(self.logits)), hint="onehot_values")
-            self._onehot[labels] = b.op("OneHot", [labels, depth, values], axis=-1)
+                classes = b.op("Range", [b.const(np.array(0, np.int64)), depth,
+                                         b.const(np.array(1, np.int64))])
+            hit = b.op("Equal", [b.unsqueeze(labels, [1]), classes])
+            self._onehot[labels] = b.op("Cast", [hit], to=self.float_type)
         return self._onehot[labels]
 
     def per_sample_sum(self, t: str, rank: int = 2) -> str:

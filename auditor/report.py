@@ -142,9 +142,10 @@ def render_text(d: dict) -> str:
 
 
 def _attack_line(a: dict) -> str:
-    return (f"attack {a['search'][:14]:14s} latency x{a.get('latency_increase', float('nan')):.3f} "
-            f"energy x{a.get('energy_increase', float('nan')):.3f} density {a.get('density_clean', 0):.3f}->"
-            f"{a.get('density_attacked', 0):.3f} kept {100 * a.get('label_kept_rate', 0):.0f}%")
+    kept = a.get("label_kept_rate")
+    return (f"attack {a['search'][:12]:12s} latency x{_fmt_num(a.get('latency_increase'))} "
+            f"energy x{_fmt_num(a.get('energy_increase'))} density {_fmt_num(a.get('density_clean'))}->"
+            f"{_fmt_num(a.get('density_attacked'))} kept {'n/a' if kept is None else f'{100 * kept:.0f}%'}")
 
 
 def _robustness_lines(rob: dict) -> list[str]:

@@ -544,17 +544,17 @@ def _max_pool_disjoint(b: GraphBuilder, n: GradNode, x: str, win: Window,
         scales = b.const(np.array([1, 1] + win.strides, dtype=np.float32), hint="pool_scales")
 
         def up(t: str) -> str:
-            return b.op("Resize", [t, "", scales], mode="nearest",
+            return b.op("Resize", [_flat_planes(b, t, win.out_size), "", scales], mode="nearest",
                         coordinate_transformation_mode="asymmetric", nearest_mode="floor")
-
-        x1 = x
     else:
         ones = b.const(np.ones([1, 1] + win.kernel, dtype=dt), hint="pool_ones")
 
         def up(t: str) -> str:  # window value -> every element of the window (0 elsewhere)
             return scatter_windows(b, _flat_planes(b, t, win.out_size), ones, win)
 
-        x1 = _flat_planes(b, x, win.in_size)
+    # Work on (N*C, 1, H, W) planes: onnxruntime then leaves these ops in plain NCHW layout
+    # instead of converting them to its blocked layout with costly reorders around them.
+    x1 = _flat_planes(b, x, win.in_size)
     at_max = b.op("Equal", [x1, up(n.y())])
     prio = np.where(tap_of >= 0, k - tap_of, 0).astype(dt)
     z = b.op("Mul", [b.op("Cast", [at_max], to=b.dtypes[x]), b.const(prio, hint="pool_prio")])
