@@ -36,7 +36,13 @@ def _load(model, profiles, scenario):
     names = [p.name for p in profs]
     if len(set(names)) != len(names):
         raise AuditorError(f"two hardware profiles share the name '{[n for n in names if names.count(n) > 1][0]}'")
-    sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    if isinstance(scenario, Scenario):
+        sc = scenario
+    else:
+        from .validate import check_references
+
+        sc = load_scenario(scenario)
+        check_references(sc, *schema.load_yaml(scenario))  # bad names fail before any work
     return model_path, proto, profs, sc
 
 

@@ -128,15 +128,16 @@ def render_text(d: dict) -> str:
             L.append(f"  {_short(r['layer'], 30):30s}{r['op'][:6]:>6s}{r['input_density']:>9.3f}"
                      f"{r['cycles']:>11d}{r['dense_cycles']:>11d}{_si(r['energy_j'], 'J'):>11s}")
     L.append("")
-    L.append("checks:")
     if not d["checks"]:
-        L.append("  (none declared in the scenario)")
-    for ch in d["checks"]:
-        mark = "PASS" if ch["passed"] else "FAIL"
-        line = f"  {mark} {ch['profile'][:14]:14s} {ch['name'][:26]:26s} {_fmt_num(ch['measured']):>10s} {ch['op']} {_fmt_num(ch['threshold'])}"
-        if ch.get("detail"):
-            line += f"  ({ch['detail']})"
-        L.append(line)
+        L.append("checks: (none declared in the scenario)")
+    for prof in dict.fromkeys(ch["profile"] for ch in d["checks"]):
+        L.append(f"checks on {prof}:")
+        for ch in (c for c in d["checks"] if c["profile"] == prof):
+            mark = "PASS" if ch["passed"] else "FAIL"
+            L.append(f"  {mark} {_short(ch['name'], 40):40s} {_fmt_num(ch['measured']):>11s} {ch['op']} "
+                     f"{_fmt_num(ch['threshold'])}")
+            if ch.get("detail"):
+                L.append(f"       ({ch['detail']})"[:80])
     L.append(f"verdict: {d['verdict']}")
     return "\n".join(L) + "\n"
 

@@ -45,12 +45,9 @@ def _load(model) -> onnx.ModelProto:
         out.CopyFrom(model)
         return out
     if isinstance(model, (str, Path)):
-        try:
-            return onnx.load(str(model))
-        except FileNotFoundError:
-            raise AuditorError("model file not found", where=str(model)) from None
-        except Exception as e:  # noqa: BLE001 - any parse error is bad user input
-            raise AuditorError(f"cannot read the ONNX model: {e}", where=str(model)) from None
+        from .modelio import load_model  # validated, named and shape-inferred like every model
+
+        return load_model(model)
     raise AuditorError(f"expected an ONNX ModelProto or a path, got {type(model).__name__}", where="reshape")
 
 

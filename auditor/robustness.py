@@ -147,6 +147,64 @@ def choose_targets(kind: str, labels: np.ndarray, clean_logits: np.ndarray, seed
 # --------------------------------------------------------------------------------------------
 
 
+class _OrtLogits(Classifier):
+    """Logits only, from a plain onnxruntime session over the deployed model (no instrumentation,
+    no gradient graph) with the preprocessing done in numpy: an independent forward pass."""
+
+    def __init__(self, model, preprocessing=None, bounds=None, batch_size: int = 256):
+        super().__init__()
+        import onnxruntime as ort
+
+        from .reshape import _load
+
+        proto = _load(model)
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.intra_op_num_threads = 1
+        self.session = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        inits = {t.name for t in proto.graph.initializer}
+        inp = next(i for i in proto.graph.input if i.name not in inits)
+        self.input_name = inp.name
+        dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+        self.input_shape = tuple(int(d) for d in dims[1:])
+        self.num_classes = int(self.session.get_outputs()[0].shape[-1])
+        self.pre = preprocessing
+        if bounds is None:
+            bounds = getattr(preprocessing, "bounds", (0.0, 1.0))
+        self.bounds = (float(bounds[0]), float(bounds[1]))
+        self.batch_size = batch_size
+        if getattr(preprocessing, "layout", "NCHW") == "NHWC":  # the raw domain is NCHW
+            h, w, c = self.input_shape
+            self.input_shape = (c, h, w)
+
+    def _prep(self, x):
+        p = self.pre
+        if p is None:
+            return x
+        if hasattr(p, "apply"):
+            return np.asarray(p.apply(x), np.float32)
+        if callable(p):
+            return np.asarray(p(x), np.float32)
+        mean, std = p
+        return ((x - np.float32(mean)) / np.float32(std)).astype(np.float32)
+
+    def _logits(self, x):
+        x = self._prep(x)
+        return np.concatenate([self.session.run(None, {self.input_name: x[i:i + self.batch_size]})[0]
+                               for i in range(0, len(x), self.batch_size)])
+
+    def _value_and_grad(self, x, objective, knobs):
+        raise AuditorError("the verification classifier has no gradients", where="robustness")
+
+
+def ort_classifier(model, preprocessing=None, bounds=None) -> Classifier:
+    """A logits-only Classifier over a plain onnxruntime session of ``model`` (path or proto), for
+    re-verifying adversarial examples independently of the attacked (instrumented, gradient)
+    sessions.  ``preprocessing``: None, ``(mean, std)``, a callable, or an object with ``apply``
+    and ``bounds`` (:class:`auditor.preprocess.Preprocessing`)."""
+    return _OrtLogits(model, preprocessing, bounds)
+
+
 def verified_success(verify: Classifier, x: np.ndarray, x_adv: np.ndarray, labels: np.ndarray,
                      targets: np.ndarray | None, norm: str | None = None, eps: float | None = None,
                      batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:

@@ -288,3 +288,19 @@ def json_schema(tp, title: str | None = None) -> dict:
         out["title"] = title
     out.update(sch(tp))
     return out
+
+
+def locate(node, *path) -> yaml.Node | None:
+    """The node at a key/index path of a YAML tree (None when absent), for error locations."""
+    for p in path:
+        if isinstance(p, int) and isinstance(node, yaml.SequenceNode) and p < len(node.value):
+            node = node.value[p]
+        elif isinstance(p, str) and isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if getattr(k, "value", None) == p), None)
+        else:
+            return None
+    return node
+
+
+def where(file: str, node) -> str:
+    return str(_Loc(file, node))

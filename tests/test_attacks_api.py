@@ -91,7 +91,7 @@ def test_robustbench_default_budgets():
 
 def test_seeded_runs_are_reproducible_and_batching_does_not_matter():
     model, x, y = make_mlp()
-    a = PGD(steps=5)
+    a = PGD(steps=5, random_start=True)
     r1, r2, r3 = a(model, x, y, [0.05], seed=4), a(model, x, y, [0.05], seed=4), a(model, x, y, [0.05], seed=5)
     np.testing.assert_array_equal(r1.x_adv[0], r2.x_adv[0])
     assert not np.array_equal(r1.x_adv[0], r3.x_adv[0])

@@ -126,3 +126,13 @@ def test_jsma_changes_few_features_and_reports_l0():
     r3 = JSMA(theta=-1.0)(model, x, y)
     assert r3.success[0].mean() >= 0.5
     assert np.all(r3.x_adv[0] <= x + 1e-7)
+
+
+def test_saturated_cross_entropy_falls_back_to_the_margin():
+    model, x, y = make_linear_multiclass()
+    model.W, model.b = model.W * 1e4, model.b * 1e4  # softmax saturates: CE gradient exactly 0
+    _, g, _ = model.value_and_grad(x, "ce", target=y)
+    assert np.mean(~np.any(g.reshape(len(x), -1) != 0, axis=1)) > 0.5
+    eps = [2.0]
+    assert FGSM()(model, x, y, eps).success[0].mean() > 0.5
+    assert PGD(steps=10)(model, x, y, eps).success[0].mean() >= FGSM()(model, x, y, eps).success[0].mean()

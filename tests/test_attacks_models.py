@@ -22,8 +22,8 @@ def objective_and_dz(z: np.ndarray, objective: str, knobs: dict):
         t = np.asarray(knobs["target"])
         zs = z - z.max(axis=1, keepdims=True)
         p = np.exp(zs)
+        value = np.log(p.sum(axis=1)) - zs[rows, t]
         p /= p.sum(axis=1, keepdims=True)
-        value = -np.log(p[rows, t])
         dz = p.copy()
         dz[rows, t] -= 1.0
     elif objective == "margin":

@@ -188,6 +188,24 @@ def test_whitebox_surrogate_select_and_weights(toy):
     assert res.info["c"].shape == (8,)
 
 
+def test_whitebox_step_size_and_select_every(toy):
+    from auditor.sponge.whitebox import step_size
+
+    assert step_size(None, 0.9, "l2") == 0.02 and step_size(None, None, "l2") == 0.5
+    assert step_size(None, 0.1, "linf") == pytest.approx(0.01) and step_size(0.3, None, "l2") == 0.3
+    x = sparse_images(6)
+    calls = []
+
+    def cost(z):
+        calls.append(len(z))
+        return toy_density(toy)(z)
+
+    res = WhiteBoxSparsity(eps=None, iterations=10, select_every=5)(toy, x, cost_fn=cost)
+    assert res.info["eps_iter"] == 0.5 and res.label_kept.all()
+    assert len(calls) <= 1 + 2 + 1  # clean, iterations 5 and 10, nothing else
+    assert res.info["cost_queries"] == sum(calls)
+
+
 def test_whitebox_same_seed_same_result(toy):
     x = sparse_images(6)
     a = WhiteBoxSparsity(iterations=10, eps_iter=0.1)(toy, x, cost_fn=toy_density(toy), seed=3)

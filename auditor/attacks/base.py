@@ -40,7 +40,7 @@ from ..progress import Progress
 from ..target import Classifier
 
 #: the margin value passed as ``kappa`` when an attack wants the *unclamped* C&W margin
-NO_CLAMP = 1e30
+NO_CLAMP = np.float32(1e30)
 
 
 # --------------------------------------------------------------------------------------------

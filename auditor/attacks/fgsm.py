@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..norms import normalize
-from .base import NO_CLAMP, Attack, Context, check_choice
+from .base import Attack, Context, check_choice
+from .pgd import steepest_ascent
 
 
 class FGSM(Attack):
@@ -15,7 +16,8 @@ class FGSM(Attack):
     Parameters (defaults as in foolbox 3 ``FGSM``/``FGM``, ART ``FastGradientMethod``):
 
     * ``norm`` — ``"linf"`` (FGSM, sign of the gradient) or ``"l2"`` (FGM, gradient / ‖gradient‖₂).
-    * ``loss`` — ``"ce"`` cross-entropy (Goodfellow et al.) or ``"margin"`` (C&W margin).
+    * ``loss`` — ``"ce"`` cross-entropy (Goodfellow et al.) or ``"margin"`` (C&W margin); a
+      saturated cross-entropy (zero gradient in float32) falls back to the margin for that input.
     """
 
     name = "fgsm"
@@ -26,12 +28,6 @@ class FGSM(Attack):
         self.loss = check_choice("loss", loss, ("ce", "margin"))
 
     def _attack_eps(self, ctx: Context, eps: float) -> np.ndarray:
-        goal = ctx.goal()
-        if self.loss == "ce":
-            _, g, _ = ctx.oracle.value_and_grad(ctx.x, "ce", target=goal)
-            sign = -1.0 if ctx.targeted else 1.0  # ascend CE(label) / descend CE(target)
-        else:
-            _, g, _ = ctx.oracle.value_and_grad(ctx.x, "margin", label=goal, kappa=NO_CLAMP)
-            sign = 1.0 if ctx.targeted else -1.0  # descend margin(label) / ascend margin(target)
+        g, _ = steepest_ascent(ctx, ctx.x, np.arange(len(ctx.x)), self.loss)
         ctx.tick()
-        return ctx.clip(ctx.x + np.float32(sign * eps) * normalize(g, self.norm))
+        return ctx.clip(ctx.x + np.float32(eps) * normalize(g, self.norm))

@@ -21,6 +21,29 @@ def random_start(x: np.ndarray, eps: float, norm: str, rng: np.random.Generator,
     return np.clip(x + d, bounds[0], bounds[1]).astype(np.float32)
 
 
+def steepest_ascent(ctx: Context, x: np.ndarray, act: np.ndarray, loss: str):
+    """(gradient of the attacker's objective, oriented so that ascending it helps, logits).
+
+    With ``loss="ce"`` the cross-entropy of the label is ascended (of the target descended).  A
+    saturated softmax gives an exactly zero (or non-finite) cross-entropy gradient in float32; those
+    rows fall back to the C&W margin, which does not saturate (one extra gradient query for them).
+    """
+    goal = ctx.goal(act)
+    if loss == "ce":
+        _, g, z = ctx.oracle.value_and_grad(x, "ce", rows=act, target=goal)
+        g = (-1.0 if ctx.targeted else 1.0) * g
+        flat = g.reshape(len(g), -1)
+        dead = ~np.all(np.isfinite(flat), axis=1) | ~np.any(flat != 0, axis=1)
+        if not dead.any():
+            return g, z
+        idx = np.flatnonzero(dead)
+        _, gm, _ = ctx.oracle.value_and_grad(x[idx], "margin", rows=act[idx], label=goal[idx], kappa=NO_CLAMP)
+        g[idx] = (1.0 if ctx.targeted else -1.0) * gm
+        return np.nan_to_num(g), z
+    _, g, z = ctx.oracle.value_and_grad(x, "margin", rows=act, label=goal, kappa=NO_CLAMP)
+    return (1.0 if ctx.targeted else -1.0) * np.nan_to_num(g), z
+
+
 class PGD(Attack):
     """Iterated gradient steps projected back onto the ε-ball and the pixel range.
 
@@ -35,8 +58,14 @@ class PGD(Attack):
     * ``steps=40`` — Madry et al. MNIST (40 steps; foolbox ``LinfPGD`` also uses 40).
     * ``rel_stepsize=None`` → α = 2.5·ε/steps (Madry et al., the ``robustness`` library and
       RobustBench's PGD evaluations); ``abs_stepsize`` overrides it with an absolute α.
-    * ``random_start=True`` — uniform start in the ball (Madry et al., foolbox, torchattacks).
-    * ``restarts=1`` — number of random restarts; only inputs not yet fooled are restarted.
+    * ``random_start=False`` — the first run starts at the clean input; ``True`` starts it at a
+      uniform point of the ball (Madry et al., foolbox, torchattacks).  On the four bundled models
+      (Linf 0.05 and 0.1, L2 1.5; 360 inputs) starting at the clean input left an equal or lower
+      robust accuracy than a random start in 12 of 12 settings at 40 steps (11 of 12 at 10
+      steps), hence the default.
+      Inputs whose gradient vanishes at the clean input are started at a random point anyway.
+    * ``restarts=1`` — runs per input; runs after the first always start at a random point, and
+      only inputs not yet fooled are restarted.
     * ``loss="ce"`` — cross-entropy (Madry et al.); ``"margin"`` is the C&W margin loss.
     * ``schedule="constant"`` — or ``"step"`` (α, then α/2 after 50 % and α/4 after 75 % of the
       steps) or ``"cosine"`` (α·(1 + cos(π t/steps)), mean α).
@@ -45,7 +74,7 @@ class PGD(Attack):
     name = "pgd"
 
     def __init__(self, norm: str = "linf", steps: int = 40, rel_stepsize: float | None = None,
-                 abs_stepsize: float | None = None, random_start: bool = True, restarts: int = 1,
+                 abs_stepsize: float | None = None, random_start: bool = False, restarts: int = 1,
                  loss: str = "ce", schedule: str = "constant", batch_size: int = 256,
                  progress: bool | None = None):
         super().__init__(batch_size, progress)
@@ -73,14 +102,7 @@ class PGD(Attack):
         return alpha
 
     def _grad(self, ctx: Context, x: np.ndarray, act: np.ndarray):
-        goal = ctx.goal(act)
-        if self.loss == "ce":
-            _, g, z = ctx.oracle.value_and_grad(x, "ce", rows=act, target=goal)
-            sign = -1.0 if ctx.targeted else 1.0
-        else:
-            _, g, z = ctx.oracle.value_and_grad(x, "margin", rows=act, label=goal, kappa=NO_CLAMP)
-            sign = 1.0 if ctx.targeted else -1.0
-        return sign * g, z
+        return steepest_ascent(ctx, x, act, self.loss)
 
     def _attack_eps(self, ctx: Context, eps: float) -> np.ndarray:
         n = len(ctx.x)
@@ -105,6 +127,12 @@ class PGD(Attack):
             xc = random_start(x0, eps, self.norm, ctx.rng, ctx.bounds) if (self.random_start or r > 0) else x0.copy()
             for t in range(self.steps):
                 g, z = self._grad(ctx, xc, act)
+                if t == 0 and r == 0 and not self.random_start:
+                    flat = g.reshape(len(g), -1)
+                    dead = ~np.any(flat != 0, axis=1)
+                    if dead.any():  # no signal at the clean input: start those at a random point
+                        xc[dead] = random_start(x0[dead], eps, self.norm, ctx.rng, ctx.bounds)
+                        g[dead], z[dead] = self._grad(ctx, xc[dead], act[dead])
                 keep = record(xc, z, act)
                 act, xc, g, x0 = act[keep], xc[keep], g[keep], x0[keep]
                 ctx.tick()

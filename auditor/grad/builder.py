@@ -17,6 +17,14 @@ Dim = int | str | None  # a static dimension, a symbolic one (e.g. "batch"), or 
 Shape = tuple[Dim, ...]
 
 
+_ELEMENTWISE = {
+    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "Relu", "LeakyRelu",
+    "PRelu", "Sigmoid", "Tanh", "Exp", "Log", "Neg", "Abs", "Sqrt", "Reciprocal", "Identity",
+    "HardSigmoid", "HardSwish", "Elu", "Selu", "Softplus", "Softsign", "Erf", "Sin", "Cos",
+    "Softmax", "LogSoftmax", "Dropout", "Clip",
+}
+
+
 class NotDifferentiable(Exception):
     """A rule cannot build the gradient of this node (the message says why)."""
 
@@ -104,6 +112,34 @@ class GraphBuilder:
         # Graph inputs that are overridable initializers are not constants.
         for vi in g.input:
             self.consts.pop(vi.name, None)
+        self._fill_elementwise_shapes()
+
+    def _fill_elementwise_shapes(self) -> None:
+        """Shapes that shape inference missed, for elementwise ops (same shape / broadcast)."""
+        for node in self.graph.node:
+            if node.domain not in ("", "ai.onnx") or node.op_type not in _ELEMENTWISE:
+                continue
+            out = node.output[0]
+            if self.shapes.get(out) is not None:
+                continue
+            shapes = [self.shapes.get(i) for i in node.input if i]
+            if not shapes or any(s is None for s in shapes):
+                continue
+            if node.op_type == "Where":
+                shapes = shapes  # condition broadcasts too
+            rank = max(len(s) for s in shapes)
+            dims: list[Dim] = []
+            for j in range(rank):
+                cand = [s[len(s) - rank + j] for s in shapes if len(s) - rank + j >= 0]
+                known = [d for d in cand if d != 1]
+                dims.append(known[0] if known and all(d == known[0] for d in known)
+                            else (1 if not known else None))
+            self.shapes[out] = tuple(dims)
+            if out not in self.dtypes:
+                src = [self.dtypes.get(i) for i in node.input[(1 if node.op_type == "Where" else 0):]
+                       if i]
+                if src and src[0]:
+                    self.dtypes[out] = src[0]
 
     # ------------------------------------------------------------------ names and emission
 

@@ -55,11 +55,19 @@ def window(b: GraphBuilder, n: GradNode, x: str, kernel: list[int]) -> Window:
             small, big = total // 2, total - total // 2
             pads[i], pads[sp + i] = (small, big) if auto_pad == "SAME_UPPER" else (big, small)
     pb, pe = pads[:sp], pads[sp:]
-    ys = b.static_shape(n.y())
-    if ys is not None and all(isinstance(d, int) for d in ys[2:]):
-        out_size = list(ys[2:])
-    else:  # floor-mode formula (ceil_mode models normally get their shapes inferred)
-        out_size = [(in_size[i] + pb[i] + pe[i] - ext[i]) // strides[i] + 1 for i in range(sp)]
+    ceil_mode = int(n.attr("ceil_mode", 0))
+    out_size = []
+    for i in range(sp):
+        span = in_size[i] + pb[i] + pe[i] - ext[i]
+        if not ceil_mode:
+            out = span // strides[i] + 1
+        else:  # onnxruntime (like PyTorch) drops a last window that starts past the input
+            out = -(-span // strides[i]) + 1
+            if (out - 1) * strides[i] >= in_size[i] + pb[i]:
+                out -= 1
+        if out < 1:
+            raise NotDifferentiable(f"{n.op_type} window larger than its padded input")
+        out_size.append(out)
     return Window(in_size, out_size, list(kernel), strides, dilations, pb, pe)
 
 
@@ -147,8 +155,10 @@ def _conv(b: GraphBuilder, n: GradNode):
     if n.need(0):
         wv = b.const_value(w)
         cin_per_group = wshape[1]
+        import os
+        mode = os.environ.get("CONVMODE", "")
         if (wv is not None and all(s == 1 for s in win.strides)
-                and cin_per_group % FLIPPED_CONV_CHANNELS == 0):
+                and (cin_per_group % FLIPPED_CONV_CHANNELS == 0 or mode == "flip") and mode != "convt"):
             # The adjoint as a Conv with flipped, transposed weights: onnxruntime runs it on its
             # blocked (NCHWc) kernels, faster than ConvTranspose when the gradient has enough
             # channels per group to fill the blocks (slower when it has few, e.g. 1).
@@ -180,7 +190,7 @@ def _conv_transpose_pads(b: GraphBuilder, n: GradNode, in_size, kernel, strides,
         out = [in_size[i] * strides[i] for i in range(sp)]
     pb, pe = [], []
     for i in range(sp):
-        total = strides[i] * (in_size[i] - 1) + opad[i] + ext[i] - out[i]
+        total = max(0, strides[i] * (in_size[i] - 1) + opad[i] + ext[i] - out[i])
         if auto_pad == "SAME_UPPER":
             pb.append(total // 2)
             pe.append(total - total // 2)
@@ -202,8 +212,10 @@ def _conv_transpose(b: GraphBuilder, n: GradNode):
     strides = list(n.attr("strides", [1] * sp))
     dilations = list(n.attr("dilations", [1] * sp))
     in_size = b.int_dims(x, range(2, rank), "ConvTranspose gradient")
-    out_size = b.int_dims(n.y(), range(2, rank), "ConvTranspose gradient")
     pb, pe = _conv_transpose_pads(b, n, in_size, kernel, strides, dilations)
+    opad = list(n.attr("output_padding", [0] * sp))
+    out_size = [strides[i] * (in_size[i] - 1) + opad[i] + (kernel[i] - 1) * dilations[i] + 1
+                - pb[i] - pe[i] for i in range(sp)]
     dx = None
     if n.need(0):  # Conv with the same weight is the adjoint of ConvTranspose.
         dx = conv_any_pads(b, n.dy, w, out_size, kernel, strides, dilations, pb, pe, group,
@@ -224,7 +236,16 @@ def _gemm(b: GraphBuilder, n: GradNode):
     dy = n.dy
     da = dw = dc = None
     al = alpha if alpha != 1.0 else None
-    if n.need(0):
+    import os
+    gm = os.environ.get("GEMMMODE", "")
+    wv = b.const_value(w)
+    if n.need(0) and gm and wv is not None and not ta and alpha == 1.0:
+        wt = wv if tb else wv.T  # op(B)^T... dA = dY @ op(B)^T
+        if gm == "matmul":
+            da = b.op("MatMul", [dy, b.const(np.ascontiguousarray(wt if tb else wv.T))])
+        else:  # gemm with transB=1 on a pre-transposed constant
+            da = b.op("Gemm", [dy, b.const(np.ascontiguousarray(wt.T if tb else wv))], transB=1)
+    elif n.need(0):
         if not ta:  # dA = alpha * dY @ op(B)^T
             da = b.op("Gemm", [dy, w], transB=1 - tb, alpha=al)
         else:  # dA = alpha * op(B) @ dY^T

@@ -159,123 +159,107 @@ class CnvlutinParams:
 # ----------------------------------------------------------------------------------------------
 
 
-@numba.njit(cache=True, parallel=True)
-def brick_counts(nz, group, brick):
-    """Non-zeros per brick: nz (N, C, H, W) uint8 -> (N, group * nb, H, W) int32, nb = ceil(C_g / brick)."""
+def brick_counts(nz: np.ndarray, group: int, brick: int) -> np.ndarray:
+    """Non-zeros per channel brick: nz (N, C, H, W) uint8 -> (N, group * nb, H, W), nb = ceil(C_g / brick)
+    (uint8 when a brick holds at most 255 values)."""
     N, C, H, W = nz.shape
     cg = C // group
-    nb = (cg + brick - 1) // brick
-    out = np.zeros((N, group * nb, H, W), dtype=np.int32)
-    for n in numba.prange(N):
-        for g in range(group):
-            for c in range(cg):
-                b = g * nb + c // brick
-                ch = g * cg + c
-                for y in range(H):
-                    for x in range(W):
-                        out[n, b, y, x] += nz[n, ch, y, x]
-    return out
+    nb = -(-cg // brick)
+    z = nz.reshape(N, group, cg, H, W)
+    if nb * brick != cg:  # pad each group's channels with zeros up to whole bricks
+        z = np.concatenate([z, np.zeros((N, group, nb * brick - cg, H, W), dtype=nz.dtype)], axis=2)
+    out = z.reshape(N, group * nb, brick, H, W).sum(axis=2, dtype=np.int32)
+    return out.astype(np.uint8) if brick <= 255 else out
 
 
 @numba.njit(cache=True, parallel=True)
-def cnv_windows(cnt, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, lanes, min_slot):
+def cnv_schedule(src, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, per_brick, lanes, min_slot):
     """Zero-skipping schedule of every window of a layer, for every input.
 
-    cnt: (N, group * nb, H, W) bricks' non-zero counts.  Returns (N, 3) int64:
-    [:, 0] cycles of one pass over all windows (sum over steps of the max brick cost),
-    [:, 1] non-zero activation visits (sum over windows of the window's non-zeros),
-    [:, 2] neuron-buffer entries read in one pass (sum over bricks of max(nnz, min_slot)).
+    ``src`` (N, group * S, H, W) holds non-zero counts of S *sources* per group and position: the
+    channels themselves (a 0/1 mask, window-packed bricks) or whole channel bricks (their counts).
+    A window is the sequence (ky, kx, s), s fastest; every ``per_brick`` consecutive sources form a
+    brick (the last one of the window may be short), every ``lanes`` consecutive bricks a step.
+    A brick costs max(nnz, min_slot), a step the max over its bricks.  Because this structure does
+    not depend on the output position, the kernel works on planes of all output positions at once.
+
+    Returns (N, 3) int64: cycles of one pass over all windows, non-zero activation visits, and
+    neuron-buffer entries read in one pass (sum over bricks of max(nnz, min_slot)).
     """
-    N, GB, H, W = cnt.shape
-    nb = GB // group
+    N, GS, H, W = src.shape
+    S = GS // group
+    total = KH * KW * S
     out = np.zeros((N, 3), dtype=np.int64)
     for n in numba.prange(N):
+        cur = np.zeros((OH, OW), dtype=np.int32)   # non-zeros of the current brick, per position
+        smax = np.zeros((OH, OW), dtype=np.int32)  # largest brick cost of the current step
         cyc = 0
         nnz = 0
         ent = 0
         for g in range(group):
-            base = g * nb
-            for oy in range(OH):
-                for ox in range(OW):
-                    step_max = 0
-                    in_step = 0
-                    for ky in range(KH):
-                        iy = oy * sh - pt + ky * dh
-                        for kx in range(KW):
-                            ix = ox * sw - pl + kx * dw
-                            inside = iy >= 0 and iy < H and ix >= 0 and ix < W
-                            for cb in range(nb):
-                                v = 0
-                                if inside:
-                                    v = cnt[n, base + cb, iy, ix]
-                                nnz += v
-                                e = v if v > min_slot else min_slot
-                                ent += e
-                                if e > step_max:
-                                    step_max = e
-                                in_step += 1
-                                if in_step == lanes:
-                                    cyc += step_max
-                                    step_max = 0
-                                    in_step = 0
-                    cyc += step_max
-        out[n, 0] = cyc
-        out[n, 1] = nnz
-        out[n, 2] = ent
-    return out
-
-
-@numba.njit(cache=True, parallel=True)
-def cnv_windows_packed(nz, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, brick, lanes, min_slot):
-    """Like :func:`cnv_windows` for window-packed bricks: the window's values in (ky, kx, c) order
-    (c fastest) are cut into bricks of ``brick`` values.  nz: (N, C, H, W) uint8 non-zero mask."""
-    N, C, H, W = nz.shape
-    cg = C // group
-    out = np.zeros((N, 3), dtype=np.int64)
-    for n in numba.prange(N):
-        cyc = 0
-        nnz = 0
-        ent = 0
-        for g in range(group):
-            for oy in range(OH):
-                for ox in range(OW):
-                    step_max = 0
-                    in_step = 0
-                    cur = 0
-                    filled = 0
-                    for ky in range(KH):
-                        iy = oy * sh - pt + ky * dh
-                        for kx in range(KW):
-                            ix = ox * sw - pl + kx * dw
-                            inside = iy >= 0 and iy < H and ix >= 0 and ix < W
-                            for c in range(cg):
-                                if inside:
-                                    cur += nz[n, g * cg + c, iy, ix]
-                                filled += 1
-                                if filled == brick:
-                                    nnz += cur
-                                    e = cur if cur > min_slot else min_slot
+            filled = 0
+            in_step = 0
+            t = 0
+            for ky in range(KH):
+                for kx in range(KW):
+                    x0 = kx * dw - pl
+                    lo = 0
+                    if x0 < 0:
+                        lo = (-x0 + sw - 1) // sw
+                    hi = 0
+                    if W - 1 - x0 >= 0:
+                        hi = min(OW, (W - 1 - x0) // sw + 1)
+                    for si in range(S):
+                        plane = src[n, g * S + si]
+                        for oy in range(OH):
+                            iy = oy * sh - pt + ky * dh
+                            if iy < 0 or iy >= H:
+                                continue
+                            row = plane[iy]
+                            crow = cur[oy]
+                            if sw == 1:
+                                for ox in range(lo, hi):
+                                    crow[ox] += row[ox + x0]
+                            else:
+                                for ox in range(lo, hi):
+                                    crow[ox] += row[ox * sw + x0]
+                        filled += 1
+                        t += 1
+                        if filled == per_brick or t == total:  # close the brick
+                            for oy in range(OH):
+                                crow = cur[oy]
+                                srow = smax[oy]
+                                for ox in range(OW):
+                                    v = crow[ox]
+                                    nnz += v
+                                    e = v if v > min_slot else min_slot
                                     ent += e
-                                    if e > step_max:
-                                        step_max = e
-                                    in_step += 1
-                                    if in_step == lanes:
-                                        cyc += step_max
-                                        step_max = 0
-                                        in_step = 0
-                                    cur = 0
-                                    filled = 0
-                    if filled > 0:
-                        nnz += cur
-                        e = cur if cur > min_slot else min_slot
-                        ent += e
-                        if e > step_max:
-                            step_max = e
-                    cyc += step_max
+                                    if e > srow[ox]:
+                                        srow[ox] = e
+                                    crow[ox] = 0
+                            filled = 0
+                            in_step += 1
+                            if in_step == lanes or t == total:  # close the step
+                                for oy in range(OH):
+                                    srow = smax[oy]
+                                    for ox in range(OW):
+                                        cyc += srow[ox]
+                                        srow[ox] = 0
+                                in_step = 0
         out[n, 0] = cyc
         out[n, 1] = nnz
         out[n, 2] = ent
     return out
+
+
+def cnv_windows(cnt, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, lanes, min_slot):
+    """Schedule with channel bricks: ``cnt`` from :func:`brick_counts` (see :func:`cnv_schedule`)."""
+    return cnv_schedule(cnt, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, 1, lanes, min_slot)
+
+
+def cnv_windows_packed(nz, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, brick, lanes, min_slot):
+    """Schedule with window-packed bricks of ``brick`` values: ``nz`` the (N, C, H, W) uint8 mask."""
+    return cnv_schedule(nz, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, brick, lanes, min_slot)
 
 
 def window_bricks_reference(x, geom: ConvGeom, brick: int, packed: bool, threshold: float = 0.0):

@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import AuditorError
 from ..norms import perturbation_stats, project
 from .base import Param, Search, SearchResult, bounds_of, chunks, log_softmax, resolve_layer_weights
-from .whitebox import COMMON, sparsity_descent
+from .whitebox import COMMON, sparsity_descent, step_size
 
 
 def _margin(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -119,6 +119,7 @@ class BlackBoxSparsity(Search):
             "stage2_queries": stage2_queries,
             "target_queries": target_queries,
             "surrogate_queries": sur_queries,
+            "eps_iter": step_size(p["eps_iter"], p["eps"], p["norm"]),
             "perturbation": perturbation_stats(x_out, x_clean, bounds[1] - bounds[0]),
             "perturbation_stage1": perturbation_stats(x1, x_clean, bounds[1] - bounds[0]),
         }

@@ -1,0 +1,187 @@
+#!/usr/bin/env python
+"""Evasion-attack benchmarks on the bundled models.
+
+1. PGD-40 speed: seconds per 100 images on each bundled model through the project's ONNX
+   gradients (``OnnxClassifier``), Linf ε = 0.3, both as run (inputs stop once fooled) and for 40
+   full gradient steps.
+2. The robustness table: clean accuracy, then robust accuracy under FGSM, PGD-40 and Square
+   (Linf 0.1 / 0.2 / 0.3) and under C&W, DeepFool and HopSkipJump (L2 1.0 / 2.0 / 3.0, plus the
+   median minimal L2), for each model as shipped, under HashNet 1/16 and under gradient
+   inhibition τ = 0.1 — and the transfer rate of PGD-40 (Linf 0.2) examples from the original
+   model to the reshaped one and back.  Every counted example is re-verified by a plain
+   onnxruntime session of the deployed model.
+
+Usage::
+
+    python benchmarks/bench_attacks.py                 # 100 test images, everything
+    python benchmarks/bench_attacks.py --speed-only
+    python benchmarks/bench_attacks.py --models lenet5 --n 50 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from auditor.attacks import PGD  # noqa: E402
+from auditor.reshape import clean_accuracy, gradient_inhibition, hashnet  # noqa: E402
+from auditor.robustness import ort_classifier, robustness_audit, transfer  # noqa: E402
+
+MODELS = {"plain_cnn": None, "lenet5": None, "bn_resnet": (0.1, 0.25), "surrogate_cnn": None}
+LINF = [0.1, 0.2, 0.3]
+L2 = [1.0, 2.0, 3.0]
+
+
+def budgets(quick: bool) -> list[tuple]:
+    """The attacks of the table and their budgets (reduced with --quick)."""
+    return [
+        ("fgsm", {}, "linf", LINF),
+        ("pgd", {"steps": 40}, "linf", LINF),
+        ("square", {"n_queries": 200 if quick else 1000}, "linf", LINF),
+        ("cw", {"steps": 20 if quick else 50, "binary_search_steps": 3 if quick else 5}, "l2", L2),
+        ("deepfool", {}, "l2", L2),
+        ("hsj", {"steps": 3 if quick else 10, "max_evals": 1000}, "l2", L2),
+    ]
+
+
+def load_data(n: int):
+    d = np.load(ROOT / "auditor" / "data" / "digits28_test.npz")
+    return (d["x"][:n] / 255.0).astype(np.float32), d["y"][:n].astype(np.int64)
+
+
+def make_classifier(model, pre, threads: int):
+    from auditor.preprocess import Preprocessing
+    from auditor.session import OnnxClassifier
+
+    p = Preprocessing(mean=[pre[0]], std=[pre[1]]) if pre else None
+    return OnnxClassifier(model, p, threads=threads, batch_size=256)
+
+
+def variants(path: Path) -> dict:
+    from auditor.modelio import load_model
+
+    proto = load_model(path)
+    return {"original": proto, "hashnet_1/16": hashnet(proto, 1 / 16, seed=0),
+            "grad_inhib_0.1": gradient_inhibition(proto, 0.1)}
+
+
+def speed(name: str, x, y, threads: int) -> dict:
+    clf = make_classifier(str(ROOT / "models" / f"{name}.onnx"), MODELS[name], threads)
+    x, y = x[:100], y[:100]
+    clf.value_and_grad(x[:2], "ce", target=y[:2])  # build the gradient session first
+    t = time.perf_counter()
+    PGD(steps=40)(clf, x, y, [0.3])
+    as_run = time.perf_counter() - t
+    t = time.perf_counter()
+    for _ in range(40):
+        clf.value_and_grad(x, "ce", target=y)
+    full = time.perf_counter() - t
+    scale = 100.0 / len(x)
+    return {"model": name, "pgd40_s_per_100": as_run * scale, "pgd40_full_steps_s_per_100": full * scale}
+
+
+def table(name: str, x, y, attacks, threads: int, seed: int) -> dict:
+    path = ROOT / "models" / f"{name}.onnx"
+    pre = MODELS[name]
+    out = {"model": name, "variants": {}, "transfer": {}}
+    clfs, verifiers = {}, {}
+    for vname, proto in variants(path).items():
+        clfs[vname] = make_classifier(proto, pre, threads)
+        verifiers[vname] = ort_classifier(proto, pre)
+        t = time.perf_counter()
+        rep = robustness_audit(clfs[vname], x, y, attacks, verify=verifiers[vname], seed=seed)
+        rep["clean_accuracy_360"] = clean_accuracy(proto, *load_data(360), preprocessing=pre)
+        rep["seconds"] = time.perf_counter() - t
+        out["variants"][vname] = rep
+        print(f"  {name} / {vname}: {rep['seconds']:.0f}s", file=sys.stderr, flush=True)
+    # transferability of PGD-40 Linf 0.2 examples: original -> reshaped and reshaped -> original
+    adv = {v: PGD(steps=40)(clfs[v], x, y, [0.2], seed=seed) for v in clfs}
+    correct = {v: verifiers[v].predict(x) == y for v in clfs}
+    for v in ("hashnet_1/16", "grad_inhib_0.1"):
+        fwd = transfer(adv["original"].x_adv[0], y, verifiers[v],
+                       mask=adv["original"].success[0] & correct["original"] & correct[v])
+        back = transfer(adv[v].x_adv[0], y, verifiers["original"],
+                        mask=adv[v].success[0] & correct[v] & correct["original"])
+        out["transfer"][v] = {"original_to_reshaped": fwd, "reshaped_to_original": back,
+                              "n_common_correct": int((correct["original"] & correct[v]).sum())}
+    return out
+
+
+def _cell(v) -> str:
+    return "  -  " if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.2f}"
+
+
+def print_table(results: list[dict]) -> None:
+    head = ["model", "variant", "clean"]
+    head += [f"FGSM {e:g}" for e in LINF] + [f"PGD-40 {e:g}" for e in LINF] + [f"Square {e:g}" for e in LINF]
+    head += [f"C&W {e:g}" for e in L2] + ["C&W med L2"] + [f"DeepFool {e:g}" for e in L2] + ["DF med L2"]
+    head += [f"HSJ {e:g}" for e in L2] + ["HSJ med L2"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for res in results:
+        for vname, rep in res["variants"].items():
+            row = [res["model"], vname, _cell(rep["clean_accuracy"])]
+            by = {a["attack"]: a for a in rep["attacks"]}
+            for name in ("fgsm", "pgd", "square", "cw", "deepfool", "hsj"):
+                a = by[name]
+                row += [_cell(r["robust_accuracy"]) for r in a["results"]]
+                if a.get("minimal_perturbation"):
+                    row.append(_cell(a["minimal_perturbation"]["median_l2"]))
+            print("| " + " | ".join(row) + " |")
+    print()
+    print("| model | variant | clean acc. (360 imgs) | PGD-40 transfer original→reshaped | reshaped→original |")
+    print("|---|---|---|---|---|")
+    for res in results:
+        for v, t in res["transfer"].items():
+            acc = res["variants"][v]["clean_accuracy_360"]
+            print(f"| {res['model']} | {v} | {acc:.3f} | {_cell(t['original_to_reshaped'])} | "
+                  f"{_cell(t['reshaped_to_original'])} |")
+    print()
+    print("Seconds per variant (all attacks): " + ", ".join(
+        f"{r['model']}/{v}: {rep['seconds']:.0f}" for r in results for v, rep in r["variants"].items()))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=100, help="test images for the table (default 100)")
+    ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--speed-only", action="store_true", help="only the PGD-40 timing")
+    ap.add_argument("--quick", action="store_true", help="smaller attack budgets (smoke run)")
+    ap.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = all cores)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", help="write every number to this file")
+    args = ap.parse_args(argv)
+
+    x, y = load_data(max(args.n, 100))
+    out = {"speed": [], "table": [], "budgets": [list(a) for a in budgets(args.quick)], "n": args.n}
+    print("PGD-40 (Linf 0.3), seconds per 100 images:")
+    print("| model | as run (early stop) | 40 full steps |")
+    print("|---|---|---|")
+    for name in args.models:
+        s = speed(name, x, y, args.threads)
+        out["speed"].append(s)
+        print(f"| {name} | {s['pgd40_s_per_100']:.2f} | {s['pgd40_full_steps_s_per_100']:.2f} |", flush=True)
+    print()
+    if not args.speed_only:
+        attacks = budgets(args.quick)
+        print("Budgets: " + "; ".join(f"{a[0]} {a[1]}" for a in attacks))
+        print(f"Robust accuracy on {args.n} test images (med L2 = median minimal L2 over the clean-correct "
+              "inputs, failures counted as infinitely far):\n")
+        for name in args.models:
+            out["table"].append(table(name, x[:args.n], y[:args.n], attacks, args.threads, args.seed))
+        print_table(out["table"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1, allow_nan=False, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
