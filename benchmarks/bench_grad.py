@@ -6,12 +6,14 @@ forward+bwd  = a session over the model with a cross-entropy objective and its i
                (auditor.objectives + auditor.grad), one ``session.run`` per iteration.
 
 Both sessions use the same options (ORT_ENABLE_ALL, the given number of intra-op threads,
-sequential execution).  The two are timed interleaved, run after run, so that they see the same
-machine load; the table reports the minimum over the runs (the least disturbed measurement) and
-the ratio of the minima.  Usage::
+sequential execution, and no spin-waiting of the worker threads unless --spin: on a shared
+machine spinning threads fight the other processes and the 2-thread timings become
+meaningless).  The two are timed interleaved, run after run, so that they see the same machine
+load; the table reports the minimum over the runs (the least disturbed measurement) and the ratio
+of the minima.  Usage::
 
     python benchmarks/bench_grad.py [--models plain_cnn ...] [--batches 1 64] [--threads 1 2]
-        [--seconds 2.0] [--objective ce|sparsity]
+        [--seconds 2.0] [--objective ce|sparsity] [--spin]
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ from auditor.objectives import CrossEntropy, Sparsity, append_objective  # noqa:
 MODELS = ["plain_cnn", "bn_resnet", "lenet5", "surrogate_cnn"]
 
 
-def session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
+def session(model: onnx.ModelProto, threads: int, spin: bool = False) -> ort.InferenceSession:
     so = ort.SessionOptions()
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -94,9 +98,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", nargs="*", type=int, default=[1, 2])
     ap.add_argument("--seconds", type=float, default=2.0, help="timing budget per cell")
     ap.add_argument("--objective", choices=["ce", "sparsity"], default="ce")
+    ap.add_argument("--spin", action="store_true", help="let idle worker threads spin")
     args = ap.parse_args(argv)
 
-    print(f"onnxruntime {ort.__version__}, {os.cpu_count()} CPUs, objective={args.objective}")
+    print(f"onnxruntime {ort.__version__}, {os.cpu_count()} CPUs, objective={args.objective}, "
+          f"spinning={'on' if args.spin else 'off'}")
     print(f"{'model':14s} {'thr':>3s} {'batch':>5s} {'fwd ms':>9s} {'fwd+bwd ms':>11s} "
           f"{'ratio':>6s}")
     rng = np.random.default_rng(0)
@@ -108,7 +114,8 @@ def main(argv=None) -> int:
         model = onnx.load(str(path))
         gmodel, knobs = grad_model(model, args.objective)
         for threads in args.threads:
-            s_fwd, s_grad = session(model, threads), session(gmodel, threads)
+            s_fwd = session(model, threads, args.spin)
+            s_grad = session(gmodel, threads, args.spin)
             for batch in args.batches:
                 x = rng.random((batch, 1, 28, 28), dtype=np.float32)
                 fwd, both = measure(s_fwd, s_grad, x, knob_feed(gmodel, knobs, batch),

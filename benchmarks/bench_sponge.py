@@ -12,7 +12,8 @@
     reference): density reached and seconds per example (target: uniform >= GA density at
     <= 1/100 of its time);
 (d) hardware-weighted W_l (Cnvlutin runtime shares) vs uniform W_l: simulated Cnvlutin latency
-    increase of the white-box attack.
+    increase of the white-box attack;
+(e) black-box attack on plain_cnn with surrogate_cnn: transfer, ZOO label repair, queries.
 
 Densities are element-weighted shares of non-zeros over the post-ReLU outputs (the audit's
 default ``density_tensors: activations``) and, as "layer-input density", over the compute layers'
@@ -151,16 +152,27 @@ def part_c(args) -> list[dict]:
                                       progress=False), blank),
             ("sponge_lbfgs", make_search("sponge_lbfgs", max_iter=args.lbfgs_iter, progress=False), blank),
         ]
+        found = {}
         for label, s, xin in runs:
             res = s(clf, xin, cost_fn=cost, seed=0)
             if label in ("uniform", "top_natural"):  # sub-second: median of 3 seeded repeats
                 res.seconds = float(np.median([res.seconds] + [s(clf, xin, cost_fn=cost, seed=0).seconds
                                                                for _ in range(2)]))
             d = densities(clf, res.x)
+            found[label] = (res, d)
             rows.append(row(f"{name} {label}", density=float(d["relu"].mean()),
                             layer_input_density=float(d["layer_inputs"].mean()),
                             latency_us=float(res.cost.mean() * 1e6), s_per_example=float(res.seconds_per_example),
-                            queries=int(res.queries), extra=str(res.info.get("mu", ""))))
+                            s_total=float(res.seconds), queries=int(res.queries), extra=str(res.info.get("mu", ""))))
+        (u, du), (g, dg) = found["uniform"], found["sponge_ga"]
+        best = int(np.argmax(g.cost))
+        rows.append(row(f"{name} uniform vs GA",
+                        density_uniform_minus_ga=float(du["relu"].mean() - dg["relu"].mean()),
+                        density_uniform_minus_ga_best=float(du["relu"].mean() - dg["relu"][best]),
+                        # GA time per example: the population's N best members share one run ...
+                        time_ratio_ga_pool=float(g.seconds_per_example / u.seconds_per_example),
+                        # ... or, as in Shumailov et al. / Mueller & Quiring, one GA run per example
+                        time_ratio_ga_run=float(g.seconds / u.seconds_per_example)))
     return rows
 
 
@@ -184,9 +196,29 @@ def part_d(args) -> list[dict]:
     return rows
 
 
+def part_e(args) -> list[dict]:
+    print(f"(e) black-box attack on plain_cnn from surrogate_cnn, {args.n} images")
+    x, _ = load_data(args.n)
+    clf, sur = classifier("plain_cnn"), classifier("surrogate_cnn")
+    cost, _ = latency_fn(clf)
+    rows = []
+    for eps in (0.9, None):
+        res = make_search("blackbox", surrogate=sur, eps=eps, progress=False)(clf, x, cost_fn=cost, seed=0)
+        st = attack_stats(clf, x, res, f"eps={eps}")
+        by, cnt = np.unique(res.info["restored_by"].astype(str), return_counts=True)
+        q = res.info["stage2_queries"]
+        st.update(row(f"eps={eps} stage 2", transfer_label_kept=float(res.info["transfer_label_kept"].mean()),
+                      restored_by=dict(zip(by.tolist(), cnt.tolist())),
+                      stage2_queries_mean=float(q[q > 0].mean()) if (q > 0).any() else 0.0,
+                      stage1_latency_ratio=float(res.info["cost_stage1"].mean() / res.info["cost_clean"].mean()),
+                      target_queries=int(res.info["target_queries"])))
+        rows.append(st)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--parts", default="a,b,c,d")
+    ap.add_argument("--parts", default="a,b,c,d,e")
     ap.add_argument("--n", type=int, default=64, help="test images for (b) and (d)")
     ap.add_argument("--n-a", type=int, default=16, help="images for (a)")
     ap.add_argument("--n-c", type=int, default=32, help="examples generated in (c)")
@@ -203,7 +235,7 @@ def main(argv=None) -> int:
     out = {}
     t0 = time.perf_counter()
     for part in args.parts.split(","):
-        out[part] = {"a": part_a, "b": part_b, "c": part_c, "d": part_d}[part.strip()](args)
+        out[part] = {"a": part_a, "b": part_b, "c": part_c, "d": part_d, "e": part_e}[part.strip()](args)
     print(f"total {time.perf_counter() - t0:.1f} s")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1, default=float))

@@ -70,6 +70,20 @@ def test_bundled_model_gradient_matches_finite_differences(name, digits):
 
 
 @pytest.mark.parametrize("name", MODELS)
+def test_logits_bit_exact_with_sparsity_objective(name, digits):
+    """The sparsity objective reads the compute layers' inputs (inside fused Conv+Relu chains)."""
+    x = digits[0]
+    model = _load(name)
+    acts = [n.input[0] for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
+    m, obj, knobs = append_objective(model, Sparsity(acts))
+    g = add_input_gradient(m, obj)
+    feeds = {"input": x, "sparsity_weights": np.ones(len(acts), np.float32),
+             "sparsity_beta": np.array(2.0, np.float32)}
+    plain = _session(model).run(None, {"input": x})[0]
+    assert np.array_equal(_session(g).run(["logits"], feeds)[0], plain)
+
+
+@pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("threads", [1, 2])
 def test_logits_bit_exact(name, threads, digits):
     x, y = digits

@@ -37,12 +37,17 @@ def _elem(a: np.ndarray) -> int:
 
 
 def build(nodes, feeds: dict, inits: dict | None = None, out: str = "y", opset: int = OPSET,
-          seed: int = 1) -> onnx.ModelProto:
-    """Model computing ``out`` from ``feeds`` with objective ``obj`` = sum(out * R) per sample."""
+          seed: int = 1, dynamic: bool = False) -> onnx.ModelProto:
+    """Model computing ``out`` from ``feeds`` with objective ``obj`` = sum(out * R) per sample.
+    ``dynamic``: every input dimension is symbolic (shape inference knows only ranks)."""
     inits = inits or {}
+
+    def dims(k, v):
+        return [f"{k}{i}" for i in range(v.ndim)] if dynamic else list(v.shape)
+
     g = helper.make_graph(
         list(nodes), "op",
-        [helper.make_tensor_value_info(k, _elem(v), list(v.shape)) for k, v in feeds.items()],
+        [helper.make_tensor_value_info(k, _elem(v), dims(k, v)) for k, v in feeds.items()],
         [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
@@ -70,8 +75,8 @@ def analytic(model: onnx.ModelProto, feeds: dict, wrt: str = "x") -> np.ndarray:
 
 def gradcheck(nodes, feeds: dict, inits: dict | None = None, wrt: str = "x", linear=False,
               opset: int = OPSET, n_dirs: int = 3, full: bool = True, rtol: float = 1e-4,
-              engine: str = "ort") -> np.ndarray:
-    m = build(nodes, feeds, inits, opset=opset)
+              engine: str = "ort", dynamic: bool = False) -> np.ndarray:
+    m = build(nodes, feeds, inits, opset=opset, dynamic=dynamic)
     g = analytic(m, feeds, wrt)
     assert g.shape == feeds[wrt].shape and g.dtype == feeds[wrt].dtype
     assert np.all(np.isfinite(g))
@@ -608,3 +613,32 @@ def test_rule_table_covers_the_issue_ops():
     BatchNormalization Add Sub Mul Div Flatten Reshape Squeeze Unsqueeze Transpose Concat Split
     Slice Pad Identity Dropout ReduceMean ReduceSum""".split()
     assert sorted(set(wanted) - set(RULES)) == []
+
+
+def test_dynamic_shapes():
+    """Only ranks are known: broadcasting is undone with axes computed in the graph, reductions
+    and concat sizes are read from runtime shapes."""
+    feeds = {"a": rnd((2, 3, 4, 5), 1), "b": rnd((3, 1, 1), 2)}
+    nodes = [node("Mul", ["a", "b"], ["m"]), node("GlobalAveragePool", ["m"], ["g"]),
+             node("ReduceMean", ["m", "ax"], ["r"], keepdims=1), node("Add", ["g", "r"], ["s"]),
+             node("Add", ["m", "s"], ["t"]), node("Concat", ["t", "m"], ["c"], axis=3),
+             node("Softmax", ["c"], axis=1)]
+    for wrt in ("a", "b"):
+        gradcheck(nodes, feeds, {"ax": np.array([2, 3], np.int64)}, wrt=wrt, dynamic=True,
+                  opset=18)
+    gradcheck([node("MatMul", ["a", "b"])], {"a": rnd((2, 1, 3, 4), 1), "b": rnd((3, 4, 2), 2)},
+              wrt="b", dynamic=True)
+
+
+def test_control_flow_on_the_path_is_reported():
+    # the If's branches read x from the outer scope: a dependency without an explicit input
+    then_g = helper.make_graph([node("Tanh", ["x"], ["t"])], "then", [],
+                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)])
+    else_g = helper.make_graph([node("Neg", ["x"], ["e"])], "else", [],
+                               [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("If", ["flag"], ["y"], name="branch", then_branch=then_g,
+                              else_branch=else_g)]
+    m = build(nodes, {"x": rnd((2, 3))}, {"flag": np.array(True)})
+    assert [(n, op) for n, op, _ in differentiability(m)] == [("branch", "If")]
+    with pytest.raises(AuditorError, match="If node 'branch'.*control flow"):
+        add_input_gradient(m, "obj")

@@ -26,7 +26,7 @@ def _session(model):
 
 
 def tiny_model(opset: int = 17) -> onnx.ModelProto:
-    """x (N,3,4) -> Relu -> a1 -> Tanh(MatMul(flatten(a1), W1)) = a2 (N,6) -> MatMul W2 -> logits."""
+    """x (N,3,4) -> Relu = a1 -> Tanh(flatten(a1) @ W1) = a2 (N,6) -> a2 @ W2 = logits."""
     rng = np.random.default_rng(0)
     w1 = rng.standard_normal((12, 6)).astype(np.float32)
     w2 = rng.standard_normal((6, C)).astype(np.float32)

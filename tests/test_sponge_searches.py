@@ -12,7 +12,6 @@ import pytest
 from auditor.errors import AuditorError
 from auditor.norms import norm
 from auditor.target import Classifier
-from auditor import sponge
 from auditor.sponge import (SEARCHES, BlackBoxSparsity, SearchResult, SpongeGA, SpongeLBFGS, TopNatural,
                             UniformSampling, WhiteBoxSparsity, make_search)
 from auditor.sponge.analysis import density
@@ -232,6 +231,11 @@ def test_blackbox_restores_labels_within_eps():
     assert a.info["target_queries"] > 0 and a.info["surrogate_queries"] > 0
     with pytest.raises(AuditorError, match="surrogate"):
         BlackBoxSparsity()(target, x, cost_fn=toy_density(target))
+    # no query budget: the bisection fallback towards the clean input keeps every label
+    c = BlackBoxSparsity(surrogate=surrogate, eps=eps, eps_iter=0.1, iterations=30, beta=10, query_budget=0)(
+        target, x, cost_fn=toy_density(target), seed=1)
+    assert c.label_kept.all() and set(c.info["restored_by"]) <= {"transfer", "blend"}
+    assert "blend" in set(c.info["restored_by"])
 
 
 # --- zero-knowledge and sampling searches ---------------------------------------------------------
@@ -260,6 +264,14 @@ def test_uniform_sampling_beats_random_noise(toy):
     assert res.info["mu"] in (0.1, 0.3, 0.5, 0.7, 0.9)
     assert len(np.unique(res.x.reshape(20, -1), axis=0)) == 20  # distinct inputs
     assert res.queries == 5 * 4 + 20 - 4  # the 4 grid samples at the chosen mean are reused
+
+
+def test_progress_bar_when_asked(toy, capsys):
+    x = np.zeros((3, 1, 6, 6), np.float32)
+    UniformSampling(progress=True)(toy, x, cost_fn=toy_density(toy))
+    assert "uniform sampling" in capsys.readouterr().err
+    UniformSampling()(toy, x, cost_fn=toy_density(toy))  # not a terminal: silent
+    assert capsys.readouterr().err == ""
 
 
 def test_lbfgs_raises_activation_norm(toy):

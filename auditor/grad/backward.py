@@ -9,13 +9,12 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
 from auditor.errors import AuditorError
 
-from . import ops_elementwise, ops_nn, ops_tensor  # noqa: F401  (register the rules)
+from . import ops_elementwise, ops_nn, ops_tensor  # noqa: F401  (they register the rules)
 from .builder import GraphBuilder, NotDifferentiable
 from .canon import upgrade_opset, with_shapes
 from .registry import PIECEWISE_CONSTANT, RULES, GradNode
@@ -152,8 +151,8 @@ def add_input_gradient(model: onnx.ModelProto, objective: str, wrt: str | None =
     ``objective`` is the name of a tensor of the model (normally a per-sample objective of shape
     (N,), so that the gradient of its sum gives every sample its own gradient).  ``wrt`` defaults
     to the model's single non-initializer input (not counting the knob inputs that
-    :func:`auditor.objectives.append_objective` adds).  Nodes that the gradient does not flow through
-    need no rule; a node it does flow through without a rule raises AuditorError naming it.
+    :func:`auditor.objectives.append_objective` adds).  Nodes that the gradient does not flow
+    through need no rule; a node it does flow through without a rule raises AuditorError naming it.
     Models below opset 13 are upgraded first (the returned model is at the upgraded opset).
     """
     base = upgrade_opset(model)
@@ -237,5 +236,3 @@ def differentiability(model: onnx.ModelProto) -> list[tuple[str, str, str]]:
 
 
 __all__ = ["add_input_gradient", "differentiability"]
-
-_ = np  # numpy is used by the rules; keep the import for type checkers

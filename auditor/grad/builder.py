@@ -125,8 +125,6 @@ class GraphBuilder:
             shapes = [self.shapes.get(i) for i in node.input if i]
             if not shapes or any(s is None for s in shapes):
                 continue
-            if node.op_type == "Where":
-                shapes = shapes  # condition broadcasts too
             rank = max(len(s) for s in shapes)
             dims: list[Dim] = []
             for j in range(rank):
@@ -136,8 +134,8 @@ class GraphBuilder:
                             else (1 if not known else None))
             self.shapes[out] = tuple(dims)
             if out not in self.dtypes:
-                src = [self.dtypes.get(i) for i in node.input[(1 if node.op_type == "Where" else 0):]
-                       if i]
+                first = 1 if node.op_type == "Where" else 0
+                src = [self.dtypes.get(i) for i in node.input[first:] if i]
                 if src and src[0]:
                     self.dtypes[out] = src[0]
 
@@ -275,7 +273,8 @@ class GraphBuilder:
         if shp is not None and all(isinstance(d, int) for d in shp):
             return self.op("Reshape", [x, self.ints(shp)])
         if shp is not None and sum(not isinstance(d, int) for d in shp) == 1:
-            return self.op("Reshape", [x, self.ints([d if isinstance(d, int) else -1 for d in shp])])
+            dims = [d if isinstance(d, int) else -1 for d in shp]
+            return self.op("Reshape", [x, self.ints(dims)])
         return self.op("Reshape", [x, self.shape_of(like)])
 
     def masked(self, g: str, cond: str, like: str) -> str:

@@ -117,7 +117,8 @@ def checked_float64_runner(model: onnx.ModelProto, objective: str, feeds: dict,
 
 def directional_check(model: onnx.ModelProto, objective: str, feeds: dict, wrt: str,
                       grad: np.ndarray, n_dirs: int = 3, seed: int = 0, h: float = 1e-6,
-                      linear: bool = False, engine: str = "ort") -> list[tuple[float, float, float]]:
+                      linear: bool = False, engine: str = "ort"
+                      ) -> list[tuple[float, float, float]]:
     """[(analytic v.grad, finite difference, scale)] for ``n_dirs`` random directions ``v``.
 
     ``scale`` = sum |v * grad| is the natural size against which to judge the difference.

@@ -46,7 +46,7 @@ def _move_axis_back(b: GraphBuilder, x: str, perm: list[int]) -> str:
 
 
 def apply_along_axis(b: GraphBuilder, x: str, axis: int, rank: int, mat: np.ndarray) -> str:
-    """Contract axis ``axis`` of ``x`` (size mat.shape[0]) with matrix ``mat`` -> size mat.shape[1]."""
+    """Contract axis ``axis`` of ``x`` (size mat.shape[0]) with ``mat``; -> size mat.shape[1]."""
     xt, perm = _move_axis_last(b, x, axis, rank)
     r = b.op("MatMul", [xt, b.const(mat, hint="axis_map")])
     return _move_axis_back(b, r, perm)

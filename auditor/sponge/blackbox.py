@@ -145,6 +145,7 @@ class BlackBoxSparsity(Search):
         done = np.zeros(m, dtype=bool)
         b1, b2 = 0.9, 0.999
         max_steps = p["query_budget"] // per_step
+        group = max(1, (1 << 24) // (per_step * d))  # keep a probe batch under ~64 MB
         with self.progress("black-box stage 2 (ZOO)", max(max_steps, 1)) as bar:
             for _ in range(max_steps):
                 act = np.flatnonzero(~done)
@@ -152,11 +153,18 @@ class BlackBoxSparsity(Search):
                     break
                 a = len(act)
                 coords = np.stack([rng.choice(d, B, replace=False) for _ in range(a)])  # (a, B)
-                batch = np.repeat(x[act][:, None, :], per_step, axis=1)  # (a, 2B+1, d)
-                rows = np.arange(a)[:, None]
-                batch[rows, 1 + np.arange(B)[None, :], coords] += h
-                batch[rows, 1 + B + np.arange(B)[None, :], coords] -= h
-                logits = model.logits(batch.reshape((a * per_step,) + shape)).reshape(a, per_step, -1)
+                logits = None
+                for gs in range(0, a, group):  # centre and +-h probes of `group` samples at a time
+                    sub = slice(gs, min(gs + group, a))
+                    k = sub.stop - sub.start
+                    batch = np.repeat(x[act[sub]][:, None, :], per_step, axis=1)  # (k, 2B+1, d)
+                    rows = np.arange(k)[:, None]
+                    batch[rows, 1 + np.arange(B)[None, :], coords[sub]] += h
+                    batch[rows, 1 + B + np.arange(B)[None, :], coords[sub]] -= h
+                    lg = model.logits(batch.reshape((k * per_step,) + shape)).reshape(k, per_step, -1)
+                    if logits is None:
+                        logits = np.empty((a, per_step, lg.shape[-1]), np.float32)
+                    logits[sub] = lg
                 used[act] += per_step
                 t_rep = np.repeat(target[act], per_step)
                 f = _margin(logits.reshape(a * per_step, -1), t_rep).reshape(a, per_step)
