@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AuditorError
-from .evaluate import Evaluation, cost_fn, evaluate
+from .evaluate import Evaluation, cost_fn, evaluate, per_input
 from .norms import perturbation_stats
 from .scenario import EnergyAttack
 from .session import OnnxClassifier
@@ -98,6 +98,7 @@ def run_energy_attack(clf: OnnxClassifier, verifier: OnnxClassifier, cost_model,
         rows.append({"layer": layer.name, "density_clean": d0, "density_attacked": d1,
                      "cycles_clean": cyc0, "cycles_attacked": cyc1})
     section["layers"] = rows
+    section["per_input"] = per_input(verifier, ev, ok)
     worst = None
     if ok.any():
         key = c.latency_s if spec.cost == "latency" else c.energy_total_j

@@ -57,3 +57,12 @@ def cost_fn(clf: OnnxClassifier, cost_model, what: str = "latency"):
         c = evaluate(clf, x, cost_model).cost
         return c.latency_s if what == "latency" else c.energy_total_j
     return f
+
+
+def per_input(clf: OnnxClassifier, ev: Evaluation, mask=None) -> dict:
+    """Per-input values (for distributions in reports): latency, energy, density, per-layer density."""
+    sel = slice(None) if mask is None else mask
+    c = ev.cost
+    r = lambda v: [float(f"{x:.6g}") for x in np.asarray(v, dtype=np.float64)[sel]]  # noqa: E731
+    return {"latency_s": r(c.latency_s), "energy_j": r(c.energy_total_j), "density": r(ev.model_density),
+            "layer_density": {layer.name: r(ev.densities[layer.input]) for layer in clf.probes.layers}}

@@ -18,7 +18,7 @@ from . import __version__, schema
 from .checks import Check, hardware_checks
 from .data import load_data
 from .errors import AuditorError
-from .evaluate import Evaluation, evaluate
+from .evaluate import Evaluation, evaluate, per_input
 from .hw.profile import HardwareProfile, load_profile
 from .modelio import default_opset, load_model, model_hash
 from .report import Report
@@ -161,6 +161,7 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
                 "energy_breakdown_j": {k: float(v.mean()) for k, v in c.breakdown.items()},
                 "layer_shares": c.shares(),
                 "worst_input": {"index": worst, "layers": _layer_breakdown(clf, ev, worst)},
+                "per_input": per_input(clf, ev),
             },
         }
         summary = {

@@ -283,3 +283,60 @@ def test_new_opsets_axes_as_inputs(opset):
     grad = _session(gm).run(["grad_input"], {"x": x})[0]
     fd = elementwise_fd(model, "obj", {"x": x}, "x")
     np.testing.assert_allclose(grad, fd, rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- optional torch
+
+
+def _torch_forward(model: onnx.ModelProto, x):
+    """The bundled models' ops, evaluated by torch (autograd) with the ONNX weights."""
+    import torch
+    import torch.nn.functional as F
+
+    env = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in model.graph.initializer}
+    env["input"] = x
+    for nd in model.graph.node:
+        a = {at.name: helper.get_attribute_value(at) for at in nd.attribute}
+        ins = [env[i] for i in nd.input]
+        if nd.op_type == "Conv":
+            p = a.get("pads", [0, 0, 0, 0])
+            assert p[:2] == p[2:]
+            y = F.conv2d(ins[0], ins[1], ins[2] if len(ins) > 2 else None,
+                         stride=a.get("strides", 1), padding=p[:2])
+        elif nd.op_type == "Relu":
+            y = F.relu(ins[0])
+        elif nd.op_type == "MaxPool":
+            y = F.max_pool2d(ins[0], a["kernel_shape"], a["strides"])
+        elif nd.op_type == "BatchNormalization":
+            y = F.batch_norm(ins[0], ins[3], ins[4], ins[1], ins[2], False,
+                             eps=a.get("epsilon", 1e-5))
+        elif nd.op_type == "Add":
+            y = ins[0] + ins[1]
+        elif nd.op_type == "GlobalAveragePool":
+            y = ins[0].mean(dim=(2, 3), keepdim=True)
+        elif nd.op_type == "Flatten":
+            y = torch.flatten(ins[0], 1)
+        elif nd.op_type == "Gemm":
+            assert a.get("transB") == 1 and not a.get("transA")
+            y = F.linear(ins[0], ins[1], ins[2])
+        else:
+            raise NotImplementedError(nd.op_type)
+        env[nd.output[0]] = y
+    return env["logits"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_torch_cross_check_on_digits(name, digits):
+    """Optional: torch autograd on the real digits, whose constant background puts exact ties in
+    the MaxPool windows; torch (like onnxruntime) sends the gradient to the first maximum."""
+    torch = pytest.importorskip("torch")
+    x, y = digits
+    model = _load(name)
+    g, _ = _ce_gradient_model(model)
+    ours = _session(g).run(["grad_input"], {"input": x, "target": y})[0]
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(_torch_forward(model, xt), torch.from_numpy(y),
+                                             reduction="sum")
+    loss.backward()
+    ref = xt.grad.numpy()
+    np.testing.assert_allclose(ours, ref, rtol=2e-3, atol=2e-5 * np.abs(ref).max())

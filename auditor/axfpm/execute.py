@@ -13,6 +13,11 @@ Operands: the weight (and bias) of an approximated node must be a graph initiali
 a Constant node; the weight is the multiplier's operand ``b``, the other (data) input the
 activation, operand ``a``.  For Gemm / MatMul whichever of A / B is constant is the weight (if both
 are, A is treated as the activation).
+
+Runtime: sub-sessions are created once (a session with extra outputs is built and cached the first
+time :meth:`ApproxModel.run` is asked for an intermediate tensor inside a segment); onnxruntime's
+idle workers are told not to spin, since the numba kernels run between its calls; tensors are
+dropped as soon as no later step reads them.
 """
 
 from __future__ import annotations

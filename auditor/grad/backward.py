@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 from auditor.errors import AuditorError
 
 from . import ops_elementwise, ops_nn, ops_tensor  # noqa: F401  (they register the rules)
-from .builder import GraphBuilder, NotDifferentiable
+from .builder import GraphBuilder, NotDifferentiable, default_opset
 from .canon import upgrade_opset, with_shapes
 from .registry import PIECEWISE_CONSTANT, RULES, GradNode
 
@@ -211,9 +211,13 @@ def differentiability(model: onnx.ModelProto) -> list[tuple[str, str, str]]:
 
     Returns ``(node_name, op_type, reason)`` for every node on a path input -> output whose
     gradient cannot be built; an empty list means the model is fully differentiable.
-    Unnamed nodes are called ``<op_type>_<index>``.
+    Unnamed nodes are called ``<op_type>_<index>``.  A model whose opset cannot be upgraded to
+    13 is reported as one entry ``("(model)", "opset <n>", reason)``.
     """
-    base = upgrade_opset(model)
+    try:
+        base = upgrade_opset(model)
+    except AuditorError as e:
+        return [("(model)", f"opset {default_opset(model)}", str(e))]
     inferred = with_shapes(base)
     graph = base.graph
     inits = {t.name for t in graph.initializer}
