@@ -84,8 +84,12 @@ def inspect(model, fmt):
               help="folder to save the worst input of each search (.npy and .png)")
 @click.option("--baseline", type=click.Path(dir_okay=False), default=None,
               help="previous JSON report: add the scenario's regression checks against it")
+@click.option("--max-seconds", type=click.FloatRange(min=0), default=None,
+              help="time budget of the whole audit; searches still running are stopped and reported as cut short")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="audit this many hardware profiles in parallel processes")
 @_guard
-def audit(model, profiles, scenario, fmt, output, force, seed, threads, save_inputs, baseline):
+def audit(model, profiles, scenario, fmt, output, force, seed, threads, save_inputs, baseline, max_seconds, jobs):
     """Audit MODEL on each hardware profile under SCENARIO and print the verdict.
 
     Exit code 0 when every check passes, 1 when one fails, 2 on bad input."""
@@ -94,7 +98,7 @@ def audit(model, profiles, scenario, fmt, output, force, seed, threads, save_inp
     if output and Path(output).exists() and not force:
         raise AuditorError("output file exists; pass --force to overwrite it", where=output)
     report = run_audit(model, list(profiles), scenario, seed=seed, threads=threads, save_dir=save_inputs,
-                       baseline=baseline)
+                       baseline=baseline, max_seconds=max_seconds, jobs=jobs)
     _write_output(report.render(fmt), output, force)
     if output:
         click.echo(f"verdict: {report.verdict} (report written to {output})", err=True)

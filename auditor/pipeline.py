@@ -9,6 +9,7 @@ forward pass and cost simulation, evaluates the checks and returns a :class:`Rep
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import time
 from pathlib import Path
 
@@ -104,27 +105,135 @@ def run_robustness(clf: OnnxClassifier, verifier: OnnxClassifier, data, sc: Scen
     return rep, checks
 
 
-def profile_classifier(proto, profile: HardwareProfile, sc: Scenario, cache: dict, threads: int = 0) -> OnnxClassifier:
+def profile_classifier(proto, profile: HardwareProfile, sc: Scenario, threads: int = 0) -> OnnxClassifier:
     """The classifier a profile deploys: the model, reshaped as the profile declares."""
-    key = repr(profile.reshape)
-    if key not in cache:
-        m = proto
-        if profile.reshape is not None:
-            m = reshape_model(proto, profile.reshape)
-        cache[key] = OnnxClassifier(m, sc.preprocessing, threads=threads, batch_size=sc.batch_size)
-    return cache[key]
+    m = reshape_model(proto, profile.reshape) if profile.reshape is not None else proto
+    return OnnxClassifier(m, sc.preprocessing, threads=threads, batch_size=sc.batch_size)
+
+
+class Deadline:
+    """The --max-seconds budget: searches started after it expires are skipped, and a search
+    running when it expires is stopped by its classifier (see OnnxClassifier.deadline)."""
+
+    def __init__(self, max_seconds: float | None, t0: float):
+        self.at = None if max_seconds is None else t0 + float(max_seconds)
+
+    def expired(self) -> bool:
+        return self.at is not None and time.monotonic() >= self.at
+
+
+def audit_profile(proto, prof: HardwareProfile, sc: Scenario, data, seed: int, threads: int,
+                  save_dir, deadline: Deadline) -> tuple[dict, list[Check]]:
+    """Everything the audit does on one hardware profile (runs in a worker process with --jobs)."""
+    from .session import BudgetExceeded
+
+    clf = profile_classifier(proto, prof, sc, threads)
+    if tuple(data.x.shape[1:]) != tuple(clf.input_shape):
+        raise AuditorError(f"the data has per-input shape {tuple(data.x.shape[1:])} (NCHW) but the model expects "
+                           f"{tuple(clf.input_shape)} after preprocessing", where=data.description)
+    cm = prof.build_cost_model()
+    ev = evaluate(clf, data.x, cm, sc.density_tensors)
+    if not np.all(np.isfinite(ev.logits)):
+        raise AuditorError("the model produced NaN or infinite logits on the audit data")
+    c = ev.cost
+    worst = int(np.argmax(c.latency_s))
+    acc = float((ev.pred == data.y).mean()) if data.y is not None else None
+    pr = {
+        "name": prof.name, "path": prof.path, "cost_model": prof.cost_model, "description": prof.description,
+        "profile": prof.to_dict(),
+        "clean": {
+            "accuracy": acc,
+            "density": dict(_stats(ev.model_density), counted=sc.density_tensors, tensors=list(ev.counted)),
+            "tensor_density": {t: float(v.mean()) for t, v in ev.densities.items()},
+            "latency_s": _stats(c.latency_s), "energy_j": _stats(c.energy_total_j), "edp": _stats(c.edp),
+            "cycles": _stats(c.total_cycles), "dense_cycles": _stats(c.dense_cycles.sum(axis=1)),
+            "speedup_over_dense": _stats(c.speedup),
+            "energy_breakdown_j": {k: float(v.mean()) for k, v in c.breakdown.items()},
+            "layer_shares": c.shares(),
+            "worst_input": {"index": worst, "layers": _layer_breakdown(clf, ev, worst)},
+            "per_input": per_input(clf, ev),
+        },
+    }
+    summary = {
+        "clean_mean_latency_s": float(c.latency_s.mean()), "clean_mean_energy_j": float(c.energy_total_j.mean()),
+        "worst_latency_s": float(c.latency_s.max()), "worst_energy_j": float(c.energy_total_j.max()),
+        "worst_edp": float(c.edp.max()), "worst_density": float(ev.model_density.max()),
+        "clean_accuracy": acc,
+    }
+    cut_short: list[str] = []
+    # a fresh session over the same deployed model: the independent forward pass of every check
+    verifier = OnnxClassifier(clf.base_model, sc.preprocessing, threads=threads, batch_size=sc.batch_size)
+    clf.deadline = deadline
+    attacks = []
+    for k, spec in enumerate(sc.energy_attacks):
+        from .energy import run_energy_attack, save_input
+
+        try:
+            if deadline.expired():
+                raise BudgetExceeded
+            section, worst_x = run_energy_attack(clf, verifier, cm, data.x, ev, spec, seed=seed + k,
+                                                 base_dir=sc.base_dir, density_tensors=sc.density_tensors,
+                                                 preprocessing=sc.preprocessing)
+        except BudgetExceeded:
+            cut_short.append(spec.search)
+            attacks.append({"search": spec.search, "cut_short": True})
+            continue
+        if worst_x is not None and save_dir is not None:
+            stem = Path(save_dir) / f"{prof.name}-{k}-{section['search']}-worst"
+            section["worst_input"]["files"] = save_input(worst_x, stem, sc.preprocessing.bounds)
+        attacks.append(section)
+        for key_sum, key_sec in (("worst_latency_s", "latency_s"), ("worst_energy_j", "energy_j"), ("worst_edp", "edp")):
+            w = section[key_sec]["worst"]
+            if w is not None:
+                summary[key_sum] = max(summary[key_sum], w)
+        if section["density_attacked_worst"] is not None:
+            summary["worst_density"] = max(summary["worst_density"], section["density_attacked_worst"])
+        for key in ("latency_increase", "energy_increase"):
+            if section[key] is not None:
+                summary[key] = max(summary.get(key, 0.0), section[key])
+    pr["attacks"] = attacks
+    pr["summary"] = summary
+    pr_checks = hardware_checks(sc.checks, prof.name, summary)
+    if sc.robustness is not None and sc.robustness.attacks:
+        try:
+            if deadline.expired():
+                raise BudgetExceeded
+            pr["robustness"], rchecks = run_robustness(clf, verifier, data, sc, seed, prof.name)
+            pr_checks += rchecks
+        except BudgetExceeded:
+            cut_short.append("robustness")
+    elif sc.checks.min_robust_accuracy or sc.checks.max_attack_success_rate is not None or sc.checks.min_median_l2 is not None:
+        raise AuditorError("robustness checks are declared but the scenario runs no evasion attack (robustness.attacks)")
+    clf.deadline = None
+    if cut_short:
+        # a search stopped by the budget never turns a failure into a pass: every check that
+        # depends on the searches fails, saying why
+        pr["cut_short"] = cut_short
+        why = f"cut short by --max-seconds: {', '.join(cut_short)}"
+        attack_checks = {"max_latency_increase", "max_energy_increase", "worst_case_latency_ms", "worst_case_energy_uj",
+                         "worst_case_edp", "max_density", "max_attack_success_rate", "min_median_l2"}
+        for ch in pr_checks:
+            if ch.name in attack_checks or ch.name.startswith("min_robust_accuracy"):
+                ch.passed, ch.detail = False, why
+        if "robustness" in cut_short:
+            for r in sc.checks.min_robust_accuracy:
+                pr_checks.append(Check(f"min_robust_accuracy[{r.attack}@{r.epsilon:g}]", prof.name, None, r.threshold,
+                                       ">=", False, why))
+    pr["checks"] = [ch.to_dict() for ch in pr_checks]
+    return pr, pr_checks
 
 
 def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: int = 0,
-              save_dir: str | Path | None = None, baseline: str | Path | dict | None = None) -> Report:
+              save_dir: str | Path | None = None, baseline: str | Path | dict | None = None,
+              max_seconds: float | None = None, jobs: int = 1) -> Report:
     """Audit ``model`` (path or ModelProto) on ``profiles`` (paths or HardwareProfile) under
-    ``scenario`` (path or Scenario).  ``save_dir``: where the worst inputs are written (.npy, .png)."""
+    ``scenario`` (path or Scenario).  ``save_dir``: where the worst inputs are written (.npy, .png);
+    ``max_seconds``: budget of the whole audit; ``jobs``: profiles audited in parallel processes."""
     t0 = time.monotonic()
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     model_path, proto, profs, sc = _load(model, profiles, scenario)
     seed = sc.seed if seed is None else int(seed)
     data = load_data(sc.data, sc.base_dir, sc.preprocessing.bounds, seed)
-    cache: dict = {}
     report: dict = {
         "schema_version": 1,
         "tool": {"name": "auditor", "version": __version__},
@@ -135,76 +244,25 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
                  "shape": list(data.x.shape[1:])},
         "profiles": [],
     }
-    checks: list[Check] = []
-    for prof in profs:
-        clf = profile_classifier(proto, prof, sc, cache, threads)
-        if tuple(data.x.shape[1:]) != tuple(clf.input_shape):
-            raise AuditorError(f"the data has per-input shape {tuple(data.x.shape[1:])} (NCHW) but the model expects "
-                               f"{tuple(clf.input_shape)} after preprocessing", where=data.description)
-        cm = prof.build_cost_model()
-        ev = evaluate(clf, data.x, cm, sc.density_tensors)
-        if not np.all(np.isfinite(ev.logits)):
-            raise AuditorError("the model produced NaN or infinite logits on the audit data", where=model_path)
-        c = ev.cost
-        worst = int(np.argmax(c.latency_s))
-        acc = float((ev.pred == data.y).mean()) if data.y is not None else None
-        pr = {
-            "name": prof.name, "path": prof.path, "cost_model": prof.cost_model, "description": prof.description,
-            "profile": prof.to_dict(),
-            "clean": {
-                "accuracy": acc,
-                "density": dict(_stats(ev.model_density), counted=sc.density_tensors, tensors=list(ev.counted)),
-                "tensor_density": {t: float(v.mean()) for t, v in ev.densities.items()},
-                "latency_s": _stats(c.latency_s), "energy_j": _stats(c.energy_total_j), "edp": _stats(c.edp),
-                "cycles": _stats(c.total_cycles), "dense_cycles": _stats(c.dense_cycles.sum(axis=1)),
-                "speedup_over_dense": _stats(c.speedup),
-                "energy_breakdown_j": {k: float(v.mean()) for k, v in c.breakdown.items()},
-                "layer_shares": c.shares(),
-                "worst_input": {"index": worst, "layers": _layer_breakdown(clf, ev, worst)},
-                "per_input": per_input(clf, ev),
-            },
-        }
-        summary = {
-            "clean_mean_latency_s": float(c.latency_s.mean()), "clean_mean_energy_j": float(c.energy_total_j.mean()),
-            "worst_latency_s": float(c.latency_s.max()), "worst_energy_j": float(c.energy_total_j.max()),
-            "worst_edp": float(c.edp.max()), "worst_density": float(ev.model_density.max()),
-            "clean_accuracy": acc,
-        }
-        attacks = []
-        if sc.energy_attacks:
-            from .energy import run_energy_attack, save_input
+    deadline = Deadline(max_seconds, t0)
+    jobs = max(1, min(int(jobs), len(profs)))
+    args = [(proto, prof, sc, data, seed, threads if threads or jobs == 1 else max(1, (os.cpu_count() or 2) // jobs),
+             save_dir, deadline) for prof in profs]
+    if jobs == 1:
+        results = [audit_profile(*a) for a in args]
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
 
-            # a fresh session over the same deployed model: the independent forward pass
-            verifier = OnnxClassifier(clf.base_model, sc.preprocessing, threads=threads, batch_size=sc.batch_size)
-            for k, spec in enumerate(sc.energy_attacks):
-                section, worst_x = run_energy_attack(clf, verifier, cm, data.x, ev, spec, seed=seed + k,
-                                                     base_dir=sc.base_dir, density_tensors=sc.density_tensors,
-                                                     preprocessing=sc.preprocessing)
-                if worst_x is not None and save_dir is not None:
-                    stem = Path(save_dir) / f"{prof.name}-{k}-{section['search']}-worst"
-                    section["worst_input"]["files"] = save_input(worst_x, stem, sc.preprocessing.bounds)
-                attacks.append(section)
-                for key_sum, key_sec in (("worst_latency_s", "latency_s"), ("worst_energy_j", "energy_j"), ("worst_edp", "edp")):
-                    w = section[key_sec]["worst"]
-                    if w is not None:
-                        summary[key_sum] = max(summary[key_sum], w)
-                if section["density_attacked_worst"] is not None:
-                    summary["worst_density"] = max(summary["worst_density"], section["density_attacked_worst"])
-                for key in ("latency_increase", "energy_increase"):
-                    if section[key] is not None:
-                        summary[key] = max(summary.get(key, 0.0), section[key])
-        pr["attacks"] = attacks
-        pr["summary"] = summary
-        pr_checks = hardware_checks(sc.checks, prof.name, summary)
-        if sc.robustness is not None and sc.robustness.attacks:
-            verifier = OnnxClassifier(clf.base_model, sc.preprocessing, threads=threads, batch_size=sc.batch_size)
-            pr["robustness"], rchecks = run_robustness(clf, verifier, data, sc, seed, prof.name)
-            pr_checks += rchecks
-        elif sc.checks.min_robust_accuracy or sc.checks.max_attack_success_rate is not None or sc.checks.min_median_l2 is not None:
-            raise AuditorError("robustness checks are declared but the scenario runs no evasion attack (robustness.attacks)")
-        pr["checks"] = [ch.to_dict() for ch in pr_checks]
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            results = list(pool.map(audit_profile, *zip(*args)))
+    checks: list[Check] = []
+    for pr, pr_checks in results:
         checks += pr_checks
         report["profiles"].append(pr)
+    cut = [f"{pr['name']}:{name}" for pr in report["profiles"] for name in pr.get("cut_short", [])]
+    if cut or max_seconds is not None:
+        report["budget"] = {"max_seconds": max_seconds, "cut_short": cut}
     if baseline is not None:
         from .baseline import regression_checks
 

@@ -6,8 +6,18 @@ import json
 import math
 from pathlib import Path
 
-#: keys that vary between identical runs (excluded when comparing reports)
-VOLATILE_KEYS = ("timing",)
+#: keys that vary between identical runs: timestamps and durations (excluded when comparing)
+VOLATILE_KEYS = ("timing", "seconds", "seconds_per_input", "seconds_per_example", "started")
+
+
+def stable(d):
+    """The report without its timestamps and durations: equal for equal model, profiles, scenario
+    and seed (what the determinism guarantee covers)."""
+    if isinstance(d, dict):
+        return {k: stable(v) for k, v in d.items() if k not in VOLATILE_KEYS}
+    if isinstance(d, list):
+        return [stable(v) for v in d]
+    return d
 
 
 class Report:

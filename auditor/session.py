@@ -31,6 +31,10 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
     return so
 
 
+class BudgetExceeded(Exception):
+    """Raised by a classifier whose deadline (the audit's --max-seconds) has passed."""
+
+
 class Runner:
     """One onnxruntime CPU session over a model, run in batches."""
 
@@ -102,6 +106,12 @@ class OnnxClassifier(Classifier):
         out_shape = self.runner.session.get_outputs()[0].shape
         self.num_classes = int(out_shape[-1]) if isinstance(out_shape[-1], int) else None
         self._grad_runners: dict[str, tuple[Runner, str, dict]] = {}
+        #: set by the audit while searches run: an object with .expired()
+        self.deadline = None
+
+    def _check_deadline(self) -> None:
+        if self.deadline is not None and self.deadline.expired():
+            raise BudgetExceeded
 
     @property
     def layers(self):
@@ -109,11 +119,13 @@ class OnnxClassifier(Classifier):
 
     def forward(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Logits and every probed tensor (activations and compute-layer inputs) in one run."""
+        self._check_deadline()
         x = np.ascontiguousarray(x, dtype=np.float32)
         self.queries += len(x)
         return self.runner.run(x)
 
     def _logits(self, x):
+        self._check_deadline()
         return self.runner.run(x, [self.logits_name])[self.logits_name]
 
     def activations(self, x):
@@ -149,6 +161,7 @@ class OnnxClassifier(Classifier):
         return self._grad_runners[objective]
 
     def _value_and_grad(self, x, objective, knobs):
+        self._check_deadline()
         runner, obj_name, knob_specs = self._grad_runner(objective)
         feeds = {}
         for name, shape in knob_specs.items():

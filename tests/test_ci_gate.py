@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 import auditor
-from auditor.report import VOLATILE_KEYS
+from auditor.report import stable
 
 CLI = [sys.executable, "-m", "auditor.cli"]
 
@@ -24,7 +24,7 @@ def setup(tmp_path):
 
 
 def strip(d):
-    return {k: v for k, v in d.items() if k not in VOLATILE_KEYS}
+    return stable(d)
 
 
 def test_junit_is_valid_and_carries_failures(setup):
@@ -102,3 +102,26 @@ def test_schema_and_init(tmp_path):
     assert r.returncode == 0, r.stderr
     r = subprocess.run(CLI + ["init", str(out)], capture_output=True, text=True)
     assert r.returncode == 2 and "exists" in r.stderr
+
+
+def test_jobs_give_identical_reports(tmp_path):
+    sc = tmp_path / "j.yaml"
+    sc.write_text("name: j\ndata:\n  count: 12\nenergy_attacks:\n  - {search: whitebox, count: 3, params: {iterations: 5}}\n"
+                  "  - {search: uniform, count: 3}\n")
+    profiles = ["hwprofiles/cnvlutin.yaml", "hwprofiles/dense.yaml"]
+    a = auditor.audit("models/plain_cnn.onnx", profiles, str(sc), jobs=1)
+    b = auditor.audit("models/plain_cnn.onnx", profiles, str(sc), jobs=2)
+    assert json.dumps(strip(a.data), sort_keys=True) == json.dumps(strip(b.data), sort_keys=True)
+
+
+def test_max_seconds_cuts_searches_short_and_never_passes_silently(tmp_path):
+    sc = tmp_path / "b.yaml"
+    sc.write_text("name: b\ndata:\n  count: 8\nenergy_attacks:\n  - {search: whitebox, count: 4, params: {iterations: 50}}\n"
+                  "checks:\n  max_latency_increase: 100.0\n  min_clean_accuracy: 0.5\n")
+    rep = auditor.audit("models/plain_cnn.onnx", "hwprofiles/dense.yaml", str(sc), max_seconds=0)
+    assert rep.data["budget"]["cut_short"] == ["dense:whitebox"]
+    assert rep.data["profiles"][0]["attacks"] == [{"search": "whitebox", "cut_short": True}]
+    checks = {c["name"]: c for c in rep.checks}
+    assert not checks["max_latency_increase"]["passed"] and "cut short" in checks["max_latency_increase"]["detail"]
+    assert checks["min_clean_accuracy"]["passed"]  # clean checks are not affected
+    assert rep.verdict == "FAIL"
