@@ -75,7 +75,8 @@ def inspect(model, fmt):
 @click.option("--hw", "profiles", multiple=True, required=True, type=click.Path(dir_okay=False),
               help="hardware profile YAML (repeat for several)")
 @click.option("--scenario", required=True, type=click.Path(dir_okay=False), help="scenario YAML")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "junit", "markdown"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "junit", "markdown", "html"]), default="text",
+              show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="write the report here instead of stdout")
 @click.option("--force", is_flag=True, help="overwrite --output if it exists")
 @click.option("--seed", type=int, default=None, help="override the scenario's seed")
@@ -116,6 +117,23 @@ def validate(files, kind):
     for f in files:
         what = validate_file(f, kind)
         click.echo(f"{f}: valid {what}")
+
+
+@main.command()
+@click.argument("report_file", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "junit", "markdown", "html"]), default="text",
+              show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="write here instead of stdout")
+@click.option("--force", is_flag=True, help="overwrite --output if it exists")
+@_guard
+def render(report_file, fmt, output, force):
+    """Render a saved JSON report in another format (audit once, publish many ways).
+    Exit code 0 if its verdict is PASS, 1 if FAIL."""
+    from .report import Report
+
+    rep = Report.load(report_file)
+    _write_output(rep.render(fmt), output, force)
+    sys.exit(EXIT_PASS if rep.passed else EXIT_FAIL)
 
 
 @main.command()

@@ -44,6 +44,10 @@ class Report:
             return self.to_json()
         if fmt == "text":
             return render_text(self.data)
+        if fmt == "html":
+            from .html import render_html
+
+            return render_html(self.data)
         if fmt in ("junit", "markdown"):
             from .formats import render_junit, render_markdown
 
