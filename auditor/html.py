@@ -325,7 +325,7 @@ def _draw_layer_density(p: dict):
         ax.set_title("per-layer density, clean vs attacked", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(handles=[Patch(facecolor=_COLORS[s % len(_COLORS)] if s else "#cccccc", alpha=0.7, label=lab)
-                           for s, (lab, _) in enumerate(series)], fontsize=8, loc="lower left")
+                           for s, (lab, _) in enumerate(series)], fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
         fig.tight_layout()
         return fig
     # no per-input data (an older report): the per-layer mean densities of the attack sections
@@ -351,7 +351,7 @@ def _draw_layer_density(p: dict):
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("mean input density", fontsize=9)
     ax.set_title("per-layer mean density, clean vs attacked", fontsize=10)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig
 
@@ -380,10 +380,12 @@ def _draw_robust_curve(p: dict):
             pts = sorted((_num(r.get("epsilon")), _num(r.get("robust_accuracy"))) for r in a.get("results") or []
                          if isinstance(r, dict) and _num(r.get("epsilon")) is not None
                          and _num(r.get("robust_accuracy")) is not None)
-            if clean is not None and (not pts or pts[0][0] > 0):
-                pts = [(0.0, clean)] + pts
-            ax.plot([x for x, _ in pts], [100 * y for _, y in pts], marker="o", markersize=4,
-                    color=_COLORS[(i + 1) % len(_COLORS)], label=lab)
+            color = _COLORS[(i + 1) % len(_COLORS)]
+            if clean is not None and pts and pts[0][0] > 0:  # from the clean accuracy at ε = 0 (not measured)
+                ax.plot([0.0, pts[0][0]], [100 * clean, 100 * pts[0][1]], ls=":", color=color)
+            ax.plot([x for x, _ in pts], [100 * y for _, y in pts], marker="o", markersize=4, color=color, label=lab)
+        if clean is not None:
+            ax.plot([0.0], [100 * clean], marker="*", markersize=9, color="#222222", ls="none", label="clean")
         ax.set_xlabel(f"ε ({norm})", fontsize=9)
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
@@ -598,7 +600,8 @@ def _profile_figures(p: dict) -> str:
                  _n(s.get("worst_density"))])
     sp = c.get("speedup_over_dense")
     if isinstance(sp, dict):
-        rows.append(["speed-up vs dense", _n(sp.get("mean")), _n(sp.get("p95")), _n(sp.get("worst")), "—"])
+        # the worst speed-up is the smallest
+        rows.append(["speed-up vs dense", _n(sp.get("mean")), _n(sp.get("p50")), _n(sp.get("min")), "—"])
     out.append(_table(["", "clean mean", "clean p95", "clean worst", "worst incl. attacks"], rows,
                       num_cols={1, 2, 3, 4}))
     br = c.get("energy_breakdown_j")

@@ -168,6 +168,7 @@ class OnnxClassifier(Classifier):
             if name not in knobs:
                 raise AuditorError(f"objective '{objective}' needs knob '{name}'")
             v = np.asarray(knobs[name])
-            feeds[name] = v
+            # labels and indices are int64 knobs; every other knob has the logits' type (float32)
+            feeds[name] = v.astype(np.int64) if np.issubdtype(v.dtype, np.integer) else v.astype(np.float32)
         out = runner.run(x, [obj_name, "grad_input", self.logits_name], feeds=feeds)
         return out[obj_name], out["grad_input"], out[self.logits_name]
