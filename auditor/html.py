@@ -209,7 +209,7 @@ def _figure(w: float = 6.0, h: float = 3.0):
 
 def _png(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -428,7 +428,10 @@ def _cdf_axes(ax, curves: list[tuple[str, tuple[list[float], list[float]]]], xla
                 color=_COLORS[i % len(_COLORS)], label=lab)
     pos = [v for v in allv if v > 0]
     if allv and len(pos) == len(allv) and max(pos) / min(pos) > 100:
+        from matplotlib.ticker import NullLocator
+
         ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(NullLocator())  # minor log ticks are slow to lay out and add little
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel("fraction ≤ x", fontsize=8)
