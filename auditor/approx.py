@@ -51,7 +51,7 @@ from .attacks.base import default_epsilon, is_adversarial, margins, top_margin
 from .axfpm.execute import ApproxModel, assign_node_names
 from .errors import AuditorError
 from .graph import tensor_shapes
-from .modelio import graph_inputs
+from .modelio import graph_inputs, prepare
 from .norms import norm as _norm
 from .norms import perturbation_stats
 from .preprocess import Preprocessing, prepend
@@ -173,6 +173,8 @@ class ApproxClassifier(Classifier):
         super().__init__()
         self.preprocessing = preprocessing or Preprocessing()
         self.variant, layers = _approx_settings(approx)
+        if isinstance(model, onnx.ModelProto):
+            model = prepare(model)  # validated, named, shapes inferred (as load_model does for files)
         base = _named(_as_model(model))
         self.base_model = base
         self.model = prepend(base, self.preprocessing)

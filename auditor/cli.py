@@ -132,7 +132,7 @@ def render(report_file, fmt, output, force):
     from .report import Report
 
     rep = Report.load(report_file)
-    _write_output(rep.render(fmt), output, force)
+    _write_output(rep.render(fmt, base_dir=Path(report_file).resolve().parent), output, force)
     sys.exit(EXIT_PASS if rep.passed else EXIT_FAIL)
 
 

@@ -500,6 +500,9 @@ def _find_raw_margins(v, path: str = "", out: list | None = None, depth: int = 0
                 out.append((p, x))
             else:
                 _find_raw_margins(x, p, out, depth + 1)
+    elif isinstance(v, list):
+        for i, x in enumerate(v[:20]):
+            _find_raw_margins(x, f"{path}[{i}]", out, depth + 1)
     return out
 
 
@@ -643,7 +646,7 @@ def _worst_inputs(p: dict, base_dir: Path | None) -> str:
         rows.append([_e(lab), _e(w.get("index")), _s(w.get("latency_s"), "s"), _s(w.get("energy_j"), "J"),
                      _n(w.get("density")), img])
     if rows:
-        out.append("<h4>worst attacked inputs</h4>")
+        out.append("<h4>worst attacked inputs (verified)</h4>")
         out.append(_table(["search", "index", "latency", "energy", "density", "image"], rows, num_cols={1, 2, 3, 4}))
     w = _d(p, "clean", "worst_input")
     if isinstance(w, dict) and isinstance(w.get("layers"), list):
@@ -657,7 +660,7 @@ def _worst_inputs(p: dict, base_dir: Path | None) -> str:
                          _s(r.get("energy_j"), "J")])
         out.append(_table(["layer", "op", "MACs", "input density", "cycles", "dense cycles", "energy"], rows,
                           num_cols={2, 3, 4, 5, 6}))
-    return "".join(out)
+    return "<h3>Worst inputs</h3>" + "".join(out) if out else ""
 
 
 def _approx_section(approx) -> str:

@@ -39,7 +39,9 @@ class Report:
     def to_json(self) -> str:
         return json.dumps(_clean(self.data), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
-    def render(self, fmt: str) -> str:
+    def render(self, fmt: str, base_dir=None) -> str:
+        """The report as text, json, junit, markdown or html (``base_dir``: where relative paths of
+        saved worst inputs are looked up for html)."""
         if fmt == "json":
             return self.to_json()
         if fmt == "text":
@@ -47,7 +49,7 @@ class Report:
         if fmt == "html":
             from .html import render_html
 
-            return render_html(self.data)
+            return render_html(self.data, base_dir=base_dir)
         if fmt in ("junit", "markdown"):
             from .formats import render_junit, render_markdown
 

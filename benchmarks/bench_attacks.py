@@ -115,6 +115,19 @@ def table(name: str, x, y, attacks, threads: int, seed: int) -> dict:
     return out
 
 
+def _plain(o):
+    """JSON-safe copy: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(o, dict):
+        return {str(k): _plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_plain(v) for v in o]
+    if isinstance(o, (float, np.floating)):
+        return float(o) if np.isfinite(o) else None
+    if isinstance(o, np.integer):
+        return int(o)
+    return o
+
+
 def _cell(v) -> str:
     return "  -  " if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.2f}"
 
@@ -179,7 +192,7 @@ def main(argv=None) -> int:
             out["table"].append(table(name, x[:args.n], y[:args.n], attacks, args.threads, args.seed))
         print_table(out["table"])
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1, allow_nan=False, default=float))
+        Path(args.json).write_text(json.dumps(_plain(out), indent=1, allow_nan=False))
     return 0
 
 

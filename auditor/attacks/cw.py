@@ -27,6 +27,7 @@ class CarliniWagnerL2(Attack):
     """
 
     name = "cw"
+    _grow, _shrink = 1.0, 1.0
     norm = "l2"
     minimal = True
 
@@ -65,6 +66,8 @@ class CarliniWagnerL2(Attack):
             m, v = np.zeros_like(w), np.zeros_like(w)
             round_ok = np.zeros(n, bool)
             prev = np.inf
+            lr = np.full(n, self.learning_rate)
+            last = np.full(n, np.inf)
             for t in range(1, self.steps + 1):
                 tw = np.tanh(w)
                 xa = (lo + (tw + 1.0) * half).astype(np.float32)
@@ -83,6 +86,9 @@ class CarliniWagnerL2(Attack):
                 best_l2[better] = l2[better]
                 round_ok |= ok
                 ctx.tick()
+                if self._grow != 1.0:
+                    lr = np.where(loss < last, lr * self._grow, lr * self._shrink)
+                    last = loss
                 if self.abort_early and t % max(self.steps // 10, 1) == 0:
                     total = loss.sum()
                     if total > 0.9999 * prev:
@@ -95,7 +101,7 @@ class CarliniWagnerL2(Attack):
                 v = beta2 * v + (1 - beta2) * gw * gw
                 mhat = m / (1 - beta1 ** t)
                 vhat = v / (1 - beta2 ** t)
-                w = w - self.learning_rate * mhat / (np.sqrt(vhat) + adam_eps)
+                w = w - _bshape(lr, w.ndim) * mhat / (np.sqrt(vhat) + adam_eps)
             # binary search on c
             upper = np.where(round_ok, np.minimum(upper, const), upper)
             lower = np.where(round_ok, lower, np.maximum(lower, const))

@@ -16,6 +16,7 @@ import typing
 from .base import CostModel, CostResult, ConvGeom, lower, param_doc
 from .cnvlutin import CnvlutinModel, CnvlutinParams
 from .dense import DenseModel, DenseParams
+from .fpu import FpuModel
 from .sparce import SparceModel, SparceParams
 from ..errors import AuditorError
 
@@ -23,6 +24,7 @@ COST_MODELS: dict[str, type[CostModel]] = {
     "cnvlutin": CnvlutinModel,
     "sparce": SparceModel,
     "dense": DenseModel,
+    "axfpm": FpuModel,
 }
 
 
