@@ -47,7 +47,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from .attacks.base import default_epsilon, is_adversarial, margins, top_margin
+from .attacks.base import default_epsilon, margins, top_margin
 from .axfpm.execute import ApproxModel, assign_node_names
 from .errors import AuditorError
 from .graph import tensor_shapes
@@ -396,20 +396,35 @@ class _Ctx:
         ok, _ = verified_success(v, self.x, x_adv, self.y, targets, norm, eps)
         return ok
 
-    def run(self, model_key: str, model: Classifier, spec: dict, k: int):
-        """(parsed spec, AttackResult, targets, seconds), cached per model and spec."""
+    def run(self, model_key: str, model: Classifier, spec: dict, k: int, per_eps: bool = False):
+        """(parsed spec, AttackResult, targets, seconds), cached per model and spec.
+
+        ``per_eps``: a fixed-budget attack is run once per ε on every input (a transfer attacker
+        spends the whole budget), instead of the nested-ball run that keeps the examples found at
+        a smaller ε.
+        """
+        from .attacks.base import AttackResult
         from .robustness import _parse_spec, choose_targets
 
-        key = (model_key, _spec_key(spec))
+        parsed = _parse_spec(spec)
+        attack = parsed["attack"]
+        per_eps = bool(per_eps and not attack.minimal)  # minimal attacks search once whatever the ε
+        key = (model_key, _spec_key(spec), per_eps)
         if key not in self.cache:
-            parsed = _parse_spec(spec)
-            attack = parsed["attack"]
             targets = None
             if parsed["targeted"]:
                 targets = choose_targets(parsed["targeted"], self.y, self.z_exact, self.seed + k)
             eps = parsed["epsilons"]
             t0 = time.perf_counter()
-            res = attack(model, self.x, self.y, eps, targets=targets, seed=self.seed + k)
+            if per_eps and eps is not None and len(eps) > 1:
+                parts = [attack(model, self.x, self.y, [e], targets=targets, seed=self.seed + k) for e in eps]
+                res = AttackResult([r.x_adv[0] for r in parts], [r.success[0] for r in parts],
+                                   sum(r.queries for r in parts), attack.norm, [r.epsilons[0] for r in parts],
+                                   targeted=targets is not None,
+                                   queries_per_eps=[r.queries_per_eps[0] for r in parts], attack=attack.name,
+                                   params=attack.params)
+            else:
+                res = attack(model, self.x, self.y, eps, targets=targets, seed=self.seed + k)
             self.cache[key] = (parsed, res, targets, time.perf_counter() - t0)
         return self.cache[key]
 
@@ -437,7 +452,7 @@ def _transfer_section(ctx: _Ctx, specs, source_key: str, source: Classifier, k0:
     out = []
     both = ctx.ok_exact & ctx.ok_approx
     for k, spec in enumerate(specs):
-        parsed, res, targets, secs = ctx.run(source_key, source, spec, k0 + k)
+        parsed, res, targets, secs = ctx.run(source_key, source, spec, k0 + k, per_eps=True)
         attack = parsed["attack"]
         norm = attack.norm
         entry = {"attack": parsed["name"], "norm": norm, "params": _json_params(attack.params),
@@ -544,7 +559,8 @@ def _minimal_section(ctx: _Ctx, specs, k0: int) -> list[dict]:
         mse_e, mse_a = _mean(se_["mse"][both]), _mean(sa_["mse"][both])
         paired = {"n": int(both.sum()),
                   "mean_l2_difference": _mean(sa_["l2"][both] - se_["l2"][both]) if both.any() else None,
-                  "l2_ratio_median": _median(sa_["l2"][both] / np.maximum(se_["l2"][both], 1e-12)) if both.any() else None,
+                  "l2_ratio_median": (_median(sa_["l2"][both] / np.maximum(se_["l2"][both], 1e-12))
+                                      if both.any() else None),
                   "mse_ratio": (mse_a / mse_e) if (mse_e and mse_a is not None) else None,
                   "psnr_drop_db": (_mean(se_["psnr"][both] - sa_["psnr"][both]) if both.any() else None)}
         out.append({"attack": pa["name"], "norm": norm, "params": _json_params(attack.params),

@@ -8,6 +8,7 @@ forward pass and cost simulation, evaluates the checks and returns a :class:`Rep
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import time
@@ -105,10 +106,32 @@ def run_robustness(clf: OnnxClassifier, verifier: OnnxClassifier, data, sc: Scen
     return rep, checks
 
 
-def profile_classifier(proto, profile: HardwareProfile, sc: Scenario, threads: int = 0) -> OnnxClassifier:
-    """The classifier a profile deploys: the model, reshaped as the profile declares."""
+def profile_classifier(proto, profile: HardwareProfile, sc: Scenario, threads: int = 0):
+    """The classifier a profile deploys: the model, reshaped as the profile declares, run on the
+    profile's approximate multiplier when it has one (BPDA gradients)."""
     m = reshape_model(proto, profile.reshape) if profile.reshape is not None else proto
+    if profile.approx is not None:
+        from .approx import ApproxClassifier
+
+        return ApproxClassifier(m, sc.preprocessing, profile.approx, threads=threads, batch_size=sc.batch_size)
     return OnnxClassifier(m, sc.preprocessing, threads=threads, batch_size=sc.batch_size)
+
+
+def run_approx_audit(clf, data, sc: Scenario, seed: int, threads: int) -> dict:
+    """Exact vs approximate deployment of the same (reshaped) model (Defensive Approximation)."""
+    from .approx import approx_audit
+
+    if data.y is None:
+        raise AuditorError("the approximate-hardware audit needs labelled data", where="scenario approx")
+    a = sc.approx
+    n = min(a.count, len(data.x))
+    exact = OnnxClassifier(clf.base_model, sc.preprocessing, threads=threads, batch_size=sc.batch_size)
+    sur = OnnxClassifier(sc.base_dir / a.surrogate, sc.preprocessing, threads=threads) if a.surrogate else None
+    rep = approx_audit(exact, clf, data.x[:n], data.y[:n], a.transfer, seed, sur,
+                       whitebox_attacks=a.whitebox, query_attacks=a.query, minimal_attacks=a.minimal,
+                       substitute_attacks=None if sur is not None else [])
+    rep["count"] = n
+    return rep
 
 
 class Deadline:
@@ -162,7 +185,7 @@ def audit_profile(proto, prof: HardwareProfile, sc: Scenario, data, seed: int, t
     }
     cut_short: list[str] = []
     # a fresh session over the same deployed model: the independent forward pass of every check
-    verifier = OnnxClassifier(clf.base_model, sc.preprocessing, threads=threads, batch_size=sc.batch_size)
+    verifier = profile_classifier(clf.base_model, dataclasses.replace(prof, reshape=None), sc, threads)
     clf.deadline = deadline
     attacks = []
     for k, spec in enumerate(sc.energy_attacks):
@@ -204,6 +227,13 @@ def audit_profile(proto, prof: HardwareProfile, sc: Scenario, data, seed: int, t
             cut_short.append("robustness")
     elif sc.checks.min_robust_accuracy or sc.checks.max_attack_success_rate is not None or sc.checks.min_median_l2 is not None:
         raise AuditorError("robustness checks are declared but the scenario runs no evasion attack (robustness.attacks)")
+    if sc.approx is not None and prof.approx is not None and prof.approx.multiplier != "exact":
+        try:
+            if deadline.expired():
+                raise BudgetExceeded
+            pr["approx"] = run_approx_audit(clf, data, sc, seed, threads)
+        except BudgetExceeded:
+            cut_short.append("approx")
     clf.deadline = None
     if cut_short:
         # a search stopped by the budget never turns a failure into a pass: every check that

@@ -137,6 +137,9 @@ def render_text(d: dict) -> str:
         rob = p.get("robustness")
         if rob:
             L.extend(_robustness_lines(rob))
+        ax = p.get("approx")
+        if ax:
+            L.extend(_approx_lines(ax))
         w = c["worst_input"]
         L.append(f"worst clean input #{w['index']}, per layer:")
         L.append(f"  {'layer':30s}{'op':>6s}{'density':>9s}{'cycles':>11s}{'dense':>11s}{'energy':>11s}")
@@ -163,6 +166,23 @@ def _attack_line(a: dict) -> str:
     return (f"attack {a['search'][:12]:12s} latency x{_fmt_num(a.get('latency_increase'))} "
             f"energy x{_fmt_num(a.get('energy_increase'))} density {_fmt_num(a.get('density_clean'))}->"
             f"{_fmt_num(a.get('density_attacked'))} kept {'n/a' if kept is None else f'{100 * kept:.0f}%'}")
+
+
+def _approx_lines(ax: dict) -> list[str]:
+    cl, st = ax.get("clean", {}), ax.get("strongest") or {}
+    out = [f"approximate multiplier {ax.get('multiplier')}: clean accuracy exact "
+           f"{100 * cl.get('exact_accuracy', 0):.1f}% / approx {100 * cl.get('approx_accuracy', 0):.1f}% "
+           f"on {ax.get('n', 0)}"]
+    for t in ax.get("transfer", []):
+        for r in t.get("results", []):
+            eps = r.get("epsilon")
+            out.append(f"  transfer {t['attack'][:8]:8s} eps {_fmt_num(eps):>6s}: exact "
+                       f"{100 * (r.get('exact_success_rate') or 0):5.1f}% -> approx "
+                       f"{100 * (r.get('transfer_rate_approx') or 0):5.1f}% of those")
+    if st:
+        out.append(f"  strongest on approx: {st.get('source')} {st.get('attack')} eps "
+                   f"{_fmt_num(st.get('epsilon'))} success {100 * (st.get('success_rate') or 0):.1f}%")
+    return out
 
 
 def _robustness_lines(rob: dict) -> list[str]:

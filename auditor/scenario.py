@@ -47,6 +47,22 @@ class Robustness:
 
 
 @dataclass
+class ApproxAudit:
+    """Exact vs approximate-multiplier comparison, run on every profile with an `approx:` section."""
+
+    count: int = schema.field(16, doc="how many labelled inputs")
+    surrogate: Optional[str] = schema.field(None, doc="black-box substitute ONNX model (relative to the scenario file)")
+    transfer: Optional[list[dict[str, Any]]] = schema.field(
+        None, doc="attacks crafted on the exact model and replayed on the approximate one (default: FGSM, PGD, C&W, DeepFool, JSMA)",
+        source="Guesmi et al., Table 2")
+    whitebox: Optional[list[dict[str, Any]]] = schema.field(None, doc="white-box attacks with BPDA gradients on the approximate model (default: PGD)")
+    query: Optional[list[dict[str, Any]]] = schema.field(None, doc="query attacks on the approximate model (default: Square, HopSkipJump)")
+    minimal: Optional[list[dict[str, Any]]] = schema.field(
+        None, doc="minimal-norm attacks (BPDA vs exact): the perturbation each model needs (default: DeepFool, C&W)",
+        source="Guesmi et al. (PSNR/MSE comparison)")
+
+
+@dataclass
 class RobustAccuracyCheck:
     attack: str = schema.field(doc="attack name as listed under robustness.attacks")
     epsilon: float = schema.field(doc="budget")
@@ -86,6 +102,7 @@ class Scenario:
         "activations", doc="tensors counted in the model-wide density: outputs of activation ops (as the seed papers) or compute-layer inputs")
     energy_attacks: list[EnergyAttack] = schema.field(default_factory=list, doc="energy-latency searches to run")
     robustness: Optional[Robustness] = schema.field(None, doc="evasion attacks to run")
+    approx: Optional[ApproxAudit] = schema.field(None, doc="exact vs approximate hardware audit (profiles with `approx:`)")
     checks: Checks = schema.field(default_factory=Checks, doc="thresholds of the verdict")
     regression: Regression = schema.field(default_factory=Regression, doc="limits against a baseline report (--baseline)")
 

@@ -136,3 +136,13 @@ def test_saturated_cross_entropy_falls_back_to_the_margin():
     eps = [2.0]
     assert FGSM()(model, x, y, eps).success[0].mean() > 0.5
     assert PGD(steps=10)(model, x, y, eps).success[0].mean() >= FGSM()(model, x, y, eps).success[0].mean()
+
+
+def test_cw_adapts_its_step_size_on_few_step_budgets():
+    model, x, y = make_mlp()
+    few = dict(steps=10, binary_search_steps=10, initial_const=0.01)  # ART's default budget
+    auto = CarliniWagnerL2(**few)(model, x, y)
+    fixed = CarliniWagnerL2(adaptive_lr=False, **few)(model, x, y)
+    assert auto.success[0].mean() == 1.0 and fixed.success[0].mean() < 1.0
+    ref = CarliniWagnerL2()(model, x, y)  # 100 steps: reference Adam
+    assert np.median(auto.distances) <= 1.1 * np.median(ref.distances)

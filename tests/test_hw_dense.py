@@ -60,7 +60,7 @@ def test_dense_energy_arithmetic():
 
 
 def test_registry():
-    assert set(COST_MODELS) == {"cnvlutin", "sparce", "dense"}
+    assert set(COST_MODELS) == {"cnvlutin", "sparce", "dense", "axfpm"}
     assert isinstance(build_cost_model("dense", {}), DenseModel)
     assert isinstance(build_cost_model("sparce", {"simd_width": 4}), SparceModel)
     m = build_cost_model("cnvlutin", {"clock_hz": 2000000000, "units": 4})  # int for a float field is fine

@@ -53,6 +53,7 @@ class JSMA(Attack):
     """
 
     name = "jsma"
+    _mode = "papernot"
     norm = "l0"
     minimal = True
 
@@ -106,10 +107,24 @@ class JSMA(Attack):
             jac = np.stack(jac)[:, act_keep]
             act = act[act_keep]
             total = jac.sum(axis=0)
+            zz = np.asarray(z, np.float64)[act_keep]
             for r, s in enumerate(act):
-                alpha = jac[tgt[s], r]
+                t = tgt[s]
+                if not ctx.targeted and self._mode in ("dyn", "label", "single"):
+                    zr = zz[r].copy()
+                    zr[ctx.labels[s]] = -np.inf
+                    t = int(zr.argmax())
+                alpha = jac[t, r]
                 beta = total[r] - alpha
-                pair = _best_pair(alpha, beta, domain[s], increase)
+                if self._mode == "label" and not ctx.targeted:
+                    beta = jac[ctx.labels[s], r]
+                if self._mode == "single":
+                    idx = np.flatnonzero(domain[s])
+                    sc = (alpha - beta)[idx] * (1 if increase else -1)
+                    top = idx[np.argsort(-sc, kind="stable")[:2]]
+                    pair = (int(top[0]), int(top[1])) if len(top) == 2 else None
+                else:
+                    pair = _best_pair(alpha, beta, domain[s], increase)
                 if pair is None:
                     continue
                 for p in pair:

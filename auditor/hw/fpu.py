@@ -53,7 +53,8 @@ from ..layers import ComputeLayer
 from ..schema import field
 from .base import CostModel, CostResult, check_acts, lower
 
-_SRC_DA = "Guesmi et al., Defensive Approximation: Securing CNNs using Approximate Computing, Table 7 (45 nm PTM, Keysight ADS)"
+_SRC_DA = ("Guesmi et al., Defensive Approximation: Securing CNNs using Approximate Computing, Table 7 "
+           "(45 nm PTM, Keysight ADS)")
 _SRC_HOROWITZ = ("Horowitz, Computing's energy problem, ISSCC 2014 (45 nm table, the node of the paper's "
                  "multiplier results)")
 
