@@ -56,7 +56,7 @@ from .norms import norm as _norm
 from .norms import perturbation_stats
 from .preprocess import Preprocessing, prepend
 from .rewrite import instrument
-from .session import OnnxClassifier, Runner, _as_model
+from .session import BudgetExceeded, OnnxClassifier, Runner, _as_model
 from .target import Classifier
 
 #: the bias operand of the rewritten node copies, by op type (dropped: the copy is f without bias)
@@ -201,6 +201,12 @@ class ApproxClassifier(Classifier):
         self.activation_names = list(self.probes.layer_inputs)
         self._bpda: tuple[onnx.ModelProto, dict[str, str]] | None = None
         self._grad_runners: dict[str, tuple[Runner, str, dict]] = {}
+        #: set by the audit while searches run: an object with .expired() (as OnnxClassifier.deadline)
+        self.deadline = None
+
+    def _check_deadline(self) -> None:
+        if self.deadline is not None and self.deadline.expired():
+            raise BudgetExceeded
 
     @property
     def layers(self):
@@ -225,11 +231,13 @@ class ApproxClassifier(Classifier):
 
     def forward(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Logits and every probed tensor (activations, compute-layer inputs), approximate execution."""
+        self._check_deadline()
         x = np.ascontiguousarray(x, dtype=np.float32)
         self.queries += len(x)
         return self._run(x)
 
     def _logits(self, x):
+        self._check_deadline()
         return self._run(x)[self.logits_name]
 
     def activations(self, x):
@@ -259,6 +267,7 @@ class ApproxClassifier(Classifier):
         return self._grad_runners[objective]
 
     def _value_and_grad(self, x, objective, knobs):
+        self._check_deadline()
         runner, obj_name, knob_specs = self._grad_runner(objective)
         _, bpda_feeds = self.bpda
         feeds = {}

@@ -182,3 +182,21 @@ def test_approx_audit_rejects_bad_input(lenet):
     with pytest.raises(AuditorError, match="unknown attack"):
         approx_audit(ex, ap, x, y, attacks=[{"name": "nope"}], whitebox_attacks=[], query_attacks=[],
                      minimal_attacks=[])
+
+
+def test_deadline_stops_the_approximate_classifier():
+    from auditor.session import BudgetExceeded
+
+    class Expired:
+        def expired(self):
+            return True
+
+    ap = ApproxClassifier(LENET, None, Approx())
+    x, y = digits(2)
+    ap.deadline = Expired()
+    with pytest.raises(BudgetExceeded):
+        ap.logits(x)
+    with pytest.raises(BudgetExceeded):
+        ap.value_and_grad(x, "ce", target=y)
+    ap.deadline = None
+    assert ap.logits(x).shape == (2, 10)

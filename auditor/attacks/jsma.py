@@ -54,6 +54,8 @@ class JSMA(Attack):
 
     name = "jsma"
     _mode = "papernot"
+    _tmode = "papernot"
+    _repeat = False
     norm = "l0"
     minimal = True
 
@@ -65,7 +67,8 @@ class JSMA(Attack):
         self.gamma = check_float("gamma", gamma, 0, 1.0, open_lo=True)
 
     def _max_iter(self, d: int) -> int:
-        return max(int(np.floor(self.gamma * d / 2)), 1)
+        per = int(np.ceil(1.0 / abs(self.theta))) if self._repeat else 1
+        return max(int(np.floor(self.gamma * d / 2)), 1) * per
 
     def _iterations(self) -> int:
         return 20
@@ -118,6 +121,10 @@ class JSMA(Attack):
                 beta = total[r] - alpha
                 if self._mode == "label" and not ctx.targeted:
                     beta = jac[ctx.labels[s], r]
+                if self._tmode == "comp" and ctx.targeted:
+                    zr = zz[r].copy()
+                    zr[t] = -np.inf
+                    beta = jac[int(zr.argmax()), r]
                 if self._mode == "single":
                     idx = np.flatnonzero(domain[s])
                     sc = (alpha - beta)[idx] * (1 if increase else -1)
@@ -129,6 +136,7 @@ class JSMA(Attack):
                     continue
                 for p in pair:
                     x[s, p] = np.clip(x[s, p] + self.theta * (hi - lo), lo, hi)
-                    domain[s, p] = False
                     changed[s, p] = True
+                    if not self._repeat or (x[s, p] >= hi if increase else x[s, p] <= lo):
+                        domain[s, p] = False
         return best

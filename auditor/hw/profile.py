@@ -58,8 +58,11 @@ class HardwareProfile:
     path: str = dataclasses.field(default="", init=False, repr=False)
 
     def build_cost_model(self):
-        from . import build_cost_model
+        from . import COST_MODELS, build_cost_model
 
+        cls = COST_MODELS.get(self.cost_model)
+        if cls is not None and hasattr(cls, "from_profile"):  # models that also read other sections (approx:)
+            return cls.from_profile(self)
         return build_cost_model(self.cost_model, self.params)
 
     def to_dict(self) -> dict:
