@@ -109,6 +109,22 @@ def model_hash(model: onnx.ModelProto) -> str:
     return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
 
 
+def constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
+    """The value of a ``Constant`` node, or None for forms that are not tensors (sparse, strings)."""
+    for a in node.attribute:
+        if a.name == "value":
+            return numpy_helper.to_array(a.t)
+        if a.name == "value_float":
+            return np.array(a.f, dtype=np.float32)
+        if a.name == "value_floats":
+            return np.array(list(a.floats), dtype=np.float32)
+        if a.name == "value_int":
+            return np.array(a.i, dtype=np.int64)
+        if a.name == "value_ints":
+            return np.array(list(a.ints), dtype=np.int64)
+    return None
+
+
 def constant_value(model: onnx.ModelProto, name: str) -> np.ndarray | None:
     """The value of a tensor if it is an initializer or a Constant node's output, else None."""
     for init in model.graph.initializer:
@@ -116,13 +132,7 @@ def constant_value(model: onnx.ModelProto, name: str) -> np.ndarray | None:
             return numpy_helper.to_array(init)
     for node in model.graph.node:
         if node.op_type == "Constant" and node.output and node.output[0] == name:
-            for a in node.attribute:
-                if a.name == "value":
-                    return numpy_helper.to_array(a.t)
-                if a.name in ("value_float", "value_int"):
-                    return np.array(onnx.helper.get_attribute_value(a))
-                if a.name in ("value_floats", "value_ints"):
-                    return np.array(onnx.helper.get_attribute_value(a))
+            return constant_node_value(node)
     return None
 
 

@@ -32,6 +32,7 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from ..errors import AuditorError
+from ..modelio import constant_node_value
 from . import finish_gemm, matmul
 from .kernels import (
     ConvWeight,
@@ -82,21 +83,6 @@ def _node_inputs(node: onnx.NodeProto) -> set[str]:
             for g in attr.graphs:
                 names |= _subgraph_inputs(g)
     return names
-
-
-def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
-    for attr in node.attribute:
-        if attr.name == "value":
-            return numpy_helper.to_array(attr.t)
-        if attr.name == "value_float":
-            return np.array(attr.f, dtype=np.float32)
-        if attr.name == "value_floats":
-            return np.array(list(attr.floats), dtype=np.float32)
-        if attr.name == "value_int":
-            return np.array(attr.i, dtype=np.int64)
-        if attr.name == "value_ints":
-            return np.array(list(attr.ints), dtype=np.int64)
-    return None
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -178,7 +164,7 @@ class ApproxModel:
         self._constants: dict[str, np.ndarray] = {}  # Constant-node outputs
         for node in graph.node:
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
-                value = _constant_value(node)
+                value = constant_node_value(node)
                 if value is not None:
                     self._constants[node.output[0]] = value
         self._inputs = [i for i in graph.input if i.name not in self._initializers]

@@ -13,6 +13,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..modelio import constant_node_value  # noqa: F401 (re-exported for the rules)
+
 Dim = int | str | None  # a static dimension, a symbolic one (e.g. "batch"), or unknown
 Shape = tuple[Dim, ...]
 
@@ -34,22 +36,6 @@ def default_opset(model: onnx.ModelProto) -> int:
         if imp.domain in ("", "ai.onnx"):
             return imp.version
     return 1
-
-
-def constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
-    """The value of a ``Constant`` node, or None for forms that are not tensors (sparse)."""
-    for a in node.attribute:
-        if a.name == "value":
-            return numpy_helper.to_array(a.t)
-        if a.name == "value_float":
-            return np.array(a.f, dtype=np.float32)
-        if a.name == "value_floats":
-            return np.array(list(a.floats), dtype=np.float32)
-        if a.name == "value_int":
-            return np.array(a.i, dtype=np.int64)
-        if a.name == "value_ints":
-            return np.array(list(a.ints), dtype=np.int64)
-    return None
 
 
 def _shape_from_type(tp: onnx.TypeProto) -> Shape | None:
