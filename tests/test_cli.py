@@ -113,3 +113,15 @@ def test_inspect_and_validate_bundled(tmp_path):
         assert r.returncode == 0 and "valid scenario" in r.stdout, r.stderr
     for cmd in ([], ["audit"], ["inspect"], ["validate"]):
         assert run(*cmd, "--help").returncode == 0
+
+
+def test_inspect_awkward_exported_graph(tmp_path):
+    from builders import zoo_model
+
+    onnx.save(zoo_model(), tmp_path / "zoo.onnx")
+    r = run("inspect", tmp_path / "zoo.onnx", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    comp = [l for l in info["layers"] if l["role"] == "compute"]
+    assert [l["op"] for l in comp] == ["Conv", "Conv", "Gemm"] and comp[2]["feeds_from"] == "a2"
+    assert info["differentiable"] is True
