@@ -99,6 +99,7 @@ def run_energy_attack(clf: OnnxClassifier, verifier: OnnxClassifier, cost_model,
                      "cycles_clean": cyc0, "cycles_attacked": cyc1})
     section["layers"] = rows
     section["per_input"] = per_input(verifier, ev, ok)
+    section.update(_explain(verifier, cost_model, x, clean, ev, res.x, ok, spec, n, density_tensors, params))
     worst = None
     if ok.any():
         key = c.latency_s if spec.cost == "latency" else c.energy_total_j
@@ -107,6 +108,42 @@ def run_energy_attack(clf: OnnxClassifier, verifier: OnnxClassifier, cost_model,
         section["worst_input"] = {"index": i, "latency_s": float(c.latency_s[i]), "energy_j": float(c.energy_total_j[i]),
                                   "density": float(ev.model_density[i])}
     return section, worst
+
+
+def _explain(verifier, cost_model, x, clean: Evaluation, ev: Evaluation, x_adv, ok, spec: EnergyAttack, n: int,
+             density_tensors: str, params: dict) -> dict:
+    """Why the attack worked and what would stop it: input uniformity (Müller & Quiring), the
+    surrogate's transferability (Kendall's tau of per-input densities, clean data), and the
+    scenario's input defences as what-ifs (share of the cost increase they recover, and the
+    clean accuracy / label agreement they cost)."""
+    from .sponge.analysis import kendall_tau, uniformity
+    from .sponge.defences import make_input_defence, recovery
+
+    out: dict = {"uniformity": {"clean": float(uniformity(x).mean()),
+                                "attacked": float(uniformity(x_adv[ok]).mean()) if ok.any() else None}}
+    sur = params.get("surrogate")
+    if sur is not None and n >= 2:
+        sd = evaluate(sur, x, None, density_tensors).model_density
+        tau, p = kendall_tau(clean.model_density[:n], sd)
+        out["transfer"] = {"kendall_tau_density": tau, "p_value": p}
+    defs = []
+    what = "latency" if spec.cost == "latency" else "energy"
+    pick = (lambda c: c.latency_s) if what == "latency" else (lambda c: c.energy_total_j)  # noqa: E731
+    for d in spec.defences:
+        d = dict(d)
+        name = d.pop("name", None)
+        f = make_input_defence(name, bounds=verifier.bounds, **d)
+        clean_def = evaluate(verifier, f(x), cost_model, density_tensors)
+        entry = {"defence": name, **d,
+                 "clean_label_agreement": float((clean_def.pred == clean.pred[:n]).mean()),
+                 f"clean_{what}_change": float(pick(clean_def.cost).mean() / pick(clean.cost)[:n].mean())}
+        if ok.any():
+            adv_def = evaluate(verifier, f(x_adv[ok]), cost_model, density_tensors)
+            entry["recovery"] = recovery(pick(clean.cost)[:n], pick(ev.cost)[ok], pick(adv_def.cost))
+        defs.append(entry)
+    if defs:
+        out["defences"] = defs
+    return out
 
 
 def save_input(x: np.ndarray, stem: Path, bounds: tuple[float, float]) -> list[str]:

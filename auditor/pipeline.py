@@ -215,6 +215,12 @@ def audit_profile(proto, prof: HardwareProfile, sc: Scenario, data, seed: int, t
             if section[key] is not None:
                 summary[key] = max(summary.get(key, 0.0), section[key])
     pr["attacks"] = attacks
+    if attacks:
+        from .sponge.analysis import zero_threshold_summary
+
+        # Müller & Quiring eq. 3: per BN->ReLU channel, the pre-BN value below which the ReLU
+        # outputs zero; many negative thresholds = a layer that is easy to make dense
+        pr["zero_thresholds"] = zero_threshold_summary(clf.base_model)
     pr["summary"] = summary
     pr_checks = hardware_checks(sc.checks, prof.name, summary)
     if sc.robustness is not None and sc.robustness.attacks:

@@ -26,6 +26,10 @@ class EnergyAttack:
     count: int = schema.field(16, doc="how many clean inputs to attack (or inputs to generate)")
     cost: Literal["latency", "energy"] = schema.field("latency", doc="what the search maximises on each hardware profile")
     surrogate: Optional[str] = schema.field(None, doc="black-box search: surrogate ONNX model (relative to the scenario file)")
+    defences: list[dict[str, Any]] = schema.field(
+        default_factory=list, doc="input defences evaluated as what-ifs on the verified inputs: "
+        "{name: quantize, bits: k} (x_q = round(2^k x)/2^k) or {name: jpeg, quality: q}",
+        source="Krithivasan et al., Section IV")
 
 
 @dataclass

@@ -55,3 +55,21 @@ def test_validate_reports_bad_references_with_location(tmp_path):
     p.write_text("name: x\nenergy_attacks:\n  - {search: blackbox, surrogate: missing.onnx}\n")
     with pytest.raises(AuditorError, match=r"v\.yaml:3:35: energy_attacks\[0\]\.surrogate: .*model file not found"):
         validate_file(p)
+
+
+def test_energy_attack_explanations_and_defences(tmp_path):
+    sc = tmp_path / "d.yaml"
+    sc.write_text("name: d\ndata: {count: 12}\npreprocessing: {mean: [0.1], std: [0.25]}\nenergy_attacks:\n"
+                  "  - search: whitebox\n    count: 4\n    params: {iterations: 5}\n"
+                  "    defences: [{name: quantize, bits: 2}, {name: jpeg, quality: 50}]\n")
+    rep = auditor.audit("models/bn_resnet.onnx", "hwprofiles/cnvlutin.yaml", str(sc))
+    p = rep.data["profiles"][0]
+    zt = p["zero_thresholds"]
+    assert len(zt) == 6 and all(0 <= z["negative_share"] <= 1 for z in zt)  # six BN->ReLU blocks
+    a = p["attacks"][0]
+    assert set(a["uniformity"]) == {"clean", "attacked"}
+    names = [d["defence"] for d in a["defences"]]
+    assert names == ["quantize", "jpeg"]
+    for d in a["defences"]:
+        assert 0 <= d["clean_label_agreement"] <= 1 and d["clean_latency_change"] > 0
+        assert "recovery" in d
