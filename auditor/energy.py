@@ -30,7 +30,7 @@ def _stats(v) -> dict:
 
 def run_energy_attack(clf: OnnxClassifier, verifier: OnnxClassifier, cost_model, x_all: np.ndarray,
                       clean: Evaluation, spec: EnergyAttack, *, seed: int, base_dir: Path,
-                      density_tensors: str, preprocessing) -> tuple[dict, np.ndarray | None]:
+                      density_tensors: str, preprocessing, labels: np.ndarray | None = None) -> tuple[dict, np.ndarray | None]:
     """Run one search; return its report section and the worst verified input (or None)."""
     from .sponge import make_search
 
@@ -99,7 +99,7 @@ def run_energy_attack(clf: OnnxClassifier, verifier: OnnxClassifier, cost_model,
                      "cycles_clean": cyc0, "cycles_attacked": cyc1})
     section["layers"] = rows
     section["per_input"] = per_input(verifier, ev, ok)
-    section.update(_explain(verifier, cost_model, x, clean, ev, res.x, ok, spec, n, density_tensors, params))
+    section.update(_explain(verifier, cost_model, x_all, clean, ev, res.x, ok, spec, n, density_tensors, params, labels))
     worst = None
     if ok.any():
         key = c.latency_s if spec.cost == "latency" else c.energy_total_j
@@ -110,8 +110,8 @@ def run_energy_attack(clf: OnnxClassifier, verifier: OnnxClassifier, cost_model,
     return section, worst
 
 
-def _explain(verifier, cost_model, x, clean: Evaluation, ev: Evaluation, x_adv, ok, spec: EnergyAttack, n: int,
-             density_tensors: str, params: dict) -> dict:
+def _explain(verifier, cost_model, x_all, clean: Evaluation, ev: Evaluation, x_adv, ok, spec: EnergyAttack, n: int,
+             density_tensors: str, params: dict, labels=None) -> dict:
     """Why the attack worked and what would stop it: input uniformity (Müller & Quiring), the
     surrogate's transferability (Kendall's tau of per-input densities, clean data), and the
     scenario's input defences as what-ifs (share of the cost increase they recover, and the
@@ -119,6 +119,7 @@ def _explain(verifier, cost_model, x, clean: Evaluation, ev: Evaluation, x_adv, 
     from .sponge.analysis import kendall_tau, uniformity
     from .sponge.defences import make_input_defence, recovery
 
+    x = x_all[:n]  # the attacked clean inputs; defences are tuned and scored on all the clean data
     out: dict = {"uniformity": {"clean": float(uniformity(x).mean()),
                                 "attacked": float(uniformity(x_adv[ok]).mean()) if ok.any() else None}}
     sur = params.get("surrogate")
@@ -131,19 +132,51 @@ def _explain(verifier, cost_model, x, clean: Evaluation, ev: Evaluation, x_adv, 
     pick = (lambda c: c.latency_s) if what == "latency" else (lambda c: c.energy_total_j)  # noqa: E731
     for d in spec.defences:
         d = dict(d)
-        name = d.pop("name", None)
-        f = make_input_defence(name, bounds=verifier.bounds, **d)
-        clean_def = evaluate(verifier, f(x), cost_model, density_tensors)
+        name = str(d.pop("name", "")).lower()
+        if name in ("threshold", "activation_threshold"):
+            # per-layer ReLU thresholds tuned to a clean-accuracy loss budget: a defended model
+            from .session import OnnxClassifier
+            from .sponge.defences import tune_thresholds
+
+            extra = set(d) - {"budget"}
+            if extra:
+                raise AuditorError(f"defence 'threshold' takes 'budget', got {sorted(extra)}")
+            defended, _, _ = tune_thresholds(verifier.base_model, x_all, clean.pred, budget=float(d.get("budget", 0.01)),
+                                             preprocess=verifier.preprocessing)
+            dclf = OnnxClassifier(defended, verifier.preprocessing)
+            f, run_on = (lambda v: v), dclf  # noqa: E731
+        else:
+            f, run_on = make_input_defence(name, bounds=verifier.bounds, **d), verifier
+        clean_def = evaluate(run_on, f(x_all), cost_model, density_tensors)
         entry = {"defence": name, **d,
-                 "clean_label_agreement": float((clean_def.pred == clean.pred[:n]).mean()),
-                 f"clean_{what}_change": float(pick(clean_def.cost).mean() / pick(clean.cost)[:n].mean())}
+                 "clean_label_agreement": float((clean_def.pred == clean.pred).mean()),
+                 f"clean_{what}_change": float(pick(clean_def.cost).mean() / pick(clean.cost).mean())}
+        if labels is not None:
+            entry["clean_accuracy"] = float((clean.pred == labels).mean())
+            entry["defended_clean_accuracy"] = float((clean_def.pred == labels).mean())
         if ok.any():
-            adv_def = evaluate(verifier, f(x_adv[ok]), cost_model, density_tensors)
+            adv_def = evaluate(run_on, f(x_adv[ok]), cost_model, density_tensors)
             entry["recovery"] = recovery(pick(clean.cost)[:n], pick(ev.cost)[ok], pick(adv_def.cost))
         defs.append(entry)
     if defs:
         out["defences"] = defs
+    if ok.any():
+        out["preactivation_shift"] = _preactivation_shift(verifier, x, x_adv[ok])
     return out
+
+
+def _preactivation_shift(verifier, x_clean: np.ndarray, x_adv: np.ndarray) -> dict:
+    """Distribution of the activation ops' inputs, clean vs attacked (Müller & Quiring Fig. 7)."""
+    from .rewrite import add_outputs
+    from .session import Runner
+    from .sponge.analysis import preactivation_shift
+
+    model = verifier.model
+    pre = list(dict.fromkeys(n.input[0] for n in model.graph.node if n.op_type in ("Relu", "Clip", "LeakyRelu")))
+    if not pre:
+        return {}
+    r = Runner(add_outputs(model, pre), verifier.threads, verifier.batch_size)
+    return preactivation_shift(r.run(x_clean, pre), r.run(x_adv, pre))
 
 
 def save_input(x: np.ndarray, stem: Path, bounds: tuple[float, float]) -> list[str]:

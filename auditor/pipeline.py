@@ -196,7 +196,7 @@ def audit_profile(proto, prof: HardwareProfile, sc: Scenario, data, seed: int, t
                 raise BudgetExceeded
             section, worst_x = run_energy_attack(clf, verifier, cm, data.x, ev, spec, seed=seed + k,
                                                  base_dir=sc.base_dir, density_tensors=sc.density_tensors,
-                                                 preprocessing=sc.preprocessing)
+                                                 preprocessing=sc.preprocessing, labels=data.y)
         except BudgetExceeded:
             cut_short.append(spec.search)
             attacks.append({"search": spec.search, "cut_short": True})

@@ -134,6 +134,9 @@ def render_text(d: dict) -> str:
         L.append(f"{'speed-up vs dense':18s}{c['speedup_over_dense']['mean']:>10.3f}x (mean)")
         for a in p.get("attacks", []):
             L.append(_attack_line(a))
+            for df in a.get("defences", []):
+                L.append(f"  defence {df['defence'][:10]:10s} recovers {_fmt_num(df.get('recovery'))} of the increase, "
+                         f"clean labels kept {100 * df['clean_label_agreement']:.0f}%"[:80])
         rob = p.get("robustness")
         if rob:
             L.extend(_robustness_lines(rob))
@@ -162,6 +165,8 @@ def render_text(d: dict) -> str:
 
 
 def _attack_line(a: dict) -> str:
+    if a.get("cut_short"):
+        return f"attack {a['search'][:12]:12s} cut short by --max-seconds (no result)"
     kept = a.get("label_kept_rate")
     return (f"attack {a['search'][:12]:12s} latency x{_fmt_num(a.get('latency_increase'))} "
             f"energy x{_fmt_num(a.get('energy_increase'))} density {_fmt_num(a.get('density_clean'))}->"

@@ -28,7 +28,8 @@ class EnergyAttack:
     surrogate: Optional[str] = schema.field(None, doc="black-box search: surrogate ONNX model (relative to the scenario file)")
     defences: list[dict[str, Any]] = schema.field(
         default_factory=list, doc="input defences evaluated as what-ifs on the verified inputs: "
-        "{name: quantize, bits: k} (x_q = round(2^k x)/2^k) or {name: jpeg, quality: q}",
+        "{name: quantize, bits: k} (x_q = round(2^k x)/2^k), {name: jpeg, quality: q}, or {name: threshold, budget: b} "
+        "(per-layer ReLU thresholds tuned to a clean-accuracy loss budget b)",
         source="Krithivasan et al., Section IV")
 
 

@@ -61,7 +61,7 @@ def test_energy_attack_explanations_and_defences(tmp_path):
     sc = tmp_path / "d.yaml"
     sc.write_text("name: d\ndata: {count: 12}\npreprocessing: {mean: [0.1], std: [0.25]}\nenergy_attacks:\n"
                   "  - search: whitebox\n    count: 4\n    params: {iterations: 5}\n"
-                  "    defences: [{name: quantize, bits: 2}, {name: jpeg, quality: 50}]\n")
+                  "    defences: [{name: quantize, bits: 2}, {name: jpeg, quality: 50}, {name: threshold, budget: 0.1}]\n")
     rep = auditor.audit("models/bn_resnet.onnx", "hwprofiles/cnvlutin.yaml", str(sc))
     p = rep.data["profiles"][0]
     zt = p["zero_thresholds"]
@@ -69,7 +69,10 @@ def test_energy_attack_explanations_and_defences(tmp_path):
     a = p["attacks"][0]
     assert set(a["uniformity"]) == {"clean", "attacked"}
     names = [d["defence"] for d in a["defences"]]
-    assert names == ["quantize", "jpeg"]
+    assert names == ["quantize", "jpeg", "threshold"]
     for d in a["defences"]:
         assert 0 <= d["clean_label_agreement"] <= 1 and d["clean_latency_change"] > 0
-        assert "recovery" in d
+        assert "recovery" in d and d["clean_accuracy"] - d["defended_clean_accuracy"] <= 0.1 + 1e-9
+    # thresholding removes activations: the defended clean inputs are cheaper
+    assert a["defences"][2]["clean_latency_change"] < 1.0
+    assert a["preactivation_shift"] and all("std_ratio" in v for v in a["preactivation_shift"].values())
