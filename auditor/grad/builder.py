@@ -68,6 +68,11 @@ class GraphBuilder:
         self._taken: set[str] = set()
         self._counter = 0
         self._cache: dict[tuple, str] = {}
+        # Gradient tensors already multiplied by the mask of the Relu whose output they are the
+        # gradient of (name -> Relu output; see the MaxPool rule): when such a tensor is the
+        # whole gradient reaching that Relu, the Relu rule passes it through unchanged.
+        self.relu_masked: dict[str, str] = {}
+        self._producers: dict[str, onnx.NodeProto] | None = None
 
         g = self.graph
         for vi in list(g.input) + list(g.output) + list(g.value_info):
@@ -204,6 +209,12 @@ class GraphBuilder:
                 raise NotDifferentiable(f"{why} needs a static size for axis {ax} of {name!r}")
             out.append(d)
         return out
+
+    def producer(self, name: str) -> onnx.NodeProto | None:
+        """The forward node that computes tensor ``name`` (None for inputs and initializers)."""
+        if self._producers is None:
+            self._producers = {o: node for node in self.graph.node for o in node.output if o}
+        return self._producers.get(name)
 
     def const_value(self, name: str) -> np.ndarray | None:
         if not name:

@@ -37,6 +37,8 @@ def _cast(b: GraphBuilder, n: GradNode):
 def _relu(b: GraphBuilder, n: GradNode):
     # Read the output (not the input) so that onnxruntime can keep Conv+Relu fused.
     y = n.y()
+    if b.relu_masked.get(n.dy) == y:  # a consumer already applied this mask
+        return [n.dy]
     return [b.masked(n.dy, b.op("Greater", [y, b.scalar(0, y)]), y)]
 
 

@@ -166,10 +166,48 @@ def _conv(b: GraphBuilder, n: GradNode):
                 b, n.dy, wf, win.out_size, kernel, [1] * len(kernel), win.dilations,
                 [e - 1 - p for e, p in zip(ext, win.pad_begin)],
                 [e - 1 - p for e, p in zip(ext, win.pad_end)], group, win.in_size)
+        elif (wv is not None and all(s == 1 for s in win.strides) and group == 1
+              and all(d == 1 for d in win.dilations) and rank >= 3 and kernel[-1] >= 5
+              and cin_per_group % FLIPPED_CONV_CHANNELS == 0
+              and 4 * FLIPPED_CONV_CHANNELS <= 2 * cin_per_group <= cout):
+            # Measured (1 thread, batch 64): 32->16 5x5 6-10% faster than ConvTranspose; 16->8
+            # 5x5 even; with 3x3 kernels (50% more taps) 7-13% slower, hence kernel >= 5.
+            dx = _conv_adjoint_split(b, n.dy, wv, win)
         else:  # ConvTranspose with the same weight is the adjoint of Conv.
             dx = scatter_windows(b, n.dy, w, win, group)
     db = _bias_grad(b, n.dy, rank) if n.need(2) else None
     return [dx, None, db]
+
+
+def _conv_adjoint_split(b: GraphBuilder, dy: str, wv: np.ndarray, win: Window) -> str:
+    """Adjoint of a stride-1, ungrouped Conv whose input has fewer channels than its output (in
+    whole NCHWc blocks), as ONE flipped-weight Conv with the kernel's last axis cut in two halves
+    stacked as output channels (2C outputs), then the two halves shifted and added.
+
+    A flipped Conv with only C < M output channels runs onnxruntime's blocked kernel with few
+    filter blocks (poor register use); ConvTranspose is no faster (its im2col buffer is huge).
+    Measured for 32->16 5x5 at 14x14: 6-10% faster than either, despite 20% more taps."""
+    wf = _flipped_weight(wv, 1)  # (C, M, *k)
+    c = wf.shape[0]
+    k = list(wf.shape[2:])
+    kw = k[-1]
+    r = -(-kw // 2)
+    wb = np.zeros((2 * c,) + wf.shape[1:-1] + (r,), dtype=wf.dtype)
+    wb[:c] = wf[..., :r]
+    wb[c:, ..., :kw - r] = wf[..., r:]
+    ext = win.extent
+    pb = [e - 1 - p for e, p in zip(ext, win.pad_begin)]
+    pe = [e - 1 - p for e, p in zip(ext, win.pad_end)]
+    pe[-1] += 2 * r - kw  # r more output columns (the shift), kernel width r instead of kw
+    want = list(win.in_size)
+    want[-1] += r
+    sp = len(k)
+    g = conv_any_pads(b, dy, b.const(wb, hint="conv_grad_weight"), win.out_size, k[:-1] + [r],
+                      [1] * sp, [1] * sp, pb, pe, 1, want)
+    axes = b.ints([1, 1 + sp])
+    first = b.op("Slice", [g, b.ints([0, 0]), b.ints([c, win.in_size[-1]]), axes])
+    second = b.op("Slice", [g, b.ints([c, r]), b.ints([2 * c, r + win.in_size[-1]]), axes])
+    return b.op("Add", [first, second])
 
 
 def _conv_transpose_pads(b: GraphBuilder, n: GradNode, in_size, kernel, strides, dilations):
@@ -583,7 +621,16 @@ def _max_pool_disjoint(b: GraphBuilder, n: GradNode, x: str, win: Window,
                 dilations=win.dilations if any(d != 1 for d in win.dilations) else None,
                 pads=win.pad_begin + win.pad_end)
     first = b.op("Equal", [z, up(best)])
-    return b.reshape_like(b.masked(up(n.dy), first, x), x)
+    g = n.dy
+    relu = b.producer(x)
+    fold = relu is not None and relu.op_type == "Relu" and relu.domain in ("", "ai.onnx")
+    if fold:  # x = Relu(.): its mask at the chosen element x == y is (y > 0), at pooled size
+        y = n.y()
+        g = b.masked(g, b.op("Greater", [y, b.scalar(0, y)]), y)
+    dx = b.reshape_like(b.masked(up(g), first, x), x)
+    if fold:
+        b.relu_masked[dx] = x
+    return dx
 
 
 def _max_pool_overlapping(b: GraphBuilder, n: GradNode, x: str, win: Window) -> str:
