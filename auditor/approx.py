@@ -56,7 +56,7 @@ from .norms import norm as _norm
 from .norms import perturbation_stats
 from .preprocess import Preprocessing, prepend
 from .rewrite import instrument
-from .session import BudgetExceeded, OnnxClassifier, Runner, _as_model
+from .session import OnnxClassifier, Runner, _as_model
 from .target import Classifier
 
 #: the bias operand of the rewritten node copies, by op type (dropped: the copy is f without bias)
@@ -201,12 +201,6 @@ class ApproxClassifier(Classifier):
         self.activation_names = list(self.probes.layer_inputs)
         self._bpda: tuple[onnx.ModelProto, dict[str, str]] | None = None
         self._grad_runners: dict[str, tuple[Runner, str, dict]] = {}
-        #: set by the audit while searches run: an object with .expired() (as OnnxClassifier.deadline)
-        self.deadline = None
-
-    def _check_deadline(self) -> None:
-        if self.deadline is not None and self.deadline.expired():
-            raise BudgetExceeded
 
     @property
     def layers(self):

@@ -19,7 +19,7 @@ from .errors import AuditorError
 from .modelio import graph_inputs, load_model
 from .preprocess import Preprocessing, prepend
 from .rewrite import Probes, instrument
-from .target import Classifier
+from .target import BudgetExceeded, Classifier  # noqa: F401 (BudgetExceeded re-exported)
 
 
 def session_options(threads: int = 0) -> ort.SessionOptions:
@@ -29,10 +29,6 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
     return so
-
-
-class BudgetExceeded(Exception):
-    """Raised by a classifier whose deadline (the audit's --max-seconds) has passed."""
 
 
 class Runner:
@@ -106,12 +102,6 @@ class OnnxClassifier(Classifier):
         out_shape = self.runner.session.get_outputs()[0].shape
         self.num_classes = int(out_shape[-1]) if isinstance(out_shape[-1], int) else None
         self._grad_runners: dict[str, tuple[Runner, str, dict]] = {}
-        #: set by the audit while searches run: an object with .expired()
-        self.deadline = None
-
-    def _check_deadline(self) -> None:
-        if self.deadline is not None and self.deadline.expired():
-            raise BudgetExceeded
 
     @property
     def layers(self):

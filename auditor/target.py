@@ -29,6 +29,10 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 
+class BudgetExceeded(Exception):
+    """Raised by a classifier whose deadline (the audit's --max-seconds) has passed."""
+
+
 class Classifier(ABC):
     """A batched image classifier in the raw pixel domain."""
 
@@ -42,6 +46,13 @@ class Classifier(ABC):
 
     def __init__(self) -> None:
         self.queries = 0  # number of samples evaluated (forward or forward+backward)
+        #: set by the audit while searches run: an object with .expired() (the --max-seconds budget)
+        self.deadline = None
+
+    def _check_deadline(self) -> None:
+        """Subclasses call this before every model evaluation; raises BudgetExceeded when due."""
+        if self.deadline is not None and self.deadline.expired():
+            raise BudgetExceeded
 
     @abstractmethod
     def _logits(self, x: np.ndarray) -> np.ndarray: ...
