@@ -331,6 +331,37 @@ def transfer(x_adv, labels, target_model: Classifier, *, targets=None, mask=None
     return float(fooled.mean()) if len(fooled) else float("nan")
 
 
+def transfer_audit(model_a: Classifier, model_b: Classifier, x, y, attack=("pgd", {"steps": 40}, "linf", None), *,
+                   verify_a: Classifier | None = None, verify_b: Classifier | None = None, seed: int = 0) -> dict:
+    """Transferability both ways: examples crafted on ``model_a`` replayed on ``model_b`` and the
+    reverse (e.g. the original model and its reshaped deployment).
+
+    ``attack`` is one ``(name, params, norm, epsilons)`` entry; with several ε the results are per
+    ε.  A rate counts, among the inputs both models classify correctly (per the ``verify_*``
+    classifiers, default the models) whose attack succeeded on the source, those that also fool
+    the other model; NaN-free: ``None`` when no input qualifies.
+    """
+    spec = _parse_spec(attack)
+    att = spec["attack"]
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y).astype(np.int64)
+    va, vb = verify_a or model_a, verify_b or model_b
+    eps = spec["epsilons"]
+    if eps is None and att.norm in ("l2", "linf"):
+        eps = [default_epsilon(att.norm, tuple(model_a.input_shape), tuple(model_a.bounds))]
+    both = (va.predict(x) == y) & (vb.predict(x) == y)
+    ra = att(model_a, x, y, eps, seed=seed)
+    rb = att(model_b, x, y, eps, seed=seed)
+    rows = []
+    for k, e in enumerate(ra.epsilons):
+        ab = transfer(ra.x_adv[k], y, vb, mask=ra.success[k] & both)
+        ba = transfer(rb.x_adv[k], y, va, mask=rb.success[k] & both)
+        rows.append({"epsilon": None if e is None else float(e), "a_to_b": _f(ab), "b_to_a": _f(ba),
+                     "n_source_success_a": int((ra.success[k] & both).sum()),
+                     "n_source_success_b": int((rb.success[k] & both).sum())})
+    return {"attack": spec["name"], "norm": att.norm, "n_common_correct": int(both.sum()), "results": rows}
+
+
 # --------------------------------------------------------------------------------------------
 # checks
 # --------------------------------------------------------------------------------------------

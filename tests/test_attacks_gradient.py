@@ -76,7 +76,8 @@ def test_pgd_beats_fgsm_and_restarts_do_not_hurt():
         assert ps.success[0].mean() >= f - 0.05
 
 
-@pytest.mark.parametrize("attack", [PGD(steps=40), PGD(norm="l2", steps=40), CarliniWagnerL2(steps=60, binary_search_steps=6),
+@pytest.mark.parametrize("attack", [PGD(steps=40), PGD(norm="l2", steps=40),
+                                    CarliniWagnerL2(steps=60, binary_search_steps=6),
                                     DeepFool(), JSMA()], ids=["pgd-linf", "pgd-l2", "cw", "deepfool", "jsma"])
 def test_targeted_attacks_reach_their_target(attack):
     model, x, y = make_mlp()

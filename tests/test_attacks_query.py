@@ -79,3 +79,10 @@ def test_zoo_estimates_gradients_from_scores():
     assert ratio.min() >= 1 - 1e-4 and np.median(ratio) <= 1.1
     assert np.all(res.queries >= 100 * (2 * 8 + 1))
     assert res.queries.sum() == model.queries
+
+
+def test_zoo_adapts_its_step_size_on_few_step_budgets():
+    model, x, y = make_mlp()
+    auto = ZOO(steps=5, binary_search_steps=3)(model, x, y)
+    fixed = ZOO(steps=5, binary_search_steps=3, adaptive_lr=False)(model, x, y)
+    assert auto.success[0].mean() == 1.0 > fixed.success[0].mean()

@@ -38,7 +38,8 @@ def tiny_model(seed=0) -> onnx.ModelProto:
         helper.make_node("MatMul", ["h", "fc2_w"], ["mm"]),  # unnamed: "MatMul_5"
         helper.make_node("Add", ["mm", "fc2_b"], ["logits"]),
     ]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 6, 6])],
+    graph = helper.make_graph(nodes, "tiny",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 6, 6])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 5])], inits)
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx.checker.check_model(m)

@@ -161,3 +161,16 @@ def test_bad_attack_entries():
         robustness_audit(model, x, y, [{"name": "pgd", "targeted": "furthest"}])
     with pytest.raises(AuditorError, match="unknown parameter"):
         robustness_audit(model, x, y, [("pgd", {"stepz": 3}, None, None)])
+
+
+def test_transfer_audit_both_ways():
+    from auditor.robustness import transfer_audit
+
+    a, x, y = make_mlp(seed=0)
+    b, _, _ = make_mlp(seed=0)
+    b.W2 = b.W2 * 1.05  # a slightly reshaped copy of the same model
+    rep = transfer_audit(a, b, x, y, ("pgd", {"steps": 10}, "linf", [0.05, 0.1]))
+    json.dumps(rep, allow_nan=False)
+    assert rep["n_common_correct"] >= 35 and [r["epsilon"] for r in rep["results"]] == [0.05, 0.1]
+    for r in rep["results"]:
+        assert r["a_to_b"] >= 0.8 and r["b_to_a"] >= 0.8  # nearly the same model: examples transfer

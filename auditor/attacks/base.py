@@ -162,7 +162,7 @@ class Oracle:
         """Logits of ``x``; ``rows[i]`` is the local sample that row ``i`` belongs to (default: i)."""
         rows = np.arange(len(x)) if rows is None else np.asarray(rows)
         if len(x) == 0:
-            return np.zeros((0, self.model.num_classes), np.float32)
+            return np.zeros((0, self.model.num_classes or 0), np.float32)
         self._count(rows)
         if len(x) <= self.chunk:
             return np.asarray(self.model.logits(x))
@@ -336,7 +336,7 @@ class Attack:
                 bar.update(k)
 
             clean = oracle.logits(x)
-            ctx = Context(oracle, x, labels, targets, rng, bounds, int(model.num_classes), tick, clean)
+            ctx = Context(oracle, x, labels, targets, rng, bounds, int(clean.shape[1]), tick, clean)
             if self.minimal:
                 return self._run_minimal(ctx, epsilons, counts, bar)
             return self._run_fixed(ctx, epsilons, counts, bar)
@@ -432,7 +432,8 @@ class Attack:
             raise AuditorError(f"inputs are not numeric: {e}", where=where) from None
         shape = tuple(getattr(model, "input_shape", x.shape[1:]) or x.shape[1:])
         if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
-            raise AuditorError(f"inputs have shape {tuple(x.shape)}, the model expects (N, {', '.join(map(str, shape))})",
+            expect = ", ".join(map(str, shape))
+            raise AuditorError(f"inputs have shape {tuple(x.shape)}, the model expects (N, {expect})",
                                where=where)
         if len(x) == 0:
             raise AuditorError("no inputs to attack", where=where)
@@ -444,9 +445,12 @@ class Attack:
             raise AuditorError(f"inputs lie outside the valid pixel range [{lo}, {hi}] "
                                f"(min {x.min():.4g}, max {x.max():.4g})", where=where)
         x = np.clip(x, lo, hi).astype(np.float32)
-        labels = self._classes(labels, len(x), model.num_classes, "labels", where)
+        num_classes = getattr(model, "num_classes", None)
+        if not num_classes:  # a model with a symbolic class dimension: ask it once
+            num_classes = int(np.asarray(model.logits(x[:1])).shape[1])
+        labels = self._classes(labels, len(x), num_classes, "labels", where)
         if targets is not None:
-            targets = self._classes(targets, len(x), model.num_classes, "targets", where)
+            targets = self._classes(targets, len(x), num_classes, "targets", where)
             if np.any(targets == labels):
                 raise AuditorError("a target class equals the true label", where=where)
         if epsilons is not None:

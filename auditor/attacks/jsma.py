@@ -2,35 +2,60 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from ..errors import AuditorError
 from .base import Attack, Context, check_choice, check_float
 
 
-def _best_pair(alpha: np.ndarray, beta: np.ndarray, domain: np.ndarray, increase: bool) -> tuple[int, int] | None:
-    """The feature pair (p, q) of the saliency map for one sample.
+@numba.njit(cache=True)
+def _best_pairs(alpha, beta, domain, sign):  # pragma: no cover - compiled
+    """The saliency-map feature pair (p, q) of every sample (row), -1 where none is left.
 
-    Increasing features (θ > 0): among pairs with α_p+α_q > 0 and β_p+β_q < 0 maximise
-    (α_p+α_q)·|β_p+β_q|; decreasing (θ < 0): α < 0, β > 0, maximise |α|·β.  When no pair
-    qualifies, fall back to the pair that best increases α - β (θ > 0) or decreases it (θ < 0).
+    With ``sign = +1`` (increasing features) among pairs with α_p+α_q > 0 and β_p+β_q < 0 the
+    pair maximising (α_p+α_q)·|β_p+β_q|; ``sign = -1`` (decreasing) flips α and β.  When no pair
+    qualifies, the two features with the largest sign·(α - β).
     """
-    idx = np.flatnonzero(domain)
-    if len(idx) < 2:
-        return None
-    a, b = alpha[idx], beta[idx]
-    if not increase:
-        a, b = -a, -b
-    A = a[:, None] + a[None, :]
-    B = b[:, None] + b[None, :]
-    score = np.where((A > 0) & (B < 0), -A * B, -np.inf)
-    np.fill_diagonal(score, -np.inf)
-    flat = int(np.argmax(score))
-    if np.isfinite(score.flat[flat]):
-        i, j = divmod(flat, len(idx))
-        return int(idx[i]), int(idx[j])
-    order = np.argsort(-(a - b), kind="stable")[:2]
-    return int(idx[order[0]]), int(idx[order[1]])
+    n, d = alpha.shape
+    out = np.full((n, 2), -1, np.int64)
+    idx = np.empty(d, np.int64)
+    for r in range(n):
+        m = 0
+        for i in range(d):
+            if domain[r, i]:
+                idx[m] = i
+                m += 1
+        if m < 2:
+            continue
+        best = 0.0
+        bp, bq = -1, -1
+        for i in range(m):
+            ai = sign * alpha[r, idx[i]]
+            bi = sign * beta[r, idx[i]]
+            for j in range(i + 1, m):
+                A = ai + sign * alpha[r, idx[j]]
+                if A <= 0.0:
+                    continue
+                B = bi + sign * beta[r, idx[j]]
+                if B >= 0.0:
+                    continue
+                sc = -A * B
+                if sc > best:
+                    best, bp, bq = sc, idx[i], idx[j]
+        if bp < 0:  # fallback: the two best single features by sign·(α - β)
+            f1, f2 = -1, -1
+            v1, v2 = -np.inf, -np.inf
+            for i in range(m):
+                v = sign * (alpha[r, idx[i]] - beta[r, idx[i]])
+                if v > v1:
+                    f2, v2 = f1, v1
+                    f1, v1 = idx[i], v
+                elif v > v2:
+                    f2, v2 = idx[i], v
+            bp, bq = f1, f2
+        out[r, 0], out[r, 1] = bp, bq
+    return out
 
 
 class JSMA(Attack):
@@ -48,10 +73,18 @@ class JSMA(Attack):
     * ``"papernot"`` — the original map: a = the target (untargeted: the runner-up at the clean
       input), β = Σ_{j≠a} ∂z_j.  One gradient per class per step.
 
-    On the bundled lenet5 (60 test images) the margin map reached 100 % success with a median of
-    22 changed pixels at θ = 1, γ = 0.2 where the original map reached 95 % with 72 (ART 1.20:
-    97 %, 70); at θ = 0.1, γ = 1: 40 against 95; targeted (random targets, γ = 0.3): 100 % with
-    50 against 80 % with 128.
+    Measured on 60 test images (success rate, median number of changed pixels):
+
+    =====================  ==================  ============  ============  ==========
+    model, θ, γ             run                 margin map    original map  ART 1.20
+    =====================  ==================  ============  ============  ==========
+    lenet5, 1, 0.2          untargeted          100 %, 22     95 %, 72      —
+    lenet5, 0.1, 1          untargeted          100 %, 40     100 %, 95     —
+    lenet5, 0.1, 1          random targets      100 %, 73     86 %, 165     98 %, 101
+    lenet5, 1, 0.2          random targets      97 %, 50      63 %, 128     86 %, 70
+    plain_cnn, 0.1, 1       random targets      100 %, 50     98 %, 88.5    100 %, 69.5
+    plain_cnn, 1, 0.2       random targets      98 %, 43      86 %, 71      97 %, 58
+    =====================  ==================  ============  ============  ==========
 
     Targeted by design.  Without targets success is any change of the label.
 
@@ -144,11 +177,11 @@ class JSMA(Attack):
             if not keep.any() or it == max_iter:
                 break
             alpha, beta, act = alpha[keep], beta[keep], act[keep]
+            pairs = _best_pairs(alpha, beta, domain[act], 1.0 if increase else -1.0)
             for r, s in enumerate(act):
-                pair = _best_pair(alpha[r], beta[r], domain[s], increase)
-                if pair is None:
+                if pairs[r, 0] < 0:
                     continue
-                for p in pair:
+                for p in pairs[r]:
                     x[s, p] = np.clip(x[s, p] + self.theta * (hi - lo), lo, hi)
                     changed[s, p] = True
                     if (x[s, p] >= hi) if increase else (x[s, p] <= lo):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Attack, Context, check_float, check_int, shrink_to_boundary
+from .base import Attack, Context, check_choice, check_float, check_int, shrink_to_boundary
 
 
 class ZOO(Attack):
@@ -28,6 +28,13 @@ class ZOO(Attack):
       budget (ART: 10 / 1 / 1e-3, the paper: thousands of steps with 9 binary steps); each step
       costs 2·coordinates + 1 queries per input.
     * ``refine_steps=12`` — boundary bisection after the search (0 disables it).
+    * ``adaptive_lr=None`` (auto) — per-input step-size adaptation (double after a step that
+      lowers the loss, undo and halve after one that raises it) for budgets where the fixed rate
+      cannot move a coordinate far: a coordinate is updated about ``steps·coordinates/d`` times
+      by at most ``learning_rate`` each, and *auto* adapts when that product is below 0.1.  On
+      20 lenet5 test images at 20 steps × 3 binary steps the success rate went from 15 % to
+      100 % (median L2 3.2; ART 1.20 at the same settings: 60 %, 4.3); at 100 steps the fixed
+      rate was better (median 1.36 against 2.94), hence the threshold.
 
     Importance sampling and hierarchical resizing (for large images) are not implemented.
     """
@@ -39,8 +46,8 @@ class ZOO(Attack):
 
     def __init__(self, steps: int = 200, binary_search_steps: int = 5, initial_const: float = 1.0,
                  learning_rate: float = 0.01, confidence: float = 0.0, coordinates: int = 128, h: float = 1e-3,
-                 abort_early: bool = True, refine_steps: int = 12, batch_size: int = 64,
-                 progress: bool | None = None):
+                 abort_early: bool = True, refine_steps: int = 12, adaptive_lr: bool | None = None,
+                 batch_size: int = 64, progress: bool | None = None):
         super().__init__(batch_size, progress)
         self.steps = check_int("steps", steps, 1)
         self.binary_search_steps = check_int("binary_search_steps", binary_search_steps, 1)
@@ -51,6 +58,7 @@ class ZOO(Attack):
         self.h = check_float("h", h, 0, open_lo=True)
         self.abort_early = bool(abort_early)
         self.refine_steps = check_int("refine_steps", refine_steps, 0)
+        self.adaptive_lr = check_choice("adaptive_lr", adaptive_lr, (None, True, False))
 
     def _iterations(self) -> int:
         return self.steps * self.binary_search_steps
@@ -70,12 +78,16 @@ class ZOO(Attack):
         beta1, beta2, adam_eps = 0.9, 0.999, 1e-8
         group = max(1, min(n, (1 << 23) // max((2 * k + 1) * d, 1)))  # samples per forward batch
 
+        adaptive = self.adaptive_lr if self.adaptive_lr is not None else \
+            self.learning_rate * self.steps * k / d < 0.1
         for bs in range(self.binary_search_steps):
             xc = x0.copy()
             m, v = np.zeros((n, d)), np.zeros((n, d))
             tcount = np.zeros((n, d), np.int64)
             round_ok = np.zeros(n, bool)
             prev = np.inf
+            lr = np.full(n, self.learning_rate)
+            last, snap = np.full(n, np.inf), None
             for it in range(self.steps):
                 coords = np.argpartition(ctx.rng.random((n, d)), k - 1, axis=1)[:, :k] if k < d \
                     else np.tile(np.arange(d), (n, 1))
@@ -110,21 +122,37 @@ class ZOO(Attack):
                     fp[s:e] = np.maximum(loss[:, 1:k + 1], -kappa)
                     fm[s:e] = np.maximum(loss[:, k + 1:], -kappa)
                 ctx.tick()
+                cur_loss = ((xc - x0) ** 2).sum(axis=1) + const * f0
                 if self.abort_early and (it + 1) % max(self.steps // 10, 1) == 0:
-                    total = (((xc - x0) ** 2).sum(axis=1) + const * f0).sum()
+                    total = cur_loss.sum()
                     if total > 0.9999 * prev:
                         break
                     prev = total
+                step_ok = np.ones(n, bool)
+                if adaptive:
+                    if snap is not None:
+                        worse = cur_loss > last
+                        if worse.any():  # undo the last update of those inputs, retry shorter
+                            xc[worse], m[worse], v[worse], tcount[worse] = (a[worse] for a in snap)
+                            step_ok = ~worse
+                        lr = np.where(worse, lr * 0.5, lr * 2.0)
+                        last = np.where(worse, last, cur_loss)
+                    else:
+                        last = cur_loss
+                    snap = (xc.copy(), m.copy(), v.copy(), tcount.copy())
                 # coordinate gradient of ‖x - x0‖² + c·f, then coordinate-wise Adam
                 cur = xc[rows, coords]
                 grad = 2.0 * (cur - x0[rows, coords]) + const[:, None] * (fp - fm) / np.maximum(xp - xm, 1e-12)
                 mm = beta1 * m[rows, coords] + (1 - beta1) * grad
                 vv = beta2 * v[rows, coords] + (1 - beta2) * grad * grad
                 tt = tcount[rows, coords] + 1
-                m[rows, coords], v[rows, coords], tcount[rows, coords] = mm, vv, tt
                 mhat = mm / (1 - beta1 ** tt)
                 vhat = vv / (1 - beta2 ** tt)
-                xc[rows, coords] = np.clip(cur - self.learning_rate * mhat / (np.sqrt(vhat) + adam_eps), lo, hi)
+                new = np.clip(cur - lr[:, None] * mhat / (np.sqrt(vhat) + adam_eps), lo, hi)
+                upd = np.flatnonzero(step_ok)
+                m[upd[:, None], coords[upd]], v[upd[:, None], coords[upd]] = mm[upd], vv[upd]
+                tcount[upd[:, None], coords[upd]] = tt[upd]
+                xc[upd[:, None], coords[upd]] = new[upd]
             upper = np.where(round_ok, np.minimum(upper, const), upper)
             lower = np.where(round_ok, lower, np.maximum(lower, const))
             const = np.where(np.isfinite(upper), (lower + upper) / 2.0, const * 10.0)
