@@ -268,6 +268,7 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
     t0 = time.monotonic()
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     model_path, proto, profs, sc = _load(model, profiles, scenario)
+    old = None if baseline is None else baseline if isinstance(baseline, dict) else Report.load(baseline).data
     seed = sc.seed if seed is None else int(seed)
     data = load_data(sc.data, sc.base_dir, sc.preprocessing.bounds, seed)
     report: dict = {
@@ -299,10 +300,9 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
     cut = [f"{pr['name']}:{name}" for pr in report["profiles"] for name in pr.get("cut_short", [])]
     if cut or max_seconds is not None:
         report["budget"] = {"max_seconds": max_seconds, "cut_short": cut}
-    if baseline is not None:
+    if old is not None:
         from .baseline import regression_checks
 
-        old = baseline if isinstance(baseline, dict) else Report.load(baseline).data
         checks += regression_checks(sc.regression, old, report)
         report["baseline"] = {"path": None if isinstance(baseline, dict) else str(baseline),
                               "model_sha256": old.get("model", {}).get("sha256")}
