@@ -137,21 +137,26 @@ class CnvlutinParams:
                                   source="assumption (~10% of the peak dynamic power of this model at 1 GHz)")
 
     def validate(self) -> None:
-        for name in ("units", "neuron_lanes", "filter_lanes", "brick_size", "value_bits"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_machine_params(self)
         if not 0 <= self.min_slot_cycles <= self.brick_size:
             raise ValueError(f"min_slot_cycles must be in [0, brick_size], got {self.min_slot_cycles}")
         if self.offset_bits < 0:
             raise ValueError(f"offset_bits must be >= 0, got {self.offset_bits}")
-        if self.clock_hz <= 0:
-            raise ValueError(f"clock_hz must be > 0, got {self.clock_hz}")
         if self.zero_threshold < 0:
             raise ValueError(f"zero_threshold must be >= 0, got {self.zero_threshold}")
-        for name in ("e_mac_pj", "e_synapse_read_pj_per_byte", "e_neuron_read_pj_per_byte",
-                     "e_neuron_write_pj_per_byte", "e_dram_pj_per_byte", "static_power_w"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+def check_machine_params(p) -> None:
+    """Checks shared by the DaDianNao-organised machines (Cnvlutin and its dense baseline)."""
+    for name in ("units", "neuron_lanes", "filter_lanes", "brick_size", "value_bits"):
+        if getattr(p, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(p, name)}")
+    if p.clock_hz <= 0:
+        raise ValueError(f"clock_hz must be > 0, got {p.clock_hz}")
+    for name in ("e_mac_pj", "e_synapse_read_pj_per_byte", "e_neuron_read_pj_per_byte",
+                 "e_neuron_write_pj_per_byte", "e_dram_pj_per_byte", "static_power_w"):
+        if getattr(p, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(p, name)}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -170,6 +175,18 @@ def brick_counts(nz: np.ndarray, group: int, brick: int) -> np.ndarray:
         z = np.concatenate([z, np.zeros((N, group, nb * brick - cg, H, W), dtype=nz.dtype)], axis=2)
     out = z.reshape(N, group * nb, brick, H, W).sum(axis=2, dtype=np.int32)
     return out.astype(np.uint8) if brick <= 255 else out
+
+
+@numba.njit(cache=True, inline="always")
+def inside_columns(x0: int, W: int, OW: int, sw: int) -> tuple[int, int]:
+    """Output columns [lo, hi) whose input column ox*sw + x0 lies inside [0, W) (not padding)."""
+    lo = 0
+    if x0 < 0:
+        lo = (-x0 + sw - 1) // sw
+    hi = 0
+    if W - 1 - x0 >= 0:
+        hi = min(OW, (W - 1 - x0) // sw + 1)
+    return lo, hi
 
 
 @numba.njit(cache=True, parallel=True)
@@ -203,12 +220,7 @@ def cnv_schedule(src, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, per_brick, 
             for ky in range(KH):
                 for kx in range(KW):
                     x0 = kx * dw - pl
-                    lo = 0
-                    if x0 < 0:
-                        lo = (-x0 + sw - 1) // sw
-                    hi = 0
-                    if W - 1 - x0 >= 0:
-                        hi = min(OW, (W - 1 - x0) // sw + 1)
+                    lo, hi = inside_columns(x0, W, OW, sw)
                     for si in range(S):
                         plane = src[n, g * S + si]
                         for oy in range(OH):

@@ -20,7 +20,7 @@ import numpy as np
 from ..layers import ComputeLayer
 from ..schema import field
 from .base import CostModel, CostResult
-from .cnvlutin import _SRC_ATTACK, _SRC_CNV, _SRC_HOROWITZ, dadn_simulate
+from .cnvlutin import _SRC_ATTACK, _SRC_CNV, _SRC_HOROWITZ, check_machine_params, dadn_simulate
 
 _SRC_DADN = "Chen et al., DaDianNao, MICRO 2014 (baseline of " + _SRC_CNV + ")"
 
@@ -58,15 +58,7 @@ class DenseParams:
                                   source="assumption (same chip as the Cnvlutin profile)")
 
     def validate(self) -> None:
-        for name in ("units", "neuron_lanes", "filter_lanes", "brick_size", "value_bits"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.clock_hz <= 0:
-            raise ValueError(f"clock_hz must be > 0, got {self.clock_hz}")
-        for name in ("e_mac_pj", "e_synapse_read_pj_per_byte", "e_neuron_read_pj_per_byte",
-                     "e_neuron_write_pj_per_byte", "e_dram_pj_per_byte", "static_power_w"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_machine_params(self)
 
 
 class DenseModel(CostModel):

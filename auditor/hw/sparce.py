@@ -62,6 +62,7 @@ import numpy as np
 from ..layers import ComputeLayer
 from ..schema import field
 from .base import ConvGeom, CostModel, CostResult, check_acts, lower, nonzero_mask
+from .cnvlutin import inside_columns
 
 _SRC_SPARCE = "Sen et al., SparCE, IEEE TC 2019"
 _SRC_ATTACK = "Krithivasan et al., Adversarial Sparsity Attacks, Sec. V Fig. 10b"
@@ -167,13 +168,7 @@ def sparce_skips(nz, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, V, unroll, c
                     ky = r // KW
                     kx = r - ky * KW
                     x0 = kx * dw - pl
-                    # output columns whose input column ox*sw + x0 lies inside [0, W)
-                    lo = 0
-                    if x0 < 0:
-                        lo = (-x0 + sw - 1) // sw
-                    hi = 0
-                    if W - 1 - x0 >= 0:
-                        hi = min(OW, (W - 1 - x0) // sw + 1)
+                    lo, hi = inside_columns(x0, W, OW, sw)
                     plane = nz[n, g * cg + c]
                     for oy in range(OH):
                         iy = oy * sh - pt + ky * dh
