@@ -197,13 +197,27 @@ def add_input_gradient(model: onnx.ModelProto, objective: str, wrt: str | None =
 
     out = onnx.ModelProto()
     out.CopyFrom(base)
-    out.graph.node.extend(b.nodes)
-    used = {i for node in b.nodes for i in node.input}
+    nodes = _live(b.nodes, grad_name)
+    out.graph.node.extend(nodes)
+    used = {i for node in nodes for i in node.input}
     out.graph.initializer.extend(t for t in b.initializers if t.name in used)
     wshape = b.static_shape(wrt)
     out.graph.output.append(helper.make_tensor_value_info(
         grad_name, b.dtypes[wrt], list(wshape) if wshape is not None else None))
     return out
+
+
+def _live(nodes: list[onnx.NodeProto], output: str) -> list[onnx.NodeProto]:
+    """The backward nodes that ``output`` depends on (rules may build helpers they end up not
+    using; onnxruntime would still run them)."""
+    needed = {output}
+    keep = []
+    for node in reversed(nodes):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(_node_inputs(node))
+    keep.reverse()
+    return keep
 
 
 def differentiability(model: onnx.ModelProto) -> list[tuple[str, str, str]]:

@@ -279,6 +279,11 @@ class GraphBuilder:
         Where is several times slower than Cast + Mul)."""
         return self.op("Mul", [g, self.op("Cast", [cond], to=self.dtypes[like])])
 
+    def relu_mask(self, g: str, y: str) -> str:
+        """``g`` where the Relu output ``y`` is positive.  ``y`` >= 0, so y > 0 is y != 0, which
+        a Cast to bool computes 10-15% faster than Greater (measured at 64x8x26x26)."""
+        return self.masked(g, self.op("Cast", [y], to=onnx.TensorProto.BOOL), y)
+
     def add_all(self, terms: list[str]) -> str:
         if len(terms) == 1:
             return terms[0]

@@ -39,7 +39,7 @@ def _relu(b: GraphBuilder, n: GradNode):
     y = n.y()
     if b.relu_masked.get(n.dy) == y:  # a consumer already applied this mask
         return [n.dy]
-    return [b.masked(n.dy, b.op("Greater", [y, b.scalar(0, y)]), y)]
+    return [b.relu_mask(n.dy, y)]
 
 
 @rule("LeakyRelu")

@@ -626,7 +626,7 @@ def _max_pool_disjoint(b: GraphBuilder, n: GradNode, x: str, win: Window,
     fold = relu is not None and relu.op_type == "Relu" and relu.domain in ("", "ai.onnx")
     if fold:  # x = Relu(.): its mask at the chosen element x == y is (y > 0), at pooled size
         y = n.y()
-        g = b.masked(g, b.op("Greater", [y, b.scalar(0, y)]), y)
+        g = b.relu_mask(g, y)
     dx = b.reshape_like(b.masked(up(g), first, x), x)
     if fold:
         b.relu_masked[dx] = x
