@@ -253,6 +253,37 @@ def test_old_opsets_are_upgraded_with_identical_outputs(opset):
     np.testing.assert_allclose(outs[-1], fd, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("op,opset,mode,scales", [
+    ("Upsample", 9, "nearest", [1, 1, 1.5, 2.5]), ("Upsample", 9, "linear", [1, 1, 2.0, 1.3]),
+    ("Resize", 10, "nearest", [1, 1, 1.5, 2.5]), ("Resize", 10, "nearest", [1, 1, 0.6, 0.7]),
+    ("Resize", 10, "linear", [1, 1, 2.0, 1.3]), ("Resize", 10, "linear", [1, 1, 0.6, 0.7])])
+def test_old_resize_keeps_its_meaning_when_upgraded(op, opset, mode, scales):
+    # the version converter alone would give these nodes opset 11's half_pixel coordinates
+    x = np.random.default_rng(3).standard_normal((2, 1, 7, 6)).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node(op, ["x", "s"], ["y"], mode=mode)], "old",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 7, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array(scales, np.float32), "s")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 7
+    up = upgrade_opset(m)
+    np.testing.assert_array_equal(_session(up).run(None, {"x": x})[0],
+                                  _session(m).run(None, {"x": x})[0])
+
+
+def test_old_nearest_resize_both_ways_is_refused():
+    g = helper.make_graph(
+        [helper.make_node("Resize", ["x", "s"], ["y"], mode="nearest", name="both")], "old",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([1, 1, 2, 0.5], np.float32), "s")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 10)])
+    m.ir_version = 7
+    with pytest.raises(AuditorError, match="'both'.*upsamples some axes"):
+        upgrade_opset(m)
+
+
 @pytest.mark.parametrize("opset", [18, 21])
 def test_new_opsets_axes_as_inputs(opset):
     rng = np.random.default_rng(2)

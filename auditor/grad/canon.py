@@ -12,6 +12,7 @@ import onnx
 from onnx import version_converter
 
 from auditor.errors import AuditorError
+from auditor.modelio import constant_value
 
 from .builder import default_opset
 
@@ -31,11 +32,57 @@ def upgrade_opset(model: onnx.ModelProto, target: int = MIN_OPSET) -> onnx.Model
         raise AuditorError(
             f"cannot upgrade the model from opset {version} to {target}: {e}".splitlines()[0]
         ) from None
+    if version < 11:
+        _keep_resize10_semantics(converted)
     return converted
+
+
+def _keep_resize10_semantics(model: onnx.ModelProto) -> None:
+    """Upsample-9 and Resize-10 map output to input coordinates asymmetrically (x / scale) and
+    round nearest neighbours down when upsampling, up when downsampling; the version converter
+    leaves the opset-11 defaults (half_pixel, round_prefer_floor), which compute something else
+    for linear and non-integer nearest resizes.  Set the attributes that keep the old meaning."""
+    for node in model.graph.node:
+        if node.op_type != "Resize" or node.domain not in ("", "ai.onnx") or any(
+                a.name == "coordinate_transformation_mode" for a in node.attribute):
+            continue
+        node.attribute.append(onnx.helper.make_attribute(
+            "coordinate_transformation_mode", "asymmetric"))
+        mode = next((onnx.helper.get_attribute_value(a) for a in node.attribute
+                     if a.name == "mode"), b"nearest")
+        if mode not in (b"nearest", "nearest"):
+            continue
+        scales = constant_value(model, node.input[2]) if len(node.input) > 2 else None
+        label = node.name or node.output[0]
+        if scales is None or not scales.size:
+            raise AuditorError(f"cannot upgrade the nearest Resize/Upsample {label!r} to opset 11: "
+                               "its scales are not constants")
+        if (scales >= 1).all():
+            rounding = "floor"
+        elif (scales <= 1).all():
+            rounding = "ceil"
+        else:
+            raise AuditorError(f"cannot upgrade the nearest Resize/Upsample {label!r} to opset 11: "
+                               "it upsamples some axes and downsamples others")
+        node.attribute.append(onnx.helper.make_attribute("nearest_mode", rounding))
+
+
+# Ops for which onnx's shape inference infers nothing (GroupNormalization is a context-dependent
+# function without an inference function): their output 0 is shaped and typed like input 0.
+_SAME_AS_INPUT0 = {"GroupNormalization"}
 
 
 def with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy with shapes and types inferred (best effort: partial information is kept)."""
+    inferred = _infer(model)
+    for _ in range(1 + sum(n.op_type in _SAME_AS_INPUT0 for n in model.graph.node)):
+        if not _fill_same_as_input0(inferred):
+            break
+        inferred = _infer(inferred)
+    return inferred
+
+
+def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         return onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:
@@ -45,3 +92,30 @@ def with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
             m = onnx.ModelProto()
             m.CopyFrom(model)
             return m
+
+
+def _fill_same_as_input0(model: onnx.ModelProto) -> bool:
+    """Give the outputs of ``_SAME_AS_INPUT0`` ops the type of their input (in place); True when
+    something was added."""
+    g = model.graph
+    infos = {vi.name: vi for vi in list(g.input) + list(g.value_info) + list(g.output)}
+
+    def shaped(name: str) -> bool:
+        vi = infos.get(name)
+        return vi is not None and vi.type.tensor_type.HasField("shape")
+
+    added = False
+    for node in g.node:
+        if (node.op_type not in _SAME_AS_INPUT0 or node.domain not in ("", "ai.onnx")
+                or not node.input or not node.output or not shaped(node.input[0])
+                or shaped(node.output[0])):
+            continue
+        out = node.output[0]
+        vi = infos.get(out)
+        if vi is None:
+            vi = g.value_info.add()
+            vi.name = out
+            infos[out] = vi
+        vi.type.CopyFrom(infos[node.input[0]].type)
+        added = True
+    return added

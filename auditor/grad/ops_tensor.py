@@ -1,8 +1,12 @@
-"""Gradient rules for ops that move data around: reshapes, transposes, slicing, padding, concat."""
+"""Gradient rules for ops that move data around: reshapes, transposes, slicing, padding, concat,
+resize."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
+from onnx import TensorProto, helper, numpy_helper
 
 from .builder import GraphBuilder, NotDifferentiable
 from .registry import GradNode, rule
@@ -275,3 +279,232 @@ def _gather(b: GraphBuilder, n: GradNode):
     mat = np.zeros((len(flat), length), dtype=b.np_dtype(x))
     np.add.at(mat, (np.arange(len(flat)), flat), 1)
     return [apply_along_axis(b, g, axis, rank, mat)]
+
+
+# ---------------------------------------------------------------- resize
+#
+# With constant scales/sizes, Resize is linear in X (tf_crop_and_resize: affine, the
+# extrapolation value being a constant) and, in onnxruntime's nearest/linear/cubic kernels, a
+# product of 1-D maps, one per resized axis: Y = X x_a M_a.  The M_a (out_a x in_a) are measured
+# with onnxruntime's own Resize at build time, and their product is checked against the node
+# itself on a random input before it is trusted.  The gradient is then dX = dY x_a M_a^T:
+# MatMuls on constants, or a Reshape + ReduceSum for axes that nearest upsampling by an integer
+# factor merely repeats.
+
+
+def _text(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _resize_inputs(b: GraphBuilder, n: GradNode, rank: int):
+    """(axes, roi, scales, sizes, unchanged): the constant inputs (None when absent or
+    empty) and the axes that Resize provably leaves as they are (unlisted in ``axes``, or
+    scale 1 / size unchanged with the full roi), which need no static size."""
+    axes = [int(a) % rank for a in n.attr("axes", range(rank))]
+    crop = _text(n.attr("coordinate_transformation_mode", "half_pixel")) == "tf_crop_and_resize"
+    roi = const_input(b, n, 1, "roi") if crop else None
+    scales, sizes = const_input(b, n, 2, "scales"), const_input(b, n, 3, "sizes")
+    roi, scales, sizes = [None if v is None or v.size == 0 else v.reshape(-1)
+                          for v in (roi, scales, sizes)]
+    if (scales is None) == (sizes is None):
+        raise NotDifferentiable("Resize needs exactly one of scales and sizes")
+    k = len(axes)
+    if len(scales if sizes is None else sizes) != k or roi is not None and roi.size != 2 * k:
+        raise NotDifferentiable("Resize scales/sizes/roi do not match its axes")
+    shape = b.static_shape(n.x(0))
+    stretch = _text(n.attr("keep_aspect_ratio_policy", "stretch")) == "stretch"
+    unchanged = set(range(rank)) - set(axes)
+    for j, a in enumerate(axes):
+        full = roi is None or (roi[j], roi[k + j]) == (0, 1)
+        same = scales[j] == 1 if sizes is None else stretch and sizes[j] == shape[a]
+        if full and same:
+            unchanged.add(a)
+    return axes, roi, scales, sizes, unchanged
+
+
+def _resize_session(attrs: tuple, opset: int, shape: list, roi, scales, sizes):
+    """run(x) for a model of the one Resize node, on float32 data of ``shape``."""
+    import onnxruntime as ort
+
+    inits, names = [], []
+    for name, v, dt in (("roi", roi, np.float32), ("scales", scales, np.float32),
+                        ("sizes", sizes, np.int64)):
+        if v is not None:
+            inits.append(numpy_helper.from_array(np.asarray(v, dt), name))
+        names.append(name if v is not None else "")
+    node = helper.make_node("Resize", ["x"] + names, ["y"], **dict(attrs))
+    graph = helper.make_graph([node], "resize", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, shape)], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = min(model.ir_version, 8)
+    so = ort.SessionOptions()
+    so.log_severity_level = 4  # a refusal is reported (or worked around) by the caller
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), so,
+                                    providers=["CPUExecutionProvider"])
+        sess.run(None, {"x": np.zeros(shape, np.float32)})
+    except Exception as e:
+        raise NotDifferentiable(f"onnxruntime cannot run this Resize: {str(e)[:200]}") from None
+    return lambda x: sess.run(None, {"x": x})[0]
+
+
+def _apply_maps(x: np.ndarray, mats: dict) -> np.ndarray:
+    for axis, m in mats.items():
+        x = np.moveaxis(np.tensordot(m, x, axes=([1], [axis])), 0, axis)
+    return x
+
+
+def _maps_per_axis(attrs: tuple, opset: int, shape: tuple, unchanged: frozenset, axes: tuple,
+                   roi, scales, sizes) -> dict | None:
+    """{axis: M_a}, each measured alone, cheaply: one-hot inputs along axis a with its own scale
+    or size and roi, other axes of size 1 and one of them going to 2 (onnxruntime merely copies
+    X when no size changes).  None under a keep_aspect_ratio_policy (one scale for all axes)."""
+    if _text(dict(attrs).get("keep_aspect_ratio_policy", "stretch")) != "stretch":
+        return None
+    attrs = tuple((k, v) for k, v in attrs if k not in ("axes", "keep_aspect_ratio_policy"))
+    rank, k, mats = len(shape), len(axes), {}
+    for a in (a for a in range(rank) if a not in unchanged):
+        j = axes.index(a)
+        dims, sc, sz = [1] * rank, [1.0] * rank, [1] * rank
+        p = (a + 1 if a + 1 < rank else a - 1) if rank > 1 else None
+        if p is not None:
+            sc[p], sz[p] = 2.0, 2
+        dims[a] = shape[a]
+        if sizes is None:
+            sc[a] = scales[j]
+        else:
+            sz[a] = sizes[j]
+        full_roi = [0.0] * rank + [1.0] * rank
+        if roi is not None:
+            full_roi[a], full_roi[rank + a] = roi[j], roi[k + j]
+        run = _resize_session(attrs, opset, dims, full_roi, sc if sizes is None else None,
+                              None if sizes is None else sz)
+        cols = [run(e.reshape(dims)) for e in np.eye(shape[a], dtype=np.float32)]
+        mats[a] = np.stack([c.reshape(-1) if p is None else c.take(0, axis=p).reshape(-1)
+                            for c in cols], axis=1)
+    return mats
+
+
+def _maps_of_node(run, dims: list, measured: list) -> dict:
+    """{axis: M_a} measured on the node itself (``run`` on inputs of ``dims``).  A probe one-hot
+    along axis a and all ones along the others gives column k of M_a times a product of row sums
+    of the other maps, taken at the position J where the all-ones response is largest; that
+    leaves the product of the maps off by ones(J)^(n-1), taken off the first one."""
+    ones = run(np.ones(dims, np.float32))
+    if not ones.size or not np.abs(ones).max():  # all extrapolated: a constant output
+        return {a: np.zeros((ones.shape[a], dims[a])) for a in measured}
+    j = np.unravel_index(np.argmax(np.abs(ones)), ones.shape)
+    mats = {}
+    for a in measured:
+        cols = []
+        for k in range(dims[a]):
+            probe = np.zeros(dims, np.float32)
+            probe[(slice(None),) * a + (k,)] = 1
+            cols.append(run(probe)[j[:a] + (slice(None),) + j[a + 1:]])
+        mats[a] = np.stack(cols, axis=1).astype(np.float64)
+    mats[measured[0]] /= float(ones[j]) ** (len(mats) - 1)
+    return mats
+
+
+@lru_cache(maxsize=64)
+def _resize_maps(attrs: tuple, opset: int, shape: tuple, unchanged: frozenset, axes: tuple,
+                 roi, scales, sizes) -> dict:
+    """{axis: M_a} for the axes not in ``unchanged``, such that the node (``attrs`` and its
+    constant inputs) is the product of the M_a, checked by running the node on a random input
+    (axes it leaves unchanged cut to size 2: onnxruntime's results may depend on them)."""
+
+    def node(cut: int):
+        dims = [min(d or cut, cut) if a in unchanged else d for a, d in enumerate(shape)]
+        sz = None if sizes is None else [dims[a] if a in unchanged else v
+                                         for a, v in zip(axes, sizes)]
+        return dims, _resize_session(attrs, opset, dims, roi, scales, sz)
+
+    dims, run = node(2)
+    x = np.random.default_rng(0).uniform(-1, 1, dims).astype(np.float32)
+    got = run(x)
+
+    def fits(mats):
+        want = _apply_maps(x.astype(np.float64), mats)
+        return got.shape == want.shape and np.allclose(got, want, rtol=1e-5, atol=1e-5)
+
+    measured = [a for a in range(len(shape)) if a not in unchanged]
+    try:
+        mats = _maps_per_axis(attrs, opset, shape, unchanged, axes, roi, scales, sizes)
+    except NotDifferentiable:  # onnxruntime refuses that axis alone
+        mats = None
+    if mats is None or not fits(mats):
+        # the slow way (sum(in_a) runs of the node at full size): some onnxruntime kernels
+        # treat an axis differently depending on the others
+        dims, run = node(1)
+        mats = _maps_of_node(run, dims, measured) if measured else {}
+        if not fits(mats):
+            raise NotDifferentiable("this Resize is not a product of 1-D interpolations in "
+                                    "onnxruntime (unsupported mode/attribute combination)")
+    return mats
+
+
+def _repeat_factor(m: np.ndarray) -> int:
+    """k when ``m`` just repeats every input element k times (nearest, integer upsampling)."""
+    k = m.shape[0] // m.shape[1]
+    return k if np.array_equal(m, np.repeat(np.eye(m.shape[1], dtype=m.dtype), k, axis=0)) else 0
+
+
+def _as_key(v):
+    return None if v is None else tuple(v.tolist())
+
+
+@rule("Resize")
+def _resize(b: GraphBuilder, n: GradNode):
+    n.only(0)
+    x = n.x(0)
+    rank = b.rank(x)
+    known = {"mode", "coordinate_transformation_mode", "nearest_mode", "cubic_coeff_a",
+             "exclude_outside", "antialias", "axes", "keep_aspect_ratio_policy",
+             "extrapolation_value"}
+    attrs = {a.name: helper.get_attribute_value(a) for a in n.node.attribute}
+    if set(attrs) - known:
+        raise NotDifferentiable(f"Resize attribute(s) {sorted(set(attrs) - known)}")
+    # measured with extrapolated outputs 0: the extrapolation value is a constant
+    attrs = dict(attrs, extrapolation_value=0.0)
+    attrs = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in attrs.items()))
+    axes, roi, scales, sizes, unchanged = _resize_inputs(b, n, rank)
+    b.int_dims(x, [a for a in range(rank) if a not in unchanged], "Resize gradient")
+    shp = b.static_shape(x)
+    mats = _resize_maps(attrs, b.opset, tuple(d if isinstance(d, int) else None for d in shp),
+                        frozenset(unchanged), tuple(axes), _as_key(roi), _as_key(scales),
+                        _as_key(sizes))
+    out = b.static_shape(n.y()) or (None,) * rank
+    for a, m in mats.items():  # other rules trust the inferred shape
+        if isinstance(out[a], int) and out[a] != m.shape[0]:
+            raise NotDifferentiable(f"onnxruntime's Resize gives size {m.shape[0]} to axis {a}, "
+                                    f"shape inference {out[a]}")
+    dt = b.np_dtype(x)
+    mats = {a: m.astype(dt) for a, m in mats.items() if m.shape[0] != m.shape[1]
+            or not np.array_equal(m, np.eye(len(m)))}
+    g = n.dy
+    # Axes that are only repeated (from the first one on, all dims static): one Reshape +
+    # ReduceSum sums the copies.
+    reps = {a: k for a, k in ((a, _repeat_factor(m)) for a, m in mats.items()) if k}
+    if reps and all(isinstance(shp[a], int) for a in range(min(reps), rank)):
+        dims, summed = [], []
+        for a in range(rank):
+            if a < min(reps):
+                dims.append(0)  # Reshape: copy this dim
+            elif a in reps:
+                dims += [shp[a], reps[a]]
+                summed.append(len(dims) - 1)
+            else:
+                dims.append(mats[a].shape[0] if a in mats else shp[a])
+        g = b.reduce("ReduceSum", b.op("Reshape", [g, b.ints(dims)]), summed, keepdims=0)
+        mats = {a: m for a, m in mats.items() if a not in reps}
+    # The axis that shrinks the gradient most first.
+    for a, m in sorted(mats.items(), key=lambda am: am[1].shape[1] / am[1].shape[0]):
+        if a == rank - 1:
+            g = b.op("MatMul", [g, b.const(m, hint="resize_map")])
+        elif a == rank - 2:
+            g = b.op("MatMul", [b.const(np.ascontiguousarray(m.T), hint="resize_map_t"), g])
+        else:
+            g = apply_along_axis(b, g, a, rank, m)
+    return [g]
