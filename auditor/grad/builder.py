@@ -7,7 +7,7 @@ names.  Gradient rules only talk to the builder; they never touch the graph dire
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -29,6 +29,38 @@ _ELEMENTWISE = {
 
 class NotDifferentiable(Exception):
     """A rule cannot build the gradient of this node (the message says why)."""
+
+
+def node_runner(op_type: str, inputs: dict, attrs: dict, opset: int, shape: Sequence[int],
+                dtype) -> Callable[[np.ndarray], np.ndarray]:
+    """run(x) for a model of one ``op_type`` node applied to ``x`` (of ``shape`` and ``dtype``) and
+    the constant ``inputs`` (name -> array; an entry None leaves that input empty), executed by
+    onnxruntime.  Rules use it to measure, at build time, what a linear op computes exactly as
+    the runtime computes it.  NotDifferentiable if onnxruntime cannot run the node."""
+    import onnxruntime as ort
+
+    np_dt = np.dtype(dtype)
+    et = helper.np_dtype_to_tensor_dtype(np_dt)
+    names = [k if v is not None else "" for k, v in inputs.items()]
+    while names and not names[-1]:
+        names.pop()
+    node = helper.make_node(op_type, ["x"] + names, ["y"], **attrs)
+    graph = helper.make_graph(
+        [node], op_type.lower(), [helper.make_tensor_value_info("x", et, list(shape))],
+        [helper.make_tensor_value_info("y", et, None)],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in inputs.items() if v is not None])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = min(model.ir_version, 8)
+    so = ort.SessionOptions()
+    so.log_severity_level = 4  # a refusal is reported by the caller
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), so,
+                                    providers=["CPUExecutionProvider"])
+        sess.run(None, {"x": np.zeros(shape, np_dt)})
+    except Exception as e:
+        raise NotDifferentiable(f"onnxruntime cannot run this {op_type}: {str(e)[:200]}") from None
+    return lambda x: sess.run(None, {"x": x})[0]
 
 
 def default_opset(model: onnx.ModelProto) -> int:

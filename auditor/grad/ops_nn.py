@@ -11,7 +11,7 @@ from functools import lru_cache
 import numpy as np
 from onnx import TensorProto, helper
 
-from .builder import GraphBuilder, NotDifferentiable
+from .builder import GraphBuilder, NotDifferentiable, node_runner
 from .ops_tensor import axes_of
 from .registry import GradNode, rule
 
@@ -42,8 +42,7 @@ def window(b: GraphBuilder, n: GradNode, x: str, kernel: list[int]) -> Window:
     strides = list(n.attr("strides", [1] * sp))
     dilations = list(n.attr("dilations", [1] * sp))
     pads = list(n.attr("pads", [0] * 2 * sp))
-    auto_pad = n.attr("auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    auto_pad = n.text_attr("auto_pad", "NOTSET")
     ext = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
     if auto_pad == "VALID":
         pads = [0] * 2 * sp
@@ -215,8 +214,7 @@ def _conv_transpose_pads(b: GraphBuilder, n: GradNode, in_size, kernel, strides,
     sp = len(in_size)
     opad = list(n.attr("output_padding", [0] * sp))
     out_shape = n.attr("output_shape")
-    auto_pad = n.attr("auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    auto_pad = n.text_attr("auto_pad", "NOTSET")
     ext = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
     if out_shape is None and auto_pad in ("NOTSET", "VALID"):
         pads = list(n.attr("pads", [0] * 2 * sp)) if auto_pad == "NOTSET" else [0] * 2 * sp
@@ -405,14 +403,22 @@ def _norm_backward(b: GraphBuilder, xc: str, g: str, axes: list[int], eps: float
     return dx, xhat
 
 
+def _norm_param(b: GraphBuilder, p: str, et: int, shape: list[int] | None = None) -> str:
+    """A scale parameter in element type ``et``, reshaped to ``shape`` when one is given: a
+    constant when ``p`` is one, else Reshape + Cast in the graph."""
+    pv = b.const_value(p)
+    if pv is not None:
+        pv = pv.astype(helper.tensor_dtype_to_np_dtype(et))
+        return b.const(pv if shape is None else pv.reshape(shape), hint="norm_scale")
+    frm = b.dtypes.get(p)
+    if shape is not None:
+        p = b.op("Reshape", [p, b.ints(shape)])
+    return _cast(b, p, frm, et)
+
+
 def _channel_param(b: GraphBuilder, p: str, rank: int, et: int) -> str:
     """A per-channel parameter (C,) as (C, 1, ..., 1) of element type ``et``."""
-    pv = b.const_value(p)
-    shape = [-1] + [1] * (rank - 2)
-    if pv is not None:
-        return b.const(pv.astype(helper.tensor_dtype_to_np_dtype(et)).reshape(shape),
-                       hint="norm_scale")
-    return _cast(b, b.op("Reshape", [p, b.ints(shape)]), b.dtypes.get(p), et)
+    return _norm_param(b, p, et, [-1] + [1] * (rank - 2))
 
 
 @rule("LayerNormalization")
@@ -434,12 +440,7 @@ def _layer_norm(b: GraphBuilder, n: GradNode):
     if extra:
         dims = b.int_dims(x, axes, "the gradient through LayerNormalization's Mean/InvStdDev")
         extra["count"] = int(np.prod(dims))
-    sv = b.const_value(scale)
-    if sv is not None:
-        sc = b.const(sv.astype(helper.tensor_dtype_to_np_dtype(ct)), hint="norm_scale")
-    else:
-        sc = _cast(b, scale, b.dtypes.get(scale), ct)
-    g = b.op("Mul", [_cast(b, dy, et, ct), sc])
+    g = b.op("Mul", [_cast(b, dy, et, ct), _norm_param(b, scale, ct)])
     dx, xhat = _norm_backward(b, _cast(b, x, et, ct), g, axes, eps, ct, **extra)
     dscale = dbias = None
     if n.need(1):
@@ -500,13 +501,7 @@ def _group_norm(b: GraphBuilder, n: GradNode):
     if per_channel:
         g = b.op("Reshape", [b.op("Mul", [dyc, _channel_param(b, scale, rank, ct)]), view])
     else:
-        sv = b.const_value(scale)
-        if sv is not None:
-            sc = b.const(sv.astype(helper.tensor_dtype_to_np_dtype(ct)).reshape(-1, 1),
-                         hint="norm_scale")
-        else:
-            sc = _cast(b, b.op("Reshape", [scale, b.ints([-1, 1])]), b.dtypes.get(scale), ct)
-        g = b.op("Mul", [b.op("Reshape", [dyc, view]), sc])
+        g = b.op("Mul", [b.op("Reshape", [dyc, view]), _norm_param(b, scale, ct, [-1, 1])])
     x3 = b.op("Reshape", [_cast(b, x, et, ct), view])
     dx3, xhat3 = _norm_backward(b, x3, g, [2], eps, ct)
     dscale = dbias = None
@@ -830,22 +825,11 @@ def _average_pool_divisor_inverse(in_size: tuple, attrs: tuple, opset: int, dtyp
     On an all-ones input each output is (#real taps)/divisor, and #real taps is geometry only,
     so this captures every ceil_mode / count_include_pad convention exactly as the runtime does.
     """
-    import onnxruntime as ort
-
-    np_dt = np.dtype(dtype)
-    et = helper.np_dtype_to_tensor_dtype(np_dt)
     shape = [1, 1] + list(in_size)
-    node = helper.make_node("AveragePool", ["x"], ["y"],
-                            **{k: list(v) if isinstance(v, tuple) else v for k, v in attrs})
-    graph = helper.make_graph([node], "avgpool_ones",
-                              [helper.make_tensor_value_info("x", et, shape)],
-                              [helper.make_tensor_value_info("y", et, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = min(model.ir_version, 8)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return sess.run(None, {"x": np.ones(shape, dtype=np_dt)})[0][0, 0]
+    run = node_runner("AveragePool", {},
+                      {k: list(v) if isinstance(v, tuple) else v for k, v in attrs}, opset,
+                      shape, dtype)
+    return run(np.ones(shape, dtype=np.dtype(dtype)))[0, 0]
 
 
 @rule("AveragePool")

@@ -6,9 +6,9 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
-from .builder import GraphBuilder, NotDifferentiable
+from .builder import GraphBuilder, NotDifferentiable, node_runner
 from .registry import GradNode, rule
 
 INT64_MAX = np.iinfo(np.int64).max
@@ -219,8 +219,7 @@ def _pad(b: GraphBuilder, n: GradNode):
     n.only(0)
     x = n.x(0)
     rank = b.rank(x)
-    mode = n.attr("mode", b"constant")
-    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    mode = n.text_attr("mode", "constant")
     if b.opset < 11:
         pads = list(n.attr("pads"))
         axes = list(range(rank))
@@ -292,16 +291,12 @@ def _gather(b: GraphBuilder, n: GradNode):
 # factor merely repeats.
 
 
-def _text(v) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
 def _resize_inputs(b: GraphBuilder, n: GradNode, rank: int):
     """(axes, roi, scales, sizes, unchanged): the constant inputs (None when absent or
     empty) and the axes that Resize provably leaves as they are (unlisted in ``axes``, or
     scale 1 / size unchanged with the full roi), which need no static size."""
     axes = [int(a) % rank for a in n.attr("axes", range(rank))]
-    crop = _text(n.attr("coordinate_transformation_mode", "half_pixel")) == "tf_crop_and_resize"
+    crop = n.text_attr("coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize"
     roi = const_input(b, n, 1, "roi") if crop else None
     scales, sizes = const_input(b, n, 2, "scales"), const_input(b, n, 3, "sizes")
     roi, scales, sizes = [None if v is None or v.size == 0 else v.reshape(-1)
@@ -312,7 +307,7 @@ def _resize_inputs(b: GraphBuilder, n: GradNode, rank: int):
     if len(scales if sizes is None else sizes) != k or roi is not None and roi.size != 2 * k:
         raise NotDifferentiable("Resize scales/sizes/roi do not match its axes")
     shape = b.static_shape(n.x(0))
-    stretch = _text(n.attr("keep_aspect_ratio_policy", "stretch")) == "stretch"
+    stretch = n.text_attr("keep_aspect_ratio_policy", "stretch") == "stretch"
     unchanged = set(range(rank)) - set(axes)
     for j, a in enumerate(axes):
         full = roi is None or (roi[j], roi[k + j]) == (0, 1)
@@ -324,30 +319,11 @@ def _resize_inputs(b: GraphBuilder, n: GradNode, rank: int):
 
 def _resize_session(attrs: tuple, opset: int, shape: list, roi, scales, sizes):
     """run(x) for a model of the one Resize node, on float32 data of ``shape``."""
-    import onnxruntime as ort
-
-    inits, names = [], []
-    for name, v, dt in (("roi", roi, np.float32), ("scales", scales, np.float32),
-                        ("sizes", sizes, np.int64)):
-        if v is not None:
-            inits.append(numpy_helper.from_array(np.asarray(v, dt), name))
-        names.append(name if v is not None else "")
-    node = helper.make_node("Resize", ["x"] + names, ["y"], **dict(attrs))
-    graph = helper.make_graph([node], "resize", [helper.make_tensor_value_info(
-        "x", TensorProto.FLOAT, shape)], [helper.make_tensor_value_info(
-            "y", TensorProto.FLOAT, None)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = min(model.ir_version, 8)
-    so = ort.SessionOptions()
-    so.log_severity_level = 4  # a refusal is reported (or worked around) by the caller
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        sess = ort.InferenceSession(model.SerializeToString(), so,
-                                    providers=["CPUExecutionProvider"])
-        sess.run(None, {"x": np.zeros(shape, np.float32)})
-    except Exception as e:
-        raise NotDifferentiable(f"onnxruntime cannot run this Resize: {str(e)[:200]}") from None
-    return lambda x: sess.run(None, {"x": x})[0]
+    return node_runner("Resize", {
+        "roi": None if roi is None else np.asarray(roi, np.float32),
+        "scales": None if scales is None else np.asarray(scales, np.float32),
+        "sizes": None if sizes is None else np.asarray(sizes, np.int64)},
+        dict(attrs), opset, shape, np.float32)
 
 
 def _apply_maps(x: np.ndarray, mats: dict) -> np.ndarray:
@@ -361,7 +337,7 @@ def _maps_per_axis(attrs: tuple, opset: int, shape: tuple, unchanged: frozenset,
     """{axis: M_a}, each measured alone, cheaply: one-hot inputs along axis a with its own scale
     or size and roi, other axes of size 1 and one of them going to 2 (onnxruntime merely copies
     X when no size changes).  None under a keep_aspect_ratio_policy (one scale for all axes)."""
-    if _text(dict(attrs).get("keep_aspect_ratio_policy", "stretch")) != "stretch":
+    if dict(attrs).get("keep_aspect_ratio_policy", "stretch") != "stretch":
         return None
     attrs = tuple((k, v) for k, v in attrs if k not in ("axes", "keep_aspect_ratio_policy"))
     rank, k, mats = len(shape), len(axes), {}
@@ -464,6 +440,7 @@ def _resize(b: GraphBuilder, n: GradNode):
              "exclude_outside", "antialias", "axes", "keep_aspect_ratio_policy",
              "extrapolation_value"}
     attrs = {a.name: helper.get_attribute_value(a) for a in n.node.attribute}
+    attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
     if set(attrs) - known:
         raise NotDifferentiable(f"Resize attribute(s) {sorted(set(attrs) - known)}")
     # measured with extrapolated outputs 0: the extrapolation value is a constant
@@ -501,9 +478,7 @@ def _resize(b: GraphBuilder, n: GradNode):
         mats = {a: m for a, m in mats.items() if a not in reps}
     # The axis that shrinks the gradient most first.
     for a, m in sorted(mats.items(), key=lambda am: am[1].shape[1] / am[1].shape[0]):
-        if a == rank - 1:
-            g = b.op("MatMul", [g, b.const(m, hint="resize_map")])
-        elif a == rank - 2:
+        if a == rank - 2:  # M^T @ dY: no transposes
             g = b.op("MatMul", [b.const(np.ascontiguousarray(m.T), hint="resize_map_t"), g])
         else:
             g = apply_along_axis(b, g, a, rank, m)

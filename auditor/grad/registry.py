@@ -75,6 +75,11 @@ class GradNode:
                 return helper.get_attribute_value(a)
         return default
 
+    def text_attr(self, name: str, default: str) -> str:
+        """A string attribute as text (onnx returns bytes)."""
+        v = self.attr(name, default)
+        return v.decode() if isinstance(v, bytes) else str(v)
+
     def only(self, *indices: int) -> None:
         """Refuse gradients for inputs other than ``indices``."""
         for i, n in enumerate(self.needs):
