@@ -219,6 +219,16 @@ class Context:
         return np.clip(x, self.bounds[0], self.bounds[1]).astype(np.float32)
 
 
+def next_const(const: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+               round_ok: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One step of the per-input binary search on the C&W trade-off constant c (C&W and ZOO):
+    a round that succeeded lowers the upper bound, one that failed raises the lower bound; c
+    goes to the middle once an upper bound is known, else grows tenfold.  -> (c, lower, upper)"""
+    upper = np.where(round_ok, np.minimum(upper, const), upper)
+    lower = np.where(round_ok, lower, np.maximum(lower, const))
+    return np.where(np.isfinite(upper), (lower + upper) / 2.0, const * 10.0), lower, upper
+
+
 def shrink_to_boundary(ctx: Context, x_adv: np.ndarray, found: np.ndarray, steps: int = 12) -> np.ndarray:
     """Bisect on the segment x -> x_adv for the smallest t with x + t(x_adv - x) still adversarial.
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import NO_CLAMP, Attack, Context, _bshape, check_choice, check_float, check_int, shrink_to_boundary
+from .base import (NO_CLAMP, Attack, Context, _bshape, check_choice, check_float, check_int, next_const,
+                   shrink_to_boundary)
 
 
 class CarliniWagnerL2(Attack):
@@ -119,9 +120,6 @@ class CarliniWagnerL2(Attack):
                 mhat = m / (1 - beta1 ** t)
                 vhat = v / (1 - beta2 ** t)
                 w = w - _bshape(lr, w.ndim) * mhat / (np.sqrt(vhat) + adam_eps)
-            # binary search on c
-            upper = np.where(round_ok, np.minimum(upper, const), upper)
-            lower = np.where(round_ok, lower, np.maximum(lower, const))
-            const = np.where(np.isfinite(upper), (lower + upper) / 2.0, const * 10.0)
+            const, lower, upper = next_const(const, lower, upper, round_ok)
         found = np.isfinite(best_l2)
         return shrink_to_boundary(ctx, best, found, self.refine_steps)

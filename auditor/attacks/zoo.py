@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Attack, Context, check_choice, check_float, check_int, shrink_to_boundary
+from .base import Attack, Context, check_choice, check_float, check_int, next_const, shrink_to_boundary
 
 
 class ZOO(Attack):
@@ -153,8 +153,6 @@ class ZOO(Attack):
                 m[upd[:, None], coords[upd]], v[upd[:, None], coords[upd]] = mm[upd], vv[upd]
                 tcount[upd[:, None], coords[upd]] = tt[upd]
                 xc[upd[:, None], coords[upd]] = new[upd]
-            upper = np.where(round_ok, np.minimum(upper, const), upper)
-            lower = np.where(round_ok, lower, np.maximum(lower, const))
-            const = np.where(np.isfinite(upper), (lower + upper) / 2.0, const * 10.0)
+            const, lower, upper = next_const(const, lower, upper, round_ok)
         found = np.isfinite(best_l2)
         return shrink_to_boundary(ctx, best, found, self.refine_steps)

@@ -166,16 +166,6 @@ def closed_form_flat(a, b, width: int = 24) -> np.ndarray:
 # Float32 wrapper around the gate-level mantissa product
 # ----------------------------------------------------------------------------------------------
 
-def tiny_abs_bits() -> int:
-    """Smallest float32 magnitude bit pattern u with float64(u) >= 1e-36 (|x| < 1e-36 <=> below)."""
-    u = int(np.float32(1e-36).view(np.uint32))
-    while float(np.uint32(u).view(np.float32)) < 1e-36:
-        u += 1
-    while float(np.uint32(u - 1).view(np.float32)) >= 1e-36:
-        u -= 1
-    return u
-
-
 def fp_multiply_gatelevel(a, b, variant: str) -> np.ndarray:
     """Float32 Ax-FPM product computed with the gate-level mantissa multiplier (slow).
 
@@ -214,8 +204,9 @@ def fp_multiply_gatelevel(a, b, variant: str) -> np.ndarray:
     bits = sign | (np.clip(e, 0, 255) << 23) | mant
     bits = np.where(e >= 255, sign | 0x7F800000, bits)  # exponent overflow -> signed infinity
     bits = np.where(e <= 0, 0, bits)  # exponent underflow -> +0
-    tiny = tiny_abs_bits()
-    bits = np.where(((ua & 0x7FFFFFFF) < tiny) | ((ub & 0x7FFFFFFF) < tiny), 0, bits)
+    # |x| < 1e-36, compared in double precision as the reference does (zeros, subnormals too)
+    tiny = (np.abs(a.astype(np.float64)) < 1e-36) | (np.abs(b.astype(np.float64)) < 1e-36)
+    bits = np.where(tiny, 0, bits)
     out = bits.astype(np.uint32).view(np.float32)
     nonfinite = (ea == 255) | (eb == 255)
     out = np.where(nonfinite, ieee, out).astype(np.float32)
