@@ -114,6 +114,64 @@ def _hard_swish(b: GraphBuilder, n: GradNode):
     return [b.op("Mul", [n.dy, slope])]
 
 
+@rule("Celu")
+def _celu(b: GraphBuilder, n: GradNode):
+    # y = max(0, x) + min(0, alpha (exp(x/alpha) - 1)); dy/dx = 1 (x > 0), exp(x/alpha) = y/alpha + 1
+    x, y = n.x(), n.y()
+    alpha = float(n.attr("alpha", 1.0))
+    neg = b.op("Mul", [n.dy, b.op("Add", [b.op("Mul", [y, b.scalar(1 / alpha, y)]), b.scalar(1, y)])])
+    return [b.op("Where", [b.op("Greater", [x, b.scalar(0, x)]), n.dy, neg])]
+
+
+@rule("ThresholdedRelu")
+def _thresholded_relu(b: GraphBuilder, n: GradNode):
+    x = n.x()
+    return [b.masked(n.dy, b.op("Greater", [x, b.scalar(float(n.attr("alpha", 1.0)), x)]), x)]
+
+
+@rule("Shrink")
+def _shrink(b: GraphBuilder, n: GradNode):
+    # y = x - bias (x > lambd), x + bias (x < -lambd), 0 otherwise
+    x = n.x()
+    lambd = float(n.attr("lambd", 0.5))
+    outside = b.op("Greater", [b.op("Abs", [x]), b.scalar(lambd, x)])
+    return [b.masked(n.dy, outside, x)]
+
+
+@rule("Mish")
+def _mish(b: GraphBuilder, n: GradNode):
+    # y = x tanh(softplus(x)); dy/dx = t + x (1 - t^2) sigmoid(x), t = tanh(softplus(x))
+    x = n.x()
+    t = b.op("Tanh", [b.op("Softplus", [x])])
+    one_minus = b.op("Sub", [b.scalar(1, x), b.op("Mul", [t, t])])
+    slope = b.op("Add", [t, b.op("Mul", [b.op("Mul", [x, one_minus]), b.op("Sigmoid", [x])])])
+    return [b.op("Mul", [n.dy, slope])]
+
+
+@rule("Gelu")
+def _gelu(b: GraphBuilder, n: GradNode):
+    # none: y = x Phi(x), dy/dx = Phi(x) + x phi(x);
+    # tanh: y = x (1 + t)/2 with t = tanh(c (x + k x^3)), dy/dx = (1 + t)/2 + x (1 - t^2) c (1 + 3 k x^2)/2
+    x = n.x()
+    approx = n.text_attr("approximate", "none")
+    x2 = b.op("Mul", [x, x])
+    if approx == "tanh":
+        c, k = math.sqrt(2 / math.pi), 0.044715
+        inner = b.op("Mul", [b.op("Add", [x, b.op("Mul", [b.op("Mul", [x2, x]), b.scalar(k, x)])]), b.scalar(c, x)])
+        t = b.op("Tanh", [inner])
+        half = b.op("Mul", [b.op("Add", [t, b.scalar(1, x)]), b.scalar(0.5, x)])
+        dinner = b.op("Add", [b.op("Mul", [x2, b.scalar(3 * k * c, x)]), b.scalar(c, x)])
+        rest = b.op("Mul", [b.op("Mul", [x, b.op("Sub", [b.scalar(1, x), b.op("Mul", [t, t])])]),
+                            b.op("Mul", [dinner, b.scalar(0.5, x)])])
+        return [b.op("Mul", [n.dy, b.op("Add", [half, rest])])]
+    if approx != "none":
+        raise NotDifferentiable(f"Gelu approximate={approx!r}")
+    cdf = b.op("Mul", [b.op("Add", [b.op("Erf", [b.op("Mul", [x, b.scalar(1 / math.sqrt(2), x)])]),
+                                    b.scalar(1, x)]), b.scalar(0.5, x)])
+    pdf = b.op("Mul", [b.op("Exp", [b.op("Mul", [x2, b.scalar(-0.5, x)])]), b.scalar(1 / math.sqrt(2 * math.pi), x)])
+    return [b.op("Mul", [n.dy, b.op("Add", [cdf, b.op("Mul", [x, pdf])])])]
+
+
 @rule("Elu")
 def _elu(b: GraphBuilder, n: GradNode):
     x, y = n.x(), n.y()

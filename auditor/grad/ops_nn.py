@@ -535,6 +535,36 @@ def _log_softmax(b: GraphBuilder, n: GradNode):
     return [b.op("Sub", [n.dy, b.op("Mul", [b.op("Exp", [y]), tot])])]
 
 
+@rule("LRN")
+def _lrn(b: GraphBuilder, n: GradNode):
+    # y_c = x_c s_c^-beta with s_c = bias + alpha/size * sum_{j=c-lo}^{c+hi} x_j^2 (lo, hi =
+    # floor, ceil of (size-1)/2); dx_j = dy_j s_j^-beta - 2 alpha beta/size * x_j *
+    # sum_{c=j-hi}^{j+lo} dy_c y_c / s_c.  The channel-window sums are one Conv with a (size, 1)
+    # kernel of ones over x viewed as (N, 1, C, rest).
+    x, y = n.x(0), n.y()
+    size = int(n.attr("size"))
+    alpha, beta, bias = float(n.attr("alpha", 1e-4)), float(n.attr("beta", 0.75)), float(n.attr("bias", 1.0))
+    rank = b.rank(x)
+    if rank < 2 or size < 1:
+        raise NotDifferentiable(f"LRN needs an input of rank >= 2 and size >= 1, got rank {rank}, size {size}")
+    (channels,) = b.int_dims(x, [1], "LRN gradient")
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    view = b.ints([0, 1, channels, -1])
+    ones = b.const(np.ones((1, 1, size, 1), dtype=b.np_dtype(x)), hint="lrn_window")
+
+    def window_sum(t: str, before: int, after: int) -> str:
+        s = b.op("Conv", [b.op("Reshape", [t, view]), ones], kernel_shape=[size, 1],
+                 pads=[before, 0, after, 0])
+        return b.reshape_like(s, x)
+
+    s = b.op("Add", [b.op("Mul", [window_sum(b.op("Mul", [x, x]), lo, hi), b.scalar(alpha / size, x)]),
+                     b.scalar(bias, x)])
+    direct = b.op("Mul", [n.dy, b.op("Pow", [s, b.scalar(-beta, x)])])
+    t = b.op("Div", [b.op("Mul", [n.dy, y]), s])
+    cross = b.op("Mul", [b.op("Mul", [window_sum(t, hi, lo), x]), b.scalar(2 * alpha * beta / size, x)])
+    return [b.op("Sub", [direct, cross])]
+
+
 # ---------------------------------------------------------------- reductions
 
 

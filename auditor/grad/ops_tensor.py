@@ -90,6 +90,22 @@ def _transpose(b: GraphBuilder, n: GradNode):
     return [b.op("Transpose", [n.dy], perm=inv)]
 
 
+@rule("DepthToSpace", "SpaceToDepth")
+def _depth_space(b: GraphBuilder, n: GradNode):
+    # Both are permutations of the elements, so the gradient is the inverse permutation:
+    # SpaceToDepth undoes DepthToSpace in DCR mode (and vice versa); CRD mode is undone by
+    # the inverse Reshape/Transpose/Reshape.
+    bs = int(n.attr("blocksize"))
+    if n.op_type == "SpaceToDepth":
+        return [b.op("DepthToSpace", [n.dy], blocksize=bs, mode="DCR")]
+    if n.text_attr("mode", "DCR") == "DCR":
+        return [b.op("SpaceToDepth", [n.dy], blocksize=bs)]
+    c, h, w = b.int_dims(n.x(), [1, 2, 3], "DepthToSpace gradient")
+    g = b.op("Reshape", [n.dy, b.ints([0, c // (bs * bs), h, bs, w, bs])])
+    g = b.op("Transpose", [g], perm=[0, 1, 3, 5, 2, 4])
+    return [b.reshape_like(g, n.x())]
+
+
 @rule("Expand")
 def _expand(b: GraphBuilder, n: GradNode):
     n.only(0)
