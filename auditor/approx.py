@@ -56,7 +56,8 @@ from .norms import norm as _norm
 from .norms import perturbation_stats
 from .preprocess import Preprocessing, prepend
 from .rewrite import instrument
-from .session import OnnxClassifier, Runner, _as_model
+from .names import ns
+from .session import GRAD_INPUT, OnnxClassifier, Runner, _as_model, gradient_model, knob_feeds, logits_head
 from .target import Classifier
 
 #: the bias operand of the rewritten node copies, by op type (dropped: the copy is f without bias)
@@ -138,13 +139,13 @@ def bpda_model(model: onnx.ModelProto, approx_nodes, node_names: list[str]
             act_pos = 0 if (len(ins) > 1 and ins[1] in consts) else 1
         a, y = ins[act_pos], node.output[0]
         k = len(feeds) // 2
-        a_fed, y_fed = fresh(f"bpda_act_{k}"), fresh(f"bpda_out_{k}")
-        diff, lin = fresh(f"{y}__bpda_diff"), fresh(f"{y}__bpda_lin")
+        a_fed, y_fed = fresh(ns(f"bpda/act_{k}")), fresh(ns(f"bpda/out_{k}"))
+        diff, lin = fresh(ns(f"bpda/{y}/diff")), fresh(ns(f"bpda/{y}/lin"))
         feeds[a_fed], feeds[y_fed] = a, y
         new_inputs += [value_info(a_fed, a), value_info(y_fed, y)]
         copy = onnx.NodeProto()
         copy.CopyFrom(node)
-        copy.name = f"{node.name}__bpda_lin"
+        copy.name = ns(f"bpda/{node.name}/lin")
         bias = _BIAS_INPUT.get(node.op_type)
         keep = ins[:bias] if bias is not None else ins
         keep[act_pos] = diff
@@ -152,8 +153,8 @@ def bpda_model(model: onnx.ModelProto, approx_nodes, node_names: list[str]
         copy.input.extend(keep)
         del copy.output[:]
         copy.output.append(lin)
-        nodes += [helper.make_node("Sub", [a, a_fed], [diff], name=f"{node.name}__bpda_sub"), copy,
-                  helper.make_node("Add", [y_fed, lin], [y], name=f"{node.name}__bpda_add")]
+        nodes += [helper.make_node("Sub", [a, a_fed], [diff], name=ns(f"bpda/{node.name}/sub")), copy,
+                  helper.make_node("Add", [y_fed, lin], [y], name=ns(f"bpda/{node.name}/add"))]
     del g.node[:]
     g.node.extend(nodes)
     g.input.extend(new_inputs)
@@ -177,7 +178,7 @@ class ApproxClassifier(Classifier):
             model = prepare(model)  # validated, named, shapes inferred (as load_model does for files)
         base = _named(_as_model(model))
         self.base_model = base
-        self.model = prepend(base, self.preprocessing)
+        self.model, self.head = logits_head(prepend(base, self.preprocessing))
         self.instrumented, self.probes = instrument(self.model)
         self.threads, self.batch_size, self.sparsity_f = threads, max(int(batch_size), 1), sparsity_f
         self._ort_threads = int(threads) if threads else None
@@ -251,12 +252,9 @@ class ApproxClassifier(Classifier):
 
     def _grad_runner(self, objective: str):
         if objective not in self._grad_runners:
-            from .grad import add_input_gradient
-            from .objectives import append_objective
-
             model, _ = self.bpda
-            m, obj_name, knobs = append_objective(model, self._objective_spec(objective), logits=self.logits_name)
-            g = add_input_gradient(m, obj_name, wrt=self.input_name, grad_name="grad_input")
+            g, obj_name, knobs = gradient_model(model, self._objective_spec(objective), self.logits_name,
+                                                wrt=self.input_name)
             self._grad_runners[objective] = (Runner(g, self.threads, self.batch_size), obj_name, knobs)
         return self._grad_runners[objective]
 
@@ -264,17 +262,13 @@ class ApproxClassifier(Classifier):
         self._check_deadline()
         runner, obj_name, knob_specs = self._grad_runner(objective)
         _, bpda_feeds = self.bpda
-        feeds = {}
-        for name in knob_specs:
-            if name not in knobs:
-                raise AuditorError(f"objective '{objective}' needs knob '{name}'")
-            feeds[name] = np.asarray(knobs[name])
+        feeds = knob_feeds(objective, knob_specs, knobs)  # the exact classifier's knobs and types
         if bpda_feeds:
             fwd = self._run(x, sorted(set(bpda_feeds.values())))
             for inp, tensor in bpda_feeds.items():
                 feeds[inp] = fwd[tensor]
-        out = runner.run(x, [obj_name, "grad_input", self.logits_name], feeds=feeds)
-        return out[obj_name], out["grad_input"], out[self.logits_name]
+        out = runner.run(x, [obj_name, GRAD_INPUT, self.logits_name], feeds=feeds)
+        return out[obj_name], out[GRAD_INPUT], out[self.logits_name]
 
     # --- independent verification ----------------------------------------------------------
     def verifier(self) -> "ApproxLogits":

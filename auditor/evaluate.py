@@ -40,9 +40,9 @@ def evaluate(clf: OnnxClassifier, x: np.ndarray, cost_model=None, counted: str =
     tensors = clf.probes.tensors
     dens = {t: density(out[t]) for t in tensors}
     sizes = {t: int(np.prod(out[t].shape[1:])) for t in tensors}
-    names = clf.probes.activations if counted == "activations" else clf.probes.layer_inputs
-    if not names:  # a model without activation ops: fall back to the compute-layer inputs
-        names = clf.probes.layer_inputs
+    # what a zero-skipping machine can skip (auditor.rewrite.DENSITY_RULES): activations that
+    # reach a compute layer's data input, or the data inputs themselves
+    names = clf.probes.counted(counted)
     total = sum(sizes[t] for t in names)
     model_density = sum(dens[t] * sizes[t] for t in names) / max(total, 1)
     cost = None

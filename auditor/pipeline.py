@@ -26,7 +26,8 @@ from .modelio import default_opset, load_model, model_hash
 from .report import Report
 from .scenario import Scenario, load_scenario
 from .robustness import robustness_audit
-from .session import OnnxClassifier
+from .rewrite import density_rule
+from .session import OnnxClassifier, probability_warning
 
 
 def _load(model, profiles, scenario):
@@ -166,7 +167,8 @@ def audit_profile(proto, prof: HardwareProfile, sc: Scenario, data, seed: int, t
         "profile": prof.to_dict(),
         "clean": {
             "accuracy": acc,
-            "density": dict(_stats(ev.model_density), counted=sc.density_tensors, tensors=list(ev.counted)),
+            "density": dict(_stats(ev.model_density), counted=sc.density_tensors, tensors=list(ev.counted),
+                            rule=density_rule(clf.probes, sc.density_tensors)),
             "tensor_density": {t: float(v.mean()) for t, v in ev.densities.items()},
             "latency_s": _stats(c.latency_s), "energy_j": _stats(c.energy_total_j), "edp": _stats(c.edp),
             "cycles": _stats(c.total_cycles), "dense_cycles": _stats(c.dense_cycles.sum(axis=1)),
@@ -177,6 +179,14 @@ def audit_profile(proto, prof: HardwareProfile, sc: Scenario, data, seed: int, t
             "per_input": per_input(clf, ev),
         },
     }
+    # how the logits were read (a final Softmax skipped, (N, C, 1, 1) flattened), and outputs that
+    # look like probabilities although no Softmax was found
+    notes = list(clf.head.notes)
+    warning = probability_warning(ev.logits, clf.head)
+    if warning:
+        notes.append("warning: " + warning)
+    if notes:
+        pr["notes"] = notes
     summary = {
         "clean_mean_latency_s": float(c.latency_s.mean()), "clean_mean_energy_j": float(c.energy_total_j.mean()),
         "worst_latency_s": float(c.latency_s.max()), "worst_energy_j": float(c.energy_total_j.max()),

@@ -16,6 +16,7 @@ from onnx import helper, numpy_helper
 
 from . import schema
 from .modelio import graph_inputs
+from .names import check_free, graph_names, ns
 
 
 @dataclass
@@ -70,7 +71,7 @@ def prepend(model: onnx.ModelProto, pre: Preprocessing) -> onnx.ModelProto:
     if pre.layout == "NHWC":
         dims = [dims[0], dims[3], dims[1], dims[2]]
     channels = dims[1].dim_value if dims[1].HasField("dim_value") else None
-    internal = f"{name}__model_input"
+    internal = ns("pre/model_input")  # the tool's namespace: no clash with the model's own names
     for node in g.node:
         for i, x in enumerate(node.input):
             if x == name:
@@ -81,7 +82,8 @@ def prepend(model: onnx.ModelProto, pre: Preprocessing) -> onnx.ModelProto:
     k = len(pre.mean) if channels is None else channels
     mean = np.broadcast_to(np.asarray(pre.mean, np.float32), (k,)).reshape(1, k, 1, 1)
     std = np.broadcast_to(np.asarray(pre.std, np.float32), (k,)).reshape(1, k, 1, 1)
-    p = f"{name}__pre_"
+    p = ns("pre/")
+    check_free(graph_names(model), internal)
     inits = [numpy_helper.from_array(np.array(pre.scale, np.float32), p + "scale"),
              numpy_helper.from_array(mean.copy(), p + "mean"),
              numpy_helper.from_array(std.copy(), p + "std")]

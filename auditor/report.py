@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 
 #: keys that vary between identical runs: timestamps and durations (excluded when comparing)
@@ -132,6 +133,8 @@ def render_text(d: dict) -> str:
             s = c[key]
             L.append(f"{label:14s}{_si(s['mean'], unit):>14s}{_si(s['worst'], unit):>14s}{_si(s['p95'], unit):>14s}")
         L.append(f"{'speed-up vs dense':18s}{c['speedup_over_dense']['mean']:>10.3f}x (mean)")
+        for note in p.get("notes", []):
+            L.extend(textwrap.wrap(f"note: {note}", 80, subsequent_indent="  "))
         for a in p.get("attacks", []):
             L.append(_attack_line(a))
             for df in a.get("defences", []):

@@ -12,8 +12,21 @@ from dataclasses import dataclass
 import onnx
 from onnx import helper
 
-from .graph import activation_tensors, compute_layers
+from .graph import TRANSPARENT_OPS, activation_tensors, compute_layers
 from .layers import ComputeLayer
+
+#: ops through which an activation's values reach a compute layer's data input: the transparent
+#: ops and average pooling (a gate such as the Mul of squeeze-excite or SiLU is not one of them)
+DATA_PATH_OPS = TRANSPARENT_OPS + ("AveragePool", "GlobalAveragePool")
+
+#: what the model-wide density counts, by ``density_tensors`` (the report states it)
+DENSITY_RULES = {
+    "activations": "outputs of activation ops that reach a compute layer's data input through data-path ops "
+                   "(" + ", ".join(DATA_PATH_OPS) + "); gates (e.g. the Sigmoid of squeeze-excite or SiLU) are not "
+                   "counted; a model with none counts the compute layers' data inputs",
+    "layer_inputs": "the data inputs of the compute layers (Conv, ConvTranspose, Gemm, MatMul): what a "
+                    "zero-skipping machine can skip",
+}
 
 
 @dataclass(frozen=True)
@@ -23,6 +36,14 @@ class Probes:
     activations: tuple[str, ...]  # outputs of activation ops (Relu, Clip, ...)
     layer_inputs: tuple[str, ...]  # data inputs of the compute layers, in layer order
     layers: tuple[ComputeLayer, ...]
+    #: the activations whose output reaches a compute layer's data input (see DENSITY_RULES)
+    counted_activations: tuple[str, ...] = ()
+
+    def counted(self, density_tensors: str = "activations") -> tuple[str, ...]:
+        """The tensors the model-wide density counts (``density_tensors``: activations | layer_inputs)."""
+        if density_tensors == "activations" and self.counted_activations:
+            return self.counted_activations
+        return self.layer_inputs
 
     @property
     def tensors(self) -> tuple[str, ...]:
@@ -34,10 +55,42 @@ class Probes:
         return tuple(out)
 
 
+def density_rule(probes: Probes, density_tensors: str) -> str:
+    """One sentence saying which tensors the model-wide density counts (for the report)."""
+    if density_tensors == "activations" and not probes.counted_activations:
+        return ("no activation output reaches a compute layer's data input, so the data inputs of the compute "
+                "layers are counted: " + DENSITY_RULES["layer_inputs"])
+    return DENSITY_RULES.get(density_tensors, DENSITY_RULES["layer_inputs"])
+
+
+def reaching_activations(model: onnx.ModelProto, layers) -> tuple[str, ...]:
+    """Activation outputs (graph order) that reach a compute layer's data input through
+    :data:`DATA_PATH_OPS` (every input of a Concat, the first input of the others)."""
+    acts = activation_tensors(model)
+    is_act = set(acts)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    found, seen = set(), set()
+    stack = [layer.input for layer in layers]
+    while stack:
+        t = stack.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        if t in is_act:
+            found.add(t)
+            continue
+        node = producer.get(t)
+        if node is None or node.op_type not in DATA_PATH_OPS:
+            continue
+        stack.extend(i for i in (node.input if node.op_type == "Concat" else node.input[:1]) if i)
+    return tuple(a for a in acts if a in found)
+
+
 def probes_of(model: onnx.ModelProto) -> Probes:
     layers = compute_layers(model)
     return Probes(activations=tuple(activation_tensors(model)),
-                  layer_inputs=tuple(dict.fromkeys(c.input for c in layers)), layers=tuple(layers))
+                  layer_inputs=tuple(dict.fromkeys(c.input for c in layers)), layers=tuple(layers),
+                  counted_activations=reaching_activations(model, layers))
 
 
 def add_outputs(model: onnx.ModelProto, tensors) -> onnx.ModelProto:

@@ -9,6 +9,7 @@ iteration returns the objective, the logits and the input gradient together.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,8 @@ import onnx
 import onnxruntime as ort
 
 from .errors import AuditorError
-from .modelio import graph_inputs, load_model
+from .modelio import default_opset, graph_inputs, load_model
+from .names import check_free, graph_names, ns
 from .preprocess import Preprocessing, prepend
 from .rewrite import Probes, instrument
 from .target import BudgetExceeded, Classifier  # noqa: F401 (BudgetExceeded re-exported)
@@ -75,6 +77,175 @@ class Runner:
         return {k: (np.concatenate(v) if v and v[0].ndim and len(v) > 1 else v[0]) for k, v in chunks.items()}
 
 
+# ------------------------------------------------------------------------------------------------
+# The classifier head: which tensor holds the logits
+# ------------------------------------------------------------------------------------------------
+
+#: ops between a final Softmax and the model's output that do not change the values
+_HEAD_PASS = ("Identity", "Flatten", "Reshape", "Squeeze")
+#: the (N, C) logits tensor the tool adds when the model's own has trailing singleton dimensions
+LOGITS = ns("logits")
+
+
+@dataclass(frozen=True)
+class Head:
+    """How the classifier reads the model's first output as logits (N, C)."""
+
+    output: str  # the model's first output
+    logits: str  # the tensor the classifier uses as logits (N, C)
+    shape: tuple  # the shape of the tensor the logits come from, as the model declares it
+    softmax: str | None = None  # "Softmax"/"LogSoftmax": a final normalisation the tool skips
+    softmax_node: str | None = None
+
+    @property
+    def notes(self) -> list[str]:
+        out = []
+        if self.softmax:
+            out.append(f"the model ends in {self.softmax} (node '{self.softmax_node}'): attacks, margins and "
+                       f"cross-entropies use its input, the logits, not the output '{self.output}'")
+        if len(self.shape) > 2:
+            dims = "x".join(str(d) for d in self.shape)
+            out.append(f"the logits of shape {dims} are read as (N, C) after dropping their trailing "
+                       f"singleton dimensions (a Flatten added to the graph)")
+        return out
+
+    def to_dict(self) -> dict:
+        return {"output": self.output, "logits": self.logits, "shape": [str(d) for d in self.shape],
+                "softmax_removed": self.softmax, "notes": self.notes}
+
+
+def _softmax_over_classes(node, rank: int, opset: int) -> bool:
+    axis = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"),
+                -1 if opset >= 13 else 1)
+    axis = axis + rank if axis < 0 else axis
+    return axis == 1
+
+
+def logits_head(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Head]:
+    """``model`` with logits (N, C) as its first output, and how they were found.
+
+    A final Softmax/LogSoftmax over the class axis (possibly followed by Identity, Flatten,
+    Reshape or Squeeze) is removed: probabilities are not logits, and attacks that take their
+    cross-entropy or margins would optimise the wrong function.  Logits of shape (N, C, 1, ..., 1)
+    (caffe2-style heads) get a Flatten (``auditor::logits``), so the plain and the gradient
+    sessions read the same (N, C) tensor.  Other shapes are refused.
+    """
+    from .graph import tensor_shapes
+
+    g = model.graph
+    if not g.output:
+        raise AuditorError("the model has no outputs")
+    out0 = g.output[0].name
+    shapes = tensor_shapes(model)
+    producer = {o: n for n in g.node for o in n.output}
+    chain, t = [], out0
+    while t in producer and producer[t].op_type in _HEAD_PASS:
+        chain.append(producer[t])
+        t = producer[t].input[0]
+    logits, removed, softmax = out0, [], None
+    node = producer.get(t)
+    if node is not None and node.op_type in ("Softmax", "LogSoftmax"):
+        ishape = shapes.get(node.input[0])
+        if ishape is not None and len(ishape) >= 2 and _softmax_over_classes(node, len(ishape), default_opset(model)):
+            logits, removed, softmax = node.input[0], chain + [node], node
+    shape = shapes.get(logits)
+    if shape is None:  # nothing known: leave the model as it is (the objectives say what they need)
+        return model, Head(out0, out0, ())
+    shape = tuple(shape)
+    if len(shape) < 2 or any(d != 1 for d in shape[2:]):
+        raise AuditorError(f"the model's output {logits!r} has shape {list(shape)}; a classifier's logits must be "
+                           "(N, C), or (N, C, 1, ..., 1)", where="model output")
+    if len(shape) == 2 and softmax is None:
+        return model, Head(out0, out0, shape)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    og = out.graph
+    if len(shape) > 2:
+        check_free(graph_names(model), LOGITS)
+        og.node.append(onnx.helper.make_node("Flatten", [logits], [LOGITS], axis=1, name=ns("logits/Flatten")))
+        logits = LOGITS
+    elem = g.output[0].type.tensor_type.elem_type or onnx.TensorProto.FLOAT
+    vi = onnx.helper.make_tensor_value_info(logits, elem, [shape[0] if isinstance(shape[0], int) else "N", shape[1]])
+    rest = [o for o in og.output[1:] if o.name != logits]
+    del og.output[:]
+    og.output.extend([vi] + rest)
+    if removed:  # drop the normalisation when nothing else reads it
+        used = {i for n in og.node for i in n.input} | {o.name for o in og.output}
+        for n in removed:
+            if not set(n.output) & used:
+                og.node.remove(next(m for m in og.node if m.name == n.name and list(m.output) == list(n.output)))
+                used = {i for m in og.node for i in m.input} | {o.name for o in og.output}
+    return out, Head(out0, logits, shape, softmax.op_type if softmax is not None else None,
+                     softmax.name if softmax is not None else None)
+
+
+def probability_warning(logits: np.ndarray, head: Head | None = None) -> str | None:
+    """A warning when a model's outputs look like probabilities (non-negative, summing to one per
+    input) although no final Softmax was found to skip: attacks would treat them as logits."""
+    z = np.asarray(logits, np.float64)
+    if head is not None and head.softmax or z.ndim != 2 or z.shape[1] < 2 or not len(z):
+        return None
+    if z.min() >= -1e-6 and np.allclose(z.sum(axis=1), 1.0, atol=1e-3):
+        return ("the model's outputs are non-negative and sum to one for every input: they look like probabilities, "
+                "not logits (a normalisation other than a final Softmax?); attacks treat them as logits, so their "
+                "cross-entropies and margins are those of probabilities")
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# Gradient sessions: one per objective, knobs in the tool's namespace
+# ------------------------------------------------------------------------------------------------
+
+#: the input-gradient and objective outputs of the gradient sessions
+GRAD_INPUT, OBJECTIVE = ns("grad_input"), ns("objective")
+
+
+def objective_spec(objective: str, layer_inputs, sparsity_f: str = "tanh"):
+    """The objective specification of :meth:`Classifier.value_and_grad`'s objectives, with its
+    knobs (``target``, ``c``, ...) as graph inputs in the tool's namespace (``auditor::target``)."""
+    from . import objectives as ob
+
+    if objective == "ce":
+        return ob.CrossEntropy(target_input=ns("target"))
+    if objective == "margin":
+        return ob.CWMargin(kappa_input=ns("kappa"), label_input=ns("label"), targeted=False)
+    if objective == "logit":
+        return ob.Logit(index_input=ns("index"))
+    if objective == "sparsity":
+        return ob.WeightedSum([(1.0, ob.Sparsity(list(layer_inputs), f=sparsity_f, weights_input=ns("weights"),
+                                                 beta_input=ns("beta"))),
+                               (ns("c"), ob.CrossEntropy(target_input=ns("target")))])
+    if objective == "act_l2":
+        return ob.ActivationL2(list(layer_inputs))
+    raise AuditorError(f"unknown objective '{objective}'")
+
+
+def gradient_model(model: onnx.ModelProto, spec, logits: str, wrt: str | None = None
+                   ) -> tuple[onnx.ModelProto, str, dict]:
+    """``model`` + objective ``spec`` + its input gradient (``auditor::grad_input``)."""
+    from .grad import add_input_gradient
+    from .objectives import append_objective
+
+    check_free(graph_names(model), OBJECTIVE)
+    m, obj_name, knobs = append_objective(model, spec, logits=logits, output_name=OBJECTIVE)
+    g = add_input_gradient(m, obj_name, wrt=wrt, grad_name=GRAD_INPUT)
+    return g, obj_name, knobs
+
+
+def knob_feeds(objective: str, knob_specs: dict, knobs: dict) -> dict[str, np.ndarray]:
+    """Graph feeds of an objective's knobs: ``knobs`` are keyed by the names of
+    :mod:`auditor.target` (``target``, ``c``, ...); labels and indices become int64, every other
+    knob float32 (the logits' type)."""
+    feeds = {}
+    for name in knob_specs:
+        key = name[len(ns("")):] if name.startswith(ns("")) else name
+        if key not in knobs:
+            raise AuditorError(f"objective '{objective}' needs knob '{key}'")
+        v = np.asarray(knobs[key])
+        feeds[name] = v.astype(np.int64) if np.issubdtype(v.dtype, np.integer) else v.astype(np.float32)
+    return feeds
+
+
 def _as_model(model) -> onnx.ModelProto:
     if isinstance(model, (str, os.PathLike, Path)):
         return load_model(model)
@@ -90,7 +261,7 @@ class OnnxClassifier(Classifier):
         self.preprocessing = preprocessing or Preprocessing()
         base = _as_model(model)
         self.base_model = base  # the model as deployed, before preprocessing is prepended
-        self.model = prepend(base, self.preprocessing)
+        self.model, self.head = logits_head(prepend(base, self.preprocessing))
         self.instrumented, self.probes = instrument(self.model)
         self.threads, self.batch_size, self.sparsity_f = threads, batch_size, sparsity_f
         self.runner = Runner(self.instrumented, threads, batch_size)
@@ -124,41 +295,17 @@ class OnnxClassifier(Classifier):
 
     # --- gradients -------------------------------------------------------------------------
     def _objective_spec(self, objective: str):
-        from . import objectives as ob
-
-        if objective == "ce":
-            return ob.CrossEntropy(target_input="target")
-        if objective == "margin":
-            return ob.CWMargin(kappa_input="kappa", label_input="label", targeted=False)
-        if objective == "logit":
-            return ob.Logit(index_input="index")
-        if objective == "sparsity":
-            return ob.WeightedSum([(1.0, ob.Sparsity(list(self.probes.layer_inputs), f=self.sparsity_f,
-                                                     weights_input="weights", beta_input="beta")),
-                                   ("c", ob.CrossEntropy(target_input="target"))])
-        if objective == "act_l2":
-            return ob.ActivationL2(list(self.probes.layer_inputs))
-        raise AuditorError(f"unknown objective '{objective}'")
+        return objective_spec(objective, self.probes.layer_inputs, self.sparsity_f)
 
     def _grad_runner(self, objective: str):
         if objective not in self._grad_runners:
-            from .grad import add_input_gradient
-            from .objectives import append_objective
-
-            m, obj_name, knobs = append_objective(self.model, self._objective_spec(objective), logits=self.logits_name)
-            g = add_input_gradient(m, obj_name, grad_name="grad_input")
+            g, obj_name, knobs = gradient_model(self.model, self._objective_spec(objective), self.logits_name)
             self._grad_runners[objective] = (Runner(g, self.threads, self.batch_size), obj_name, knobs)
         return self._grad_runners[objective]
 
     def _value_and_grad(self, x, objective, knobs):
         self._check_deadline()
         runner, obj_name, knob_specs = self._grad_runner(objective)
-        feeds = {}
-        for name, shape in knob_specs.items():
-            if name not in knobs:
-                raise AuditorError(f"objective '{objective}' needs knob '{name}'")
-            v = np.asarray(knobs[name])
-            # labels and indices are int64 knobs; every other knob has the logits' type (float32)
-            feeds[name] = v.astype(np.int64) if np.issubdtype(v.dtype, np.integer) else v.astype(np.float32)
-        out = runner.run(x, [obj_name, "grad_input", self.logits_name], feeds=feeds)
-        return out[obj_name], out["grad_input"], out[self.logits_name]
+        feeds = knob_feeds(objective, knob_specs, knobs)
+        out = runner.run(x, [obj_name, GRAD_INPUT, self.logits_name], feeds=feeds)
+        return out[obj_name], out[GRAD_INPUT], out[self.logits_name]

@@ -87,7 +87,7 @@ def _shape_from_type(tp: onnx.TypeProto) -> Shape | None:
 class GraphBuilder:
     """Appends nodes to (a copy of) a model whose forward part it never modifies."""
 
-    def __init__(self, model: onnx.ModelProto, prefix: str = "grad"):
+    def __init__(self, model: onnx.ModelProto, prefix: str = "auditor::grad"):
         self.model = model
         self.graph = model.graph
         self.opset = default_opset(model)

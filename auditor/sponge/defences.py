@@ -20,6 +20,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import AuditorError
+from ..names import ns
 
 # --------------------------------------------------------------------------------------------
 # Activation thresholding (ONNX rewrite)
@@ -48,12 +49,17 @@ def _resolve(model: onnx.ModelProto, thresholds: Mapping[str, float]) -> dict[st
     return res
 
 
+def threshold_input(relu_output: str) -> str:
+    """The graph input (or initializer) holding the threshold of the Relu writing ``relu_output``."""
+    return ns(f"threshold/{relu_output}")
+
+
 def threshold_relus(model: onnx.ModelProto, thresholds: Mapping[str, float], *, as_inputs: bool = False) -> onnx.ModelProto:
     """A copy of ``model`` where each listed Relu(x) is x * Cast(Greater(x, t), float).
 
     ``thresholds``: Relu node name or output tensor -> t (Relus not listed stay as they are).  The
     output tensor names are kept, so probes and cost models see the same layer inputs.  With
-    ``as_inputs`` the thresholds become scalar graph inputs named ``<relu output>__threshold``
+    ``as_inputs`` the thresholds become scalar graph inputs named ``auditor::threshold/<relu output>``
     (for tuning with one onnxruntime session).
     """
     thr = _resolve(model, thresholds)
@@ -66,8 +72,8 @@ def threshold_relus(model: onnx.ModelProto, thresholds: Mapping[str, float], *, 
             new_nodes.append(node)
             continue
         y = node.output[0]
-        base = (node.name or f"Relu_{i}").replace("/", "_") + "__thr"
-        t_name = f"{y}__threshold"
+        base = ns(f"threshold/{node.name or f'Relu_{i}'}")
+        t_name = threshold_input(y)
         if as_inputs:
             g.input.append(helper.make_tensor_value_info(t_name, TensorProto.FLOAT, []))
         else:
@@ -147,7 +153,7 @@ def tune_thresholds(model: onnx.ModelProto, x_val: np.ndarray, labels: np.ndarra
     tsess = _session(tuned)
 
     def predict(th: dict[str, float]) -> np.ndarray:
-        feeds = {f"{o}__threshold": np.array(th[o], np.float32) for o in outs}
+        feeds = {threshold_input(o): np.array(th[o], np.float32) for o in outs}
         preds = []
         for s in range(0, len(xv), batch_size):
             preds.append(tsess.run([logits_name], {inp: xv[s:s + batch_size], **feeds})[0].argmax(1))
