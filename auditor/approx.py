@@ -207,6 +207,10 @@ class ApproxClassifier(Classifier):
     def layers(self):
         return self.probes.layers
 
+    @property
+    def layer_tensors(self) -> list[str]:
+        return list(self.probes.layer_tensors)
+
     # --- forward ---------------------------------------------------------------------------
     def _run(self, x: np.ndarray, outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         """Approximate run of the instrumented model over ``x`` in batches (graph outputs + ``outputs``)."""

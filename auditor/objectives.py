@@ -19,6 +19,11 @@ Objectives (value per sample ``n``; ``z`` = logits (N, C)):
   ``-(1/k) * sum_l W_l * sum_n F(beta * a_{l,n})`` with ``F`` = tanh or sigmoid, summed over
   the elements of each listed activation ``a_l`` of the sample; ``k`` is the total element count
   of the listed tensors per sample.  Knobs: ``W`` float (L,), ``beta`` float scalar ().
+  ``tensors`` has one entry per compute layer: a tensor that several layers read (a ResNet
+  block's first conv and its 1x1 downsample, Inception branches) is listed once per layer, so
+  it enters the sum once per layer that can skip its zeros (its F-sum weighted by the sum of
+  those layers' W_l, its elements counted once per layer in ``k``); the subgraph computes its
+  F-sum only once.
 * ``ActivationL2(tensors)``: ``sum_l sum_n a_{l,n}^2`` (the *squared* L2 norm, summed over the
   listed tensors: smooth everywhere, unlike the norm itself at 0).  No knobs.
 * ``WeightedSum([(coef, spec), ...])``: ``sum_i coef_i * spec_i``; a ``str`` coefficient is a
@@ -200,8 +205,9 @@ class _Emitter:
             beta = self.float_knob(spec.beta_input, ())
             k = sum(self.per_sample_size(t) for t in tensors)
             fop = "Tanh" if spec.f == "tanh" else "Sigmoid"
+            distinct = list(dict.fromkeys(tensors))
             sums = []
-            for t in tensors:
+            for t in distinct:
                 bt_beta = beta if b.dtypes[t] == self.float_type else b.op(
                     "Cast", [beta], to=b.dtypes[t])
                 bt = b.op("Mul", [t, bt_beta])
@@ -209,7 +215,10 @@ class _Emitter:
                 if b.dtypes[t] != self.float_type:
                     s = b.op("Cast", [s], to=self.float_type)
                 sums.append(b.unsqueeze(s, [1]))
-            stacked = sums[0] if len(sums) == 1 else b.op("Concat", sums, axis=1)  # (N, L)
+            stacked = sums[0] if len(sums) == 1 else b.op("Concat", sums, axis=1)  # (N, distinct)
+            if len(distinct) < len(tensors):  # one column per listed tensor: (N, L)
+                column = {t: i for i, t in enumerate(distinct)}
+                stacked = b.op("Gather", [stacked, b.ints([column[t] for t in tensors])], axis=1)
             weighted = b.op("MatMul", [stacked, weights])  # (N,)
             return b.op("Mul", [weighted, b.scalar(-1.0 / k, z)])
         if isinstance(spec, ActivationL2):

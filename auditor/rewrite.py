@@ -34,7 +34,7 @@ class Probes:
     """What an instrumented model exposes beyond its own outputs."""
 
     activations: tuple[str, ...]  # outputs of activation ops (Relu, Clip, ...)
-    layer_inputs: tuple[str, ...]  # data inputs of the compute layers, in layer order
+    layer_inputs: tuple[str, ...]  # the distinct data inputs of the compute layers, in layer order
     layers: tuple[ComputeLayer, ...]
     #: the activations whose output reaches a compute layer's data input (see DENSITY_RULES)
     counted_activations: tuple[str, ...] = ()
@@ -44,6 +44,12 @@ class Probes:
         if density_tensors == "activations" and self.counted_activations:
             return self.counted_activations
         return self.layer_inputs
+
+    @property
+    def layer_tensors(self) -> tuple[str, ...]:
+        """The data input of each compute layer, one entry per layer (a tensor that k layers
+        read, as a ResNet block's first conv and its 1x1 downsample do, appears k times)."""
+        return tuple(c.input for c in self.layers)
 
     @property
     def tensors(self) -> tuple[str, ...]:

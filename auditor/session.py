@@ -200,9 +200,11 @@ def probability_warning(logits: np.ndarray, head: Head | None = None) -> str | N
 GRAD_INPUT, OBJECTIVE = ns("grad_input"), ns("objective")
 
 
-def objective_spec(objective: str, layer_inputs, sparsity_f: str = "tanh"):
+def objective_spec(objective: str, layer_tensors, sparsity_f: str = "tanh"):
     """The objective specification of :meth:`Classifier.value_and_grad`'s objectives, with its
-    knobs (``target``, ``c``, ...) as graph inputs in the tool's namespace (``auditor::target``)."""
+    knobs (``target``, ``c``, ...) as graph inputs in the tool's namespace (``auditor::target``).
+    ``layer_tensors``: the data input of each compute layer, one per layer (``Probes.layer_tensors``;
+    the sparsity objective's W_l follow it, activation L2 counts each distinct tensor once)."""
     from . import objectives as ob
 
     if objective == "ce":
@@ -212,11 +214,11 @@ def objective_spec(objective: str, layer_inputs, sparsity_f: str = "tanh"):
     if objective == "logit":
         return ob.Logit(index_input=ns("index"))
     if objective == "sparsity":
-        return ob.WeightedSum([(1.0, ob.Sparsity(list(layer_inputs), f=sparsity_f, weights_input=ns("weights"),
+        return ob.WeightedSum([(1.0, ob.Sparsity(list(layer_tensors), f=sparsity_f, weights_input=ns("weights"),
                                                  beta_input=ns("beta"))),
                                (ns("c"), ob.CrossEntropy(target_input=ns("target")))])
     if objective == "act_l2":
-        return ob.ActivationL2(list(layer_inputs))
+        return ob.ActivationL2(list(dict.fromkeys(layer_tensors)))
     raise AuditorError(f"unknown objective '{objective}'")
 
 
@@ -278,6 +280,10 @@ class OnnxClassifier(Classifier):
     def layers(self):
         return self.probes.layers
 
+    @property
+    def layer_tensors(self) -> list[str]:
+        return list(self.probes.layer_tensors)
+
     def forward(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Logits and every probed tensor (activations and compute-layer inputs) in one run."""
         self._check_deadline()
@@ -295,7 +301,7 @@ class OnnxClassifier(Classifier):
 
     # --- gradients -------------------------------------------------------------------------
     def _objective_spec(self, objective: str):
-        return objective_spec(objective, self.probes.layer_inputs, self.sparsity_f)
+        return objective_spec(objective, self.probes.layer_tensors, self.sparsity_f)
 
     def _grad_runner(self, objective: str):
         if objective not in self._grad_runners:

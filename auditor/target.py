@@ -15,10 +15,12 @@ the gradient is d value / d x for each sample, shape of x):
                 ``label``; an untargeted attack drives it down, a targeted one uses the target
                 label and drives it up)
 ``"logit"``     knobs ``index`` (N,) int64 — the logit z[index]
-``"sparsity"``  knobs ``weights`` (L,) float32, ``beta`` float, ``c`` float, ``target`` (N,) int64 —
-                the sparsity-attack loss  L = L_sparsity + c * CE(target), with
-                L_sparsity = -(1/k) * sum_l W_l * sum_n F(beta * a_{l,n}) over the compute layers'
-                input activations (F = tanh unless the classifier was built with sigmoid)
+``"sparsity"``  knobs ``weights`` (L,) float32 (one per compute layer, in ``layer_tensors`` order),
+                ``beta`` float, ``c`` float, ``target`` (N,) int64 — the sparsity-attack loss
+                L = L_sparsity + c * CE(target), with
+                L_sparsity = -(1/k) * sum_l W_l * sum_n F(beta * a_{l,n}) over the compute layers
+                l and their data inputs a_l (F = tanh unless the classifier was built with
+                sigmoid); k = sum_l n_l.  A tensor read by several layers enters once per layer
 ``"act_l2"``    no knobs — sum of squares of the compute layers' input activations (Sponge L-BFGS)
 """
 
@@ -43,6 +45,13 @@ class Classifier(ABC):
     num_classes: int
     #: names of the activation tensors returned by :meth:`activations` (compute-layer inputs)
     activation_names: list[str] = []
+
+    @property
+    def layer_tensors(self) -> list[str]:
+        """The data input of each compute layer, one per layer (repeats where layers share an
+        input); the "sparsity" objective's weights W_l follow this order.  Classifiers whose
+        layers all read distinct tensors need not override it."""
+        return list(self.activation_names)
 
     def __init__(self) -> None:
         self.queries = 0  # number of samples evaluated (forward or forward+backward)

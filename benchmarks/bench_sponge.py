@@ -88,7 +88,7 @@ def part_a(args) -> list[dict]:
     for name in MODELS:
         clf = classifier(name)
         cost, _ = latency_fn(clf)
-        clf.value_and_grad(x[:2], "sparsity", weights=np.ones(len(clf.activation_names), np.float32),
+        clf.value_and_grad(x[:2], "sparsity", weights=np.ones(len(clf.layer_tensors), np.float32),
                            beta=np.float32(15), c=np.float32(0.5), target=np.zeros(2, np.int64))  # build the gradient graph
         s = make_search("whitebox", iterations=100, select="surrogate", progress=False)
         t = time.perf_counter()

@@ -300,13 +300,18 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - m - np.log(np.exp(z - m).sum(axis=1, keepdims=True))
 
 
+def layer_names(model) -> list[str]:
+    """The data input of each compute layer, one per layer (the order of W_l)."""
+    return list(getattr(model, "layer_tensors", None) or getattr(model, "activation_names", []) or [])
+
+
 def layer_sizes(model, x1: np.ndarray) -> np.ndarray | None:
-    """Per-sample element count of each compute-layer input (None if activations are hidden)."""
+    """Per-sample element count of each compute layer's data input (None if activations are hidden)."""
     try:
         acts = model.activations(x1[:1])
     except NotImplementedError:
         return None
-    names = list(getattr(model, "activation_names", []) or acts.keys())
+    names = layer_names(model) or list(acts.keys())
     return np.array([int(np.prod(np.asarray(acts[k]).shape[1:])) for k in names], dtype=np.float64)
 
 
@@ -317,14 +322,14 @@ def resolve_layer_weights(model, layer_weights, x_clean: np.ndarray, where: str)
     trade-off constant c means the same with hardware weights as with uniform ones (reading the
     layer sizes costs one forward pass of one sample).
     """
-    names = list(getattr(model, "activation_names", []) or [])
+    names = layer_names(model)
     if layer_weights is None:
         if not names:
-            raise AuditorError("the model exposes no compute layers (activation_names is empty)", where)
+            raise AuditorError("the model exposes no compute layers (layer_tensors is empty)", where)
         return np.ones(len(names), dtype=np.float32)
     w = np.asarray(layer_weights, dtype=np.float64).reshape(-1)
     if names and len(w) != len(names):
-        raise AuditorError(f"layer_weights has {len(w)} entries but the model has {len(names)} compute-layer inputs", where)
+        raise AuditorError(f"layer_weights has {len(w)} entries but the model has {len(names)} compute layers", where)
     if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
         raise AuditorError("layer_weights must be finite, non-negative and not all zero", where)
     sizes = layer_sizes(model, x_clean)
