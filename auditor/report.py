@@ -199,6 +199,9 @@ def _robustness_lines(rob: dict) -> list[str]:
         for r in a.get("results", []):
             out.append(f"  {a['attack'][:9]:9s} {a['norm']:4s} eps {_fmt_num(r['epsilon']):>7s}  robust acc "
                        f"{100 * r['robust_accuracy']:5.1f}%  success {100 * r['attack_success_rate']:5.1f}%")
+        for row in a.get("ensemble") or []:
+            parts = ", ".join(f"{m['attack']} {m['n_broken']}/{m['n_attacked']}" for m in row.get("members", []))
+            out.append(f"    eps {_fmt_num(row.get('epsilon'))} broken by member: {parts}"[:100])
         mp = a.get("minimal_perturbation")
         if mp:
             out.append(f"  {a['attack'][:9]:9s} minimal perturbation: median L2 {_fmt_num(mp.get('median_l2'))}, "

@@ -7,7 +7,10 @@
 * for minimal-norm attacks, statistics of the minimal perturbations (L2, Linf, MSE, PSNR; L0 for
   JSMA) over the clean-correct inputs;
 * the confidence margin (top-1 minus runner-up logit) distribution on clean vs attacked inputs;
-* queries per input, for every attack (the figure that matters for query-based ones).
+* queries per input, for every attack (the figure that matters for query-based ones);
+* for the ``autoattack`` ensemble, the ``ensemble`` rows: per ε, ``n_run`` (inputs not fooled at a
+  smaller ε) and per member ``{attack, n_attacked, n_broken, queries}``, members in run order,
+  each attacking only what the earlier ones left robust.
 
 Every adversarial example an attack reports is re-verified before it is counted: an independent
 forward pass through ``verify`` (a different Classifier over the same model) must give the
@@ -295,6 +298,10 @@ def robustness_audit(model: Classifier, x, y, attacks, verify: Classifier | None
                 r["queries"] = {"per_input": summary(q[correct]),
                                 "to_success": summary(q[correct & counted])}
             entry["results"].append(r)
+        if res.details and res.details.get("members"):
+            # AutoAttack: per ε, each member's inputs (those every earlier member left unbroken)
+            # and how many of them it broke (its own forward pass; the results above re-verify)
+            entry["ensemble"] = res.details["members"]
         if attack.minimal and res.x_min is not None:
             ok, _ = verified_success(verify, x, res.x_min, y, targets)
             good = ok & correct & np.isfinite(res.distances)

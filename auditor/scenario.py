@@ -37,7 +37,7 @@ class EnergyAttack:
 class EvasionAttack:
     """One evasion attack (see `auditor/attacks`)."""
 
-    attack: str = schema.field(doc="attack name: fgsm, pgd, cw, deepfool, jsma, zoo, square, hsj")
+    attack: str = schema.field(doc="attack name: fgsm, pgd, cw, deepfool, jsma, zoo, square, hsj, apgd, apgd_t, fab, autoattack, boundary, lsa")
     params: dict[str, Any] = schema.field(default_factory=dict, doc="hyper-parameters of the attack")
     norm: Optional[Literal["linf", "l2", "l0"]] = schema.field(None, doc="perturbation norm the epsilons are measured in (absent = the attack's own)")
     epsilons: Optional[list[float]] = schema.field(None, doc="budgets; absent = RobustBench convention for the norm (MNIST: Linf 0.3, L2 2.0)")

@@ -11,16 +11,20 @@ from test_attacks_models import LinearSoftmax, make_mlp
 
 FAST = {"fgsm": {}, "pgd": {"steps": 5}, "cw": {"steps": 10, "binary_search_steps": 2}, "deepfool": {},
         "jsma": {}, "zoo": {"steps": 5, "binary_search_steps": 1, "coordinates": 8},
-        "square": {"n_queries": 20}, "hsj": {"steps": 2, "max_evals": 50, "init_evals": 20}}
+        "square": {"n_queries": 20}, "hsj": {"steps": 2, "max_evals": 50, "init_evals": 20},
+        "apgd": {"steps": 5}, "apgd_t": {"steps": 3, "n_target_classes": 2}, "fab": {"steps": 5},
+        "autoattack": {"steps": 3, "n_target_classes": 2, "n_queries": 20}, "boundary": {"steps": 20},
+        "lsa": {"rounds": 3, "d": 1}}
 
 
 def test_registry_and_make_attack():
-    assert set(ATTACKS) == {"fgsm", "pgd", "cw", "deepfool", "jsma", "zoo", "square", "hsj"}
+    assert set(ATTACKS) == {"fgsm", "pgd", "cw", "deepfool", "jsma", "zoo", "square", "hsj", "apgd", "apgd_t", "fab",
+                            "autoattack", "boundary", "lsa"}
     a = make_attack("PGD", steps=7, norm="l2")
     assert isinstance(a, PGD) and a.steps == 7 and a.norm == "l2"
     assert attack_parameters("pgd")["steps"] == 40
     with pytest.raises(AuditorError, match="unknown attack"):
-        make_attack("boundary")
+        make_attack("no_such_attack")
     with pytest.raises(AuditorError, match="unknown parameter"):
         make_attack("pgd", step=3)
     for bad in ({"steps": 0}, {"steps": 2.5}, {"norm": "l1"}, {"rel_stepsize": -1.0}, {"loss": "hinge"},

@@ -152,7 +152,7 @@ def test_checks(audited):
 def test_bad_attack_entries():
     model, x, y = make_mlp()
     with pytest.raises(AuditorError, match="unknown attack"):
-        robustness_audit(model, x, y, [("boundary", {}, "l2", None)])
+        robustness_audit(model, x, y, [("no_such_attack", {}, "l2", None)])
     with pytest.raises(AuditorError, match="norm"):
         robustness_audit(model, x, y, [("cw", {}, "linf", None)])
     with pytest.raises(AuditorError, match="contradicts"):

@@ -9,12 +9,17 @@ from __future__ import annotations
 import inspect
 
 from ..errors import AuditorError
+from .apgd import APGD, APGDT
+from .autoattack import AutoAttack
 from .base import Attack, AttackResult, default_epsilon, is_adversarial, margins, top_margin
+from .boundary import BoundaryAttack
 from .cw import CarliniWagnerL2
 from .deepfool import DeepFool
 from .fgsm import FGSM
 from .hsj import HopSkipJump
+from .fab import FAB
 from .jsma import JSMA
+from .lsa import LocalSearchAttack
 from .pgd import PGD
 from .square import SquareAttack
 from .zoo import ZOO
@@ -28,6 +33,12 @@ ATTACKS: dict[str, type[Attack]] = {
     "zoo": ZOO,
     "square": SquareAttack,
     "hsj": HopSkipJump,
+    "apgd": APGD,
+    "apgd_t": APGDT,
+    "fab": FAB,
+    "autoattack": AutoAttack,
+    "boundary": BoundaryAttack,
+    "lsa": LocalSearchAttack,
 }
 
 
@@ -60,6 +71,6 @@ def make_attack(name: str, **params) -> Attack:
         raise AuditorError(f"bad parameters for attack {name!r}: {e}", where="attack") from None
 
 
-__all__ = ["ATTACKS", "Attack", "AttackResult", "CarliniWagnerL2", "DeepFool", "FGSM", "HopSkipJump", "JSMA",
-           "PGD", "SquareAttack", "ZOO", "attack_parameters", "default_epsilon", "is_adversarial",
-           "make_attack", "margins", "top_margin"]
+__all__ = ["APGD", "APGDT", "ATTACKS", "Attack", "AttackResult", "AutoAttack", "BoundaryAttack", "CarliniWagnerL2",
+           "DeepFool", "FAB", "FGSM", "HopSkipJump", "JSMA", "LocalSearchAttack", "PGD", "SquareAttack", "ZOO",
+           "attack_parameters", "default_epsilon", "is_adversarial", "make_attack", "margins", "top_margin"]

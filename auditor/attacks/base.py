@@ -58,7 +58,8 @@ class AttackResult:
     minimal perturbation found, ``inf`` where the attack failed (0 for inputs that were already
     adversarial), and ``x_min`` the minimal examples themselves (the input where it failed).
     ``queries`` counts the samples evaluated per input over the whole call, and
-    ``queries_per_eps[k]`` those spent on ``epsilons[k]`` (fixed-budget attacks).
+    ``queries_per_eps[k]`` those spent on ``epsilons[k]`` (fixed-budget attacks).  ``details``:
+    what an attack reports beyond that (AutoAttack: its per-member breakdown).
     """
 
     x_adv: list[np.ndarray]
@@ -72,6 +73,7 @@ class AttackResult:
     x_min: np.ndarray | None = None
     attack: str = ""
     params: dict = field(default_factory=dict)
+    details: dict | None = None
 
     def success_rate(self, k: int = 0) -> float:
         return float(np.mean(self.success[k])) if len(self.success[k]) else 0.0

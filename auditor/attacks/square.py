@@ -1,10 +1,10 @@
-"""Square Attack, score-based Linf (Andriushchenko et al., 2020)."""
+"""Square Attack, score-based Linf and L2 (Andriushchenko et al., 2020)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .base import Attack, Context, check_choice, check_float, check_int
+from .base import Attack, Context, _bshape, check_choice, check_float, check_int
 
 
 def p_selection(p_init: float, it: int, n_iters: int) -> float:
@@ -17,8 +17,31 @@ def p_selection(p_init: float, it: int, n_iters: int) -> float:
     return p_init / (2 ** halvings)
 
 
+def eta_rectangles(h: int, w: int) -> np.ndarray:
+    """Concentric rectangles of weight 1/(k+1)^2 around the centre, unit L2 norm (reference code)."""
+    d = np.zeros((h, w))
+    xc, yc = h // 2 + 1, w // 2 + 1
+    a, b = xc - 1, yc - 1
+    for k in range(max(xc, yc)):
+        d[max(a, 0):min(a + 2 * k + 1, h), max(b, 0):min(b + 2 * k + 1, w)] += 1.0 / (k + 1) ** 2
+        a, b = a - 1, b - 1
+    return d / max(np.sqrt((d ** 2).sum()), 1e-12)
+
+
+def meta_pseudo_gaussian(s: int, rng: np.random.Generator) -> np.ndarray:
+    """The L2 Square attack's s x s update: two halves of opposite sign, each made of concentric
+    rectangles, unit L2 norm, transposed with probability 1/2."""
+    d = np.zeros((s, s))
+    if s // 2:
+        d[:s // 2] = eta_rectangles(s // 2, s)
+    d[s // 2:] = -eta_rectangles(s - s // 2, s)
+    d /= max(np.sqrt((d ** 2).sum()), 1e-12)
+    return d.T.copy() if rng.random() > 0.5 else d
+
+
 class SquareAttack(Attack):
-    """Random search over square-shaped Linf perturbations at the corners of the ε-box.
+    """Random search over square-shaped perturbations: Linf at the corners of the ε-box, or L2
+    on the ε-sphere.
 
     Starts from vertical stripes of ±ε; each query changes one random square window (side
     √(p·H·W), shrinking by the schedule of :func:`p_selection`) to a new ±ε value per channel and
@@ -26,6 +49,14 @@ class SquareAttack(Attack):
 
     Parameters and defaults (Andriushchenko et al.; AutoAttack, torchattacks ``Square``):
 
+    L2 (``norm="l2"``, the reference code's ``square_attack_l2``): the start tiles the image with
+    squares of side h/5 carrying :func:`meta_pseudo_gaussian` patterns of random sign per
+    channel, scaled to ‖δ‖₂ = ε; each query picks two windows, moves the mass of the second
+    (and the unused budget) into a fresh pattern in the first, sets the second to zero and rescales
+    the perturbation to ε (then clips to the pixel range); the window side follows
+    :func:`p_selection`, odd and at least 3 pixels.
+
+    * ``norm="linf"`` — or ``"l2"``.
     * ``n_queries=5000`` — query budget per input (AutoAttack and torchattacks: 5000).
     * ``p_init=0.8`` — initial fraction of pixels in a square (AutoAttack, torchattacks, ART).
     * ``restarts=1``.
@@ -35,12 +66,13 @@ class SquareAttack(Attack):
     """
 
     name = "square"
-    norm = "linf"
     query_based = True
 
-    def __init__(self, n_queries: int = 5000, p_init: float = 0.8, restarts: int = 1, loss: str = "margin",
+    def __init__(self, norm: str = "linf", n_queries: int = 5000, p_init: float = 0.8, restarts: int = 1,
+                 loss: str = "margin",
                  targeted_loss: str = "ce", batch_size: int = 256, progress: bool | None = None):
         super().__init__(batch_size, progress)
+        self.norm = check_choice("norm", norm, ("linf", "l2"))
         self.n_queries = check_int("n_queries", n_queries, 1)
         self.p_init = check_float("p_init", p_init, 0, 1, open_lo=True)
         self.restarts = check_int("restarts", restarts, 1)
@@ -62,6 +94,8 @@ class SquareAttack(Attack):
         return ce if ctx.targeted else -ce
 
     def _attack_eps(self, ctx: Context, eps: float) -> np.ndarray:
+        if self.norm == "l2":
+            return self._attack_l2(ctx, eps)
         lo, hi = ctx.bounds
         n = len(ctx.x)
         if ctx.x.ndim == 4:
@@ -123,6 +157,93 @@ class SquareAttack(Attack):
                 zn = ctx.oracle.logits(xn.reshape((m,) + ctx.x.shape[1:]), act)
                 ln = self._loss(ctx, zn, act)
                 adv = ctx.is_adv(zn, act)
+                better = (ln < loss) | adv
+                xb = np.where(better[:, None, None, None], xn, xb)
+                loss = np.where(better, ln, loss)
+                queries += 1
+                ctx.tick()
+        return best_x
+
+    def _attack_l2(self, ctx: Context, eps: float) -> np.ndarray:
+        lo, hi = ctx.bounds
+        n = len(ctx.x)
+        if ctx.x.ndim == 4:
+            c, h, w = ctx.x.shape[1:]
+        else:
+            c, h, w = 1, 1, int(np.prod(ctx.x.shape[1:]))
+        x0 = ctx.x.reshape(n, c, h, w).astype(np.float64)
+
+        def l2(d):
+            return np.sqrt((d.reshape(len(d), -1) ** 2).sum(axis=1))
+
+        def place(delta):  # scale to the sphere, clip to the pixel range
+            d = delta * _bshape(eps / np.maximum(l2(delta), 1e-12), 4)
+            return np.clip(x0[act] + d, lo, hi)
+
+        def evaluate(xb):
+            z = ctx.oracle.logits(xb.reshape((len(act),) + ctx.x.shape[1:]).astype(np.float32), act)
+            return self._loss(ctx, z, act), ctx.is_adv(z, act)
+
+        best_x = ctx.x.copy()
+        found = np.zeros(n, bool)
+        best_overall = np.full(n, np.inf)
+        for _ in range(self.restarts):
+            act = np.flatnonzero(~found)
+            if len(act) == 0:
+                break
+            m = len(act)
+            s0 = max(min(h, w) // 5, 1)
+            delta = np.zeros((m, c, h, w))
+            off_h, off_w = (h - s0 * (h // s0)) // 2, (w - s0 * (w // s0)) // 2
+            for i in range(h // s0):
+                for j in range(w // s0):
+                    pat = meta_pseudo_gaussian(s0, ctx.rng)
+                    sign = ctx.rng.choice([-1.0, 1.0], size=(m, c, 1, 1))
+                    delta[:, :, off_h + i * s0:off_h + (i + 1) * s0, off_w + j * s0:off_w + (j + 1) * s0] += pat * sign
+            xb = place(delta)
+            loss, adv = evaluate(xb)
+            queries = 1
+            while True:
+                improved = (loss < best_overall[act]) | adv
+                best_overall[act[improved]] = np.where(adv[improved], -np.inf, loss[improved])
+                best_x[act[improved]] = xb[improved].reshape((int(improved.sum()),) + ctx.x.shape[1:])
+                found[act[adv]] = True
+                keep = ~adv
+                act, xb, loss = act[keep], xb[keep], loss[keep]
+                if len(act) == 0 or queries >= self.n_queries:
+                    break
+                m = len(act)
+                p = p_selection(self.p_init, queries, self.n_queries)
+                s = max(int(round(np.sqrt(p * h * w))), 3)
+                s += 1 - s % 2
+                s = min(s, h, w)
+                d_cur = xb - x0[act]
+                norm_img = l2(d_cur)
+                a1, b1 = ctx.rng.integers(0, h - s + 1, size=m), ctx.rng.integers(0, w - s + 1, size=m)
+                a2, b2 = ctx.rng.integers(0, h - s + 1, size=m), ctx.rng.integers(0, w - s + 1, size=m)
+                hh, ww = np.arange(h)[None, :, None], np.arange(w)[None, None, :]
+
+                def window(a, b):
+                    return ((hh >= a[:, None, None]) & (hh < a[:, None, None] + s)
+                            & (ww >= b[:, None, None]) & (ww < b[:, None, None] + s))
+
+                m1, m2 = window(a1, b1), window(a2, b2)
+                norm_win = np.sqrt((d_cur ** 2 * (m1 | m2)[:, None]).sum(axis=(1, 2, 3)))
+                ii = np.arange(s)
+                mi, ci = np.arange(m)[:, None, None, None], np.arange(c)[None, :, None, None]
+                hi_idx, wi_idx = (a1[:, None] + ii)[:, None, :, None], (b1[:, None] + ii)[:, None, None, :]
+                w1 = d_cur[mi, ci, hi_idx, wi_idx]  # (m, c, s, s)
+                old = w1 / (1e-12 + np.sqrt((w1 ** 2).sum(axis=(2, 3), keepdims=True)))
+                pat = meta_pseudo_gaussian(s, ctx.rng)
+                flip = ctx.rng.random(m) > 0.5
+                pats = np.where(flip[:, None, None], pat.T[None], pat[None])[:, None]
+                new = pats * ctx.rng.choice([-1.0, 1.0], size=(m, c, 1, 1)) + old
+                scale = np.sqrt(np.maximum(eps ** 2 - norm_img ** 2, 0.0) / c + norm_win ** 2) / \
+                    np.maximum(np.sqrt((new ** 2).sum(axis=(1, 2, 3))), 1e-12)
+                xn = np.where(m2[:, None], 0.0, d_cur)
+                xn[mi, ci, hi_idx, wi_idx] = new * scale[:, None, None, None]
+                xn = np.clip(x0[act] + xn * _bshape(eps / np.maximum(l2(xn), 1e-12), 4), lo, hi)
+                ln, adv = evaluate(xn)
                 better = (ln < loss) | adv
                 xb = np.where(better[:, None, None, None], xn, xb)
                 loss = np.where(better, ln, loss)

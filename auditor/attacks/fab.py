@@ -1,0 +1,181 @@
+"""FAB, the Fast Adaptive Boundary attack (Croce & Hein, ICML 2020), minimal-norm Linf and L2."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Attack, Context, _bshape, check_choice, check_float, check_int
+
+
+def logit_jacobian(ctx: Context, x: np.ndarray, act: np.ndarray, classes: np.ndarray):
+    """Logits of ``x`` and the input gradients of the logits ``classes[:, k]`` (one gradient query
+    per input and class, stacked in one oracle call). -> (z (m, C), J (m, K, d) float64)."""
+    m, k = classes.shape
+    xx = np.repeat(x[None], k, axis=0).reshape((m * k,) + x.shape[1:])
+    _, g, z = ctx.oracle.value_and_grad(xx, "logit", rows=np.tile(act, k), index=classes.T.reshape(-1))
+    g = np.nan_to_num(g.reshape(k, m, -1).astype(np.float64)).transpose(1, 0, 2)
+    return np.asarray(z, np.float64)[:m], g
+
+
+def project_hyperplane(w: np.ndarray, c: np.ndarray, lo: np.ndarray, hi: np.ndarray, norm: str,
+                       iters: int = 60) -> np.ndarray:
+    """The smallest δ (in ``norm``) with ``w·δ = c`` and ``lo <= δ <= hi`` (lo <= 0 <= hi), per row;
+    where the box cannot reach the plane, the box point closest to it.
+
+    Both norms reduce to a monotone scalar search (bisection in float64): for L2 the minimiser is
+    ``δ = clip(λ·w, lo, hi)`` (KKT), for Linf ``δ = clip(t·sign(w), lo, hi)``, with λ, t >= 0 the
+    smallest values whose ``w·δ`` reaches ``c``.  Rows with c < 0 are solved as (-w, -c)."""
+    w = np.asarray(w, np.float64)
+    c = np.asarray(c, np.float64)
+    flip = c < 0
+    w = np.where(flip[:, None], -w, w)
+    c = np.abs(c)
+    u = np.where(w > 0, hi, lo)  # the room in the helpful direction, per coordinate
+    dirn = w if norm == "l2" else np.sign(w)
+
+    def delta(s):
+        return np.clip(s[:, None] * dirn, np.minimum(lo, 0), np.maximum(hi, 0))
+
+    reach_max = (w * u).sum(axis=1)
+    # an upper bound on the scale: every coordinate saturated
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(dirn != 0, np.abs(u) / np.abs(np.where(dirn == 0, 1, dirn)), 0.0)
+    s_hi = ratio.max(axis=1) + 1e-12
+    s_lo = np.zeros(len(w))
+    feasible = reach_max >= c
+    for _ in range(iters):
+        mid = 0.5 * (s_lo + s_hi)
+        ok = (w * delta(mid)).sum(axis=1) >= c
+        s_hi, s_lo = np.where(ok, mid, s_hi), np.where(ok, s_lo, mid)
+    out = np.where(feasible[:, None], delta(s_hi), w * 0 + u * (w != 0))
+    out[c == 0] = 0.0
+    return out
+
+
+class FAB(Attack):
+    """Fast Adaptive Boundary attack: at each step, linearise the decision boundary of the
+    closest other class (untargeted) or of the target, project both the current iterate and the
+    original input onto that hyperplane within the pixel box, and step to a convex combination
+    biased towards the original (weight α = min(‖δ‖/(‖δ‖+‖δ₀‖), α_max)), with overshoot η; after
+    a success, step back towards the original by the factor β.  The smallest adversarial
+    perturbation found is kept.
+
+    Gradients: untargeted FAB needs every class's logit gradient (``num_classes`` gradient queries
+    per step); FAB-T (``n_target_classes > 0``: AutoAttack's ``fab-t``) runs targeted FAB against
+    the 2nd, 3rd, ... largest clean logit in turn, 2 gradient queries per step, success being any
+    misclassification (the plane of the target against the label); with ``targets`` given it is
+    one targeted run whose plane is the target against the current top class (one more gradient
+    query where that is not the label).
+
+    Parameters and defaults (Croce & Hein; ``autoattack``): ``norm``; ``steps=100``;
+    ``restarts=1`` (restarts after the first start at a random point of the ε-ball of the best
+    distance found, or of radius ``start_eps`` (absolute; default 0.3·range Linf, 1.0·range L2)
+    while none is known); ``eta=1.05``, ``beta=0.9``, ``alpha_max=0.1``; ``n_target_classes=0``.
+    """
+
+    name = "fab"
+    minimal = True
+
+    def __init__(self, norm: str = "linf", steps: int = 100, restarts: int = 1, eta: float = 1.05,
+                 beta: float = 0.9, alpha_max: float = 0.1, n_target_classes: int = 0, start_eps: float | None = None,
+                 batch_size: int = 256, progress: bool | None = None):
+        super().__init__(batch_size, progress)
+        self.norm = check_choice("norm", norm, ("linf", "l2"))
+        self.steps = check_int("steps", steps, 1)
+        self.restarts = check_int("restarts", restarts, 1)
+        self.eta = check_float("eta", eta, 1.0)
+        self.beta = check_float("beta", beta, 0, 1, open_lo=True)
+        self.alpha_max = check_float("alpha_max", alpha_max, 0, 1)
+        self.n_target_classes = check_int("n_target_classes", n_target_classes, 0)
+        self.start_eps = None if start_eps is None else check_float("start_eps", start_eps, 0, open_lo=True)
+
+    def _iterations(self) -> int:
+        return self.steps * self.restarts * max(self.n_target_classes, 1)
+
+    def _dnorm(self, v: np.ndarray) -> np.ndarray:
+        return np.abs(v).max(axis=1) if self.norm == "linf" else np.linalg.norm(v, axis=1)
+
+    def _dual(self, v: np.ndarray) -> np.ndarray:
+        return np.abs(v).sum(axis=-1) if self.norm == "linf" else np.linalg.norm(v, axis=-1)
+
+    def _plane(self, ctx: Context, x: np.ndarray, act: np.ndarray, target: np.ndarray | None):
+        """Logits at x and the hyperplane (w, b): f_other - f_label ≈ b + w·(x' - x) of the class
+        the attack crosses to. -> (z, w (m, d), b (m,))"""
+        labels = ctx.labels[act]
+        m = len(x)
+        if target is not None:
+            z, J = logit_jacobian(ctx, x, act, np.stack([target, labels], axis=1))
+            r = np.arange(m)
+            w, other = J[:, 0] - J[:, 1], labels
+            if ctx.targeted:  # success is reaching the target: cross to it from the current top class
+                zo = z.copy()
+                zo[r, target] = -np.inf
+                other = zo.argmax(axis=1)
+                moved = np.flatnonzero(other != labels)
+                if len(moved):
+                    _, Jk = logit_jacobian(ctx, x[moved], act[moved], other[moved, None])
+                    w[moved] = J[moved, 0] - Jk[:, 0]
+            return z, w, z[r, target] - z[r, other]
+        c = ctx.num_classes
+        z, J = logit_jacobian(ctx, x, act, np.tile(np.arange(c), (m, 1)))
+        r = np.arange(m)
+        w = J - J[r, labels][:, None, :]
+        b = z - z[r, labels][:, None]
+        dist = np.abs(b) / (self._dual(w) + 1e-12)
+        dist[r, labels] = np.inf
+        k = dist.argmin(axis=1)
+        return z, w[r, k], b[r, k]
+
+    def _minimize(self, ctx: Context) -> np.ndarray:
+        n = len(ctx.x)
+        best = ctx.x.copy()
+        best_d = np.full(n, np.inf)
+        if ctx.targeted or self.n_target_classes == 0:
+            self._run(ctx, ctx.targets, best, best_d)
+            return best
+        order = np.argsort(-np.asarray(ctx.clean_logits, np.float64), axis=1, kind="stable")
+        for k in range(1, min(self.n_target_classes, ctx.num_classes - 1) + 1):
+            self._run(ctx, order[:, k], best, best_d)
+        return best
+
+    def _run(self, ctx: Context, targets, best: np.ndarray, best_d: np.ndarray) -> None:
+        lo_b, hi_b = ctx.bounds
+        shape = ctx.x.shape[1:]
+        n = len(ctx.x)
+        x0 = ctx.x.reshape(n, -1).astype(np.float64)
+        scale = hi_b - lo_b
+        for r in range(self.restarts):
+            act = np.arange(n)
+            if r == 0:
+                xc = x0.copy()
+            else:
+                rad = np.where(np.isfinite(best_d), best_d,
+                               self.start_eps or (0.3 if self.norm == "linf" else 1.0) * scale)
+                t = ctx.rng.uniform(-1, 1, size=x0.shape) if self.norm == "linf" else ctx.rng.standard_normal(x0.shape)
+                t /= np.maximum(self._dnorm(t), 1e-12)[:, None]
+                xc = np.clip(x0 + 0.5 * rad[:, None] * t, lo_b, hi_b)
+            for _ in range(self.steps):
+                tg = None if targets is None else targets[act]
+                z, w, b = self._plane(ctx, xc.reshape((len(act),) + shape).astype(np.float32), act, tg)
+                adv_now = ctx.is_adv(z.astype(np.float32), act)
+                self._keep(ctx, act, xc, adv_now, best, best_d, x0)
+                xo = x0[act]
+                # iterate onto the plane: w·δ = -b ; original onto it: w·δ0 = -b - w·(xo - xc)
+                d1 = project_hyperplane(w, -b, lo_b - xc, hi_b - xc, self.norm)
+                d0 = project_hyperplane(w, -b - (w * (xo - xc)).sum(axis=1), lo_b - xo, hi_b - xo, self.norm)
+                n1, n0 = self._dnorm(d1), self._dnorm(d0)
+                alpha = np.minimum(n1 / np.maximum(n1 + n0, 1e-12), self.alpha_max)[:, None]
+                xn = np.clip((1 - alpha) * (xc + self.eta * d1) + alpha * (xo + self.eta * d0), lo_b, hi_b)
+                zn = ctx.oracle.logits(xn.reshape((len(act),) + shape).astype(np.float32), act)
+                adv = ctx.is_adv(zn, act)
+                self._keep(ctx, act, xn, adv, best, best_d, x0)
+                # after a success, step back towards the original input
+                xc = np.where(adv[:, None], (1 - self.beta) * xo + self.beta * xn, xn)
+                ctx.tick()
+
+    def _keep(self, ctx, act, xc, adv, best, best_d, x0) -> None:
+        d = self._dnorm(xc - x0[act])
+        better = adv & (d < best_d[act])
+        idx = act[better]
+        best[idx] = xc[better].reshape((len(idx),) + ctx.x.shape[1:]).astype(np.float32)
+        best_d[idx] = d[better]
