@@ -117,6 +117,40 @@ def compute_layers(model: onnx.ModelProto) -> list[ComputeLayer]:
     return layers
 
 
+def skipped_compute_nodes(model: onnx.ModelProto) -> list[tuple[str, str, str]]:
+    """``(node name, op type, reason)`` for every Conv/ConvTranspose/Gemm/MatMul node that
+    :func:`compute_layers` does not count as a compute layer (its weight is not a constant, or
+    both operands are), in graph order."""
+    layers = {c.name for c in compute_layers(model)}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    inputs = {i.name for i in graph_inputs(model)}
+
+    def origin(t: str) -> str:
+        if t in inputs:
+            return f"'{t}' is a graph input"
+        node = producer.get(t)
+        return f"'{t}' is computed by {node.op_type} node '{node.name}'" if node is not None else f"'{t}' is unknown"
+
+    out = []
+    for node in model.graph.node:
+        if node.op_type not in COMPUTE_OPS or node.name in layers:
+            continue
+        if node.op_type in ("Conv", "ConvTranspose"):
+            reason = f"weight {origin(node.input[1])}, not a constant"
+        else:
+            a, b = (constant_value(model, t) is not None for t in node.input[:2])
+            if a and b:
+                reason = "both operands are constants"
+            elif not a and not b:
+                reason = f"no constant weight: both operands are computed ({origin(node.input[1])})"
+            elif node.op_type == "Gemm" and a:
+                reason = "the constant is operand A; only B may be the weight"
+            else:
+                reason = "the weight is not a matrix"
+        out.append((node.name, node.op_type, reason))
+    return out
+
+
 def _same_pads(spatial, kernel, strides, dil, mode):
     pads_begin, pads_end = [], []
     for size, k, s, d in zip(spatial, kernel, strides, dil):
