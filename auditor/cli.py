@@ -88,9 +88,13 @@ def inspect(model, fmt):
 @click.option("--max-seconds", type=click.FloatRange(min=0), default=None,
               help="time budget of the whole audit; searches still running are stopped and reported as cut short")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
-              help="audit this many hardware profiles in parallel processes")
+              help="run the audit's units of work (chunks of inputs per profile and search) on this many local processes")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, envvar="AUDITOR_RAY_ADDRESS",
+              metavar="[ADDRESS]", help="run the units as tasks on a Ray cluster: ADDRESS (HOST:PORT, ray://HOST:PORT, "
+              "auto) or, without one, a local cluster (with --jobs CPUs); also AUDITOR_RAY_ADDRESS")
 @_guard
-def audit(model, profiles, scenario, fmt, output, force, seed, threads, save_inputs, baseline, max_seconds, jobs):
+def audit(model, profiles, scenario, fmt, output, force, seed, threads, save_inputs, baseline, max_seconds, jobs,
+          ray_address):
     """Audit MODEL on each hardware profile under SCENARIO and print the verdict.
 
     Exit code 0 when every check passes, 1 when one fails, 2 on bad input."""
@@ -99,7 +103,7 @@ def audit(model, profiles, scenario, fmt, output, force, seed, threads, save_inp
     if output and Path(output).exists() and not force:
         raise AuditorError("output file exists; pass --force to overwrite it", where=output)
     report = run_audit(model, list(profiles), scenario, seed=seed, threads=threads, save_dir=save_inputs,
-                       baseline=baseline, max_seconds=max_seconds, jobs=jobs)
+                       baseline=baseline, max_seconds=max_seconds, jobs=jobs, ray=ray_address or None)
     _write_output(report.render(fmt), output, force)
     if output:
         click.echo(f"verdict: {report.verdict} (report written to {output})", err=True)

@@ -28,41 +28,73 @@ def _stats(v) -> dict:
     return {"mean": float(v.mean()), "worst": float(v.max())}
 
 
-def run_energy_attack(clf: OnnxClassifier, verifier: OnnxClassifier, cost_model, x_all: np.ndarray,
-                      clean: Evaluation, spec: EnergyAttack, *, seed: int, base_dir: Path,
-                      density_tensors: str, preprocessing, labels: np.ndarray | None = None) -> tuple[dict, np.ndarray | None]:
-    """Run one search; return its report section and the worst verified input (or None)."""
+def make_energy_search(spec: EnergyAttack, base_dir: Path, preprocessing):
+    """The configured search of a scenario entry and its parameters (a black-box search's
+    surrogate loaded as a classifier)."""
     from .sponge import make_search
 
-    n = min(spec.count, len(x_all))
-    x = x_all[:n]
     params = dict(spec.params)
     if spec.search in ("blackbox", "black_box", "black-box"):
         if not spec.surrogate:
             raise AuditorError("the black-box search needs 'surrogate:' (an ONNX model)", where=f"energy_attacks[{spec.search}]")
         params["surrogate"] = OnnxClassifier(base_dir / spec.surrogate, preprocessing)
-    search = make_search(spec.search, **params)
-    clean_cost = clean.cost.select(np.arange(n))
-    weights = clean_cost.runtime_shares() if spec.cost == "latency" else clean_cost.energy_shares()
-    res = search(clf, x, cost_fn=cost_fn(clf, cost_model, spec.cost), layer_weights=weights, seed=seed)
+    return make_search(spec.search, **params), params
 
-    # --- independent re-verification --------------------------------------------------------
-    ev = evaluate(verifier, res.x, cost_model, density_tensors)
+
+def layer_weights(clean: Evaluation, spec: EnergyAttack, n: int):
+    """W_l of a search on the first ``n`` inputs: the layers' share of the clean latency or energy."""
+    clean_cost = clean.cost.select(np.arange(n))
+    return clean_cost.runtime_shares() if spec.cost == "latency" else clean_cost.energy_shares()
+
+
+def search_part(clf: OnnxClassifier, verifier: OnnxClassifier, cost_model, x: np.ndarray, search, spec: EnergyAttack,
+                weights, *, seed: int, density_tensors: str) -> dict:
+    """One search on inputs ``x`` (all of its inputs or a chunk of them) and the independent
+    re-evaluation of what it found: the per-input part that :func:`energy_section` reads."""
+    res = search(clf, x, cost_fn=cost_fn(clf, cost_model, spec.cost), layer_weights=weights, seed=seed)
+    return {"x": res.x, "ev": evaluate(verifier, res.x, cost_model, density_tensors),
+            "queries": int(res.queries), "seconds": float(res.seconds),
+            "params": dict(res.info.get("params", {}))}
+
+
+def run_energy_attack(clf: OnnxClassifier, verifier: OnnxClassifier, cost_model, x_all: np.ndarray,
+                      clean: Evaluation, spec: EnergyAttack, *, seed: int, base_dir: Path,
+                      density_tensors: str, preprocessing, labels: np.ndarray | None = None) -> tuple[dict, np.ndarray | None]:
+    """Run one search on its inputs in one piece; return its report section and the worst verified
+    input (or None).  The audit runs the same steps chunk by chunk (auditor.pipeline)."""
+    n = min(spec.count, len(x_all))
+    search, params = make_energy_search(spec, base_dir, preprocessing)
+    part = search_part(clf, verifier, cost_model, x_all[:n], search, spec, layer_weights(clean, spec, n),
+                       seed=seed, density_tensors=density_tensors)
+    return energy_section(verifier, cost_model, x_all, clean, spec, search, params, part,
+                          density_tensors=density_tensors, labels=labels)
+
+
+def energy_section(verifier: OnnxClassifier, cost_model, x_all: np.ndarray, clean: Evaluation, spec: EnergyAttack,
+                   search, params: dict, part: dict, *, density_tensors: str,
+                   labels: np.ndarray | None = None) -> tuple[dict, np.ndarray | None]:
+    """The report section of a search from its (merged) part: verification of every input found,
+    cost statistics, per-layer attribution, explanations; and the worst verified input."""
+    n = min(spec.count, len(x_all))
+    x = x_all[:n]
+    res_x, ev = part["x"], part["ev"]
+    # --- independent re-verification (ev: a fresh session and cost simulation) ---------------
     lo, hi = verifier.bounds
-    ok = (res.x.reshape(len(res.x), -1).min(axis=1) >= lo) & (res.x.reshape(len(res.x), -1).max(axis=1) <= hi)
-    paired = search.needs_clean and len(res.x) == n
-    section: dict = {"search": search.name, "params": {k: v for k, v in res.info.get("params", {}).items()},
-                     "cost": spec.cost, "count": int(len(res.x)), "queries": int(res.queries),
-                     "seconds": round(float(res.seconds), 3), "seconds_per_input": round(float(res.seconds_per_example), 4)}
+    ok = (res_x.reshape(len(res_x), -1).min(axis=1) >= lo) & (res_x.reshape(len(res_x), -1).max(axis=1) <= hi)
+    paired = search.needs_clean and len(res_x) == n
+    section: dict = {"search": search.name, "params": dict(part["params"]),
+                     "cost": spec.cost, "count": int(len(res_x)), "queries": int(part["queries"]),
+                     "seconds": round(float(part["seconds"]), 3),
+                     "seconds_per_input": round(float(part["seconds"]) / max(len(res_x), 1), 4)}
     if paired:
         kept = ev.pred == clean.pred[:n]
-        pert = perturbation_stats(res.x, x)
+        pert = perturbation_stats(res_x, x)
         eps, norm = search.params.get("eps"), search.params.get("norm", "l2")
         if eps is not None and np.isfinite(eps):
             within = pert[norm if norm in pert else "l2"] <= float(eps) * (1 + 1e-4) + 1e-6
             ok &= within
         ok &= kept
-        changed = np.any(res.x != x, axis=tuple(range(1, x.ndim)))
+        changed = np.any(res_x != x, axis=tuple(range(1, x.ndim)))
         section.update({
             "label_kept_rate": float(kept.mean()),
             "perturbation": {"l2": _stats(pert["l2"]), "linf": _stats(pert["linf"]), "eps": eps, "norm": norm},
@@ -99,12 +131,12 @@ def run_energy_attack(clf: OnnxClassifier, verifier: OnnxClassifier, cost_model,
                      "cycles_clean": cyc0, "cycles_attacked": cyc1})
     section["layers"] = rows
     section["per_input"] = per_input(verifier, ev, ok)
-    section.update(_explain(verifier, cost_model, x_all, clean, ev, res.x, ok, spec, n, density_tensors, params, labels))
+    section.update(_explain(verifier, cost_model, x_all, clean, ev, res_x, ok, spec, n, density_tensors, params, labels))
     worst = None
     if ok.any():
         key = c.latency_s if spec.cost == "latency" else c.energy_total_j
         i = int(np.flatnonzero(ok)[np.argmax(key[ok])])
-        worst = res.x[i]
+        worst = res_x[i]
         section["worst_input"] = {"index": i, "latency_s": float(c.latency_s[i]), "energy_j": float(c.energy_total_j[i]),
                                   "density": float(ev.model_density[i])}
     return section, worst

@@ -34,6 +34,15 @@ class Evaluation:
     def pred(self) -> np.ndarray:
         return self.logits.argmax(axis=1)
 
+    @classmethod
+    def concat(cls, parts: list["Evaluation"]) -> "Evaluation":
+        """The evaluations of consecutive chunks of inputs as one (same model, same machine)."""
+        first = parts[0]
+        cost = None if first.cost is None else CostResult.concat([p.cost for p in parts])
+        return cls(np.concatenate([p.logits for p in parts]),
+                   {t: np.concatenate([p.densities[t] for p in parts]) for t in first.densities},
+                   dict(first.sizes), first.counted, np.concatenate([p.model_density for p in parts]), cost)
+
 
 def evaluate(clf: OnnxClassifier, x: np.ndarray, cost_model=None, counted: str = "activations") -> Evaluation:
     out = clf.forward(x)

@@ -28,6 +28,7 @@ from .scenario import Scenario, load_scenario
 from .robustness import robustness_audit
 from .rewrite import density_rule
 from .session import OnnxClassifier, probability_warning
+from .units import AuditContext, Unit, cached, chunk_bounds, merge, unit_seed
 
 
 def _load(model, profiles, scenario):
@@ -79,18 +80,27 @@ def reshape_model(proto, r):
 
 
 def run_robustness(clf: OnnxClassifier, verifier: OnnxClassifier, data, sc: Scenario, seed: int, profile: str) -> tuple[dict, list[Check]]:
-    """The scenario's evasion attacks on one deployed model, and the robustness checks."""
-    from .checks import make
-    from .robustness import check_min_robust_accuracy
-
+    """The scenario's evasion attacks on one deployed model in one piece, and the robustness checks
+    (the audit runs the same attacks chunk by chunk: evasion units, then robustness_checks)."""
     rb = sc.robustness
     if data.y is None:
         raise AuditorError("robustness attacks need labelled data", where="scenario robustness")
     n = min(rb.count, len(data.x))
-    attacks = [{"name": a.attack, "params": a.params, "norm": a.norm, "epsilons": a.epsilons, "targeted": a.targeted}
-               for a in rb.attacks]
-    rep = robustness_audit(clf, data.x[:n], data.y[:n], attacks, verify=verifier, seed=seed)
+    rep = robustness_audit(clf, data.x[:n], data.y[:n], _evasion_entries(sc), verify=verifier, seed=seed)
     rep["count"] = n
+    return rep, robustness_checks(rep, sc, profile)
+
+
+def _evasion_entries(sc: Scenario) -> list[dict]:
+    return [{"name": a.attack, "params": a.params, "norm": a.norm, "epsilons": a.epsilons, "targeted": a.targeted}
+            for a in sc.robustness.attacks]
+
+
+def robustness_checks(rep: dict, sc: Scenario, profile: str) -> list[Check]:
+    """The scenario's robustness checks on a robustness report."""
+    from .checks import make
+    from .robustness import check_min_robust_accuracy
+
     checks: list[Check] = []
     for c in sc.checks.min_robust_accuracy:
         row = check_min_robust_accuracy(rep, c.attack, c.norm, c.epsilon, c.threshold)
@@ -104,7 +114,7 @@ def run_robustness(clf: OnnxClassifier, verifier: OnnxClassifier, data, sc: Scen
         meds = [float("inf") if m is None else m for m in meds]
         checks.append(make("min_median_l2", profile, min(meds) if meds else None, sc.checks.min_median_l2, ">=",
                            "" if meds else "no minimal-norm attack ran"))
-    return rep, checks
+    return checks
 
 
 def profile_classifier(proto, profile: HardwareProfile, sc: Scenario, threads: int = 0):
@@ -136,29 +146,122 @@ def run_approx_audit(clf, data, sc: Scenario, seed: int, threads: int) -> dict:
 
 
 class Deadline:
-    """The --max-seconds budget: searches started after it expires are skipped, and a search
-    running when it expires is stopped by its classifier (see OnnxClassifier.deadline)."""
+    """The --max-seconds budget: units started after it expires are skipped, and a search running
+    when it expires is stopped by its classifier (see OnnxClassifier.deadline).  Wall-clock time,
+    so that it means the same in every worker process."""
 
-    def __init__(self, max_seconds: float | None, t0: float):
+    def __init__(self, max_seconds: float | None, t0: float | None = None):
+        t0 = time.time() if t0 is None else t0
         self.at = None if max_seconds is None else t0 + float(max_seconds)
 
     def expired(self) -> bool:
-        return self.at is not None and time.monotonic() >= self.at
+        return self.at is not None and time.time() >= self.at
+
+    def remaining(self) -> float:
+        return float("inf") if self.at is None else self.at - time.time()
 
 
-def audit_profile(proto, prof: HardwareProfile, sc: Scenario, data, seed: int, threads: int,
-                  save_dir, deadline: Deadline) -> tuple[dict, list[Check]]:
-    """Everything the audit does on one hardware profile (runs in a worker process with --jobs)."""
-    from .session import BudgetExceeded
+# --------------------------------------------------------------------------------------------
+# the units of an audit (see auditor.units): what each runs in a worker
+# --------------------------------------------------------------------------------------------
 
-    clf = profile_classifier(proto, prof, sc, threads)
-    if tuple(data.x.shape[1:]) != tuple(clf.input_shape):
-        raise AuditorError(f"the data has per-input shape {tuple(data.x.shape[1:])} (NCHW) but the model expects "
-                           f"{tuple(clf.input_shape)} after preprocessing", where=data.description)
-    cm = prof.build_cost_model()
-    ev = evaluate(clf, data.x, cm, sc.density_tensors)
-    if not np.all(np.isfinite(ev.logits)):
-        raise AuditorError("the model produced NaN or infinite logits on the audit data")
+
+class _Profile:
+    """What the units of one profile share in a worker: the deployed classifier, a fresh session
+    over the same deployed model (the independent forward pass of every check) and the cost model."""
+
+    def __init__(self, ctx: AuditContext, p: int):
+        self.ctx, self.prof = ctx, ctx.profiles[p]
+        self.clf = profile_classifier(ctx.proto, self.prof, ctx.scenario, ctx.threads)
+        self.cm = self.prof.build_cost_model()
+        self._verifier = None
+
+    @property
+    def verifier(self):
+        if self._verifier is None:
+            self._verifier = profile_classifier(self.clf.base_model, dataclasses.replace(self.prof, reshape=None),
+                                                self.ctx.scenario, self.ctx.threads)
+        return self._verifier
+
+
+def _state(ctx: AuditContext, p: int) -> _Profile:
+    return cached(ctx, ("profile", p), lambda: _Profile(ctx, p))
+
+
+def _search(ctx: AuditContext, k: int):
+    from .energy import make_energy_search
+
+    sc = ctx.scenario
+    return cached(ctx, ("search", k), lambda: make_energy_search(sc.energy_attacks[k], sc.base_dir, sc.preprocessing))
+
+
+def _evasion_spec(ctx: AuditContext, k: int) -> dict:
+    from .robustness import parse_attacks
+
+    return cached(ctx, ("evasion", k), lambda: parse_attacks([_evasion_entries(ctx.scenario)[k]])[0])
+
+
+class _budget:
+    """The deadline on a classifier for the duration of a unit."""
+
+    def __init__(self, clf, deadline):
+        self.clf, self.deadline = clf, deadline
+
+    def __enter__(self):
+        self.clf.deadline = self.deadline
+
+    def __exit__(self, *exc):
+        self.clf.deadline = None
+
+
+def clean_unit(ctx: AuditContext, u: Unit, deadline) -> Evaluation:
+    """Forward pass and cost simulation of a chunk of the data on a profile."""
+    st = _state(ctx, u.profile)
+    x = ctx.data.x[u.start:u.stop]
+    if tuple(x.shape[1:]) != tuple(st.clf.input_shape):
+        raise AuditorError(f"the data has per-input shape {tuple(x.shape[1:])} (NCHW) but the model expects "
+                           f"{tuple(st.clf.input_shape)} after preprocessing", where=ctx.data.description)
+    return evaluate(st.clf, x, st.cm, ctx.scenario.density_tensors)
+
+
+def energy_unit(ctx: AuditContext, u: Unit, deadline) -> dict:
+    """An energy-latency search on a chunk of its inputs (``u.args``: the layer weights W_l)."""
+    from .energy import search_part
+
+    st, sc = _state(ctx, u.profile), ctx.scenario
+    search, _ = _search(ctx, u.index)
+    with _budget(st.clf, deadline):
+        return search_part(st.clf, st.verifier, st.cm, ctx.data.x[u.start:u.stop], search, sc.energy_attacks[u.index],
+                           u.args, seed=u.seed, density_tensors=sc.density_tensors)
+
+
+def evasion_unit(ctx: AuditContext, u: Unit, deadline) -> dict:
+    """An evasion attack, all its ε, on a chunk of its inputs (``u.args``: random targets or None)."""
+    from .robustness import attack_part, check_labelled
+
+    st = _state(ctx, u.profile)
+    x, y = check_labelled(ctx.data.x[u.start:u.stop], ctx.data.y[u.start:u.stop])
+    with _budget(st.clf, deadline):
+        return attack_part(st.clf, st.verifier, x, y, _evasion_spec(ctx, u.index), targets=u.args, seed=u.seed)
+
+
+def approx_unit(ctx: AuditContext, u: Unit, deadline) -> dict:
+    """The exact-vs-approximate comparison of a profile."""
+    st = _state(ctx, u.profile)
+    with _budget(st.clf, deadline):
+        return run_approx_audit(st.clf, ctx.data, ctx.scenario, ctx.seed, ctx.threads)
+
+
+def finish_unit(ctx: AuditContext, u: Unit, deadline):
+    """A profile's report section and checks from its merged results (``u.args``: the clean
+    evaluation, per energy search and for the evasion attacks the merged parts or None when cut
+    short, the approx report, None or "cut").  Returns (section, checks, worst input per search)."""
+    from .energy import energy_section
+    from .robustness import robustness_report
+
+    st, sc, data = _state(ctx, u.profile), ctx.scenario, ctx.data
+    prof, clf = st.prof, st.clf
+    ev, energy, evasion, approx = u.args
     c = ev.cost
     worst = int(np.argmax(c.latency_s))
     acc = float((ev.pred == data.y).mean()) if data.y is not None else None
@@ -194,26 +297,17 @@ def audit_profile(proto, prof: HardwareProfile, sc: Scenario, data, seed: int, t
         "clean_accuracy": acc,
     }
     cut_short: list[str] = []
-    # a fresh session over the same deployed model: the independent forward pass of every check
-    verifier = profile_classifier(clf.base_model, dataclasses.replace(prof, reshape=None), sc, threads)
-    clf.deadline = deadline
-    attacks = []
+    attacks, worst_inputs = [], {}
     for k, spec in enumerate(sc.energy_attacks):
-        from .energy import run_energy_attack, save_input
-
-        try:
-            if deadline.expired():
-                raise BudgetExceeded
-            section, worst_x = run_energy_attack(clf, verifier, cm, data.x, ev, spec, seed=seed + k,
-                                                 base_dir=sc.base_dir, density_tensors=sc.density_tensors,
-                                                 preprocessing=sc.preprocessing, labels=data.y)
-        except BudgetExceeded:
+        if energy[k] is None:
             cut_short.append(spec.search)
             attacks.append({"search": spec.search, "cut_short": True})
             continue
-        if worst_x is not None and save_dir is not None:
-            stem = Path(save_dir) / f"{prof.name}-{k}-{section['search']}-worst"
-            section["worst_input"]["files"] = save_input(worst_x, stem, sc.preprocessing.bounds)
+        search, params = _search(ctx, k)
+        section, worst_x = energy_section(st.verifier, st.cm, data.x, ev, spec, search, params, energy[k],
+                                          density_tensors=sc.density_tensors, labels=data.y)
+        if worst_x is not None:
+            worst_inputs[k] = worst_x
         attacks.append(section)
         for key_sum, key_sec in (("worst_latency_s", "latency_s"), ("worst_energy_j", "energy_j"), ("worst_edp", "edp")):
             w = section[key_sec]["worst"]
@@ -233,24 +327,21 @@ def audit_profile(proto, prof: HardwareProfile, sc: Scenario, data, seed: int, t
         pr["zero_thresholds"] = zero_threshold_summary(clf.base_model)
     pr["summary"] = summary
     pr_checks = hardware_checks(sc.checks, prof.name, summary)
-    if sc.robustness is not None and sc.robustness.attacks:
-        try:
-            if deadline.expired():
-                raise BudgetExceeded
-            pr["robustness"], rchecks = run_robustness(clf, verifier, data, sc, seed, prof.name)
-            pr_checks += rchecks
-        except BudgetExceeded:
+    if _runs_evasion(sc):
+        if evasion is None:
             cut_short.append("robustness")
-    elif sc.checks.min_robust_accuracy or sc.checks.max_attack_success_rate is not None or sc.checks.min_median_l2 is not None:
-        raise AuditorError("robustness checks are declared but the scenario runs no evasion attack (robustness.attacks)")
-    if sc.approx is not None and prof.approx is not None and prof.approx.multiplier != "exact":
-        try:
-            if deadline.expired():
-                raise BudgetExceeded
-            pr["approx"] = run_approx_audit(clf, data, sc, seed, threads)
-        except BudgetExceeded:
-            cut_short.append("approx")
-    clf.deadline = None
+        else:
+            from .robustness import parse_attacks
+
+            n = min(sc.robustness.count, len(data.x))
+            rep = robustness_report(parse_attacks(_evasion_entries(sc)), evasion, data.y[:n])
+            rep["count"] = n
+            pr["robustness"] = rep
+            pr_checks += robustness_checks(rep, sc, prof.name)
+    if approx == "cut":
+        cut_short.append("approx")
+    elif approx is not None:
+        pr["approx"] = approx
     if cut_short:
         # a search stopped by the budget never turns a failure into a pass: every check that
         # depends on the searches fails, saying why
@@ -266,21 +357,95 @@ def audit_profile(proto, prof: HardwareProfile, sc: Scenario, data, seed: int, t
                 pr_checks.append(Check(f"min_robust_accuracy[{r.attack}@{r.epsilon:g}]", prof.name, None, r.threshold,
                                        ">=", False, why))
     pr["checks"] = [ch.to_dict() for ch in pr_checks]
-    return pr, pr_checks
+    return pr, pr_checks, worst_inputs
+
+
+def _runs_evasion(sc: Scenario) -> bool:
+    return sc.robustness is not None and bool(sc.robustness.attacks)
+
+
+def _runs_approx(sc: Scenario, prof: HardwareProfile) -> bool:
+    return sc.approx is not None and prof.approx is not None and prof.approx.multiplier != "exact"
+
+
+def _check_plan(sc: Scenario, data, profs) -> None:
+    """What the scenario asks that cannot work, before any work."""
+    if _runs_evasion(sc) and data.y is None:
+        raise AuditorError("robustness attacks need labelled data", where="scenario robustness")
+    if not _runs_evasion(sc) and (sc.checks.min_robust_accuracy or sc.checks.max_attack_success_rate is not None
+                                  or sc.checks.min_median_l2 is not None):
+        raise AuditorError("robustness checks are declared but the scenario runs no evasion attack (robustness.attacks)")
+    if data.y is None and any(_runs_approx(sc, p) for p in profs):
+        raise AuditorError("the approximate-hardware audit needs labelled data", where="scenario approx")
+
+
+def search_units(ctx: AuditContext, clean: list[Evaluation]) -> list[Unit]:
+    """The searches of every profile as units: energy searches by chunk of their inputs (whole
+    when the search looks at its inputs together), evasion attacks by chunk, the approx audit."""
+    from .energy import layer_weights
+    from .robustness import choose_targets
+    from .sponge import search_class
+
+    sc, data, seed, size = ctx.scenario, ctx.data, ctx.seed, ctx.scenario.chunk_size
+    units = []
+    for p, prof in enumerate(ctx.profiles):
+        for k, spec in enumerate(sc.energy_attacks):
+            n = min(spec.count, len(data.x))
+            w = layer_weights(clean[p], spec, n)
+            for i, (a, b) in enumerate(chunk_bounds(n, size, search_class(spec.search).per_input)):
+                units.append(Unit(f"{prof.name}/energy[{k}]:{spec.search}/{i}", energy_unit, p, k, i, a, b,
+                                  unit_seed(seed + k, i), True, w))
+        if _runs_evasion(sc):
+            n = min(sc.robustness.count, len(data.x))
+            for k, att in enumerate(sc.robustness.attacks):
+                targets = None
+                if att.targeted in (True, "random"):  # drawn over all the inputs, as in one piece
+                    targets = choose_targets("random", data.y[:n].astype(np.int64),
+                                             np.zeros((n, clean[p].logits.shape[1])), seed + k)
+                for i, (a, b) in enumerate(chunk_bounds(n, size)):
+                    units.append(Unit(f"{prof.name}/evasion[{k}]:{att.attack}/{i}", evasion_unit, p, k, i, a, b,
+                                      unit_seed(seed + k, i), True, None if targets is None else targets[a:b]))
+        if _runs_approx(sc, prof):
+            units.append(Unit(f"{prof.name}/approx", approx_unit, p, timed=True))
+    return units
+
+
+def _by_unit(units: list[Unit], outcomes: list, kind) -> dict:
+    """{(profile, index): [results in chunk order]} of the units running ``kind``, a result None
+    when any chunk was cut short."""
+    out: dict = {}
+    for u, o in zip(units, outcomes):
+        if u.fn is kind:
+            out.setdefault((u.profile, u.index), []).append(None if o[0] == "cut" else o[1])
+    return {key: None if any(v is None for v in vals) else merge(vals) for key, vals in out.items()}
+
+
+def _threads(threads: int, jobs: int, ray: str | None) -> int:
+    if threads:
+        return threads
+    if ray is not None:
+        return 1  # a Ray task has one CPU
+    return 0 if jobs == 1 else max(1, (os.cpu_count() or 2) // jobs)
 
 
 def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: int = 0,
               save_dir: str | Path | None = None, baseline: str | Path | dict | None = None,
-              max_seconds: float | None = None, jobs: int = 1) -> Report:
+              max_seconds: float | None = None, jobs: int = 1, ray: str | None = None) -> Report:
     """Audit ``model`` (path or ModelProto) on ``profiles`` (paths or HardwareProfile) under
     ``scenario`` (path or Scenario).  ``save_dir``: where the worst inputs are written (.npy, .png);
-    ``max_seconds``: budget of the whole audit; ``jobs``: profiles audited in parallel processes."""
+    ``max_seconds``: budget of the whole audit; ``jobs``: units of work run on this many local
+    processes; ``ray``: run them on a Ray cluster instead ("local" starts one on this machine, else
+    its address; Ray is imported only then).  Same inputs and seed give the same report either way."""
+    from .executors import make_executor
+
     t0 = time.monotonic()
+    wall0 = time.time()
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     model_path, proto, profs, sc = _load(model, profiles, scenario)
     old = None if baseline is None else baseline if isinstance(baseline, dict) else Report.load(baseline).data
     seed = sc.seed if seed is None else int(seed)
     data = load_data(sc.data, sc.base_dir, sc.preprocessing.bounds, seed)
+    _check_plan(sc, data, profs)
     report: dict = {
         "schema_version": 1,
         "tool": {"name": "auditor", "version": __version__},
@@ -291,25 +456,45 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
                  "shape": list(data.x.shape[1:])},
         "profiles": [],
     }
-    deadline = Deadline(max_seconds, t0)
-    jobs = max(1, min(int(jobs), len(profs)))
-    args = [(proto, prof, sc, data, seed, threads if threads or jobs == 1 else max(1, (os.cpu_count() or 2) // jobs),
-             save_dir, deadline) for prof in profs]
-    if jobs == 1:
-        results = [audit_profile(*a) for a in args]
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-            results = list(pool.map(audit_profile, *zip(*args)))
+    deadline = Deadline(max_seconds, wall0)
+    jobs = max(1, int(jobs))
+    ctx = AuditContext(proto, profs, sc, data, seed, _threads(threads, jobs, ray))
+    with make_executor(ctx, jobs, ray) as ex:
+        # 1. clean evaluation and cost simulation, chunk by chunk
+        cu = [Unit(f"{prof.name}/clean/{i}", clean_unit, p, 0, i, a, b)
+              for p, prof in enumerate(profs) for i, (a, b) in enumerate(chunk_bounds(len(data.x), sc.chunk_size))]
+        cout = ex.run(cu, None, "clean evaluation")
+        clean = [merge([o[1] for u, o in zip(cu, cout) if u.profile == p]) for p in range(len(profs))]
+        for ev in clean:
+            if not np.all(np.isfinite(ev.logits)):
+                raise AuditorError("the model produced NaN or infinite logits on the audit data")
+        # 2. the searches, chunk by chunk (their layer weights and targets come from step 1)
+        su = search_units(ctx, clean)
+        sout = ex.run(su, deadline, "searches")
+        cut_units = [u.uid for u, o in zip(su, sout) if o[0] == "cut"]
+        energy, evasion, approx = _by_unit(su, sout, energy_unit), _by_unit(su, sout, evasion_unit), _by_unit(su, sout, approx_unit)
+        # 3. statistics and checks of each profile, from the merged per-input results
+        fu = []
+        for p, prof in enumerate(profs):
+            ev_parts = [evasion[(p, k)] for k in range(len(sc.robustness.attacks))] if _runs_evasion(sc) else []
+            fu.append(Unit(f"{prof.name}/finish", finish_unit, p, args=(
+                clean[p], [energy[(p, k)] for k in range(len(sc.energy_attacks))],
+                None if any(e is None for e in ev_parts) or not ev_parts else ev_parts,
+                ("cut" if approx[(p, 0)] is None else approx[(p, 0)]) if (p, 0) in approx else None)))
+        fout = ex.run(fu, None, "statistics")
     checks: list[Check] = []
-    for pr, pr_checks in results:
+    for prof, (_, (pr, pr_checks, worst_inputs)) in zip(profs, fout):
+        for k, x in worst_inputs.items():
+            if save_dir is not None:
+                from .energy import save_input
+
+                stem = Path(save_dir) / f"{prof.name}-{k}-{pr['attacks'][k]['search']}-worst"
+                pr["attacks"][k]["worst_input"]["files"] = save_input(x, stem, sc.preprocessing.bounds)
         checks += pr_checks
         report["profiles"].append(pr)
     cut = [f"{pr['name']}:{name}" for pr in report["profiles"] for name in pr.get("cut_short", [])]
     if cut or max_seconds is not None:
-        report["budget"] = {"max_seconds": max_seconds, "cut_short": cut}
+        report["budget"] = {"max_seconds": max_seconds, "cut_short": cut, "cut_short_units": cut_units}
     if old is not None:
         from .baseline import regression_checks
 

@@ -233,91 +233,152 @@ def robustness_audit(model: Classifier, x, y, attacks, verify: Classifier | None
     default for the input shape (for minimal-norm L2/Linf attacks too; JSMA reports only its
     minimal L0 statistics then).  ``verify`` re-checks every adversarial example (default: the
     model itself, which is not independent).
+
+    The same steps run chunk by chunk in the audit: :func:`attack_part` per chunk of inputs,
+    then :func:`robustness_report` on the merged parts.
     """
     if not isinstance(model, Classifier):
         raise AuditorError(f"the model must be a Classifier, got {type(model).__name__}", where="robustness")
     verify = model if verify is None else verify
+    x, y = check_labelled(x, y)
+    specs = [_parse_spec(s) for s in (attacks or [])]
+    clean_logits = _batched_logits(verify, x)
+    parts = []
+    for k, spec in enumerate(specs):
+        targets = None
+        if spec["targeted"]:
+            targets = choose_targets(spec["targeted"], y, clean_logits, seed + k)
+        parts.append(attack_part(model, verify, x, y, spec, targets=targets, seed=seed + k, clean_logits=clean_logits))
+    return robustness_report(specs, parts, y, clean_logits)
+
+
+def check_labelled(x, y) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x, np.float32)
     y = np.asarray(y).astype(np.int64)
     if x.ndim < 2 or len(x) != len(y) or len(x) == 0:
         raise AuditorError(f"inputs {x.shape} and labels {y.shape} do not match", where="robustness")
-    specs = [_parse_spec(s) for s in (attacks or [])]
+    return x, y
+
+
+def _batched_logits(verify: Classifier, x: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.asarray(verify.logits(x[i:i + 512])) for i in range(0, len(x), 512)])
+
+
+def parse_attacks(attacks) -> list[dict]:
+    """The checked attack entries (see :func:`robustness_audit`)."""
+    return [_parse_spec(s) for s in (attacks or [])]
+
+
+def attack_part(model: Classifier, verify: Classifier, x: np.ndarray, y: np.ndarray, spec: dict, *,
+                targets: np.ndarray | None, seed: int, clean_logits: np.ndarray | None = None) -> dict:
+    """One attack (a parsed entry) on inputs ``x`` (all of them or a chunk), every adversarial
+    example re-verified by ``verify``: the per-input results :func:`robustness_report` reads.
+    Targets of a targeted run other than ``random`` are chosen here from the clean logits; random
+    targets are drawn over all the inputs by the caller."""
+    attack = spec["attack"]
+    if clean_logits is None:
+        clean_logits = _batched_logits(verify, x)
+    if spec["targeted"] and targets is None:
+        if spec["targeted"] == "random":
+            raise AuditorError("random targets are drawn over all the inputs: pass them", where="robustness")
+        targets = choose_targets(spec["targeted"], y, clean_logits, seed)
     shape = tuple(getattr(model, "input_shape", x.shape[1:]) or x.shape[1:])
     bounds = (float(model.bounds[0]), float(model.bounds[1]))
+    eps = spec["epsilons"]
+    if eps is None and attack.norm in ("l2", "linf"):
+        eps = [default_epsilon(attack.norm, shape, bounds)]
+    t0 = time.perf_counter()
+    res = attack(model, x, y, eps, targets=targets, seed=seed)
+    part = {"clean_logits": clean_logits, "seconds": time.perf_counter() - t0, "per_input_queries": res.queries,
+            "epsilons": [None if e is None else float(e) for e in res.epsilons], "results": [], "minimal": None}
+    for j, e in enumerate(res.epsilons):
+        if e is None:
+            continue
+        ok, adv_logits = verified_success(verify, x, res.x_adv[j], y, targets, attack.norm, e)
+        part["results"].append({"counted": res.success[j] & ok, "unverified": res.success[j] & ~ok,
+                                "adv_logits": adv_logits,
+                                "queries": None if res.queries_per_eps is None else res.queries_per_eps[j]})
+    if res.details and res.details.get("members"):
+        # AutoAttack: per ε, each member's inputs (those every earlier member left unbroken) and
+        # how many of them it broke (counts: chunks add up)
+        part["ensemble"] = res.details["members"]
+    if attack.minimal and res.x_min is not None:
+        ok, _ = verified_success(verify, x, res.x_min, y, targets)
+        part["minimal"] = {"ok": ok, "finite": np.isfinite(res.distances),
+                           "stats": perturbation_stats(res.x_min, x, bounds[1] - bounds[0])}
+    return part
 
-    clean_logits = np.concatenate([np.asarray(verify.logits(x[i:i + 512])) for i in range(0, len(x), 512)])
+
+def robustness_report(specs: list[dict], parts: list[dict], y: np.ndarray, clean_logits: np.ndarray | None = None) -> dict:
+    """The robustness report from the (merged) parts of every attack, computed once over all the
+    inputs: clean accuracy and margins, per attack and ε robust accuracy, success rate, margins,
+    queries; minimal-perturbation statistics.  ``clean_logits``: the verifier's on the inputs
+    (default: those the first part measured)."""
+    y = np.asarray(y).astype(np.int64)
+    clean_logits = parts[0]["clean_logits"] if clean_logits is None else clean_logits
     correct = clean_logits.argmax(axis=1) == y
-    n_correct = int(correct.sum())
     report = {
-        "n": int(len(x)),
+        "n": int(len(y)),
         "clean_accuracy": float(correct.mean()),
         "clean_margin": summary(top_margin(clean_logits)),
         "clean_label_margin": summary(margins(clean_logits, y)),
-        "attacks": [],
+        "attacks": [_attack_entry(spec, part, y, correct) for spec, part in zip(specs, parts)],
     }
-    for k, spec in enumerate(specs):
-        attack = spec["attack"]
-        targets = None
-        if spec["targeted"]:
-            targets = choose_targets(spec["targeted"], y, clean_logits, seed + k)
-        eps = spec["epsilons"]
-        if eps is None and attack.norm in ("l2", "linf"):
-            eps = [default_epsilon(attack.norm, shape, bounds)]
-        t0 = time.perf_counter()
-        res = attack(model, x, y, eps, targets=targets, seed=seed + k)
-        seconds = time.perf_counter() - t0
-        entry = {
-            "attack": spec["name"],
-            "norm": attack.norm,
-            "params": _jsonable(attack.params),
-            "targeted": spec["targeted"],
-            "minimal": bool(attack.minimal),
-            "query_based": bool(attack.query_based),
-            "seconds": seconds,
-            "queries": {"total": int(res.queries.sum()), "per_input": summary(res.queries)},
-            "results": [],
-        }
-        for j, e in enumerate(res.epsilons):
-            if e is None:
-                continue
-            ok, adv_logits = verified_success(verify, x, res.x_adv[j], y, targets, attack.norm, e)
-            counted = res.success[j] & ok
-            robust = correct & ~counted
-            r = {
-                "epsilon": float(e),
-                "robust_accuracy": float(robust.mean()),
-                "attack_success_rate": float(counted[correct].mean()) if n_correct else 0.0,
-                "n_success": int(counted[correct].sum()),
-                "n_attacked": n_correct,
-                "n_unverified": int((res.success[j] & ~ok).sum()),
-                "margin": summary(top_margin(adv_logits)),
-                "label_margin": summary(margins(adv_logits, y)),
-            }
-            if res.queries_per_eps is not None:
-                q = res.queries_per_eps[j]
-                r["queries"] = {"per_input": summary(q[correct]),
-                                "to_success": summary(q[correct & counted])}
-            entry["results"].append(r)
-        if res.details and res.details.get("members"):
-            # AutoAttack: per ε, each member's inputs (those every earlier member left unbroken)
-            # and how many of them it broke (its own forward pass; the results above re-verify)
-            entry["ensemble"] = res.details["members"]
-        if attack.minimal and res.x_min is not None:
-            ok, _ = verified_success(verify, x, res.x_min, y, targets)
-            good = ok & correct & np.isfinite(res.distances)
-            stats = perturbation_stats(res.x_min, x, bounds[1] - bounds[0])
-            minimal = {"n_attacked": n_correct, "n_success": int(good.sum()),
-                       "n_unverified": int((np.isfinite(res.distances) & ~ok & correct).sum())}
-            for key in ("l0", "l2", "linf", "mse", "psnr"):
-                v = stats[key][good]
-                minimal[key] = summary(v)
-            # the median over all attacked inputs, failures counting as infinitely far
-            d = np.where(good, stats[attack.norm if attack.norm != "l0" else "l0"], np.inf)[correct]
-            minimal["median_distance"] = _f(np.median(d)) if len(d) else None
-            minimal["median_l2"] = _f(np.median(np.where(good, stats["l2"], np.inf)[correct])) if len(d) else None
-            entry["minimal_perturbation"] = minimal
-        report["attacks"].append(entry)
     return _jsonable(report)
+
+
+def _attack_entry(spec: dict, part: dict, y: np.ndarray, correct: np.ndarray) -> dict:
+    attack = spec["attack"]
+    n_correct = int(correct.sum())
+    queries = part["per_input_queries"]
+    entry = {
+        "attack": spec["name"],
+        "norm": attack.norm,
+        "params": _jsonable(attack.params),
+        "targeted": spec["targeted"],
+        "minimal": bool(attack.minimal),
+        "query_based": bool(attack.query_based),
+        "seconds": part["seconds"],
+        "queries": {"total": int(queries.sum()), "per_input": summary(queries)},
+        "results": [],
+    }
+    for e, r_part in zip([e for e in part["epsilons"] if e is not None], part["results"]):
+        counted = r_part["counted"]
+        robust = correct & ~counted
+        adv_logits = r_part["adv_logits"]
+        r = {
+            "epsilon": float(e),
+            "robust_accuracy": float(robust.mean()),
+            "attack_success_rate": float(counted[correct].mean()) if n_correct else 0.0,
+            "n_success": int(counted[correct].sum()),
+            "n_attacked": n_correct,
+            "n_unverified": int(r_part["unverified"].sum()),
+            "margin": summary(top_margin(adv_logits)),
+            "label_margin": summary(margins(adv_logits, y)),
+        }
+        if r_part["queries"] is not None:
+            q = r_part["queries"]
+            r["queries"] = {"per_input": summary(q[correct]),
+                            "to_success": summary(q[correct & counted])}
+        entry["results"].append(r)
+    if part.get("ensemble"):
+        # AutoAttack: per ε, each member's inputs (those every earlier member left unbroken)
+        # and how many of them it broke (its own forward pass; the results above re-verify)
+        entry["ensemble"] = part["ensemble"]
+    m = part["minimal"]
+    if m is not None:
+        ok, stats = m["ok"], m["stats"]
+        good = ok & correct & m["finite"]
+        minimal = {"n_attacked": n_correct, "n_success": int(good.sum()),
+                   "n_unverified": int((m["finite"] & ~ok & correct).sum())}
+        for key in ("l0", "l2", "linf", "mse", "psnr"):
+            minimal[key] = summary(stats[key][good])
+        # the median over all attacked inputs, failures counting as infinitely far
+        d = np.where(good, stats[attack.norm if attack.norm != "l0" else "l0"], np.inf)[correct]
+        minimal["median_distance"] = _f(np.median(d)) if len(d) else None
+        minimal["median_l2"] = _f(np.median(np.where(good, stats["l2"], np.inf)[correct])) if len(d) else None
+        entry["minimal_perturbation"] = minimal
+    return entry
 
 
 def transfer(x_adv, labels, target_model: Classifier, *, targets=None, mask=None, batch_size: int = 512) -> float:

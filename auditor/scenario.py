@@ -103,6 +103,10 @@ class Scenario:
     data: DataSpec = schema.field(default_factory=DataSpec, doc="where the inputs come from")
     preprocessing: Preprocessing = schema.field(default_factory=Preprocessing, doc="raw pixels -> model input")
     batch_size: int = schema.field(64, doc="inputs per onnxruntime run")
+    chunk_size: int = schema.field(
+        32, doc="inputs per unit of work: the clean evaluation, the per-input energy searches and the evasion attacks "
+        "run in chunks of this size, one unit each (on --jobs processes or a --ray cluster); fixed, so the report "
+        "does not depend on the number of workers")
     density_tensors: Literal["activations", "layer_inputs"] = schema.field(
         "activations", doc="tensors counted in the model-wide density: outputs of activation ops (as the seed papers) or compute-layer inputs")
     energy_attacks: list[EnergyAttack] = schema.field(default_factory=list, doc="energy-latency searches to run")
@@ -117,6 +121,8 @@ class Scenario:
     def validate(self) -> None:
         if self.batch_size <= 0:
             raise ValueError("batch_size must be positive")
+        if self.chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
 
 
 def load_scenario(path: str | Path) -> Scenario:

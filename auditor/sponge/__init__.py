@@ -49,9 +49,8 @@ ALIASES = {
 }
 
 
-def make_search(name: str, **params) -> Search:
-    """The search called ``name`` configured with ``params`` (AuditorError for unknown names or
-    bad parameters, so scenario files can feed it directly)."""
+def search_class(name: str) -> type[Search]:
+    """The search class called ``name`` (or one of its other spellings)."""
     if not isinstance(name, str):
         raise AuditorError(f"search name must be a string, got {name!r}")
     key = name.strip().lower()
@@ -60,7 +59,13 @@ def make_search(name: str, **params) -> Search:
     key = by_class.get(key, key)
     if key not in SEARCHES:
         raise AuditorError(f"unknown search '{name}'; known: {', '.join(SEARCHES)}")
-    return SEARCHES[key](**params)
+    return SEARCHES[key]
+
+
+def make_search(name: str, **params) -> Search:
+    """The search called ``name`` configured with ``params`` (AuditorError for unknown names or
+    bad parameters, so scenario files can feed it directly)."""
+    return search_class(name)(**params)
 
 
 def describe(name: str) -> dict[str, str]:
@@ -70,6 +75,6 @@ def describe(name: str) -> dict[str, str]:
 
 
 __all__ = [
-    "SEARCHES", "make_search", "describe", "Search", "SearchResult", "Param",
+    "SEARCHES", "make_search", "search_class", "describe", "Search", "SearchResult", "Param",
     "WhiteBoxSparsity", "BlackBoxSparsity", "SpongeGA", "SpongeLBFGS", "UniformSampling", "TopNatural",
 ]

@@ -176,6 +176,9 @@ class Search:
     PARAMS: ClassVar[dict[str, Param]] = {}
     #: whether the search works from clean inputs and must keep their label
     needs_clean: ClassVar[bool] = True
+    #: whether each input's result depends on that input alone (the audit may then split the
+    #: inputs in chunks); false for searches over a population, a grid or a ranking of them all
+    per_input: ClassVar[bool] = True
 
     def __init__(self, **params):
         where = f"search '{self.name}'"

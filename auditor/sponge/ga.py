@@ -27,6 +27,7 @@ class SpongeGA(Search):
 
     name = "sponge_ga"
     needs_clean = False
+    per_input = False
     PARAMS = {
         "population": Param("int", 100, "population size", low=2),
         "generations": Param("int", 100, "generations evolved", low=0),

@@ -18,6 +18,7 @@ class TopNatural(Search):
 
     name = "top_natural"
     needs_clean = False
+    per_input = False
     PARAMS = {
         "k": Param("float?", 100, "inputs kept (None = all, ranked)", low=1),
         "batch_size": Param("int", 256, "inputs measured together", low=1),

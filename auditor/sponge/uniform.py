@@ -23,6 +23,7 @@ class UniformSampling(Search):
 
     name = "uniform"
     needs_clean = False
+    per_input = False
     PARAMS = {
         "sigma": Param("float", 0.01, "standard deviation of the pixel distribution (pixel-range units)", low=0.0),
         "mu": Param("float?", None, "fixed mean (skips the grid search)"),
