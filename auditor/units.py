@@ -110,9 +110,11 @@ def _merge(parts: list, key):
         return type(first).concat(parts)
     if isinstance(first, dict):
         return {k: _merge([p[k] for p in parts], k) for k in first}
-    if isinstance(first, (list, tuple)) and all(isinstance(v, str) for p in parts for v in p):
-        return sorted(set().union(*parts))  # names (e.g. members skipped): those of any chunk
     if isinstance(first, (list, tuple)):
+        if all(isinstance(v, (str, int, float, type(None))) for p in parts for v in p):  # a list of plain values
+            if all(isinstance(v, str) for p in parts for v in p) and any(list(p) != list(first) for p in parts):
+                return sorted(set().union(*parts))  # names (e.g. members skipped): those of any chunk
+            return first
         return type(first)(_merge([p[i] for p in parts], key) for i in range(len(first)))
     if key in SUMMED and isinstance(first, (int, float, np.integer, np.floating)) and not isinstance(first, bool):
         return sum(parts[1:], first)
