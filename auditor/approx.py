@@ -175,8 +175,9 @@ class ApproxClassifier(Classifier):
         self.preprocessing = preprocessing or Preprocessing()
         self.variant, layers = _approx_settings(approx)
         if isinstance(model, onnx.ModelProto):
-            model = prepare(model)  # validated, named, shapes inferred (as load_model does for files)
-        base = _named(_as_model(model))
+            model = prepare(model, input_size=self.preprocessing.input_size,  # as load_model does for files
+                            layout=self.preprocessing.layout)
+        base = _named(_as_model(model, self.preprocessing))
         self.base_model = base
         self.model, self.head = logits_head(prepend(base, self.preprocessing))
         self.instrumented, self.probes = instrument(self.model)

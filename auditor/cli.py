@@ -58,15 +58,19 @@ def main():
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--input-size", nargs=2, type=click.IntRange(min=1), default=None, metavar="H W",
+              help="fix the input's height and width (a model exported with dynamic spatial dimensions)")
+@click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default="NCHW", show_default=True,
+              help="layout of the model's input (where --input-size puts H and W)")
 @_guard
-def inspect(model, fmt):
+def inspect(model, fmt, input_size, layout):
     """Show the layers of MODEL: op, shapes, MACs, which activation feeds which compute layer,
     op support and differentiability."""
     import json
 
     from .inspect import inspect_model, render_inspect
 
-    info = inspect_model(model)
+    info = inspect_model(model, input_size=list(input_size) if input_size else None, layout=layout)
     click.echo(json.dumps(info, indent=2) if fmt == "json" else render_inspect(info), nl=fmt == "json")
 
 

@@ -12,7 +12,7 @@ import textwrap
 from collections import Counter
 
 from .graph import COMPUTE_OPS, layer_table, skipped_compute_nodes
-from .modelio import default_opset, input_shape, load_model, model_hash
+from .modelio import default_opset, input_shape, load_model, load_notes, model_hash
 
 WIDTH = 80
 
@@ -22,8 +22,10 @@ def _label(text: str) -> str:
     return f"{text:<10s}"
 
 
-def inspect_model(path) -> dict:
-    model = load_model(path)
+def inspect_model(path, input_size=None, layout: str = "NCHW") -> dict:
+    """The layer table of the model at ``path``; ``input_size`` ([H, W]) fixes dynamic spatial
+    dimensions as a scenario's ``preprocessing.input_size`` does."""
+    model = load_model(path, input_size=input_size, layout=layout)
     rows = layer_table(model)
     try:
         from .grad import differentiability
@@ -50,6 +52,7 @@ def inspect_model(path) -> dict:
         "no_compute_reason": None if n_compute else _no_compute_reason(skipped),
         "differentiable": None if blocking is None else not blocking,
         "blocking_ops": blocking or [],
+        "load_notes": load_notes(model),
     }
 
 
@@ -117,6 +120,7 @@ def render_inspect(info: dict) -> str:
         if not r["differentiable"]:
             L += _wrap("no gradient rule (see below)", indent)
     L.append("")
+    L += [ln for note in info.get("load_notes", []) for ln in _wrap(note, _label("note"))]
     L += _summary(info)
     return "\n".join(L) + "\n"
 

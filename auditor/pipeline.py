@@ -22,7 +22,7 @@ from .data import load_data
 from .errors import AuditorError
 from .evaluate import Evaluation, evaluate, per_input
 from .hw.profile import HardwareProfile, load_profile
-from .modelio import default_opset, load_model, model_hash
+from .modelio import default_opset, load_model, load_notes, model_hash, prepare
 from .report import Report
 from .scenario import Scenario, load_scenario
 from .robustness import robustness_audit
@@ -32,14 +32,6 @@ from .units import AuditContext, Unit, cached, chunk_bounds, merge, unit_seed
 
 
 def _load(model, profiles, scenario):
-    model_path = str(model) if isinstance(model, (str, Path)) else "<in-memory model>"
-    proto = load_model(model) if isinstance(model, (str, Path)) else model
-    profs = [p if isinstance(p, HardwareProfile) else load_profile(p) for p in profiles]
-    if not profs:
-        raise AuditorError("no hardware profile given (use --hw PROFILE.yaml)")
-    names = [p.name for p in profs]
-    if len(set(names)) != len(names):
-        raise AuditorError(f"two hardware profiles share the name '{[n for n in names if names.count(n) > 1][0]}'")
     if isinstance(scenario, Scenario):
         sc = scenario
     else:
@@ -47,6 +39,19 @@ def _load(model, profiles, scenario):
 
         sc = load_scenario(scenario)
         check_references(sc, *schema.load_yaml(scenario))  # bad names fail before any work
+    model_path = str(model) if isinstance(model, (str, Path)) else "<in-memory model>"
+    pre = sc.preprocessing
+    if isinstance(model, (str, Path)):
+        proto = load_model(model, input_size=pre.input_size, layout=pre.layout)
+    else:
+        proto = model if pre.input_size is None else prepare(model, model_path, input_size=pre.input_size,
+                                                             layout=pre.layout)
+    profs = [p if isinstance(p, HardwareProfile) else load_profile(p) for p in profiles]
+    if not profs:
+        raise AuditorError("no hardware profile given (use --hw PROFILE.yaml)")
+    names = [p.name for p in profs]
+    if len(set(names)) != len(names):
+        raise AuditorError(f"two hardware profiles share the name '{[n for n in names if names.count(n) > 1][0]}'")
     return model_path, proto, profs, sc
 
 
@@ -450,7 +455,8 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
         "schema_version": 1,
         "tool": {"name": "auditor", "version": __version__},
         "seed": seed,
-        "model": {"path": model_path, "sha256": model_hash(proto), "opset": default_opset(proto)},
+        "model": {"path": model_path, "sha256": model_hash(proto), "opset": default_opset(proto),
+                  "load_notes": load_notes(proto)},
         "scenario": dict(schema.to_dict(sc), path=str(getattr(sc, "base_dir", ""))),
         "data": {"description": data.description, "count": int(len(data.x)), "labels": data.y is not None,
                  "shape": list(data.x.shape[1:])},

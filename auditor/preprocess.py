@@ -8,7 +8,7 @@ Because the preprocessing is part of the graph, input gradients are taken in the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 import onnx
@@ -29,6 +29,9 @@ class Preprocessing:
     mean: list[float] = schema.field(default_factory=lambda: [0.0], doc="per-channel mean subtracted after scaling (one value = all channels)")
     std: list[float] = schema.field(default_factory=lambda: [1.0], doc="per-channel standard deviation divided by after the mean")
     layout: Literal["NCHW", "NHWC"] = schema.field("NCHW", doc="layout of the model's input tensor (data is always read as NCHW)")
+    input_size: Optional[list[int]] = schema.field(
+        None, doc="[height, width] of the audited input, for a model exported with dynamic spatial dimensions "
+        "(fixed at load, before constant folding); must agree with a model's static size")
 
     def validate(self) -> None:
         if len(self.range) != 2 or not self.range[0] < self.range[1]:
@@ -37,6 +40,8 @@ class Preprocessing:
             raise ValueError("std must be non-zero")
         if self.scale == 0:
             raise ValueError("scale must be non-zero")
+        if self.input_size is not None and (len(self.input_size) != 2 or min(self.input_size) <= 0):
+            raise ValueError(f"input_size must be [height, width] with positive values, got {self.input_size}")
 
     @property
     def bounds(self) -> tuple[float, float]:

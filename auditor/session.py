@@ -248,9 +248,11 @@ def knob_feeds(objective: str, knob_specs: dict, knobs: dict) -> dict[str, np.nd
     return feeds
 
 
-def _as_model(model) -> onnx.ModelProto:
+def _as_model(model, pre: Preprocessing | None = None) -> onnx.ModelProto:
+    """A model path loaded (with the preprocessing's input size), or the ModelProto as given."""
     if isinstance(model, (str, os.PathLike, Path)):
-        return load_model(model)
+        pre = pre or Preprocessing()
+        return load_model(model, input_size=pre.input_size, layout=pre.layout)
     return model
 
 
@@ -261,7 +263,7 @@ class OnnxClassifier(Classifier):
                  batch_size: int = 64, sparsity_f: str = "tanh"):
         super().__init__()
         self.preprocessing = preprocessing or Preprocessing()
-        base = _as_model(model)
+        base = _as_model(model, self.preprocessing)
         self.base_model = base  # the model as deployed, before preprocessing is prepended
         self.model, self.head = logits_head(prepend(base, self.preprocessing))
         self.instrumented, self.probes = instrument(self.model)

@@ -52,7 +52,8 @@ def check_references(sc, node, file: str) -> None:
             fail(e, "energy_attacks", i)
         if spec.surrogate:
             try:
-                load_model(sc.base_dir / spec.surrogate)
+                load_model(sc.base_dir / spec.surrogate, input_size=sc.preprocessing.input_size,
+                           layout=sc.preprocessing.layout)
             except AuditorError as e:
                 fail(e, "energy_attacks", i, "surrogate")
     if sc.robustness is not None:

@@ -13,35 +13,15 @@ import onnx
 from onnx import TensorProto, helper
 
 from auditor.errors import AuditorError
+from auditor.fold import node_inputs as _node_inputs
 
-from . import ops_elementwise, ops_nn, ops_tensor  # noqa: F401  (they register the rules)
+from . import ops_elementwise, ops_nn, ops_quant, ops_tensor  # noqa: F401  (they register the rules)
 from .builder import GraphBuilder, NotDifferentiable, default_opset
 from .canon import upgrade_opset, with_shapes
-from .registry import PIECEWISE_CONSTANT, RULES, GradNode
+from .registry import PIECEWISE_CONSTANT, RULES, STRAIGHT_THROUGH, GradNode
 
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
 DEFAULT_DOMAINS = ("", "ai.onnx")
-
-
-def _node_inputs(node: onnx.NodeProto) -> list[str]:
-    """Explicit inputs plus the outer-scope tensors that the node's subgraphs read."""
-    names = [i for i in node.input if i]
-    for a in node.attribute:
-        graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
-        for g in graphs:
-            names += _outer_refs(g)
-    return names
-
-
-def _outer_refs(graph: onnx.GraphProto) -> list[str]:
-    local = {i.name for i in graph.input} | {t.name for t in graph.initializer}
-    refs = []
-    for node in graph.node:
-        for name in _node_inputs(node):
-            if name not in local:
-                refs.append(name)
-        local.update(node.output)
-    return refs
 
 
 def _topological(graph: onnx.GraphProto) -> list[tuple[int, onnx.NodeProto]]:
@@ -88,7 +68,7 @@ def _plan(graph: onnx.GraphProto, dtypes: dict[str, int], sources: set[str],
     for _, node in order:
         if any(i in dep for i in _node_inputs(node)):
             for o in node.output:
-                if o and dtypes.get(o, TensorProto.FLOAT) in FLOAT_TYPES:
+                if o and (dtypes.get(o, TensorProto.FLOAT) in FLOAT_TYPES or node.op_type in STRAIGHT_THROUGH):
                     dep.add(o)
     flowing = {t for t in targets if t in dep}
     active = []

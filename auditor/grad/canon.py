@@ -9,10 +9,8 @@ model that is already at opset 13 or later are left exactly as they are.
 from __future__ import annotations
 
 import onnx
-from onnx import version_converter
 
-from auditor.errors import AuditorError
-from auditor.modelio import constant_value
+from auditor.modelio import upgrade
 
 from .builder import default_opset
 
@@ -23,48 +21,9 @@ def upgrade_opset(model: onnx.ModelProto, target: int = MIN_OPSET) -> onnx.Model
     """A copy of ``model`` at default-domain opset >= ``target`` (unchanged when already there)."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    version = default_opset(m)
-    if version >= target:
+    if default_opset(m) >= target:
         return m
-    try:
-        converted = version_converter.convert_version(m, target)
-    except Exception as e:  # the converter raises a variety of types
-        raise AuditorError(
-            f"cannot upgrade the model from opset {version} to {target}: {e}".splitlines()[0]
-        ) from None
-    if version < 11:
-        _keep_resize10_semantics(converted)
-    return converted
-
-
-def _keep_resize10_semantics(model: onnx.ModelProto) -> None:
-    """Upsample-9 and Resize-10 map output to input coordinates asymmetrically (x / scale) and
-    round nearest neighbours down when upsampling, up when downsampling; the version converter
-    leaves the opset-11 defaults (half_pixel, round_prefer_floor), which compute something else
-    for linear and non-integer nearest resizes.  Set the attributes that keep the old meaning."""
-    for node in model.graph.node:
-        if node.op_type != "Resize" or node.domain not in ("", "ai.onnx") or any(
-                a.name == "coordinate_transformation_mode" for a in node.attribute):
-            continue
-        node.attribute.append(onnx.helper.make_attribute(
-            "coordinate_transformation_mode", "asymmetric"))
-        mode = next((onnx.helper.get_attribute_value(a) for a in node.attribute
-                     if a.name == "mode"), b"nearest")
-        if mode not in (b"nearest", "nearest"):
-            continue
-        scales = constant_value(model, node.input[2]) if len(node.input) > 2 else None
-        label = node.name or node.output[0]
-        if scales is None or not scales.size:
-            raise AuditorError(f"cannot upgrade the nearest Resize/Upsample {label!r} to opset 11: "
-                               "its scales are not constants")
-        if (scales >= 1).all():
-            rounding = "floor"
-        elif (scales <= 1).all():
-            rounding = "ceil"
-        else:
-            raise AuditorError(f"cannot upgrade the nearest Resize/Upsample {label!r} to opset 11: "
-                               "it upsamples some axes and downsamples others")
-        node.attribute.append(onnx.helper.make_attribute("nearest_mode", rounding))
+    return upgrade(m, target)
 
 
 # Ops for which onnx's shape inference infers nothing (GroupNormalization is a context-dependent

@@ -25,9 +25,11 @@ RULES: dict[str, Rule] = {}
 # Ops whose outputs have a zero (or undefined) derivative everywhere that matters: they are
 # reported as blocking, with this reason, rather than silently passing zeros.
 PIECEWISE_CONSTANT = {
-    "Floor", "Ceil", "Round", "Sign", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
-    "BitShift", "Mod",
+    "Floor", "Ceil", "Round", "Sign", "DynamicQuantizeLinear", "BitShift", "Mod",
 }
+# Ops with an integer output through which the gradient still flows: the straight-through
+# estimator of quantisation (see ops_quant).
+STRAIGHT_THROUGH = {"QuantizeLinear"}
 
 
 def rule(*op_types: str):
