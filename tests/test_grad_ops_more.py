@@ -225,3 +225,30 @@ def test_rule_table_covers_real_model_ops():
 def test_lrn_model_is_differentiable():
     m = build([node("LRN", ["x"], size=3)], {"x": rnd((1, 4, 2, 2))})
     assert differentiability(m) == []
+
+
+# ---------------------------------------------------------------- newer opsets (18-21)
+
+
+def test_average_pool_with_dilations_opset19():
+    gradcheck([node("AveragePool", ["x"], kernel_shape=[2, 2], dilations=[2, 1], strides=[1, 2], pads=[1, 0, 0, 1],
+                    count_include_pad=0)], {"x": rnd((2, 2, 5, 6), 12)}, opset=19)
+
+
+@pytest.mark.parametrize("opset", [14, 18, 21])
+def test_mobilenet_v3_block_across_opsets(opset):
+    # squeeze-excite with ReduceMean (axes as attribute before 18, as input from 18), Squeeze /
+    # Unsqueeze with axes inputs, HardSwish, HardSigmoid gate, Pad and Split (num_outputs from 18)
+    mean_axes = {"axes": [2, 3]} if opset < 18 else {}
+    mean_in = ["x"] if opset < 18 else ["x", "ax23"]
+    split = (node("Split", ["se"], ["p", "q"], axis=1, num_outputs=2) if opset >= 18 else
+             node("Split", ["se", "halves"], ["p", "q"], axis=1))
+    nodes = [node("ReduceMean", mean_in, ["m"], keepdims=1, **mean_axes),
+             node("Squeeze", ["m", "ax23"], ["s"]), node("HardSwish", ["s"], ["h"]),
+             node("Unsqueeze", ["h", "ax23"], ["u"]), node("HardSigmoid", ["u"], ["gate"], alpha=1 / 6, beta=0.5),
+             node("Mul", ["x", "gate"], ["se"]), split, node("Pad", ["q", "pads"], ["qp"], mode="edge"),
+             node("Slice", ["qp", "st", "en", "ax2", "neg"], ["qs"]), node("Concat", ["p", "qs"], axis=1)]
+    inits = {"ax23": np.array([2, 3], np.int64), "halves": np.array([2, 2], np.int64),
+             "pads": np.array([0, 0, 1, 0, 0, 0, 1, 0], np.int64), "st": np.array([-2], np.int64),
+             "en": np.array([0], np.int64), "ax2": np.array([2], np.int64), "neg": np.array([-1], np.int64)}
+    gradcheck(nodes, {"x": rnd((2, 4, 3, 3), 13, scale=2.0)}, inits, opset=opset)
