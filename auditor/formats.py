@@ -61,6 +61,12 @@ def render_markdown(d: dict) -> str:
             L.append(f"| {name} | {a['search']} | {_fmt_num(a.get('latency_increase'))} | {_fmt_num(a.get('energy_increase'))} | "
                      f"{_fmt_num(a.get('density_clean'))} → {_fmt_num(a.get('density_attacked'))} | "
                      f"{'n/a' if kept is None else f'{100 * kept:.0f}%'} |")
+    masks = [(p["name"], p["masking"]) for p in d["profiles"] if p.get("masking")]
+    if masks:
+        L += ["", "| profile | gradient-masking diagnosis | evidence of the fired checks |", "|---|---|---|"]
+        for name, m in masks:
+            ev = "; ".join(c["evidence"] for c in m.get("checks", []) if c.get("fired")) or "—"
+            L.append(f"| {name} | {m.get('verdict')} | {ev.replace('|', '/')} |")
     L += ["", "| | check | profile | measured | threshold |", "|---|---|---|---|---|"]
     for c in d["checks"]:
         L.append(f"| {'✅' if c['passed'] else '❌'} | `{c['name']}` | {c['profile']} | {_fmt_num(c['measured'])} | "

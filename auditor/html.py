@@ -695,6 +695,11 @@ def _profile(p: dict, i: int, base_dir: Path | None) -> str:
         if m:
             plots.append(m)
     out.extend(plots)
+    mk = p.get("masking")
+    if isinstance(mk, dict):  # the gradient-masking diagnosis: verdict and each check's evidence
+        items = "".join(f"<li>{'<b>fired</b>' if c.get('fired') else 'ok'} {_e(c.get('check'))}: {_e(c.get('evidence'))}</li>"
+                        for c in mk.get("checks", []) if isinstance(c, dict))
+        out.append(f"<h3>Gradient-masking diagnosis</h3><p><b>{_e(mk.get('verdict'))}</b></p><ul>{items}</ul>")
     if "approx" in p and p["approx"] is not None:
         out.append(_safe(_approx_section, p["approx"]))
     out.append(_safe(_worst_inputs, p, base_dir))

@@ -257,16 +257,27 @@ def approx_unit(ctx: AuditContext, u: Unit, deadline) -> dict:
         return run_approx_audit(st.clf, ctx.data, ctx.scenario, ctx.seed, ctx.threads)
 
 
+def masking_unit(ctx: AuditContext, u: Unit, deadline) -> dict:
+    """The gradient-masking diagnosis of a profile (:mod:`auditor.masking`)."""
+    from .masking import run_masking
+
+    st = _state(ctx, u.profile)
+    with _budget(st.clf, deadline):
+        return run_masking(st.clf, st.verifier, ctx.proto, st.prof, ctx.data, ctx.scenario, ctx.seed, ctx.threads)
+
+
 def finish_unit(ctx: AuditContext, u: Unit, deadline):
     """A profile's report section and checks from its merged results (``u.args``: the clean
     evaluation, per energy search and for the evasion attacks the merged parts or None when cut
-    short, the approx report, None or "cut").  Returns (section, checks, worst input per search)."""
+    short, the approx report, None or "cut", and optionally the masking diagnosis, None or "cut").
+    Returns (section, checks, worst input per search)."""
     from .energy import energy_section
     from .robustness import robustness_report
 
     st, sc, data = _state(ctx, u.profile), ctx.scenario, ctx.data
     prof, clf = st.prof, st.clf
-    ev, energy, evasion, approx = u.args
+    ev, energy, evasion, approx = u.args[:4]
+    masking = u.args[4] if len(u.args) > 4 else None
     c = ev.cost
     worst = int(np.argmax(c.latency_s))
     acc = float((ev.pred == data.y).mean()) if data.y is not None else None
@@ -347,6 +358,13 @@ def finish_unit(ctx: AuditContext, u: Unit, deadline):
         cut_short.append("approx")
     elif approx is not None:
         pr["approx"] = approx
+    if masking == "cut":
+        cut_short.append("masking")
+    elif masking is not None:
+        from .masking import masking_checks
+
+        pr["masking"] = masking
+        pr_checks += masking_checks(masking, sc, prof.name)
     if cut_short:
         # a search stopped by the budget never turns a failure into a pass: every check that
         # depends on the searches fails, saying why
@@ -357,6 +375,8 @@ def finish_unit(ctx: AuditContext, u: Unit, deadline):
         for ch in pr_checks:
             if ch.name in attack_checks or ch.name.startswith("min_robust_accuracy"):
                 ch.passed, ch.detail = False, why
+        if "masking" in cut_short and sc.checks.no_gradient_masking:
+            pr_checks.append(Check("no_gradient_masking", prof.name, None, 0.0, "<=", False, why))
         if "robustness" in cut_short:
             for r in sc.checks.min_robust_accuracy:
                 pr_checks.append(Check(f"min_robust_accuracy[{r.attack}@{r.epsilon:g}]", prof.name, None, r.threshold,
@@ -380,6 +400,12 @@ def _check_plan(sc: Scenario, data, profs) -> None:
     if not _runs_evasion(sc) and (sc.checks.min_robust_accuracy or sc.checks.max_attack_success_rate is not None
                                   or sc.checks.min_median_l2 is not None):
         raise AuditorError("robustness checks are declared but the scenario runs no evasion attack (robustness.attacks)")
+    from .masking import runs_masking
+
+    if sc.checks.no_gradient_masking and sc.robustness is None:
+        raise AuditorError("checks.no_gradient_masking needs a robustness section (the diagnosis's inputs)")
+    if data.y is None and any(runs_masking(sc, p) for p in profs):
+        raise AuditorError("the gradient-masking diagnosis needs labelled data", where="scenario robustness.masking")
     if data.y is None and any(_runs_approx(sc, p) for p in profs):
         raise AuditorError("the approximate-hardware audit needs labelled data", where="scenario approx")
 
@@ -412,6 +438,10 @@ def search_units(ctx: AuditContext, clean: list[Evaluation]) -> list[Unit]:
                                       unit_seed(seed + k, i), True, None if targets is None else targets[a:b]))
         if _runs_approx(sc, prof):
             units.append(Unit(f"{prof.name}/approx", approx_unit, p, timed=True))
+        from .masking import runs_masking
+
+        if runs_masking(sc, prof):
+            units.append(Unit(f"{prof.name}/masking", masking_unit, p, timed=True))
     return units
 
 
@@ -479,6 +509,7 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
         sout = ex.run(su, deadline, "searches")
         cut_units = [u.uid for u, o in zip(su, sout) if o[0] == "cut"]
         energy, evasion, approx = _by_unit(su, sout, energy_unit), _by_unit(su, sout, evasion_unit), _by_unit(su, sout, approx_unit)
+        masking = _by_unit(su, sout, masking_unit)
         # 3. statistics and checks of each profile, from the merged per-input results
         fu = []
         for p, prof in enumerate(profs):
@@ -486,7 +517,8 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
             fu.append(Unit(f"{prof.name}/finish", finish_unit, p, args=(
                 clean[p], [energy[(p, k)] for k in range(len(sc.energy_attacks))],
                 None if any(e is None for e in ev_parts) or not ev_parts else ev_parts,
-                ("cut" if approx[(p, 0)] is None else approx[(p, 0)]) if (p, 0) in approx else None)))
+                ("cut" if approx[(p, 0)] is None else approx[(p, 0)]) if (p, 0) in approx else None,
+                ("cut" if masking[(p, 0)] is None else masking[(p, 0)]) if (p, 0) in masking else None)))
         fout = ex.run(fu, None, "statistics")
     checks: list[Check] = []
     for prof, (_, (pr, pr_checks, worst_inputs)) in zip(profs, fout):

@@ -143,6 +143,10 @@ def render_text(d: dict) -> str:
         rob = p.get("robustness")
         if rob:
             L.extend(_robustness_lines(rob))
+        if p.get("masking"):
+            from .masking import masking_lines
+
+            L.extend(masking_lines(p["masking"]))
         ax = p.get("approx")
         if ax:
             L.extend(_approx_lines(ax))

@@ -46,9 +46,34 @@ class EvasionAttack:
 
 
 @dataclass
+class MaskingDiagnosis:
+    """The gradient-masking diagnosis (Athalye et al. 2018; Carlini et al. 2019; see `auditor/masking.py`)."""
+
+    run: Literal["auto", "always", "never"] = schema.field(
+        "auto", doc="auto: on every profile that is not the plain exact model (reshape: or approx:); always: on every profile too")
+    count: Optional[int] = schema.field(None, doc="how many clean inputs (absent = robustness.count)")
+    norm: Literal["linf", "l2"] = schema.field("linf", doc="norm of the comparisons")
+    epsilon: Optional[float] = schema.field(None, doc="budget of the comparisons (absent = a third of the RobustBench budget, MNIST Linf 0.1)")
+    steps: int = schema.field(20, doc="PGD iterations of the white-box and transfer attacks")
+    n_queries: int = schema.field(500, doc="Square attack query budget")
+    tolerance: float = schema.field(0.05, doc="how much (fraction of the attacked inputs, at least 2 inputs) an attack must beat another for a check to fire")
+
+    def validate(self) -> None:
+        if self.count is not None and self.count <= 0:
+            raise ValueError("count must be positive")
+        if self.epsilon is not None and not self.epsilon > 0:
+            raise ValueError("epsilon must be positive")
+        if self.steps < 1 or self.n_queries < 1:
+            raise ValueError("steps and n_queries must be at least 1")
+        if not 0 <= self.tolerance < 1:
+            raise ValueError("tolerance must lie in [0, 1)")
+
+
+@dataclass
 class Robustness:
     count: int = schema.field(32, doc="how many clean inputs the evasion attacks use")
     attacks: list[EvasionAttack] = schema.field(default_factory=list, doc="attacks to run")
+    masking: MaskingDiagnosis = schema.field(default_factory=MaskingDiagnosis, doc="gradient-masking diagnosis of the deployed models")
 
 
 @dataclass
@@ -91,6 +116,7 @@ class Checks:
     min_robust_accuracy: list[RobustAccuracyCheck] = schema.field(default_factory=list, doc="minimum robust accuracy per attack and epsilon")
     max_attack_success_rate: Optional[float] = schema.field(None, doc="maximum success rate of any evasion attack at any epsilon")
     min_median_l2: Optional[float] = schema.field(None, doc="minimum median L2 perturbation of the minimal-norm attacks")
+    no_gradient_masking: bool = schema.field(False, doc="fail a profile whose gradient-masking diagnosis fired (needs a robustness section)")
 
 
 @dataclass

@@ -17,7 +17,8 @@ class FGSM(Attack):
 
     * ``norm`` — ``"linf"`` (FGSM, sign of the gradient) or ``"l2"`` (FGM, gradient / ‖gradient‖₂).
     * ``loss`` — ``"ce"`` cross-entropy (Goodfellow et al.) or ``"margin"`` (C&W margin); a
-      saturated cross-entropy (zero gradient in float32) falls back to the margin for that input.
+      saturated cross-entropy (zero gradient in float32) falls back to the margin for that input;
+      ``"ce_raw"`` keeps the cross-entropy gradient as it is (the naive attack).
     """
 
     name = "fgsm"
@@ -25,7 +26,7 @@ class FGSM(Attack):
     def __init__(self, norm: str = "linf", loss: str = "ce", batch_size: int = 256, progress: bool | None = None):
         super().__init__(batch_size, progress)
         self.norm = check_choice("norm", norm, ("linf", "l2"))
-        self.loss = check_choice("loss", loss, ("ce", "margin"))
+        self.loss = check_choice("loss", loss, ("ce", "margin", "ce_raw"))
 
     def _attack_eps(self, ctx: Context, eps: float) -> np.ndarray:
         g, _ = steepest_ascent(ctx, ctx.x, np.arange(len(ctx.x)), self.loss)

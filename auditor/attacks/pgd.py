@@ -27,8 +27,13 @@ def steepest_ascent(ctx: Context, x: np.ndarray, act: np.ndarray, loss: str):
     With ``loss="ce"`` the cross-entropy of the label is ascended (of the target descended).  A
     saturated softmax gives an exactly zero (or non-finite) cross-entropy gradient in float32; those
     rows fall back to the C&W margin, which does not saturate (one extra gradient query for them).
+    ``loss="ce_raw"`` keeps the cross-entropy gradient as it is (zero where the softmax saturates):
+    the naive attack the gradient-masking diagnosis compares with the margin loss.
     """
     goal = ctx.goal(act)
+    if loss == "ce_raw":  # the cross-entropy gradient as it is, saturated or not (a naive attack)
+        _, g, z = ctx.oracle.value_and_grad(x, "ce", rows=act, target=goal)
+        return (-1.0 if ctx.targeted else 1.0) * np.nan_to_num(g), z
     if loss == "ce":
         _, g, z = ctx.oracle.value_and_grad(x, "ce", rows=act, target=goal)
         g = (-1.0 if ctx.targeted else 1.0) * g
@@ -66,7 +71,8 @@ class PGD(Attack):
       Inputs whose gradient vanishes at the clean input are started at a random point anyway.
     * ``restarts=1`` — runs per input; runs after the first always start at a random point, and
       only inputs not yet fooled are restarted.
-    * ``loss="ce"`` — cross-entropy (Madry et al.); ``"margin"`` is the C&W margin loss.
+    * ``loss="ce"`` — cross-entropy (Madry et al.); ``"margin"`` is the C&W margin loss;
+      ``"ce_raw"`` the cross-entropy without the margin fallback where it saturates.
     * ``schedule="constant"`` — or ``"step"`` (α, then α/2 after 50 % and α/4 after 75 % of the
       steps) or ``"cosine"`` (α·(1 + cos(π t/steps)), mean α).
     """
@@ -84,7 +90,7 @@ class PGD(Attack):
         self.abs_stepsize = None if abs_stepsize is None else check_float("abs_stepsize", abs_stepsize, 0, open_lo=True)
         self.random_start = check_choice("random_start", random_start, (True, False))
         self.restarts = check_int("restarts", restarts, 1)
-        self.loss = check_choice("loss", loss, ("ce", "margin"))
+        self.loss = check_choice("loss", loss, ("ce", "margin", "ce_raw"))
         self.schedule = check_choice("schedule", schedule, ("constant", "step", "cosine"))
 
     def _iterations(self) -> int:
