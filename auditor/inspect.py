@@ -63,8 +63,7 @@ def _no_compute_reason(skipped: list[dict]) -> str:
     what = ", ".join(f"{k} x{v}" for k, v in ops.items())
     first = skipped[0]
     return (f"{len(skipped)} Conv/Gemm/MatMul node(s) ({what}) have no constant weight "
-            f"(e.g. {first['op']} '{first['node']}': {first['reason']}); weights built by ops must be "
-            "folded into constants first")
+            f"(e.g. {first['op']} '{first['node']}': {first['reason']})")
 
 
 def shape_text(s) -> str:
@@ -118,7 +117,7 @@ def render_inspect(info: dict) -> str:
                 fed += " (the model input)"
             L += _wrap(fed or "no activation (dense input)", indent + "fed by ")
         if not r["differentiable"]:
-            L += _wrap("no gradient rule (see below)", indent)
+            L += _wrap("blocks the input gradient (see below)", indent)
     L.append("")
     L += [ln for note in info.get("load_notes", []) for ln in _wrap(note, _label("note"))]
     L += _summary(info)
@@ -134,19 +133,19 @@ def _summary(info: dict) -> list[str]:
             L += _wrap(f"{s['op']} '{s['node']}' is not costed: {s['reason']}", _label(""))
     else:
         L += _wrap(f"no compute layer found: {info.get('no_compute_reason') or 'none recognised'}; "
-                   "the cost models and the sparsity attacks have nothing to act on", _label("compute"))
+                   "the cost models and the sparsity attacks need layers with constant weights", _label("compute"))
     if info["differentiable"] is None:
         L.append(_label("gradients") + "unknown")
     elif info["differentiable"]:
         if n:
             L += _wrap("differentiable (input gradients available for white-box attacks)", _label("gradients"))
         else:
-            L += _wrap("input gradients exist, but without a compute layer there is no sparsity "
-                       "objective to differentiate", _label("gradients"))
+            L += _wrap("differentiable for evasion attacks only: with no compute layer there is "
+                       "no sparsity objective", _label("gradients"))
     else:
         blocking = info["blocking_ops"]
         ops = Counter(b["op"] for b in blocking)
-        L += _wrap("not differentiable; unsupported: " + ", ".join(
+        L += _wrap("not differentiable; blocked by: " + ", ".join(
             f"{op} ({k} node{'s' if k > 1 else ''})" for op, k in ops.items()), _label("gradients"))
         for b in blocking:
             L += _wrap(f"{b['op']} '{b['node']}': {b['reason']}", _label(""))

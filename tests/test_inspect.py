@@ -98,6 +98,7 @@ def test_no_compute_op_at_all(tmp_path):
     text = render_inspect(inspect_model(tmp_path / "p.onnx"))
     flat = " ".join(text.split())
     assert "no compute layer found: the graph has no Conv, ConvTranspose, Gemm or MatMul node" in flat
+    assert "gradients differentiable for evasion attacks only: with no compute layer there is no sparsity" in flat
 
 
 def test_unsupported_ops_named_in_one_line(tmp_path):
@@ -120,5 +121,5 @@ def test_unsupported_ops_named_in_one_line(tmp_path):
     _check_width(r.stdout)
     lines = r.stdout.splitlines()
     line = next(ln for ln in lines if ln.startswith("gradients"))
-    assert line == "gradients not differentiable; unsupported: Einsum (1 node), TopK (1 node)"
+    assert line == "gradients not differentiable; blocked by: Einsum (1 node), TopK (1 node)"
     assert any("Einsum 'swap': no gradient rule for op Einsum" in ln for ln in lines)
