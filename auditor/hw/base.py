@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
+import numba
 import numpy as np
 
 from ..errors import AuditorError
@@ -243,6 +244,15 @@ def _out_size(size: int, k: int, s: int, p0: int, p1: int, d: int) -> int:
     return (size + p0 + p1 - d * (k - 1) - 1) // s + 1
 
 
+def all_finite(x: np.ndarray) -> bool:
+    """Whether every value of ``x`` is finite: a finite sum proves it (NaN and infinities
+    propagate into the sum); only an overflowing sum needs the element-wise check."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(x.sum()):
+            return True
+    return bool(np.isfinite(x).all())
+
+
 def lower(layer: ComputeLayer, x: np.ndarray) -> tuple[np.ndarray, ConvGeom]:
     """Check ``x`` against the layer and return it as an NCHW float32 array with its geometry.
 
@@ -256,7 +266,7 @@ def lower(layer: ComputeLayer, x: np.ndarray) -> tuple[np.ndarray, ConvGeom]:
     if x.ndim < 1 or tuple(x.shape[1:]) != exp:
         raise AuditorError(f"activation '{layer.input}' has shape {tuple(x.shape)}, expected (N, {', '.join(map(str, exp))})",
                            where=where)
-    if x.size and not np.isfinite(x).all():
+    if x.size and not all_finite(x):
         raise AuditorError(f"activation '{layer.input}' contains NaN or infinity", where=where)
     op = layer.op_type
     if op in ("Gemm", "MatMul"):
@@ -332,3 +342,46 @@ def nonzero_mask(x: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     if threshold > 0:
         return (np.abs(x) > threshold).view(np.uint8)
     return (x != 0).view(np.uint8)
+
+
+def window_multiplicity(size: int, k: int, s: int, p0: int, d: int, out: int) -> np.ndarray:
+    """(size,) int64: for each input row (or column), how many (output position, kernel offset)
+    pairs of a convolution read it (oy * s - p0 + ky * d == iy).  The windows' reads of a layer
+    factor per axis, so the number of times pixel (iy, ix) is read is mult_y[iy] * mult_x[ix]."""
+    m = np.zeros(size, dtype=np.int64)
+    for kk in range(k):
+        idx = np.arange(out) * s - p0 + kk * d
+        idx = idx[(idx >= 0) & (idx < size)]
+        np.add.at(m, idx, 1)
+    return m
+
+
+@numba.njit(cache=True, parallel=True)
+def _weighted_counts(x, my, mx, threshold):
+    """sum over n's values v of [|v| > threshold] * my[iy] * mx[ix], per input n."""
+    N, C, H, W = x.shape
+    parts = np.zeros(N * C, dtype=np.int64)
+    for task in numba.prange(N * C):
+        n = task // C
+        c = task - n * C
+        s = 0
+        for iy in range(H):
+            r = np.int32(0)
+            for ix in range(W):
+                r += np.int32(abs(x[n, c, iy, ix]) > threshold) * mx[ix]
+            s += np.int64(r) * my[iy]
+        parts[task] = s
+    out = np.zeros(N, dtype=np.int64)
+    for task in range(N * C):
+        out[task // C] += parts[task]
+    return out
+
+
+def window_reads(x: np.ndarray, geom: "ConvGeom", threshold: float = 0.0) -> np.ndarray:
+    """(N,) int64: over every window of the layer and every value it reads from the lowered
+    activations ``x`` (N, C, H, W), how many are non-zero (|v| > threshold; padding reads
+    nothing), computed once per pixel (counted as often as windows read it) instead of once per
+    window read."""
+    my = window_multiplicity(geom.H, geom.KH, geom.sh, geom.pt, geom.dh, geom.OH).astype(np.int32)
+    mx = window_multiplicity(geom.W, geom.KW, geom.sw, geom.pl, geom.dw, geom.OW).astype(np.int32)
+    return _weighted_counts(x, my, mx, np.float32(threshold))

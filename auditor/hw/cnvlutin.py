@@ -82,7 +82,7 @@ import numpy as np
 
 from ..layers import ComputeLayer
 from ..schema import field
-from .base import ConvGeom, CostModel, CostResult, check_acts, lower, nonzero_mask
+from .base import ConvGeom, CostModel, CostResult, check_acts, lower, nonzero_mask, window_reads
 
 _SRC_ATTACK = "Krithivasan et al., Adversarial Sparsity Attacks, Sec. V Fig. 10a"
 _SRC_CNV = "Albericio et al., Cnvlutin, ISCA 2016"
@@ -177,6 +177,34 @@ def brick_counts(nz: np.ndarray, group: int, brick: int) -> np.ndarray:
     return out.astype(np.uint8) if brick <= 255 else out
 
 
+@numba.njit(cache=True, parallel=True)
+def _brick_counts(x, group, brick, threshold):
+    N, C, H, W = x.shape
+    cg = C // group
+    nb = (cg + brick - 1) // brick
+    out = np.zeros((N, group * nb, H, W), dtype=np.uint8)
+    for task in numba.prange(N * group * nb):
+        n = task // (group * nb)
+        gb = task - n * (group * nb)
+        g = gb // nb
+        b = gb - g * nb
+        c0 = g * cg + b * brick
+        c1 = min(c0 + brick, (g + 1) * cg)
+        for iy in range(H):
+            for c in range(c0, c1):
+                for ix in range(W):
+                    out[n, gb, iy, ix] += np.uint8(abs(x[n, c, iy, ix]) > threshold)
+    return out
+
+
+def brick_counts_of(x: np.ndarray, group: int, brick: int, threshold: float = 0.0) -> np.ndarray:
+    """:func:`brick_counts` of the mask |x| > threshold, counted from the activations ``x``
+    (N, C, H, W) float32 in one pass."""
+    if brick > 255:
+        return brick_counts(nonzero_mask(x, threshold), group, brick)
+    return _brick_counts(x, group, brick, np.float32(threshold))
+
+
 @numba.njit(cache=True, inline="always")
 def inside_columns(x0: int, W: int, OW: int, sw: int) -> tuple[int, int]:
     """Output columns [lo, hi) whose input column ox*sw + x0 lies inside [0, W) (not padding)."""
@@ -197,8 +225,10 @@ def cnv_schedule(src, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, per_brick, 
     channels themselves (a 0/1 mask, window-packed bricks) or whole channel bricks (their counts).
     A window is the sequence (ky, kx, s), s fastest; every ``per_brick`` consecutive sources form a
     brick (the last one of the window may be short), every ``lanes`` consecutive bricks a step.
-    A brick costs max(nnz, min_slot), a step the max over its bricks.  Because this structure does
-    not depend on the output position, the kernel works on planes of all output positions at once.
+    A brick costs max(nnz, min_slot), a step the max over its bricks (at least min_slot: a step
+    has at least one brick).  Because this structure does not depend on the output position, the
+    kernel works on a whole row of output positions at once (one task per input and group, run in
+    parallel; small row buffers, no array views inside the loops).
 
     Returns (N, 3) int64: cycles of one pass over all windows, non-zero activation visits, and
     neuron-buffer entries read in one pass (sum over bricks of max(nnz, min_slot)).
@@ -206,61 +236,83 @@ def cnv_schedule(src, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, per_brick, 
     N, GS, H, W = src.shape
     S = GS // group
     total = KH * KW * S
-    out = np.zeros((N, 3), dtype=np.int64)
-    for n in numba.prange(N):
-        cur = np.zeros((OH, OW), dtype=np.int32)   # non-zeros of the current brick, per position
-        smax = np.zeros((OH, OW), dtype=np.int32)  # largest brick cost of the current step
+    parts = np.zeros((N * group, 3), dtype=np.int64)
+    for task in numba.prange(N * group):
+        n = task // group
+        g = task - n * group
+        cur = np.zeros(OW, dtype=np.int32)   # non-zeros of the current brick, per position of the row
+        smax = np.empty(OW, dtype=np.int32)  # largest brick cost of the current step
         cyc = 0
         nnz = 0
         ent = 0
-        for g in range(group):
+        for oy in range(OH):
+            for ox in range(OW):
+                smax[ox] = min_slot
             filled = 0
             in_step = 0
             t = 0
             for ky in range(KH):
+                iy = oy * sh - pt + ky * dh
+                row_in = iy >= 0 and iy < H
                 for kx in range(KW):
                     x0 = kx * dw - pl
                     lo, hi = inside_columns(x0, W, OW, sw)
+                    if not row_in:
+                        hi = lo
                     for si in range(S):
-                        plane = src[n, g * S + si]
-                        for oy in range(OH):
-                            iy = oy * sh - pt + ky * dh
-                            if iy < 0 or iy >= H:
-                                continue
-                            row = plane[iy]
-                            crow = cur[oy]
+                        c = g * S + si
+                        t += 1
+                        filled += 1
+                        close = filled == per_brick or t == total
+                        if per_brick == 1:
+                            # one source per brick: its count is the brick's, no accumulation;
+                            # positions outside the input cost min_slot (already in smax)
+                            ent += (OW - max(hi - lo, 0)) * min_slot
                             if sw == 1:
                                 for ox in range(lo, hi):
-                                    crow[ox] += row[ox + x0]
+                                    v = np.int32(src[n, c, iy, ox + x0])
+                                    nnz += v
+                                    ent += v if v > min_slot else min_slot
+                                    if v > smax[ox]:
+                                        smax[ox] = v
                             else:
                                 for ox in range(lo, hi):
-                                    crow[ox] += row[ox * sw + x0]
-                        filled += 1
-                        t += 1
-                        if filled == per_brick or t == total:  # close the brick
-                            for oy in range(OH):
-                                crow = cur[oy]
-                                srow = smax[oy]
-                                for ox in range(OW):
-                                    v = crow[ox]
+                                    v = np.int32(src[n, c, iy, ox * sw + x0])
                                     nnz += v
-                                    e = v if v > min_slot else min_slot
-                                    ent += e
-                                    if e > srow[ox]:
-                                        srow[ox] = e
-                                    crow[ox] = 0
+                                    ent += v if v > min_slot else min_slot
+                                    if v > smax[ox]:
+                                        smax[ox] = v
+                        else:
+                            if sw == 1:
+                                for ox in range(lo, hi):
+                                    cur[ox] += src[n, c, iy, ox + x0]
+                            else:
+                                for ox in range(lo, hi):
+                                    cur[ox] += src[n, c, iy, ox * sw + x0]
+                            if close:
+                                for ox in range(OW):
+                                    v = cur[ox]
+                                    nnz += v
+                                    ent += v if v > min_slot else min_slot
+                                    if v > smax[ox]:
+                                        smax[ox] = v
+                                    cur[ox] = 0
+                        if close:
                             filled = 0
                             in_step += 1
                             if in_step == lanes or t == total:  # close the step
-                                for oy in range(OH):
-                                    srow = smax[oy]
-                                    for ox in range(OW):
-                                        cyc += srow[ox]
-                                        srow[ox] = 0
+                                for ox in range(OW):
+                                    cyc += smax[ox]
+                                    smax[ox] = min_slot
                                 in_step = 0
-        out[n, 0] = cyc
-        out[n, 1] = nnz
-        out[n, 2] = ent
+        parts[task, 0] = cyc
+        parts[task, 1] = nnz
+        parts[task, 2] = ent
+    out = np.zeros((N, 3), dtype=np.int64)
+    for task in range(N * group):
+        n = task // group
+        for k in range(3):
+            out[n, k] += parts[task, k]
     return out
 
 
@@ -272,6 +324,21 @@ def cnv_windows(cnt, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, lanes, min_s
 def cnv_windows_packed(nz, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, brick, lanes, min_slot):
     """Schedule with window-packed bricks of ``brick`` values: ``nz`` the (N, C, H, W) uint8 mask."""
     return cnv_schedule(nz, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, brick, lanes, min_slot)
+
+
+def cnv_windows_single(x, geom: ConvGeom, lanes: int, min_slot: int, threshold: float = 0.0) -> np.ndarray:
+    """The schedule of window-packed bricks of one value (a depthwise 3x3 layer: 9 values over 16
+    lanes) when ``min_slot >= 1``: every brick then costs min_slot whatever its value (0 or 1), so
+    cycles and entries do not depend on the data, and the non-zero visits are the mask's window
+    reads (:func:`~auditor.hw.base.window_reads` of the activations ``x``).  Same (N, 3) result as
+    :func:`cnv_schedule`."""
+    total = geom.KH * geom.KW * geom.Cg  # bricks per window
+    windows = geom.group * geom.OH * geom.OW
+    out = np.empty((len(x), 3), dtype=np.int64)
+    out[:, 0] = windows * -(-total // lanes) * min_slot
+    out[:, 1] = window_reads(x, geom, threshold)
+    out[:, 2] = windows * total * min_slot
+    return out
 
 
 def window_bricks_reference(x, geom: ConvGeom, brick: int, packed: bool, threshold: float = 0.0):
@@ -378,12 +445,13 @@ def dadn_events(layer: ComputeLayer, x: np.ndarray, *, units: int, neuron_lanes:
     dense = npass * windows * dense_window_cycles(geom, neuron_lanes, brick, packed)
     vbytes = value_bits / 8.0
     if skip:
-        nz = nonzero_mask(x4, threshold)
-        if packed:
-            r = cnv_windows_packed(nz, geom.group, geom.KH, geom.KW, geom.sh, geom.sw, geom.pt, geom.pl, geom.dh,
-                                   geom.dw, geom.OH, geom.OW, brick, neuron_lanes, min_slot)
+        if packed and brick == 1 and min_slot >= 1:
+            r = cnv_windows_single(x4, geom, neuron_lanes, min_slot, threshold)
+        elif packed:
+            r = cnv_windows_packed(nonzero_mask(x4, threshold), geom.group, geom.KH, geom.KW, geom.sh, geom.sw,
+                                   geom.pt, geom.pl, geom.dh, geom.dw, geom.OH, geom.OW, brick, neuron_lanes, min_slot)
         else:
-            cnt = brick_counts(nz, geom.group, brick)
+            cnt = brick_counts_of(x4, geom.group, brick, threshold)
             r = cnv_windows(cnt, geom.group, geom.KH, geom.KW, geom.sh, geom.sw, geom.pt, geom.pl, geom.dh,
                             geom.dw, geom.OH, geom.OW, neuron_lanes, min_slot)
         cycles = r[:, 0] * npass

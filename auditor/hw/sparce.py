@@ -61,7 +61,7 @@ import numpy as np
 
 from ..layers import ComputeLayer
 from ..schema import field
-from .base import ConvGeom, CostModel, CostResult, check_acts, lower, nonzero_mask
+from .base import ConvGeom, CostModel, CostResult, check_acts, lower, nonzero_mask, window_reads
 from .cnvlutin import inside_columns
 
 _SRC_SPARCE = "Sen et al., SparCE, IEEE TC 2019"
@@ -272,7 +272,11 @@ class SparceModel(CostModel):
             if layer.is_conv and not (g.KH == g.KW == 1 and g.sh == g.sw == 1 and g.pt == g.pl == g.pb == g.pr == 0):
                 im2col = g.group * kg * P
             d = outputs * (iters * iter_cyc + p.output_overhead_cycles) + im2col * p.im2col_cycles_per_element
-            if cov[li] > 0:
+            if cov[li] >= p.unroll and V == 1:
+                # every iteration may skip, and one iteration reads one value: the skips are the
+                # zero (or padding) reads of all windows
+                skips = (g.group * kg * P - window_reads(x4, g)) * g.Mg
+            elif cov[li] > 0:
                 skips = sparce_skips(nonzero_mask(x4), g.group, g.KH, g.KW, g.sh, g.sw, g.pt, g.pl, g.dh, g.dw,
                                      g.OH, g.OW, V, p.unroll, cov[li]) * g.Mg  # skipped iterations, all filters
             else:

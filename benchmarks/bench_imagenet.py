@@ -1,0 +1,214 @@
+#!/usr/bin/env python
+"""The scaling table of ImageNet-sized models (224x224): forward time, cost simulation / forward,
+input gradient / forward, gradient build time and the peak memory of whole commands.
+
+Models: the onnx.helper-built ones of ``benchmarks/imagenet_models.py`` (resnet18, mobilenet_v2,
+efficientnet_b0, vgg11_bn; random weights, written once under --cache), plus the onnx package's
+light models (ResNet-50, VGG-19, DenseNet-121, ...: ``onnx/backend/test/data/light``) when they
+are present and load.  No torch needed.
+
+Columns (one process per model for the timings; every ratio from interleaved runs, minimum over
+the runs, so both sides see the same machine load):
+
+* ``fwd ms``       onnxruntime forward time per input of the plain model (batch --batch);
+* ``cnv/fwd``, ``sparce/fwd``  cost simulation of the batch on hwprofiles/cnvlutin.yaml and
+  sparce.yaml (activations already computed, kernels compiled) / forward time of the batch;
+* ``ce/fwd``, ``sp/fwd``  fwd+bwd of the cross-entropy / sparsity-attack objective gradient
+  session / forward time (the same session options);
+* ``build s``      time to build the cross-entropy gradient graph (append_objective +
+  add_input_gradient) and its session;
+* ``audit GB``, ``inspect GB``  (with --rss) peak resident memory of ``auditor audit`` (clean
+  audit of --rss-count random inputs on cnvlutin + sparce) and ``auditor inspect`` in a child
+  process (os.wait4's ru_maxrss).
+
+    python benchmarks/bench_imagenet.py [--models resnet18 ...] [--batch 8] [--threads 2]
+        [--seconds 4] [--rss] [--rss-count 256] [--no-light]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import imagenet_models  # noqa: E402
+from auditor.grad import add_input_gradient  # noqa: E402
+from auditor.hw import build_cost_model  # noqa: E402
+from auditor.objectives import append_objective  # noqa: E402
+from auditor.session import OnnxClassifier  # noqa: E402
+
+LIGHT = ("resnet50", "vgg19", "densenet121", "inception_v1", "squeezenet", "shufflenet", "bvlc_alexnet")
+
+
+def light_models() -> dict[str, Path]:
+    d = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+    return {n: d / f"light_{n}.onnx" for n in LIGHT if (d / f"light_{n}.onnx").exists()}
+
+
+def session(model: onnx.ModelProto | str, threads: int) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    src = model if isinstance(model, str) else model.SerializeToString()
+    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+
+
+def interleaved(fns, seconds: float, min_runs: int = 3) -> list[float]:
+    """Minimum time of each function, run in turn until ``seconds`` have passed."""
+    for f in fns:
+        f()
+    best = [float("inf")] * len(fns)
+    end = time.perf_counter() + seconds
+    runs = 0
+    while time.perf_counter() < end or runs < min_runs:
+        for i, f in enumerate(fns):
+            t = time.perf_counter()
+            f()
+            best[i] = min(best[i], time.perf_counter() - t)
+        runs += 1
+    return best
+
+
+def profile(name: str):
+    d = yaml.safe_load((ROOT / "hwprofiles" / f"{name}.yaml").read_text())
+    return build_cost_model(d["cost_model"], d["params"])
+
+
+def knob_feed(knobs: dict, types: dict, n: int, extra: dict) -> dict:
+    feed = {}
+    for name, shape in knobs.items():
+        if name in extra:
+            feed[name] = extra[name]
+            continue
+        shp = [n if d == "N" else d for d in shape]
+        dt = np.int64 if types.get(name) == onnx.TensorProto.INT64 else np.float32
+        feed[name] = np.zeros(shp, dt) if dt == np.int64 else np.ones(shp, np.float32)
+    return feed
+
+
+def table_row(name: str, path: Path, args) -> dict:
+    row = {"model": name}
+    clf = OnnxClassifier(str(path), threads=args.threads, batch_size=args.batch)
+    shape = clf.input_shape
+    batch = clf.runner.fixed_batch or args.batch  # the light models have a fixed batch of 1
+    rng = np.random.default_rng(0)
+    x = rng.random((batch,) + shape, dtype=np.float32)
+    s_fwd = session(str(path), args.threads)
+    in_name = s_fwd.get_inputs()[0].name
+    acts = clf.forward(x)
+    layers = list(clf.probes.layers)
+    la = {t: acts[t] for t in clf.probes.layer_inputs}
+    cnv, spc = profile("cnvlutin"), profile("sparce")
+    fns = [lambda: s_fwd.run(None, {in_name: x}), lambda: cnv.simulate(layers, la), lambda: spc.simulate(layers, la)]
+    t_fwd, t_cnv, t_spc = interleaved(fns, args.seconds)
+    row.update(fwd_ms=1e3 * t_fwd / batch, cnv=t_cnv / t_fwd, sparce=t_spc / t_fwd)
+    del acts, la
+    for obj in ("ce", "sparsity"):
+        t0 = time.perf_counter()
+        m, obj_name, knobs = append_objective(clf.model, clf._objective_spec(obj), logits=clf.logits_name)
+        g = add_input_gradient(m, obj_name, grad_name="grad_input")
+        t1 = time.perf_counter()
+        s_g = session(g, args.threads)
+        t2 = time.perf_counter()
+        if obj == "ce":
+            row.update(build_s=t1 - t0, session_s=t2 - t1)
+        types = {i.name: i.type.tensor_type.elem_type for i in g.graph.input}
+        nw = len(clf.probes.layer_inputs)
+        extra = {"weights": np.full(nw, 1.0 / nw, np.float32), "beta": np.array(15.0, np.float32),
+                 "c": np.array(1.0, np.float32)}
+        feed = dict(knob_feed(knobs, types, batch, extra), **{s_g.get_inputs()[0].name: x})
+        outs = [obj_name, "grad_input"]
+        t_f, t_g = interleaved([lambda: s_fwd.run(None, {in_name: x}), lambda: s_g.run(outs, feed)], args.seconds)
+        row[obj] = t_g / t_f
+        del s_g, g, m
+    return row
+
+
+def peak_rss(cmd: list[str], cwd: Path) -> tuple[float, float, int]:
+    """(peak RSS GB, wall s, exit code) of a child process."""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    err = p.stderr.read().decode()
+    if p.returncode not in (0, 1):
+        print(f"  {' '.join(cmd[:4])}: exit {p.returncode}: {err.strip().splitlines()[-1:]}", file=sys.stderr)
+    return ru.ru_maxrss / 2**20, time.perf_counter() - t, p.returncode
+
+
+def rss_row(name: str, path: Path, args, tmp: Path) -> dict:
+    sess = session(str(path), 1)
+    shape = [d for d in sess.get_inputs()[0].shape[1:]]
+    del sess
+    data = tmp / f"{name}_x.npy"
+    if not data.exists():
+        np.save(data, np.random.default_rng(0).integers(0, 256, (args.rss_count, *shape), dtype=np.uint8))
+    sc = tmp / f"{name}.yaml"
+    sc.write_text(yaml.safe_dump({"name": f"{name}-clean", "seed": 0,
+                                  "data": {"source": "npy", "path": data.name, "count": args.rss_count},
+                                  "batch_size": args.batch, "checks": {}}))
+    py = [sys.executable, "-m", "auditor.cli"]
+    hw = ["--hw", str(ROOT / "hwprofiles" / "cnvlutin.yaml"), "--hw", str(ROOT / "hwprofiles" / "sparce.yaml")]
+    a_gb, a_s, _ = peak_rss(py + ["audit", str(path), *hw, "--scenario", str(sc), "--threads", str(args.threads)], ROOT)
+    i_gb, i_s, _ = peak_rss(py + ["inspect", str(path)], ROOT)
+    return {"audit_gb": a_gb, "audit_s": a_s, "inspect_gb": i_gb, "inspect_s": i_s}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="*", default=None)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=4.0, help="timing budget per interleaved comparison")
+    ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "auditor-imagenet"))
+    ap.add_argument("--rss", action="store_true", help="also measure the peak RSS of audit and inspect")
+    ap.add_argument("--rss-count", type=int, default=256)
+    ap.add_argument("--no-table", action="store_true", help="only the RSS columns")
+    ap.add_argument("--no-light", action="store_true", help="skip the onnx package's light models")
+    args = ap.parse_args(argv)
+    paths = {n: imagenet_models.cached(n, args.cache) for n in imagenet_models.NAMES}
+    if not args.no_light:
+        paths.update(light_models())
+    names = args.models or list(paths)
+    print(f"onnxruntime {ort.__version__}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, batch {args.batch}, "
+          f"{args.threads} threads", flush=True)
+    cols = ("fwd_ms", "cnv", "sparce", "ce", "sparsity", "build_s", "session_s", "audit_gb", "audit_s",
+            "inspect_gb", "inspect_s")
+    print(f"{'model':16s} " + " ".join(f"{c:>10s}" for c in cols), flush=True)
+    tmp = Path(args.cache)
+    for name in names:
+        if name not in paths:
+            print(f"{name:16s} (unknown model)")
+            continue
+        row = {}
+        try:
+            if not args.no_table:
+                row.update(table_row(name, paths[name], args))
+            if args.rss:
+                row.update(rss_row(name, paths[name], args, tmp))
+        except Exception as e:  # a light model that does not load is reported, not fatal
+            print(f"{name:16s} failed: {str(e).splitlines()[0][:150]}", flush=True)
+            continue
+        print(f"{name:16s} " + " ".join(f"{row[c]:10.2f}" if c in row else f"{'-':>10s}" for c in cols),
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
