@@ -17,35 +17,62 @@ EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 
 def _guard(fn):
-    """Turn AuditorError into `error: ...` + exit 2, and crashes into one line + exit 3."""
+    """Turn AuditorError into `error: ...` + exit 2, and crashes into one line + exit 3.
+
+    Python warnings raised while the command runs (PIL, numpy) are held back: on an error only
+    the error line reaches stderr; on success each is printed as one `warning:` line."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except AuditorError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
-        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
-            raise
-        except Exception as e:  # a bug, not bad input
-            if os.environ.get("AUDITOR_DEBUG"):
+        import warnings
+
+        from .errors import one_line
+
+        with warnings.catch_warnings(record=True) as caught:
+            try:
+                out = fn(*args, **kwargs)
+            except AuditorError as e:
+                click.echo(f"error: {e}", err=True)
+                sys.exit(EXIT_BAD_INPUT)
+            except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
+                _echo_warnings(caught)
                 raise
-            click.echo(f"internal error: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-                       "(set AUDITOR_DEBUG=1 for the traceback)", err=True)
-            sys.exit(EXIT_INTERNAL)
+            except Exception as e:  # a bug, not bad input
+                if os.environ.get("AUDITOR_DEBUG"):
+                    raise
+                click.echo(one_line(f"internal error: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                                    " (set AUDITOR_DEBUG=1 for the traceback)"), err=True)
+                sys.exit(EXIT_INTERNAL)
+        _echo_warnings(caught)
+        return out
     return wrapper
+
+
+def _echo_warnings(caught) -> None:
+    from .errors import one_line
+
+    seen = set()
+    for w in caught:
+        msg = one_line(f"warning: {w.message}", 300)
+        if msg not in seen:
+            seen.add(msg)
+            click.echo(msg, err=True)
 
 
 def _write_output(text: str, output: str | None, force: bool) -> None:
     if output is None:
         click.echo(text, nl=False)
         return
-    p = Path(output)
-    if p.exists() and not force:
-        raise AuditorError("output file exists; pass --force to overwrite it", where=output)
-    if p.parent and not p.parent.exists():
-        raise AuditorError("folder of the output file does not exist", where=output)
-    p.write_text(text)
+    from .files import write_text
+
+    write_text(output, text, force)
+
+
+def _finite_or_none(ctx, param, value):
+    import math
+
+    if value is not None and math.isnan(value):
+        raise click.BadParameter("must be a number of seconds, not nan")
+    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,14 +109,15 @@ def inspect(model, fmt, input_size, layout):
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "junit", "markdown", "html"]), default="text",
               show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="write the report here instead of stdout")
-@click.option("--force", is_flag=True, help="overwrite --output if it exists")
-@click.option("--seed", type=int, default=None, help="override the scenario's seed")
-@click.option("--threads", type=int, default=0, show_default=True, help="onnxruntime threads (0 = all cores)")
+@click.option("--force", is_flag=True, help="overwrite --output (and saved inputs) if they exist")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="override the scenario's seed")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="onnxruntime threads (0 = all cores; more than the cores are capped at the cores)")
 @click.option("--save-inputs", type=click.Path(file_okay=False), default=None,
               help="folder to save the worst input of each search (.npy and .png)")
 @click.option("--baseline", type=click.Path(dir_okay=False), default=None,
               help="previous JSON report: add the scenario's regression checks against it")
-@click.option("--max-seconds", type=click.FloatRange(min=0), default=None,
+@click.option("--max-seconds", type=click.FloatRange(min=0), default=None, callback=_finite_or_none,
               help="time budget of the whole audit; searches still running are stopped and reported as cut short")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="run the audit's units of work (chunks of inputs per profile and search) on this many local processes")
@@ -104,9 +132,12 @@ def audit(model, profiles, scenario, fmt, output, force, seed, threads, save_inp
     Exit code 0 when every check passes, 1 when one fails, 2 on bad input."""
     from .pipeline import run_audit
 
-    if output and Path(output).exists() and not force:
-        raise AuditorError("output file exists; pass --force to overwrite it", where=output)
-    report = run_audit(model, list(profiles), scenario, seed=seed, threads=threads, save_dir=save_inputs,
+    if output:
+        from .files import check_output
+
+        check_output(output, force)
+    threads = min(threads, os.cpu_count() or 1)
+    report = run_audit(model, list(profiles), scenario, seed=seed, threads=threads, save_dir=save_inputs, force=force,
                        baseline=baseline, max_seconds=max_seconds, jobs=jobs, ray=ray_address or None)
     _write_output(report.render(fmt), output, force)
     if output:

@@ -104,6 +104,10 @@ def _rows(tp, prefix: str = "") -> list[str]:
         doc = md.get("doc", "")
         if md.get("unit"):
             doc += f" [{md['unit']}]"
+        if "minimum" in md or "maximum" in md:
+            lo = f"{'>' if md.get('exclusive_minimum') else '>='} {schema.num_text(md['minimum'])}" if "minimum" in md else ""
+            hi = f"<= {schema.num_text(md['maximum'])}" if "maximum" in md else ""
+            doc += f" ({', '.join(b for b in (lo, hi) if b)})"
         src = md.get("source", "")
         rows.append(f"| `{prefix}{f.name}` | {schema._type_name(t).replace('|', 'or')} | `{_yaml_value(schema.to_dict(default)) if default not in ('(required)', '(section)') else default}` | {doc} | {src} |")
         for sub in inner:

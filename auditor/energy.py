@@ -211,14 +211,23 @@ def _preactivation_shift(verifier, x_clean: np.ndarray, x_adv: np.ndarray) -> di
     return preactivation_shift(r.run(x_clean, pre), r.run(x_adv, pre))
 
 
-def save_input(x: np.ndarray, stem: Path, bounds: tuple[float, float]) -> list[str]:
-    """Save one raw input as .npy and .png (grayscale or RGB); returns the paths written."""
+def save_input(x: np.ndarray, stem: Path, bounds: tuple[float, float], force: bool = False) -> list[str]:
+    """Save one raw input as .npy and .png (grayscale or RGB); returns the paths written.  An
+    existing file is never overwritten unless ``force``."""
+    import io
+
     from PIL import Image
 
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    np.save(stem.with_suffix(".npy"), x)
+    from .files import output_folder, write_bytes
+
+    output_folder(stem.parent, "saved inputs")
+    buf = io.BytesIO()
+    np.save(buf, x)
+    write_bytes(stem.with_suffix(".npy"), buf.getvalue(), force, "saved input")
     lo, hi = bounds
     img = np.clip((x - lo) / (hi - lo), 0, 1)
     img = (img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)) * 255
-    Image.fromarray(np.round(img).astype(np.uint8)).save(stem.with_suffix(".png"))
+    buf = io.BytesIO()
+    Image.fromarray(np.round(img).astype(np.uint8)).save(buf, format="PNG")
+    write_bytes(stem.with_suffix(".png"), buf.getvalue(), force, "saved input")
     return [str(stem.with_suffix(".npy")), str(stem.with_suffix(".png"))]

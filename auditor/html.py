@@ -621,6 +621,24 @@ def _profile_figures(p: dict) -> str:
     return "".join(out)
 
 
+def _embeddable(name: str, base_dir: Path | None) -> Path | None:
+    """The file a report names, if it may be embedded: a regular file whose resolved path lies
+    inside ``base_dir`` (the report's folder), looked up relative to that folder or as written.
+    A crafted report naming ``../`` or absolute paths elsewhere gets nothing embedded."""
+    if base_dir is None or "\0" in name:
+        return None
+    try:
+        base = Path(base_dir).resolve()
+        cands = [Path(name)] if Path(name).is_absolute() else [base / name, Path(name)]
+        for c in cands:
+            r = c.resolve()
+            if (r == base or base in r.parents) and r.is_file():
+                return r
+    except (OSError, RuntimeError, ValueError):
+        return None
+    return None
+
+
 def _worst_inputs(p: dict, base_dir: Path | None) -> str:
     out = []
     atts = [a for a in p.get("attacks") or [] if isinstance(a, dict) and isinstance(a.get("worst_input"), dict)]
@@ -631,11 +649,11 @@ def _worst_inputs(p: dict, base_dir: Path | None) -> str:
         for f in w.get("files") or []:
             if not isinstance(f, str) or not f.lower().endswith(".png"):
                 continue
-            path = Path(f)
-            if not path.is_absolute() and base_dir is not None and not path.is_file():
-                path = base_dir / path
+            path = _embeddable(f, base_dir)
+            if path is None:
+                continue
             try:
-                if path.is_file() and path.stat().st_size <= MAX_EMBED_BYTES:
+                if path.stat().st_size <= MAX_EMBED_BYTES:
                     data = path.read_bytes()
                     if data[:8] == b"\x89PNG\r\n\x1a\n":
                         img = (f'<img class="input" alt="{_e("worst input of " + lab)}" '
@@ -783,10 +801,13 @@ def render_html(report: dict, *, base_dir: str | Path | None = None) -> str:
     """The audit report as one self-contained HTML document (inline CSS, plots as base64 PNG).
 
     ``report``: the JSON report dict (``Report.data``; a :class:`~auditor.report.Report` is
-    accepted too).  ``base_dir``: where relative paths of saved worst inputs are looked up when
-    they do not resolve from the current directory.
+    accepted too).  ``base_dir``: the folder whose files may be embedded (the saved worst
+    inputs, named relative to it or to the current directory); files resolving elsewhere, and
+    every file when ``base_dir`` is None, are not embedded.
     """
     d = getattr(report, "data", report)
+    if base_dir is None:  # a Report of an audit: the folder it saved its inputs in
+        base_dir = getattr(report, "files_dir", None)
     if not isinstance(d, dict):
         raise TypeError(f"render_html needs a report dict, got {type(d).__name__}")
     bd = Path(base_dir) if base_dir is not None else None

@@ -17,6 +17,9 @@ from onnx import numpy_helper, shape_inference
 from .errors import AuditorError
 
 MIN_OPSET = 11
+#: the largest .onnx file read, and the most bytes of external data its tensors may add
+#: (checked against the file sizes before anything is read)
+MAX_MODEL_BYTES = 1 << 30
 #: the opset that models older than MIN_OPSET are upgraded to
 UPGRADE_OPSET = 13
 
@@ -33,13 +36,11 @@ def load_model(path: str | os.PathLike, *, input_size=None, layout: str = "NCHW"
 
     Refuses external-data files outside the model's folder; ``input_size`` ([H, W]) fixes the
     spatial size of a model exported with dynamic height and width."""
+    from .files import read_bytes
+
     p = Path(path)
     where = str(path)
-    if not p.exists():
-        raise AuditorError("model file not found", where=where)
-    if p.is_dir():
-        raise AuditorError("is a directory, expected an .onnx file", where=where)
-    data = p.read_bytes()
+    data = read_bytes(p, "model file", MAX_MODEL_BYTES)
     if not data:
         raise AuditorError("model file is empty", where=where)
     try:
@@ -49,7 +50,11 @@ def load_model(path: str | os.PathLike, *, input_size=None, layout: str = "NCHW"
     if not model.graph.node:
         raise AuditorError("not a valid ONNX model (the graph has no nodes)", where=where)
     _load_external_data(model, p.parent.resolve(), where)
-    return prepare(model, where, input_size=input_size, layout=layout)
+    model = prepare(model, where, input_size=input_size, layout=layout)
+    from .interface import check_classifier
+
+    check_classifier(model, where)
+    return model
 
 
 def prepare(model: onnx.ModelProto, where: str = "model", *, input_size=None,
@@ -366,16 +371,33 @@ def _load_external_data(model: onnx.ModelProto, base: Path, where: str) -> None:
         for a in node.attribute:
             if a.HasField("t"):
                 tensors.append(a.t)
+    total = 0
     for t in tensors:
         if not uses_external_data(t):
             continue
         info = {e.key: e.value for e in t.external_data}
         loc = info.get("location", "")
+        if not loc or "\0" in loc:
+            raise AuditorError(f"external data of tensor '{t.name}' has {'no' if not loc else 'an invalid'} location",
+                               where=where)
+        try:
+            offset, length = int(info.get("offset") or 0), int(info["length"]) if info.get("length") else None
+        except ValueError:
+            raise AuditorError(f"external data of tensor '{t.name}' has a non-integer offset or length", where=where) from None
         target = (base / loc).resolve()
         if os.path.isabs(loc) or not str(target).startswith(str(base) + os.sep):
             raise AuditorError(f"external data '{loc}' of tensor '{t.name}' lies outside the model's folder; refusing to read it", where=where)
         if not target.is_file():
             raise AuditorError(f"external data file '{loc}' of tensor '{t.name}' not found", where=where)
+        size = target.stat().st_size
+        if offset < 0 or (length is not None and length < 0) or offset > size or \
+                (length is not None and offset + length > size):
+            raise AuditorError(f"external data of tensor '{t.name}' (offset {offset}, length {length}) lies outside "
+                               f"'{loc}' ({size} bytes)", where=where)
+        total += (size - offset) if length is None else length
+        if total > MAX_MODEL_BYTES:
+            raise AuditorError(f"external data of the model exceeds the {MAX_MODEL_BYTES >> 20} MiB the tool reads "
+                               f"(at tensor '{t.name}')", where=where)
         try:
             load_external_data_for_tensor(t, str(base))
         except Exception as e:

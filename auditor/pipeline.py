@@ -23,7 +23,7 @@ from .errors import AuditorError
 from .evaluate import Evaluation, evaluate, per_input
 from .hw.profile import HardwareProfile, load_profile
 from .modelio import default_opset, load_model, load_notes, model_hash, prepare
-from .report import Report
+from .report import SCHEMA_VERSION, Report
 from .scenario import Scenario, load_scenario
 from .robustness import robustness_audit
 from .rewrite import density_rule
@@ -463,14 +463,48 @@ def _threads(threads: int, jobs: int, ray: str | None) -> int:
     return 0 if jobs == 1 else max(1, (os.cpu_count() or 2) // jobs)
 
 
+def saved_input_stem(profile: str, k: int, search: str) -> str:
+    """File name (without suffix) of the worst input of search ``k`` on a profile (--save-inputs);
+    the profile's name is the user's, so it is made a harmless file-name component."""
+    from .files import safe_name
+
+    return f"{safe_name(profile)}-{k}-{safe_name(search)}-worst"
+
+
+def _check_save_dir(save_dir, profs, sc: Scenario, force: bool) -> None:
+    """Fail before any work when --save-inputs would overwrite files (without --force)."""
+    from .files import check_output, output_folder
+
+    output_folder(save_dir, "saved inputs")
+    for prof in profs:
+        for k, spec in enumerate(sc.energy_attacks):
+            for suffix in (".npy", ".png"):
+                check_output(Path(save_dir) / (saved_input_stem(prof.name, k, spec.search) + suffix), force, "saved input")
+
+
+def _check_fit(proto, sc: Scenario, scenario, data) -> None:
+    """The scenario against the data and the model (mean/std channels, budgets, labels), before
+    any work; errors are located in the scenario file when there is one."""
+    from .data import check_label_range
+    from .interface import num_classes
+
+    if not isinstance(scenario, Scenario):
+        from .validate import check_scenario
+
+        check_scenario(sc, *schema.load_yaml(scenario), tuple(data.x.shape[1:]), proto)
+    check_label_range(data.y, num_classes(proto), data.description)
+
+
 def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: int = 0,
               save_dir: str | Path | None = None, baseline: str | Path | dict | None = None,
-              max_seconds: float | None = None, jobs: int = 1, ray: str | None = None) -> Report:
+              max_seconds: float | None = None, jobs: int = 1, ray: str | None = None,
+              force: bool = False) -> Report:
     """Audit ``model`` (path or ModelProto) on ``profiles`` (paths or HardwareProfile) under
     ``scenario`` (path or Scenario).  ``save_dir``: where the worst inputs are written (.npy, .png);
     ``max_seconds``: budget of the whole audit; ``jobs``: units of work run on this many local
     processes; ``ray``: run them on a Ray cluster instead ("local" starts one on this machine, else
-    its address; Ray is imported only then).  Same inputs and seed give the same report either way."""
+    its address; Ray is imported only then); ``force``: overwrite saved inputs that exist.  Same
+    inputs and seed give the same report either way."""
     from .executors import make_executor
 
     t0 = time.monotonic()
@@ -478,11 +512,14 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     model_path, proto, profs, sc = _load(model, profiles, scenario)
     old = None if baseline is None else baseline if isinstance(baseline, dict) else Report.load(baseline).data
+    if save_dir is not None:
+        _check_save_dir(save_dir, profs, sc, force)
     seed = sc.seed if seed is None else int(seed)
     data = load_data(sc.data, sc.base_dir, sc.preprocessing.bounds, seed)
+    _check_fit(proto, sc, scenario, data)
     _check_plan(sc, data, profs)
     report: dict = {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "tool": {"name": "auditor", "version": __version__},
         "seed": seed,
         "model": {"path": model_path, "sha256": model_hash(proto), "opset": default_opset(proto),
@@ -526,8 +563,8 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
             if save_dir is not None:
                 from .energy import save_input
 
-                stem = Path(save_dir) / f"{prof.name}-{k}-{pr['attacks'][k]['search']}-worst"
-                pr["attacks"][k]["worst_input"]["files"] = save_input(x, stem, sc.preprocessing.bounds)
+                stem = Path(save_dir) / saved_input_stem(prof.name, k, pr["attacks"][k]["search"])
+                pr["attacks"][k]["worst_input"]["files"] = save_input(x, stem, sc.preprocessing.bounds, force)
         checks += pr_checks
         report["profiles"].append(pr)
     cut = [f"{pr['name']}:{name}" for pr in report["profiles"] for name in pr.get("cut_short", [])]
@@ -542,4 +579,4 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
     report["checks"] = [ch.to_dict() for ch in checks]
     report["verdict"] = "PASS" if all(ch.passed for ch in checks) else "FAIL"
     report["timing"] = {"started": started, "seconds": round(time.monotonic() - t0, 3)}
-    return Report(report)
+    return Report(report, files_dir=Path(save_dir).resolve() if save_dir is not None else None)

@@ -15,8 +15,13 @@ import onnx
 from onnx import helper, numpy_helper
 
 from . import schema
+from .errors import AuditorError, short
 from .modelio import graph_inputs
 from .names import check_free, graph_names, ns
+
+
+#: the most channels a per-channel mean/std may list
+MAX_CHANNELS = 4096
 
 
 @dataclass
@@ -35,13 +40,32 @@ class Preprocessing:
 
     def validate(self) -> None:
         if len(self.range) != 2 or not self.range[0] < self.range[1]:
-            raise ValueError(f"range must be [low, high] with low < high, got {self.range}")
+            raise ValueError(f"range must be [low, high] with low < high, got {short(self.range)}")
+        if not self.mean:
+            raise ValueError("mean must have one value (all channels) or one per channel, got none")
+        if not self.std:
+            raise ValueError("std must have one value (all channels) or one per channel, got none")
+        if len(self.mean) > MAX_CHANNELS or len(self.std) > MAX_CHANNELS:
+            raise ValueError(f"mean and std may have at most {MAX_CHANNELS} values (one per channel)")
         if any(s == 0 for s in self.std):
             raise ValueError("std must be non-zero")
         if self.scale == 0:
             raise ValueError("scale must be non-zero")
         if self.input_size is not None and (len(self.input_size) != 2 or min(self.input_size) <= 0):
             raise ValueError(f"input_size must be [height, width] with positive values, got {self.input_size}")
+
+    def channel_mismatch(self, channels: int | None) -> str | None:
+        """Why ``mean``/``std`` cannot apply to an input with ``channels`` channels (None if they can)."""
+        if channels is None:
+            if len(self.mean) > 1 and len(self.std) > 1 and len(self.mean) != len(self.std):
+                return f"preprocessing.mean has {len(self.mean)} values but preprocessing.std has {len(self.std)}"
+            return None
+        for key in ("mean", "std"):
+            n = len(getattr(self, key))
+            if n not in (1, channels):
+                return (f"preprocessing.{key} has {n} values but the input has {channels} channel"
+                        f"{'s' if channels != 1 else ''} (give 1 value or {channels})")
+        return None
 
     @property
     def bounds(self) -> tuple[float, float]:
@@ -72,7 +96,7 @@ def prepend(model: onnx.ModelProto, pre: Preprocessing) -> onnx.ModelProto:
     name = inp.name
     dims = list(inp.type.tensor_type.shape.dim)
     if len(dims) != 4:
-        raise ValueError(f"preprocessing needs a 4-D image input, '{name}' has rank {len(dims)}")
+        raise AuditorError(f"preprocessing needs a 4-D image input (N, C, H, W), input '{name}' has rank {len(dims)}")
     if pre.layout == "NHWC":
         dims = [dims[0], dims[3], dims[1], dims[2]]
     channels = dims[1].dim_value if dims[1].HasField("dim_value") else None
@@ -83,8 +107,11 @@ def prepend(model: onnx.ModelProto, pre: Preprocessing) -> onnx.ModelProto:
                 node.input[i] = internal
     for o in g.output:
         if o.name == name:
-            raise ValueError("the model's input is also one of its outputs")
-    k = len(pre.mean) if channels is None else channels
+            raise AuditorError(f"the model's input '{name}' is also one of its outputs")
+    bad = pre.channel_mismatch(channels)
+    if bad:
+        raise AuditorError(f"{bad} of model input '{name}'")
+    k = max(len(pre.mean), len(pre.std)) if channels is None else channels
     mean = np.broadcast_to(np.asarray(pre.mean, np.float32), (k,)).reshape(1, k, 1, 1)
     std = np.broadcast_to(np.asarray(pre.std, np.float32), (k,)).reshape(1, k, 1, 1)
     p = ns("pre/")

@@ -22,8 +22,11 @@ def stable(d):
 
 
 class Report:
-    def __init__(self, data: dict):
+    def __init__(self, data: dict, files_dir=None):
         self.data = data
+        #: the folder the audit saved its inputs in (the only files an HTML rendering embeds
+        #: when render() is given no base_dir); None for a loaded report
+        self.files_dir = files_dir
 
     @property
     def verdict(self) -> str:
@@ -50,7 +53,7 @@ class Report:
         if fmt == "html":
             from .html import render_html
 
-            return render_html(self.data, base_dir=base_dir)
+            return render_html(self.data, base_dir=base_dir if base_dir is not None else self.files_dir)
         if fmt in ("junit", "markdown"):
             from .formats import render_junit, render_markdown
 
@@ -59,18 +62,151 @@ class Report:
 
     @classmethod
     def load(cls, path: str | Path) -> "Report":
+        """Read a JSON report written by ``auditor audit --format json``; anything else (not
+        JSON, nested absurdly deep, another schema version, keys missing or of the wrong type)
+        is one AuditorError naming the file and what is wrong."""
         from .errors import AuditorError
+        from .files import read_bytes
 
-        p = Path(path)
-        if not p.is_file():
-            raise AuditorError("report file not found", where=str(path))
+        raw = read_bytes(path, "report file", MAX_REPORT_BYTES)
         try:
-            data = json.loads(p.read_text())
+            data = json.loads(raw.decode("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise AuditorError(f"not a JSON report ({e.__class__.__name__}: {str(e)[:120]})", where=str(path)) from None
-        if not isinstance(data, dict) or "schema_version" not in data or "profiles" not in data:
-            raise AuditorError("not an auditor JSON report (no schema_version/profiles)", where=str(path))
+        except RecursionError:
+            raise AuditorError("not an auditor report: JSON nested too deeply", where=str(path)) from None
+        problem = check_report(data)
+        if problem:
+            raise AuditorError(f"not an auditor report: {problem}", where=str(path))
         return cls(data)
+
+
+#: the schema version this tool writes and reads
+SCHEMA_VERSION = 1
+#: the largest report file read
+MAX_REPORT_BYTES = 64 << 20
+#: the deepest nesting a report may have (real ones stay under 10)
+MAX_REPORT_DEPTH = 40
+
+
+class _Opt:
+    """A report field that may be null."""
+
+    def __init__(self, spec):
+        self.spec = spec
+
+
+class _Maybe:
+    """A key that may be absent (its value, when present, must match)."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, _Maybe) and other.key == self.key
+
+
+_NUM = "number"
+_STATS = {"mean": _NUM, "worst": _NUM, "p95": _NUM}
+_CHECK = {"name": str, "profile": str, "measured": _Opt(_NUM), "threshold": _Opt(_NUM), "op": str, "passed": bool,
+          _Maybe("detail"): _Opt(str)}
+_LAYER = {"layer": str, "op": str, "input_density": _NUM, "cycles": int, "dense_cycles": int, "energy_j": _NUM}
+_ROBUST = {_Maybe("clean_accuracy"): _Opt(_NUM), _Maybe("count"): int,
+           _Maybe("attacks"): [{"attack": str, "norm": str,
+                                _Maybe("results"): [{"epsilon": _NUM, "robust_accuracy": _NUM,
+                                                     "attack_success_rate": _NUM}]}]}
+_PROFILE = {
+    "name": str, "cost_model": str,
+    "clean": {"accuracy": _Opt(_NUM), "density": {"counted": str, "mean": _NUM, "worst": _NUM},
+              "latency_s": _STATS, "energy_j": _STATS, "edp": _STATS, "speedup_over_dense": {"mean": _NUM},
+              _Maybe("worst_input"): {"index": int, "layers": [_LAYER]}},
+    "summary": {"worst_latency_s": _NUM, "worst_energy_j": _NUM, "worst_density": _NUM,
+                _Maybe("clean_accuracy"): _Opt(_NUM)},
+    _Maybe("attacks"): [{"search": str}],
+    _Maybe("robustness"): _ROBUST,
+    _Maybe("checks"): [_CHECK],
+}
+#: the fields every renderer (text, JSON, JUnit, Markdown, HTML), ``diff`` and ``--baseline``
+#: rely on; a report is checked against it when loaded
+REPORT_SPEC = {
+    "schema_version": int, "verdict": ("PASS", "FAIL"), "tool": {"version": str}, "seed": int,
+    "model": {"path": str, "sha256": str, "opset": int}, "scenario": {"name": str},
+    "data": {"description": str, "count": int}, "profiles": [_PROFILE], "checks": [_CHECK],
+}
+
+
+def _type_word(v) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    return {dict: "a mapping", list: "a list", str: "a string", int: "an integer", float: "a number"}.get(type(v), "a value")
+
+
+def check_report(data) -> str | None:
+    """What makes ``data`` not a report this tool can render (None when it is one)."""
+    if _depth_exceeds(data, MAX_REPORT_DEPTH):
+        return f"nested deeper than {MAX_REPORT_DEPTH} levels"
+    if not isinstance(data, dict):
+        return f"the file holds {_type_word(data)}, not a mapping"
+    missing = [k for k in ("schema_version", "profiles") if k not in data]
+    if missing:
+        return f"no {' or '.join(missing)}"
+    v = data["schema_version"]
+    if v != SCHEMA_VERSION or isinstance(v, bool):
+        return (f"schema_version {str(v)[:20]} is not the version this tool reads ({SCHEMA_VERSION}); "
+                "render it with the auditor version that wrote it")
+    return _check(data, REPORT_SPEC, "")
+
+
+def _depth_exceeds(v, limit: int) -> bool:
+    stack = [(v, 0)]
+    while stack:
+        x, d = stack.pop()
+        if d > limit:
+            return True
+        if isinstance(x, dict):
+            stack.extend((y, d + 1) for y in x.values())
+        elif isinstance(x, list):
+            stack.extend((y, d + 1) for y in x)
+    return False
+
+
+def _check(v, spec, path: str) -> str | None:
+    where = path or "the top level"
+    if isinstance(spec, _Opt):
+        return None if v is None else _check(v, spec.spec, path)
+    if spec is _NUM:
+        ok = (isinstance(v, (int, float)) and not isinstance(v, bool)) or v in ("inf", "-inf")
+        return None if ok else f"{where} is {_type_word(v)}, expected a number"
+    if isinstance(spec, tuple):
+        return None if v in spec else f"{where} is {str(v)[:20]!r}, expected {' or '.join(spec)}"
+    if isinstance(spec, type):
+        ok = isinstance(v, spec) and not (spec is int and isinstance(v, bool))
+        return None if ok else f"{where} is {_type_word(v)}, expected {_type_word(spec())}"
+    if isinstance(spec, list):
+        if not isinstance(v, list):
+            return f"{where} is {_type_word(v)}, expected a list"
+        for i, x in enumerate(v):
+            bad = _check(x, spec[0], f"{path}[{i}]")
+            if bad:
+                return bad
+        return None
+    if not isinstance(v, dict):
+        return f"{where} is {_type_word(v)}, expected a mapping"
+    for k, sub in spec.items():
+        key = k.key if isinstance(k, _Maybe) else k
+        if key not in v:
+            if isinstance(k, _Maybe):
+                continue
+            return f"{(path + '.' if path else '') + key} is missing"
+        bad = _check(v[key], sub, f"{path}.{key}" if path else key)
+        if bad:
+            return bad
+    return None
 
 
 def _clean(v):

@@ -16,6 +16,9 @@ from .baseline import Regression
 from .data import DataSpec
 from .preprocess import Preprocessing
 
+#: the most inputs a search, an attack or the approximate audit may be asked to use
+MAX_COUNT = 100_000
+
 
 @dataclass
 class EnergyAttack:
@@ -23,7 +26,7 @@ class EnergyAttack:
 
     search: str = schema.field(doc="search name: whitebox, blackbox, sponge_ga, sponge_lbfgs, uniform, top_natural")
     params: dict[str, Any] = schema.field(default_factory=dict, doc="hyper-parameters of the search (its defaults come from the paper it implements)")
-    count: int = schema.field(16, doc="how many clean inputs to attack (or inputs to generate)")
+    count: int = schema.field(16, doc="how many clean inputs to attack (or inputs to generate)", minimum=1, maximum=MAX_COUNT)
     cost: Literal["latency", "energy"] = schema.field("latency", doc="what the search maximises on each hardware profile")
     surrogate: Optional[str] = schema.field(None, doc="black-box search: surrogate ONNX model (relative to the scenario file)")
     defences: list[dict[str, Any]] = schema.field(
@@ -40,7 +43,8 @@ class EvasionAttack:
     attack: str = schema.field(doc="attack name: fgsm, pgd, cw, deepfool, jsma, zoo, square, hsj, apgd, apgd_t, fab, autoattack, boundary, lsa")
     params: dict[str, Any] = schema.field(default_factory=dict, doc="hyper-parameters of the attack")
     norm: Optional[Literal["linf", "l2", "l0"]] = schema.field(None, doc="perturbation norm the epsilons are measured in (absent = the attack's own)")
-    epsilons: Optional[list[float]] = schema.field(None, doc="budgets; absent = RobustBench convention for the norm (MNIST: Linf 0.3, L2 2.0)")
+    epsilons: Optional[list[float]] = schema.field(None, doc="budgets; absent = RobustBench convention for the norm (MNIST: Linf 0.3, L2 2.0)",
+                                                    minimum=0)
     targeted: Union[bool, Literal["random", "least_likely", "next"]] = schema.field(
         False, doc="untargeted (false) or targeted: random (true), least_likely or next class")
 
@@ -51,11 +55,12 @@ class MaskingDiagnosis:
 
     run: Literal["auto", "always", "never"] = schema.field(
         "auto", doc="auto: on every profile that is not the plain exact model (reshape: or approx:); always: on every profile too")
-    count: Optional[int] = schema.field(None, doc="how many clean inputs (absent = robustness.count)")
+    count: Optional[int] = schema.field(None, doc="how many clean inputs (absent = robustness.count)", minimum=1,
+                                        maximum=MAX_COUNT)
     norm: Literal["linf", "l2"] = schema.field("linf", doc="norm of the comparisons")
     epsilon: Optional[float] = schema.field(None, doc="budget of the comparisons (absent = a third of the RobustBench budget, MNIST Linf 0.1)")
-    steps: int = schema.field(20, doc="PGD iterations of the white-box and transfer attacks")
-    n_queries: int = schema.field(500, doc="Square attack query budget")
+    steps: int = schema.field(20, doc="PGD iterations of the white-box and transfer attacks", minimum=1, maximum=100_000)
+    n_queries: int = schema.field(500, doc="Square attack query budget", minimum=1, maximum=10_000_000)
     tolerance: float = schema.field(0.05, doc="how much (fraction of the attacked inputs, at least 2 inputs) an attack must beat another for a check to fire")
 
     def validate(self) -> None:
@@ -71,7 +76,7 @@ class MaskingDiagnosis:
 
 @dataclass
 class Robustness:
-    count: int = schema.field(32, doc="how many clean inputs the evasion attacks use")
+    count: int = schema.field(32, doc="how many clean inputs the evasion attacks use", minimum=1, maximum=MAX_COUNT)
     attacks: list[EvasionAttack] = schema.field(default_factory=list, doc="attacks to run")
     masking: MaskingDiagnosis = schema.field(default_factory=MaskingDiagnosis, doc="gradient-masking diagnosis of the deployed models")
 
@@ -80,7 +85,7 @@ class Robustness:
 class ApproxAudit:
     """Exact vs approximate-multiplier comparison, run on every profile with an `approx:` section."""
 
-    count: int = schema.field(16, doc="how many labelled inputs")
+    count: int = schema.field(16, doc="how many labelled inputs", minimum=1, maximum=MAX_COUNT)
     surrogate: Optional[str] = schema.field(None, doc="black-box substitute ONNX model (relative to the scenario file)")
     transfer: Optional[list[dict[str, Any]]] = schema.field(
         None, doc="attacks crafted on the exact model and replayed on the approximate one (default: FGSM, PGD, C&W, DeepFool, JSMA)",
@@ -95,8 +100,8 @@ class ApproxAudit:
 @dataclass
 class RobustAccuracyCheck:
     attack: str = schema.field(doc="attack name as listed under robustness.attacks")
-    epsilon: float = schema.field(doc="budget")
-    threshold: float = schema.field(doc="minimum robust accuracy (0..1)")
+    epsilon: float = schema.field(doc="budget", minimum=0)
+    threshold: float = schema.field(doc="minimum robust accuracy (0..1)", minimum=0, maximum=1)
     norm: Optional[str] = schema.field(None, doc="norm (defaults to the attack's)")
 
 
@@ -104,18 +109,24 @@ class RobustAccuracyCheck:
 class Checks:
     """Thresholds that gate the verdict; every check present is evaluated on every profile."""
 
-    worst_case_latency_ms: Optional[float] = schema.field(None, doc="maximum latency of any audited input (clean and attacked)", unit="ms")
-    mean_latency_ms: Optional[float] = schema.field(None, doc="maximum mean latency over clean inputs", unit="ms")
-    worst_case_energy_uj: Optional[float] = schema.field(None, doc="maximum energy of any audited input", unit="uJ")
-    mean_energy_uj: Optional[float] = schema.field(None, doc="maximum mean energy over clean inputs", unit="uJ")
-    worst_case_edp: Optional[float] = schema.field(None, doc="maximum energy-delay product of any audited input", unit="J*s")
-    max_density: Optional[float] = schema.field(None, doc="maximum model-wide activation density of any audited input (0..1)")
-    min_clean_accuracy: Optional[float] = schema.field(None, doc="minimum clean accuracy (needs labels)")
-    max_latency_increase: Optional[float] = schema.field(None, doc="maximum ratio worst attacked / mean clean latency")
-    max_energy_increase: Optional[float] = schema.field(None, doc="maximum ratio worst attacked / mean clean energy")
+    worst_case_latency_ms: Optional[float] = schema.field(None, doc="maximum latency of any audited input (clean and attacked)", unit="ms", minimum=0, exclusive_minimum=True)
+    mean_latency_ms: Optional[float] = schema.field(None, doc="maximum mean latency over clean inputs", unit="ms", minimum=0, exclusive_minimum=True)
+    worst_case_energy_uj: Optional[float] = schema.field(None, doc="maximum energy of any audited input", unit="uJ", minimum=0, exclusive_minimum=True)
+    mean_energy_uj: Optional[float] = schema.field(None, doc="maximum mean energy over clean inputs", unit="uJ", minimum=0, exclusive_minimum=True)
+    worst_case_edp: Optional[float] = schema.field(None, doc="maximum energy-delay product of any audited input", unit="J*s", minimum=0, exclusive_minimum=True)
+    max_density: Optional[float] = schema.field(None, doc="maximum model-wide activation density of any audited input (0..1)",
+                                                 minimum=0, maximum=1)
+    min_clean_accuracy: Optional[float] = schema.field(None, doc="minimum clean accuracy (needs labels)",
+                                                         minimum=0, maximum=1)
+    max_latency_increase: Optional[float] = schema.field(None, doc="maximum ratio worst attacked / mean clean latency",
+                                                           minimum=0, exclusive_minimum=True)
+    max_energy_increase: Optional[float] = schema.field(None, doc="maximum ratio worst attacked / mean clean energy",
+                                                          minimum=0, exclusive_minimum=True)
     min_robust_accuracy: list[RobustAccuracyCheck] = schema.field(default_factory=list, doc="minimum robust accuracy per attack and epsilon")
-    max_attack_success_rate: Optional[float] = schema.field(None, doc="maximum success rate of any evasion attack at any epsilon")
-    min_median_l2: Optional[float] = schema.field(None, doc="minimum median L2 perturbation of the minimal-norm attacks")
+    max_attack_success_rate: Optional[float] = schema.field(None, doc="maximum success rate of any evasion attack at any epsilon (0..1)",
+                                                              minimum=0, maximum=1)
+    min_median_l2: Optional[float] = schema.field(None, doc="minimum median L2 perturbation of the minimal-norm attacks",
+                                                    minimum=0)
     no_gradient_masking: bool = schema.field(False, doc="fail a profile whose gradient-masking diagnosis fired (needs a robustness section)")
 
 
@@ -125,14 +136,14 @@ class Scenario:
 
     name: str = schema.field(doc="short name shown in reports")
     description: str = schema.field("", doc="free text")
-    seed: int = schema.field(0, doc="seed of every random choice (overridden by --seed)")
+    seed: int = schema.field(0, doc="seed of every random choice (overridden by --seed)", minimum=0, maximum=2**63 - 1)
     data: DataSpec = schema.field(default_factory=DataSpec, doc="where the inputs come from")
     preprocessing: Preprocessing = schema.field(default_factory=Preprocessing, doc="raw pixels -> model input")
-    batch_size: int = schema.field(64, doc="inputs per onnxruntime run")
+    batch_size: int = schema.field(64, doc="inputs per onnxruntime run", minimum=1, maximum=4096)
     chunk_size: int = schema.field(
         32, doc="inputs per unit of work: the clean evaluation, the per-input energy searches and the evasion attacks "
         "run in chunks of this size, one unit each (on --jobs processes or a --ray cluster); fixed, so the report "
-        "does not depend on the number of workers")
+        "does not depend on the number of workers", minimum=1, maximum=MAX_COUNT)
     density_tensors: Literal["activations", "layer_inputs"] = schema.field(
         "activations", doc="tensors counted in the model-wide density: outputs of activation ops (as the seed papers) or compute-layer inputs")
     energy_attacks: list[EnergyAttack] = schema.field(default_factory=list, doc="energy-latency searches to run")

@@ -19,22 +19,43 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from .errors import AuditorError
+from .errors import AuditorError, short
 
 MISSING = dataclasses.MISSING
 
 
 def field(default=MISSING, *, doc: str, unit: str | None = None, source: str | None = None,
-          default_factory=MISSING):
-    """A documented dataclass field."""
+          default_factory=MISSING, minimum: float | None = None, maximum: float | None = None,
+          exclusive_minimum: bool = False):
+    """A documented dataclass field.  ``minimum``/``maximum`` bound a number (or every number of
+    a list); ``exclusive_minimum`` excludes the minimum itself.  Integer fields without a declared
+    maximum are bounded by :data:`MAX_INT`."""
     meta = {"doc": doc}
     if unit:
         meta["unit"] = unit
     if source:
         meta["source"] = source
+    if minimum is not None:
+        meta["minimum"] = minimum
+        if exclusive_minimum:
+            meta["exclusive_minimum"] = True
+    if maximum is not None:
+        meta["maximum"] = maximum
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+#: the largest YAML file read (profiles and scenarios are a few hundred bytes)
+MAX_YAML_BYTES = 1 << 20
+#: the most nodes a YAML document may expand to, aliases counted at every use ("billion laughs")
+MAX_YAML_NODES = 100_000
+#: the deepest nesting of YAML collections
+MAX_YAML_DEPTH = 64
+#: magnitude bound of integer fields that declare no maximum (counts and sizes beyond it only
+#: exhaust memory or overflow the cost models' int64 arithmetic)
+MAX_INT = 2**31 - 1
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "str", "seq", "map", "timestamp")}
 
 
 class _Loc:
@@ -48,16 +69,13 @@ class _Loc:
 
 
 def load_yaml(path: str | Path) -> tuple[yaml.Node | None, str]:
-    """Parse a YAML file into a node tree (with line numbers); errors name the file and line."""
-    p = Path(path)
-    if not p.exists():
-        raise AuditorError("file not found", where=str(path))
-    if p.is_dir():
-        raise AuditorError("is a directory, expected a YAML file", where=str(path))
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise AuditorError(f"cannot read file ({e.__class__.__name__})", where=str(path)) from None
+    """Parse a YAML file into a node tree (with line numbers); errors name the file and line.
+
+    Only a regular file of at most :data:`MAX_YAML_BYTES` is read; the tree is then checked
+    (:func:`check_tree`): plain tags only, scalar and unique keys, bounded depth and expansion."""
+    from .files import read_text
+
+    text = read_text(path, "YAML file", MAX_YAML_BYTES)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
@@ -65,7 +83,53 @@ def load_yaml(path: str | Path) -> tuple[yaml.Node | None, str]:
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise AuditorError(f"invalid YAML: {problem}", where=where) from None
+    except RecursionError:
+        raise AuditorError(f"invalid YAML: nested deeper than {MAX_YAML_DEPTH} levels", where=str(path)) from None
+    check_tree(node, str(path))
     return node, str(path)
+
+
+def check_tree(root: yaml.Node | None, file: str) -> None:
+    """Refuse what PyYAML would accept but the tool cannot mean: tags other than the plain ones
+    (``!python/...``, ``!!binary``, custom ``!tags``), keys that are not scalars, duplicate keys
+    (the later one would silently win), recursive aliases, nesting deeper than
+    :data:`MAX_YAML_DEPTH` and documents expanding to more than :data:`MAX_YAML_NODES` nodes."""
+    if root is None:
+        return
+    count = 0
+    stack = [(root, 0, ())]  # node, depth, ids of the collections above it
+    while stack:
+        node, depth, above = stack.pop()
+        count += 1
+        if count > MAX_YAML_NODES:
+            raise AuditorError(f"invalid YAML: the document expands to more than {MAX_YAML_NODES} values "
+                               "(aliases counted at every use)", where=where(file, node))
+        if depth > MAX_YAML_DEPTH:
+            raise AuditorError(f"invalid YAML: nested deeper than {MAX_YAML_DEPTH} levels", where=where(file, node))
+        if node.tag not in _PLAIN_TAGS:
+            raise AuditorError(f"invalid YAML: tag {short(node.tag)} is not supported (only plain values, "
+                               "lists and mappings)", where=where(file, node))
+        if isinstance(node, yaml.ScalarNode):
+            continue
+        if id(node) in above:
+            raise AuditorError("invalid YAML: an alias refers to a collection that contains it", where=where(file, node))
+        inner = above + (id(node),)
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((v, depth + 1, inner) for v in reversed(node.value))
+            continue
+        seen = {}
+        for knode, vnode in node.value:
+            if not isinstance(knode, yaml.ScalarNode):
+                raise AuditorError("invalid YAML: a mapping key must be a plain value, not a list or mapping",
+                                   where=where(file, knode))
+            if knode.tag not in _PLAIN_TAGS:
+                raise AuditorError(f"invalid YAML: tag {short(knode.tag)} is not supported", where=where(file, knode))
+            k = str(_construct(knode))
+            if k in seen:
+                raise AuditorError(f"duplicate key {short(k)} (first at line {seen[k]})", where=where(file, knode))
+            seen[k] = knode.start_mark.line + 1
+            count += 1
+        stack.extend((v, depth + 1, inner) for _, v in reversed(node.value))
 
 
 def _construct(node: yaml.Node) -> Any:
@@ -125,15 +189,17 @@ def build(tp, node: yaml.Node | None, file: str, path: str = ""):
         values, seen = {}, {}
         for knode, vnode in node.value:
             k = _construct(knode)
-            sub = f"{path}.{k}" if path else str(k)
+            kname = k if isinstance(k, str) and len(k) <= 40 else short(k, 40)
+            sub = f"{path}.{kname}" if path else kname
             if not isinstance(k, str) or k not in fields:
-                close = _closest(str(k), fields)
+                close = _closest(str(k)[:100], fields)
                 hint = f" (did you mean '{close}'?)" if close else f" (known keys: {', '.join(fields)})"
                 raise AuditorError(f"{sub}: unknown key{hint}", where=str(_Loc(file, knode)))
             if k in seen:
                 raise AuditorError(f"{sub}: duplicate key", where=str(_Loc(file, knode)))
             seen[k] = True
             values[k] = build(_hint(tp, k), vnode, file, sub)
+            _check_bounds(fields[k], values[k], vnode, file, sub)
         for name, f in fields.items():
             if name not in values and f.default is MISSING and f.default_factory is MISSING:
                 fail(f"missing required key '{name}'")
@@ -155,7 +221,8 @@ def build(tp, node: yaml.Node | None, file: str, path: str = ""):
         out = {}
         for knode, vnode in node.value:
             k = _construct(knode)
-            out[str(k)] = build(vt, vnode, file, f"{path}.{k}" if path else str(k))
+            kname = str(k) if len(str(k)) <= 40 else short(str(k), 40)
+            out[str(k)] = build(vt, vnode, file, f"{path}.{kname}" if path else kname)
         return out
     if origin in (list, tuple):
         (et, *_) = get_args(tp) or (Any,)
@@ -169,32 +236,56 @@ def build(tp, node: yaml.Node | None, file: str, path: str = ""):
     v = _construct(node)
     if origin is Literal:
         if v not in get_args(tp):
-            fail(f"expected one of {_type_name(tp)}, got {v!r}")
+            fail(f"expected one of {_type_name(tp)}, got {short(v)}")
         return v
     if tp is bool:
         if not isinstance(v, bool):
-            fail(f"expected a boolean (true/false), got {v!r}")
+            fail(f"expected a boolean (true/false), got {short(v)}")
         return v
     if tp is int:
         if isinstance(v, bool) or not isinstance(v, int):
-            fail(f"expected an integer, got {v!r}")
+            fail(f"expected an integer, got {short(v)}")
         return v
     if tp is float:
         if isinstance(v, str):
             try:  # YAML 1.1 reads 1e9 as a string; accept plain numeric spellings
                 v = float(v)
             except ValueError:
-                fail(f"expected a number, got {v!r}")
+                fail(f"expected a number, got {short(v)}")
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            fail(f"expected a number, got {v!r}")
+            fail(f"expected a number, got {short(v)}")
         if not math.isfinite(float(v)):
-            fail(f"expected a finite number, got {v!r}")
+            fail(f"expected a finite number, got {short(v)}")
         return float(v)
     if tp is str:
         if not isinstance(v, str):
-            fail(f"expected a string, got {v!r}")
+            fail(f"expected a string, got {short(v)}")
         return v
     return v
+
+
+def num_text(v) -> str:
+    """A bound as people write it (integers exactly, floats shortest)."""
+    return str(v) if isinstance(v, int) else f"{v:g}"
+
+
+def _check_bounds(f: dataclasses.Field, value, node, file: str, key: str) -> None:
+    """The ``minimum``/``maximum`` of a field (see :func:`field`) on a number or on every number
+    of a list; integers without a declared maximum are bounded by :data:`MAX_INT`."""
+    md = f.metadata
+    lo, hi, open_lo = md.get("minimum"), md.get("maximum"), md.get("exclusive_minimum", False)
+    items = value if isinstance(value, list) else [value]
+    for i, v in enumerate(items):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        vnode = node.value[i] if isinstance(value, list) and isinstance(node, yaml.SequenceNode) else node
+        sub = f"{key}[{i}]" if isinstance(value, list) else key
+        top = hi if hi is not None else (MAX_INT if isinstance(v, int) else None)
+        bottom = lo if lo is not None else (-MAX_INT if isinstance(v, int) else None)
+        if bottom is not None and (v < bottom or (open_lo and v == bottom)):
+            raise AuditorError(f"{sub}: must be {'>' if open_lo else '>='} {num_text(bottom)}, got {short(v)}", where=where(file, vnode))
+        if top is not None and v > top:
+            raise AuditorError(f"{sub}: must be <= {num_text(top)}, got {short(v)}", where=where(file, vnode))
 
 
 def _hint(tp, name: str):
@@ -208,7 +299,7 @@ def _kind(node) -> str:
         return "a mapping"
     if isinstance(node, yaml.SequenceNode):
         return "a list"
-    return repr(_construct(node))
+    return short(_construct(node))
 
 
 def _closest(word: str, options) -> str | None:
@@ -258,7 +349,7 @@ def json_schema(tp, title: str | None = None) -> dict:
             for f in dataclasses.fields(t):
                 if not f.init:
                     continue
-                s = sch(hints[f.name])
+                s = _bounded(sch(hints[f.name]), f.metadata)
                 md = f.metadata
                 desc = md.get("doc", "")
                 if md.get("unit"):
@@ -288,6 +379,24 @@ def json_schema(tp, title: str | None = None) -> dict:
         out["title"] = title
     out.update(sch(tp))
     return out
+
+
+def _bounded(s: dict, md) -> dict:
+    """A field's JSON Schema with its ``minimum``/``maximum`` on the numbers it holds."""
+    if "minimum" not in md and "maximum" not in md:
+        return s
+    if s.get("type") in ("number", "integer"):
+        s = dict(s)
+        if "minimum" in md:
+            s["exclusiveMinimum" if md.get("exclusive_minimum") else "minimum"] = md["minimum"]
+        if "maximum" in md:
+            s["maximum"] = md["maximum"]
+        return s
+    if s.get("type") == "array":
+        return dict(s, items=_bounded(s.get("items", {}), md))
+    if "anyOf" in s:
+        return dict(s, anyOf=[_bounded(o, md) for o in s["anyOf"]])
+    return s
 
 
 def locate(node, *path) -> yaml.Node | None:

@@ -16,6 +16,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+ort.set_default_logger_severity(3)  # onnxruntime warnings never reach stderr beside an error line
+
 from .errors import AuditorError
 from .modelio import default_opset, graph_inputs, load_model
 from .names import check_free, graph_names, ns

@@ -30,9 +30,83 @@ def validate_file(path, kind: str = "auto") -> str:
 
     sc = load_scenario(path)
     node, file = schema.load_yaml(path)
-    load_data(sc.data, sc.base_dir, sc.preprocessing.bounds, sc.seed)  # references: data files exist and parse
     check_references(sc, node, file)
+    data = load_data(sc.data, sc.base_dir, sc.preprocessing.bounds, sc.seed)  # references: data files exist and parse
+    check_scenario(sc, node, file, tuple(data.x.shape[1:]))
     return "scenario"
+
+
+def _fail(node, file: str, msg: str, *path):
+    key = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in path).replace(".[", "[")
+    raise AuditorError(f"{key}: {msg}", where=schema.where(file, schema.locate(node, *path) or schema.locate(node, *path[:-1])))
+
+
+def check_scenario(sc, node, file: str, data_shape: tuple | None = None, model=None) -> None:
+    """What the schema alone cannot see: robustness checks that no attack can decide, budgets
+    outside the pixel range, a per-channel mean/std that does not fit the data (``data_shape``,
+    per input, NCHW) or the model's input channels.  Errors are located in the scenario file."""
+    import math
+
+    from .attacks.base import default_epsilon
+    from .robustness import _parse_spec
+
+    attacks = sc.robustness.attacks if sc.robustness is not None else []
+    ch = sc.checks
+    if not attacks:
+        for key, present in (("min_robust_accuracy", bool(ch.min_robust_accuracy)),
+                             ("max_attack_success_rate", ch.max_attack_success_rate is not None),
+                             ("min_median_l2", ch.min_median_l2 is not None)):
+            if present:
+                _fail(node, file, "this check needs evasion attacks, but the scenario has no robustness.attacks",
+                      "checks", key)
+    lo, hi = sc.preprocessing.bounds
+    span = hi - lo
+    norms = []
+    for i, a in enumerate(attacks):
+        norm = _parse_spec({"name": a.attack, "params": a.params, "norm": a.norm, "epsilons": None,
+                            "targeted": a.targeted})["attack"].norm
+        norms.append(norm)
+        dims = int(math.prod(data_shape)) if data_shape else None
+        for j, e in enumerate(a.epsilons or []):
+            top = span if norm == "linf" else (span * math.sqrt(dims) if norm == "l2" and dims else
+                                                dims if norm == "l0" and dims else None)
+            if top is not None and e > top * (1 + 1e-9):
+                _fail(node, file, f"{e:g} exceeds the largest {norm} distance between two inputs in the pixel range "
+                      f"[{lo:g}, {hi:g}] ({top:g}): every input would be allowed", "robustness", "attacks", i, "epsilons", j)
+    for i, c in enumerate(ch.min_robust_accuracy):
+        hits = [(a, n) for a, n in zip(attacks, norms) if a.attack.lower() == c.attack.lower()
+                and (c.norm is None or n == str(c.norm).lower())]
+        if not hits:
+            have = ", ".join(f"{a.attack}/{n}" for a, n in zip(attacks, norms))
+            _fail(node, file, f"no attack {c.attack!s:.40}{'/' + c.norm if c.norm else ''} under robustness.attacks "
+                  f"(have: {have})", "checks", "min_robust_accuracy", i, "attack")
+        run = []
+        for a, n in hits:
+            if a.epsilons is not None:
+                run += a.epsilons
+            elif data_shape is not None and n in ("linf", "l2"):
+                run.append(default_epsilon(n, data_shape, (lo, hi)))
+            else:
+                run = None  # the budget is decided at run time
+                break
+        if run is not None and not any(math.isclose(e, c.epsilon, rel_tol=1e-6, abs_tol=1e-9) for e in run):
+            _fail(node, file, f"{c.attack} is not run at epsilon {c.epsilon:g} (it runs at "
+                  f"{', '.join(f'{e:g}' for e in run) or 'none'})", "checks", "min_robust_accuracy", i, "epsilon")
+    channels = []
+    if data_shape is not None and len(data_shape) == 3:
+        channels.append((data_shape[0], "the data"))
+    if model is not None:
+        from .interface import input_channels
+
+        c = input_channels(model, sc.preprocessing.layout)
+        if c is not None:
+            channels.append((c, "the model's input"))
+    for c, what in channels:
+        bad = sc.preprocessing.channel_mismatch(c)
+        if bad:
+            key = "mean" if bad.startswith("preprocessing.mean") else "std"
+            _fail(node, file, bad.split(": ", 1)[-1].replace("preprocessing." + key + " has", "has")
+                  .replace("the input", what), "preprocessing", key)
 
 
 def check_references(sc, node, file: str) -> None:

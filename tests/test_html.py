@@ -365,7 +365,9 @@ def test_render_real_audit(tmp_path):
                   "checks:\n  max_latency_increase: 10.0\n  min_robust_accuracy:\n"
                   "    - {attack: fgsm, epsilon: 0.3, threshold: 0.9}\n")
     rep = auditor.audit("models/plain_cnn.onnx", "hwprofiles/dense.yaml", str(sc), save_dir=str(tmp_path / "worst"))
-    html = render_html(rep.data)
+    html = rep.render("html")  # the report of an audit embeds the inputs it saved
+    assert html == render_html(rep.data, base_dir=tmp_path / "worst")
+    assert 'class="input"' not in render_html(rep.data)  # no folder given: nothing embedded
     doc = parse(html)
     assert doc.plots == ["cost", "layer-density", "robust-accuracy", "margin-cdf"]
     assert len([i for i in doc.imgs if i.get("class") == "input"]) == 1  # the saved worst uniform input

@@ -18,7 +18,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from ..errors import AuditorError
+from ..errors import AuditorError, short
 from ..progress import Progress
 
 CostFn = Callable[[np.ndarray], np.ndarray]
@@ -100,18 +100,18 @@ class Param:
 
 def _num(value, name: str, where: str) -> float:
     if isinstance(value, bool):
-        raise AuditorError(f"parameter '{name}' must be a number, got {value!r}", where)
+        raise AuditorError(f"parameter '{name}' must be a number, got {short(value)}", where)
     if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
         try:
             value = float(value.strip())
         except ValueError:
-            raise AuditorError(f"parameter '{name}' must be a number, got {value!r}", where) from None
+            raise AuditorError(f"parameter '{name}' must be a number, got {short(value)}", where) from None
     try:
         out = float(value)
     except (TypeError, ValueError):
-        raise AuditorError(f"parameter '{name}' must be a number, got {value!r}", where) from None
+        raise AuditorError(f"parameter '{name}' must be a number, got {short(value)}", where) from None
     if not np.isfinite(out):
-        raise AuditorError(f"parameter '{name}' must be finite, got {value!r}", where)
+        raise AuditorError(f"parameter '{name}' must be finite, got {short(value)}", where)
     return out
 
 
@@ -126,11 +126,11 @@ def coerce(spec: Param, name: str, value, where: str):
             return value
         if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "false", "no", "off"):
             return value.strip().lower() in ("true", "yes", "on")
-        raise AuditorError(f"parameter '{name}' must be true or false, got {value!r}", where)
+        raise AuditorError(f"parameter '{name}' must be true or false, got {short(value)}", where)
     if spec.kind == "choice":
         v = str(value).strip().lower() if isinstance(value, str) else value
         if v not in spec.choices:
-            raise AuditorError(f"parameter '{name}' must be one of {', '.join(map(str, spec.choices))}; got {value!r}", where)
+            raise AuditorError(f"parameter '{name}' must be one of {', '.join(map(str, spec.choices))}; got {short(value)}", where)
         return v
     if spec.kind == "floats":
         if isinstance(value, (int, float, str)) and not isinstance(value, bool):
@@ -138,7 +138,7 @@ def coerce(spec: Param, name: str, value, where: str):
         try:
             vals = [_num(v, name, where) for v in value]
         except TypeError:
-            raise AuditorError(f"parameter '{name}' must be a list of numbers, got {value!r}", where) from None
+            raise AuditorError(f"parameter '{name}' must be a list of numbers, got {short(value)}", where) from None
         if not vals:
             raise AuditorError(f"parameter '{name}' must not be empty", where)
         for v in vals:
@@ -147,13 +147,20 @@ def coerce(spec: Param, name: str, value, where: str):
     v = _num(value, name, where)
     if spec.kind == "int":
         if v != int(v):
-            raise AuditorError(f"parameter '{name}' must be an integer, got {value!r}", where)
+            raise AuditorError(f"parameter '{name}' must be an integer, got {short(value)}", where)
         v = int(v)
     _check_range(spec, name, v, where)
     return v
 
 
+#: an integer parameter without a declared maximum may not exceed this (sizes and counts beyond
+#: it only exhaust memory or time)
+MAX_INT_PARAM = 1_000_000
+
+
 def _check_range(spec: Param, name: str, v: float, where: str) -> None:
+    if spec.kind == "int" and spec.high is None and abs(v) > MAX_INT_PARAM:
+        raise AuditorError(f"parameter '{name}' must be <= {MAX_INT_PARAM}, got {v}", where)
     if spec.low is not None and (v < spec.low or (spec.low_open and v == spec.low)):
         rel = ">" if spec.low_open else ">="
         raise AuditorError(f"parameter '{name}' must be {rel} {spec.low}, got {v}", where)

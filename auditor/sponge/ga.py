@@ -29,7 +29,7 @@ class SpongeGA(Search):
     needs_clean = False
     per_input = False
     PARAMS = {
-        "population": Param("int", 100, "population size", low=2),
+        "population": Param("int", 100, "population size", low=2, high=10_000),
         "generations": Param("int", 100, "generations evolved", low=0),
         "elite": Param("float", 0.1, "share of the population kept unchanged", low=0.0, high=1.0),
         "crossover": Param("choice", "mixed", "how two parents are combined", choices=("mask", "blend", "mixed")),

@@ -29,7 +29,7 @@ class UniformSampling(Search):
         "mu": Param("float?", None, "fixed mean (skips the grid search)"),
         "grid": Param("floats", [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
                       "candidate means, as fractions of the pixel range"),
-        "grid_samples": Param("int", 4, "samples measured per grid value", low=1),
+        "grid_samples": Param("int", 4, "samples measured per grid value", low=1, high=10_000),
         "progress": Param("bool", None, "show a progress bar"),
     }
 
