@@ -52,7 +52,17 @@ def read_bytes(path, what: str = "file", max_bytes: int | None = None, where: st
     p = regular_file(path, what, max_bytes, where)
     try:
         with open(p, "rb") as f:
-            data = f.read(max_bytes + 1) if max_bytes is not None else f.read()
+            # never ask for more than the file holds (read(n) allocates n bytes up front)
+            size = os.fstat(f.fileno()).st_size + 1
+            data = f.read(min(size, max_bytes + 1) if max_bytes is not None else size)
+            if max_bytes is None or len(data) <= max_bytes:
+                while True:  # the file grew meanwhile, or reports no size (procfs)
+                    more = f.read(1 << 20)
+                    if not more:
+                        break
+                    data += more
+                    if max_bytes is not None and len(data) > max_bytes:
+                        break
     except OSError as e:
         raise AuditorError(f"cannot read {what} ({e.__class__.__name__})", where=where or str(path)) from None
     if max_bytes is not None and len(data) > max_bytes:  # grew while we read it

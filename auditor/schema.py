@@ -46,8 +46,8 @@ def field(default=MISSING, *, doc: str, unit: str | None = None, source: str | N
     return dataclasses.field(default=default, metadata=meta)
 
 
-#: the largest YAML file read (profiles and scenarios are a few hundred bytes)
-MAX_YAML_BYTES = 1 << 20
+#: the largest YAML file read (profiles and scenarios are a few KiB; parsing is ~10 us a value)
+MAX_YAML_BYTES = 256 << 10
 #: the most nodes a YAML document may expand to, aliases counted at every use ("billion laughs")
 MAX_YAML_NODES = 100_000
 #: the deepest nesting of YAML collections
@@ -76,8 +76,9 @@ def load_yaml(path: str | Path) -> tuple[yaml.Node | None, str]:
     from .files import read_text
 
     text = read_text(path, "YAML file", MAX_YAML_BYTES)
+    _check_flow_depth(text, str(path))
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -89,47 +90,124 @@ def load_yaml(path: str | Path) -> tuple[yaml.Node | None, str]:
     return node, str(path)
 
 
+def _check_flow_depth(text: str, file: str) -> None:
+    """Refuse deeply nested flow collections (``[[[[...``) before PyYAML's scanner, whose time
+    grows with the square of the nesting, sees them (brackets inside quotes and comments are
+    skipped; a stray bracket in a plain scalar only counts towards the bound)."""
+    depth, line, col0, quote = 0, 1, 0, None
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line, col0 = line + 1, i + 1
+            if quote == "'":
+                pass
+        elif quote:
+            if c == "\\" and quote == '"':
+                i += 1
+            elif c == quote:
+                quote = None
+        elif c in "'\"" and (i == 0 or text[i - 1] in " \t[{,:\n"):
+            quote = c
+        elif c == "#" and (i == 0 or text[i - 1] in " \t\n"):
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        elif c in "[{":
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise AuditorError(f"invalid YAML: nested deeper than {MAX_YAML_DEPTH} levels",
+                                   where=f"{file}:{line}:{i - col0 + 1}")
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+
+
 def check_tree(root: yaml.Node | None, file: str) -> None:
     """Refuse what PyYAML would accept but the tool cannot mean: tags other than the plain ones
     (``!python/...``, ``!!binary``, custom ``!tags``), keys that are not scalars, duplicate keys
-    (the later one would silently win), recursive aliases, nesting deeper than
-    :data:`MAX_YAML_DEPTH` and documents expanding to more than :data:`MAX_YAML_NODES` nodes."""
+    (the later one would silently win), scalars that cannot be built, recursive aliases, nesting
+    deeper than :data:`MAX_YAML_DEPTH` and documents expanding to more than
+    :data:`MAX_YAML_NODES` values with every alias counted at each use ("billion laughs").
+
+    Each distinct node is visited once (aliases share nodes); the expanded size and the depth
+    are summed and maxed over the node graph, so a bomb costs no more than its text."""
     if root is None:
         return
-    count = 0
-    stack = [(root, 0, ())]  # node, depth, ids of the collections above it
-    while stack:
-        node, depth, above = stack.pop()
-        count += 1
-        if count > MAX_YAML_NODES:
-            raise AuditorError(f"invalid YAML: the document expands to more than {MAX_YAML_NODES} values "
-                               "(aliases counted at every use)", where=where(file, node))
-        if depth > MAX_YAML_DEPTH:
-            raise AuditorError(f"invalid YAML: nested deeper than {MAX_YAML_DEPTH} levels", where=where(file, node))
-        if node.tag not in _PLAIN_TAGS:
-            raise AuditorError(f"invalid YAML: tag {short(node.tag)} is not supported (only plain values, "
-                               "lists and mappings)", where=where(file, node))
-        if isinstance(node, yaml.ScalarNode):
-            continue
-        if id(node) in above:
-            raise AuditorError("invalid YAML: an alias refers to a collection that contains it", where=where(file, node))
-        inner = above + (id(node),)
-        if isinstance(node, yaml.SequenceNode):
-            stack.extend((v, depth + 1, inner) for v in reversed(node.value))
-            continue
-        seen = {}
-        for knode, vnode in node.value:
-            if not isinstance(knode, yaml.ScalarNode):
-                raise AuditorError("invalid YAML: a mapping key must be a plain value, not a list or mapping",
-                                   where=where(file, knode))
-            if knode.tag not in _PLAIN_TAGS:
-                raise AuditorError(f"invalid YAML: tag {short(knode.tag)} is not supported", where=where(file, knode))
-            k = str(_construct(knode))
-            if k in seen:
-                raise AuditorError(f"duplicate key {short(k)} (first at line {seen[k]})", where=where(file, knode))
-            seen[k] = knode.start_mark.line + 1
-            count += 1
-        stack.extend((v, depth + 1, inner) for _, v in reversed(node.value))
+    size: dict[int, int] = {}
+    height: dict[int, int] = {}
+    on_path: set[int] = set()
+    loader = _loader()
+    stack = [(root, False)]
+    try:
+        while stack:
+            node, done = stack.pop()
+            key = id(node)
+            if done:
+                on_path.discard(key)
+                kids = _children(node)
+                size[key] = 1 + sum(size[id(k)] for k in kids) + (len(node.value) if isinstance(node, yaml.MappingNode) else 0)
+                height[key] = 1 + max((height[id(k)] for k in kids), default=0)
+                if size[key] > MAX_YAML_NODES:
+                    raise AuditorError(f"invalid YAML: the document expands to more than {MAX_YAML_NODES} values "
+                                       "(aliases counted at every use)", where=where(file, node))
+                if height[key] > MAX_YAML_DEPTH:
+                    raise AuditorError(f"invalid YAML: nested deeper than {MAX_YAML_DEPTH} levels", where=where(file, node))
+                continue
+            if key in size:
+                continue
+            if key in on_path:
+                raise AuditorError("invalid YAML: an alias refers to a collection that contains it", where=where(file, node))
+            if node.tag not in _PLAIN_TAGS:
+                raise AuditorError(f"invalid YAML: tag {short(node.tag)} is not supported (only plain values, "
+                                   "lists and mappings)", where=where(file, node))
+            if isinstance(node, yaml.ScalarNode):
+                _scalar(node, file, loader)
+                size[key], height[key] = 1, 0
+                continue
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[str, int] = {}
+                for knode, _ in node.value:
+                    if not isinstance(knode, yaml.ScalarNode):
+                        raise AuditorError("invalid YAML: a mapping key must be a plain value, not a list or mapping",
+                                           where=where(file, knode))
+                    if knode.tag == "tag:yaml.org,2002:merge":
+                        raise AuditorError("invalid YAML: merge keys (<<) are not supported; write the keys out",
+                                           where=where(file, knode))
+                    if knode.tag not in _PLAIN_TAGS:
+                        raise AuditorError(f"invalid YAML: tag {short(knode.tag)} is not supported",
+                                           where=where(file, knode))
+                    k = str(_scalar(knode, file, loader))
+                    if k in seen:
+                        raise AuditorError(f"duplicate key {short(k)} (first at line {seen[k]})", where=where(file, knode))
+                    seen[k] = knode.start_mark.line + 1
+            on_path.add(key)
+            stack.append((node, True))
+            stack.extend((k, False) for k in reversed(_children(node)))
+    finally:
+        loader.dispose()
+
+
+def _children(node) -> list:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [v for _, v in node.value]
+    return []
+
+
+def _loader():
+    return yaml.SafeLoader("")
+
+
+def _scalar(node: yaml.ScalarNode, file: str, loader=None):
+    """A scalar's value; values PyYAML cannot build (an integer of 5000 digits, a date that does
+    not exist) are one located error."""
+    try:
+        return loader.construct_object(node) if loader is not None else _construct(node)
+    except (ValueError, OverflowError, yaml.YAMLError) as e:
+        raise AuditorError(f"invalid YAML value {short(node.value)} ({e.__class__.__name__})",
+                           where=where(file, node)) from None
 
 
 def _construct(node: yaml.Node) -> Any:

@@ -109,6 +109,24 @@ def check_scenario(sc, node, file: str, data_shape: tuple | None = None, model=N
                   .replace("the input", what), "preprocessing", key)
 
 
+def check_defence(d: dict) -> None:
+    """An energy search's `defences:` entry: a known name and its parameters."""
+    from .errors import short
+    from .sponge.defences import make_input_defence
+
+    d = dict(d)
+    name = str(d.pop("name", "")).lower()
+    if name in ("threshold", "activation_threshold"):
+        extra = set(d) - {"budget"}
+        if extra:
+            raise AuditorError(f"defence 'threshold' takes 'budget', got {short(sorted(map(str, extra)))}")
+        b = d.get("budget", 0.01)
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b <= 1:
+            raise AuditorError(f"defence 'threshold': budget must be a number in [0, 1], got {short(b)}")
+        return
+    make_input_defence(name, **d)
+
+
 def check_references(sc, node, file: str) -> None:
     """Search and attack names and parameters, surrogate models: errors located in the file."""
     from .modelio import load_model
@@ -116,7 +134,10 @@ def check_references(sc, node, file: str) -> None:
     from .sponge import make_search
 
     def fail(e: AuditorError, *path):
-        raise AuditorError(f"{'.'.join(str(p) if isinstance(p, str) else f'[{p}]' for p in path).replace('.[', '[')}: {e}",
+        msg = str(e)
+        if e.where in ("attacks", "attack") and msg.startswith(e.where + ": "):  # the attack module's own prefix
+            msg = msg[len(e.where) + 2:]
+        raise AuditorError(f"{'.'.join(str(p) if isinstance(p, str) else f'[{p}]' for p in path).replace('.[', '[')}: {msg}",
                            where=schema.where(file, schema.locate(node, *path))) from None
 
     for i, spec in enumerate(sc.energy_attacks):
@@ -130,6 +151,16 @@ def check_references(sc, node, file: str) -> None:
                            layout=sc.preprocessing.layout)
             except AuditorError as e:
                 fail(e, "energy_attacks", i, "surrogate")
+        for j, d in enumerate(spec.defences):
+            try:
+                check_defence(d)
+            except AuditorError as e:
+                fail(e, "energy_attacks", i, "defences", j)
+    if sc.approx is not None and sc.approx.surrogate:
+        try:
+            load_model(sc.base_dir / sc.approx.surrogate)
+        except AuditorError as e:
+            fail(e, "approx", "surrogate")
     if sc.robustness is not None:
         for i, a in enumerate(sc.robustness.attacks):
             try:
