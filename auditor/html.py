@@ -751,7 +751,9 @@ def _energy_table(d: dict) -> str:
                       "latency x (mean)", "energy x (mean)", "density clean → attacked", "label kept",
                       "perturbation L2 mean / worst", "queries", "seconds"], rows,
                      num_cols={4, 5, 6, 7, 10, 11, 12})
-            + '<p class="note">latency/energy x (worst): worst verified attacked input over the mean clean input; '
+            + '<p class="note">latency/energy x (worst): the largest ratio of a verified attacked input to the same '
+              "input clean (searches from clean inputs; 1 for an input left unchanged), or the worst found input "
+              "over the mean clean input (searches that make their own inputs); "
               "(mean): mean attacked over mean clean of the same inputs.</p>")
 
 

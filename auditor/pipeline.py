@@ -271,7 +271,7 @@ def finish_unit(ctx: AuditContext, u: Unit, deadline):
     evaluation, per energy search and for the evasion attacks the merged parts or None when cut
     short, the approx report, None or "cut", and optionally the masking diagnosis, None or "cut").
     Returns (section, checks, worst input per search)."""
-    from .energy import energy_section
+    from .energy import energy_section, input_independent, skipped_section
     from .robustness import robustness_report
 
     st, sc, data = _state(ctx, u.profile), ctx.scenario, ctx.data
@@ -315,6 +315,12 @@ def finish_unit(ctx: AuditContext, u: Unit, deadline):
     cut_short: list[str] = []
     attacks, worst_inputs = [], {}
     for k, spec in enumerate(sc.energy_attacks):
+        fixed = input_independent(st.cm, ev.cost, min(spec.count, len(data.x)))
+        if fixed is not None:  # a machine that cannot be slowed: the search was not run (search_units)
+            attacks.append(skipped_section(_search(ctx, k)[0], spec, ev, min(spec.count, len(data.x)), fixed))
+            summary["latency_increase"] = max(summary.get("latency_increase", 0.0), 1.0)
+            summary["energy_increase"] = max(summary.get("energy_increase", 0.0), 1.0)
+            continue
         if energy[k] is None:
             cut_short.append(spec.search)
             attacks.append({"search": spec.search, "cut_short": True})
@@ -413,15 +419,18 @@ def _check_plan(sc: Scenario, data, profs) -> None:
 def search_units(ctx: AuditContext, clean: list[Evaluation]) -> list[Unit]:
     """The searches of every profile as units: energy searches by chunk of their inputs (whole
     when the search looks at its inputs together), evasion attacks by chunk, the approx audit."""
-    from .energy import layer_weights
+    from .energy import input_independent, layer_weights
     from .robustness import choose_targets
     from .sponge import search_class
 
     sc, data, seed, size = ctx.scenario, ctx.data, ctx.seed, ctx.scenario.chunk_size
     units = []
     for p, prof in enumerate(ctx.profiles):
+        cm = prof.build_cost_model()
         for k, spec in enumerate(sc.energy_attacks):
             n = min(spec.count, len(data.x))
+            if input_independent(cm, clean[p].cost, n) is not None:
+                continue  # every input costs the same: nothing to search for (finish_unit says so)
             w = layer_weights(clean[p], spec, n)
             for i, (a, b) in enumerate(chunk_bounds(n, size, search_class(spec.search).per_input)):
                 units.append(Unit(f"{prof.name}/energy[{k}]:{spec.search}/{i}", energy_unit, p, k, i, a, b,

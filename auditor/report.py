@@ -273,6 +273,8 @@ def render_text(d: dict) -> str:
             L.extend(textwrap.wrap(f"note: {note}", 80, subsequent_indent="  "))
         for a in p.get("attacks", []):
             L.append(_attack_line(a))
+            if a.get("note"):
+                L.extend(textwrap.wrap(f"note: {a['note']}", 80, initial_indent="  ", subsequent_indent="    "))
             for df in a.get("defences", []):
                 L.append(f"  defence {df['defence'][:10]:10s} recovers {_fmt_num(df.get('recovery'))} of the increase, "
                          f"clean labels kept {100 * df['clean_label_agreement']:.0f}%"[:80])
@@ -310,6 +312,8 @@ def render_text(d: dict) -> str:
 def _attack_line(a: dict) -> str:
     if a.get("cut_short"):
         return f"attack {a['search'][:12]:12s} cut short by --max-seconds (no result)"
+    if a.get("skipped"):
+        return f"attack {a['search'][:12]:12s} not run ({a['skipped']}): latency x1, energy x1"
     kept = a.get("label_kept_rate")
     return (f"attack {a['search'][:12]:12s} latency x{_fmt_num(a.get('latency_increase'))} "
             f"energy x{_fmt_num(a.get('energy_increase'))} density {_fmt_num(a.get('density_clean'))}->"

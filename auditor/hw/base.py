@@ -191,6 +191,12 @@ class CostModel:
     def simulate(self, layers: list[ComputeLayer], acts: dict[str, np.ndarray]) -> CostResult:
         raise NotImplementedError
 
+    @property
+    def input_independent(self) -> bool:
+        """True when the cost of an input does not depend on its values (a machine that never
+        skips): energy-latency searches cannot slow it down, and the audit does not run them."""
+        return False
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params!r})"
 

@@ -67,6 +67,10 @@ class DenseModel(CostModel):
     kind = "dense"
     Params = DenseParams
 
+    @property
+    def input_independent(self) -> bool:
+        return True  # never skips a zero: cycles == dense_cycles for every input
+
     def simulate(self, layers: list[ComputeLayer], acts: dict[str, np.ndarray]) -> CostResult:
         return dadn_simulate(layers, acts, self.params, skip_conv=False, skip_fc=False, min_slot=0,
                              offset_bits=0, threshold=0.0)

@@ -167,6 +167,10 @@ class FpuModel(CostModel):
     kind = "axfpm"
     Params = FpuParams
 
+    @property
+    def input_independent(self) -> bool:
+        return True  # every product is computed: cycles == dense_cycles for every input
+
     def __init__(self, params=None, approx_layers=None):
         super().__init__(params)
         #: names of the layers computed on the configured multiplier; None = every Conv and Gemm

@@ -248,6 +248,10 @@ class SparceModel(CostModel):
     kind = "sparce"
     Params = SparceParams
 
+    @property
+    def input_independent(self) -> bool:
+        return self.params.sasa_entries == 0  # no SASA entry: nothing is ever skipped
+
     def simulate(self, layers: list[ComputeLayer], acts: dict[str, np.ndarray]) -> CostResult:
         p = self.params
         n = check_acts(layers, acts)

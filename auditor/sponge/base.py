@@ -85,7 +85,8 @@ class SearchResult:
 class Param:
     """One tunable of a search: kind, default, allowed range, a line of documentation.
 
-    kinds: "int", "float", "float?" (None allowed = unlimited), "bool", "choice", "floats"
+    kinds: "int", "float", "float?" (None allowed = unlimited; "auto" too where it is the default:
+    the search resolves it from its input), "bool", "choice", "floats"
     (a list of floats), "object" (passed through, e.g. a surrogate Classifier).
     """
 
@@ -121,6 +122,8 @@ def coerce(spec: Param, name: str, value, where: str):
         return value
     if spec.kind == "float?" and (value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "inf"))):
         return None
+    if spec.kind == "float?" and spec.default == "auto" and isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"  # resolved by the search from the input it is given
     if spec.kind == "bool":
         if isinstance(value, bool):
             return value

@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import AuditorError
 from ..norms import perturbation_stats, project
 from .base import Param, Search, SearchResult, bounds_of, chunks, log_softmax, resolve_layer_weights
-from .whitebox import COMMON, sparsity_descent, step_size
+from .whitebox import COMMON, budget, sparsity_descent
 
 
 def _margin(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -71,6 +71,7 @@ class BlackBoxSparsity(Search):
         sq0 = sur.queries
         target = labels if labels is not None else model.predict(x_clean).astype(np.int64)
         cost_clean = cost_fn(x_clean)
+        bud = budget(p, model, x_clean)  # eps: auto scaled to the input size
 
         # stage 1: Algorithm 1 with c = 0 on the surrogate (uniform layer weights: the caller's
         # weights describe the target's layers, which the attacker does not know)
@@ -81,8 +82,8 @@ class BlackBoxSparsity(Search):
             for sl in chunks(n, p["batch_size"]):
                 t_sur = sur.predict(x_clean[sl]).astype(np.int64)
                 _, _, bx, _, _, _, _ = sparsity_descent(
-                    sur, x_clean[sl], t_sur, w_sur, np.zeros(len(t_sur)), beta=p["beta"], eps=p["eps"],
-                    norm=p["norm"], eps_iter=p["eps_iter"], iterations=p["iterations"], momentum=p["momentum"],
+                    sur, x_clean[sl], t_sur, w_sur, np.zeros(len(t_sur)), beta=p["beta"], eps=bud["eps"],
+                    norm=p["norm"], eps_iter=bud["eps_iter"], iterations=p["iterations"], momentum=p["momentum"],
                     keep_label=False, on_step=bar.update)
                 x1[sl] = bx
         sur_queries = int(sur.queries - sq0)
@@ -96,7 +97,7 @@ class BlackBoxSparsity(Search):
         stage2_queries = np.zeros(n, dtype=np.int64)
         lost = np.flatnonzero(~transfer_kept)
         if len(lost):
-            xz, ok, used = self._zoo(model, x1[lost], x_clean[lost], target[lost], rng, bounds)
+            xz, ok, used = self._zoo(model, x1[lost], x_clean[lost], target[lost], rng, bounds, bud["eps"])
             stage2_queries[lost] = used
             x_out[lost] = xz
             restored_by[lost[ok]] = "zoo"
@@ -119,14 +120,16 @@ class BlackBoxSparsity(Search):
             "stage2_queries": stage2_queries,
             "target_queries": target_queries,
             "surrogate_queries": sur_queries,
-            "eps_iter": step_size(p["eps_iter"], p["eps"], p["norm"]),
+            "eps_iter": bud["eps_iter"],
+            "eps": bud["eps"],
+            "budget": bud,
             "perturbation": perturbation_stats(x_out, x_clean, bounds[1] - bounds[0]),
             "perturbation_stage1": perturbation_stats(x1, x_clean, bounds[1] - bounds[0]),
         }
         return SearchResult(self.name, x_out, cost, 0, p["iterations"] + 1, 0.0, label_kept, info)
 
     # -- stage 2 ------------------------------------------------------------------------------
-    def _zoo(self, model, x_start, x_clean, target, rng, bounds):
+    def _zoo(self, model, x_start, x_clean, target, rng, bounds, eps):
         """ZOO-ADAM towards ``target``; returns (x, restored (M,), queries used (M,))."""
         p = self.params
         m = len(x_start)
@@ -187,7 +190,7 @@ class BlackBoxSparsity(Search):
                 xi = x[ia].copy()
                 xi[r, cs] -= (p["zoo_lr"] * mh / (np.sqrt(vh) + 1e-8)).astype(np.float32)
                 x[ia] = project(xi.reshape((len(ia),) + shape), x0[ia].reshape((len(ia),) + shape),
-                                p["eps"], p["norm"], bounds).reshape(len(ia), d)
+                                eps, p["norm"], bounds).reshape(len(ia), d)
                 bar.update()
         # the last update was never checked: one more look for those still running
         act = np.flatnonzero(~done)

@@ -15,6 +15,16 @@ I_max 75, beta 15 (tanh), O_max 1, c_in 0.5, c_min 0, c_max 1.  ``eps=None`` is 
 *unconstrained* scenario (only the pixel range applies).  ``norm="linf"`` replaces the L2 step and
 ball by a sign step and an Linf box (give ``eps`` in Linf units then).
 
+Input-scale-aware defaults: the paper's L2 numbers are for 28x28x1 pixels in [0, 1]; an L2 budget
+of 0.9 moves a 224x224x3 input by almost nothing per pixel.  The automatic ``eps`` ("auto", the
+default) keeps the paper's *per-pixel RMS* budget, 0.9 / 28 of the pixel range:
+
+    eps = 0.9 * sqrt(D / 784) * (hi - lo)        (D = elements per input; exactly 0.9 on MNIST)
+
+and the automatic L2 steps scale by the same factor (0.02 and 0.5 on MNIST).  With
+``norm="linf"`` the automatic eps is that RMS budget itself, 0.9 / 28 of the pixel range per pixel
+(an Linf box with the same per-pixel RMS bound).  Numbers given explicitly are used as they are.
+
 One departure, for the unconstrained case only: unless ``eps_iter`` is given, the step is 0.5
 instead of 0.02.  With 0.02 the 75 steps add up to an L2 path of at most 1.5, so the
 "unconstrained" attack stays inside a small ball; on the bundled plain CNN it reached a post-ReLU
@@ -39,8 +49,15 @@ from ..errors import AuditorError
 from ..norms import normalize, perturbation_stats, project
 from .base import Param, Search, SearchResult, bounds_of, chunks, cross_entropy, resolve_layer_weights
 
+#: the input the paper's defaults were set for: 28x28x1 pixels in [0, 1] (MNIST)
+REFERENCE_ELEMENTS = 28 * 28
+#: the paper's L2 budget on that input
+REFERENCE_EPS = 0.9
+
 COMMON = {
-    "eps": Param("float?", 0.9, "perturbation bound around the clean input (None = unconstrained)", low=0.0, low_open=True),
+    "eps": Param("float?", "auto", "perturbation bound around the clean input (None = unconstrained; auto = the "
+                 "paper's L2 0.9 on 28x28x1 in [0, 1] as a per-pixel RMS budget: 0.9 sqrt(D/784) (hi - lo); "
+                 "Linf: 0.9/28 (hi - lo))", low=0.0, low_open=True),
     "norm": Param("choice", "l2", "norm of the bound and of the step", choices=("l2", "linf")),
     "eps_iter": Param("float?", None, "step length per iteration (L2 norm, or Linf for norm=linf); None = automatic "
                       "(L2: 0.02 with a bound, 0.5 unconstrained; Linf: eps/10, 0.05 unconstrained)", low=0.0, low_open=True),
@@ -52,13 +69,45 @@ COMMON = {
 }
 
 
-def step_size(eps_iter, eps, norm: str) -> float:
-    """The step length: ``eps_iter`` if given, else the automatic choice documented above."""
+def input_scale(shape, bounds) -> float:
+    """sqrt(D / 784) * (hi - lo): the factor that keeps an L2 quantity's per-pixel RMS as on a
+    28x28x1 input in [0, 1] (1.0 exactly there)."""
+    d = int(np.prod(shape))
+    lo, hi = bounds
+    return float(np.sqrt(d / REFERENCE_ELEMENTS)) * float(hi - lo)
+
+
+def step_size(eps_iter, eps, norm: str, scale: float = 1.0, span: float = 1.0) -> float:
+    """The step length: ``eps_iter`` if given, else the automatic choice documented above
+    (``scale``: :func:`input_scale` of the input, for the L2 steps; ``span``: the pixel range,
+    for the unconstrained Linf step)."""
     if eps_iter is not None:
         return float(eps_iter)
     if norm == "linf":
-        return eps / 10.0 if eps is not None else 0.05
-    return 0.02 if eps is not None else 0.5
+        return eps / 10.0 if eps is not None else 0.05 * span
+    return (0.02 if eps is not None else 0.5) * scale
+
+
+def budget(params: dict, model, x: np.ndarray) -> dict:
+    """The bound and step a search uses on inputs like ``x`` (resolving ``eps: auto``), and how."""
+    lo, hi = bounds_of(model)
+    d = int(np.prod(x.shape[1:]))
+    scale = input_scale(x.shape[1:], (lo, hi))
+    norm, eps = params["norm"], params["eps"]
+    auto = isinstance(eps, str)
+    if auto:
+        rms = REFERENCE_EPS / np.sqrt(REFERENCE_ELEMENTS) * (hi - lo)  # per-pixel RMS of the paper's ball
+        eps = REFERENCE_EPS * scale if norm == "l2" else float(rms)
+    step = step_size(params["eps_iter"], eps, norm, scale, hi - lo)
+    out = {"eps": None if eps is None else float(eps), "norm": norm, "eps_iter": float(step), "auto": auto,
+           "elements": d, "per_pixel_rms": None if eps is None else
+           float(eps / (hi - lo) / (np.sqrt(d) if norm == "l2" else 1.0))}
+    if auto:
+        out["rule"] = (f"eps auto: the paper's L2 0.9 on 28x28x1 inputs in [0, 1] kept as a per-pixel RMS budget of "
+                       f"{out['per_pixel_rms']:.4g} of the pixel range"
+                       + (f" (L2 {eps:.4g} = 0.9 sqrt({d}/784) x {hi - lo:g})" if norm == "l2" else
+                          f" (Linf {eps:.4g} per pixel)"))
+    return out
 
 
 def sparsity_descent(model, x0: np.ndarray, target: np.ndarray, weights: np.ndarray, c: np.ndarray, *,
@@ -156,6 +205,7 @@ class WhiteBoxSparsity(Search):
         weights = resolve_layer_weights(model, layer_weights, x_clean, where)
         target = labels if labels is not None else model.predict(x_clean).astype(np.int64)
         cost_clean = cost_fn(x_clean)
+        bud = budget(p, model, x_clean)  # eps: auto scaled to the input size
         out_x = x_clean.copy()
         out_cost = cost_clean.copy()
         out_kept = np.ones(n, dtype=bool)
@@ -177,8 +227,8 @@ class WhiteBoxSparsity(Search):
                 for o in range(p["outer"]):
                     score_cost = cost_fn if p["select"] == "cost" else None
                     x_last, kept_last, bx, bs, bk, bi, hist = sparsity_descent(
-                        model, x0, t, weights, c, beta=p["beta"], eps=p["eps"], norm=p["norm"],
-                        eps_iter=p["eps_iter"], iterations=p["iterations"], momentum=p["momentum"],
+                        model, x0, t, weights, c, beta=p["beta"], eps=bud["eps"], norm=p["norm"],
+                        eps_iter=bud["eps_iter"], iterations=p["iterations"], momentum=p["momentum"],
                         keep_label=True, score_cost=score_cost,
                         score0=best_cost if score_cost is not None else None, every=p["select_every"],
                         on_step=bar.update)
@@ -213,7 +263,9 @@ class WhiteBoxSparsity(Search):
             "best_iteration": best_iter,
             "best_round": best_round,
             "c": c_final,
-            "eps_iter": step_size(p["eps_iter"], p["eps"], p["norm"]),
+            "eps_iter": bud["eps_iter"],
+            "eps": bud["eps"],
+            "budget": bud,
             "layer_weights": weights,
             "perturbation": perturbation_stats(out_x, x_clean, bounds_of(model)[1] - bounds_of(model)[0]),
             "history": history,
