@@ -57,7 +57,8 @@ from .norms import perturbation_stats
 from .preprocess import Preprocessing, prepend
 from .rewrite import instrument
 from .names import ns
-from .session import GRAD_INPUT, OnnxClassifier, Runner, _as_model, gradient_model, knob_feeds, logits_head
+from .session import (GRAD_INPUT, OnnxClassifier, Runner, _as_model, build_timer, gradient_model, knob_feeds,
+                      logits_head)
 from .target import Classifier
 
 #: the bias operand of the rewritten node copies, by op type (dropped: the copy is f without bias)
@@ -172,6 +173,7 @@ class ApproxClassifier(Classifier):
     def __init__(self, model, preprocessing: Preprocessing | None = None, approx=None, *,
                  threads: int = 0, batch_size: int = 64, sparsity_f: str = "tanh"):
         super().__init__()
+        self._seconds_per_sample = 0.0  # measured by _run: the estimate of the next batch's time
         self.preprocessing = preprocessing or Preprocessing()
         self.variant, layers = _approx_settings(approx)
         if isinstance(model, onnx.ModelProto):
@@ -224,7 +226,10 @@ class ApproxClassifier(Classifier):
             real = len(xb)
             if self.fixed_batch and real < self.fixed_batch:
                 xb = np.concatenate([xb, np.repeat(xb[-1:], self.fixed_batch - real, axis=0)])
+            self._check_deadline(self._seconds_per_sample * len(xb))  # the time budget, batch by batch
+            t0 = time.monotonic()
             res = self.approx_model.run(xb, outputs)
+            self._seconds_per_sample = max((time.monotonic() - t0) / max(len(xb), 1), 0.5 * self._seconds_per_sample)
             for k, v in res.items():
                 chunks.setdefault(k, []).append(v[:real] if v.ndim and v.shape[0] == len(xb) else v)
         return {k: (np.concatenate(v) if len(v) > 1 and v[0].ndim else v[0]) for k, v in chunks.items()}
@@ -258,9 +263,10 @@ class ApproxClassifier(Classifier):
     def _grad_runner(self, objective: str):
         if objective not in self._grad_runners:
             model, _ = self.bpda
-            g, obj_name, knobs = gradient_model(model, self._objective_spec(objective), self.logits_name,
-                                                wrt=self.input_name)
-            self._grad_runners[objective] = (Runner(g, self.threads, self.batch_size), obj_name, knobs)
+            with build_timer(self):
+                g, obj_name, knobs = gradient_model(model, self._objective_spec(objective), self.logits_name,
+                                                    wrt=self.input_name)
+                self._grad_runners[objective] = (Runner(g, self.threads, self.batch_size), obj_name, knobs)
         return self._grad_runners[objective]
 
     def _value_and_grad(self, x, objective, knobs):
@@ -272,7 +278,7 @@ class ApproxClassifier(Classifier):
             fwd = self._run(x, sorted(set(bpda_feeds.values())))
             for inp, tensor in bpda_feeds.items():
                 feeds[inp] = fwd[tensor]
-        out = runner.run(x, [obj_name, GRAD_INPUT, self.logits_name], feeds=feeds)
+        out = runner.run(x, [obj_name, GRAD_INPUT, self.logits_name], feeds=feeds, check=self._check_deadline)
         return out[obj_name], out[GRAD_INPUT], out[self.logits_name]
 
     # --- independent verification ----------------------------------------------------------

@@ -16,6 +16,9 @@ class Check:
     op: str  # "<=" or ">="
     passed: bool
     detail: str = ""
+    #: False when the time budget (--max-seconds) cut short what the check needs: "not decided",
+    #: never a pass (passed is False too)
+    decided: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)

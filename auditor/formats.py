@@ -49,6 +49,9 @@ def render_markdown(d: dict) -> str:
     L += ["| profile | clean acc. | mean latency | worst latency | worst energy | density (mean/worst) |",
           "|---|---|---|---|---|---|"]
     for p in d["profiles"]:
+        if "clean" not in p:  # the time budget ended before its clean evaluation did
+            L.append(f"| {p['name']} | cut short | | | | |")
+            continue
         c, s = p["clean"], p["summary"]
         acc = "n/a" if c["accuracy"] is None else f"{100 * c['accuracy']:.1f}%"
         L.append(f"| {p['name']} | {acc} | {_si(c['latency_s']['mean'], 's')} | {_si(s['worst_latency_s'], 's')} | "

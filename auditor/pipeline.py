@@ -151,19 +151,58 @@ def run_approx_audit(clf, data, sc: Scenario, seed: int, threads: int) -> dict:
 
 
 class Deadline:
-    """The --max-seconds budget: units started after it expires are skipped, and a search running
-    when it expires is stopped by its classifier (see OnnxClassifier.deadline).  Wall-clock time,
-    so that it means the same in every worker process."""
+    """The --max-seconds budget of the whole audit, a hard bound: imports, model loading, session
+    and gradient-graph building, the clean evaluation, the searches and the report all count.
+    Work is checked against it before every unit, every onnxruntime batch and every gradient build,
+    with an estimate of how long that takes (neither can be interrupted), and ``reserve`` seconds
+    are kept for the report.  Wall-clock time, so that it means the same in every worker process."""
 
-    def __init__(self, max_seconds: float | None, t0: float | None = None):
+    def __init__(self, max_seconds: float | None, t0: float | None = None, reserve: float | None = None):
         t0 = time.time() if t0 is None else t0
         self.at = None if max_seconds is None else t0 + float(max_seconds)
+        if reserve is None:  # assembling and rendering the report
+            reserve = 0.0 if max_seconds is None else min(5.0, max(0.5, 0.02 * float(max_seconds)))
+        self.reserve = float(reserve)
 
-    def expired(self) -> bool:
-        return self.at is not None and time.time() >= self.at
+    def expired(self, need: float = 0.0) -> bool:
+        """Whether the budget is spent, or would be by work of ``need`` seconds started now."""
+        return self.at is not None and time.time() + max(float(need), 0.0) >= self.at - self.reserve
 
     def remaining(self) -> float:
-        return float("inf") if self.at is None else self.at - time.time()
+        return float("inf") if self.at is None else self.at - self.reserve - time.time()
+
+
+#: the checks that need searches (all checks but the clean accuracy and the clean means)
+SEARCH_CHECKS = {"max_latency_increase", "max_energy_increase", "worst_case_latency_ms", "worst_case_energy_uj",
+                 "worst_case_edp", "max_density", "max_attack_success_rate", "min_median_l2"}
+
+
+def not_decided(ch: Check, why: str) -> Check:
+    """Mark a check that the time budget left undecided: never a pass (``decided: false``)."""
+    ch.passed, ch.decided, ch.detail = False, False, why
+    return ch
+
+
+def _robustness_undecided(sc: Scenario, profile: str, why: str) -> list[Check]:
+    out = [Check(f"min_robust_accuracy[{r.attack}@{r.epsilon:g}]", profile, None, r.threshold, ">=", False)
+           for r in sc.checks.min_robust_accuracy]
+    for key, op in (("max_attack_success_rate", "<="), ("min_median_l2", ">=")):
+        if getattr(sc.checks, key) is not None:
+            out.append(Check(key, profile, None, float(getattr(sc.checks, key)), op, False))
+    return [not_decided(ch, why) for ch in out]
+
+
+def cut_profile(prof: HardwareProfile, sc: Scenario) -> tuple[dict, list[Check]]:
+    """The report of a profile whose clean evaluation the budget cut short: every check undecided."""
+    why = "cut short by --max-seconds before the clean evaluation ended"
+    checks = [not_decided(ch, why) for ch in hardware_checks(sc.checks, prof.name, {})]
+    checks += _robustness_undecided(sc, prof.name, why) if _runs_evasion(sc) else []
+    if getattr(sc.checks, "no_gradient_masking", None):
+        checks.append(not_decided(Check("no_gradient_masking", prof.name, None, 0.0, "<=", False), why))
+    pr = {"name": prof.name, "path": prof.path, "cost_model": prof.cost_model, "description": prof.description,
+          "profile": prof.to_dict(), "cut_short": ["clean"], "summary": {}, "attacks": [],
+          "checks": [ch.to_dict() for ch in checks]}
+    return pr, checks
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,7 +265,8 @@ def clean_unit(ctx: AuditContext, u: Unit, deadline) -> Evaluation:
     if tuple(x.shape[1:]) != tuple(st.clf.input_shape):
         raise AuditorError(f"the data has per-input shape {tuple(x.shape[1:])} (NCHW) but the model expects "
                            f"{tuple(st.clf.input_shape)} after preprocessing", where=ctx.data.description)
-    return evaluate(st.clf, x, st.cm, ctx.scenario.density_tensors)
+    with _budget(st.clf, deadline):  # the clean evaluation counts too, batch by batch
+        return evaluate(st.clf, x, st.cm, ctx.scenario.density_tensors)
 
 
 def energy_unit(ctx: AuditContext, u: Unit, deadline) -> dict:
@@ -235,7 +275,8 @@ def energy_unit(ctx: AuditContext, u: Unit, deadline) -> dict:
 
     st, sc = _state(ctx, u.profile), ctx.scenario
     search, _ = _search(ctx, u.index)
-    with _budget(st.clf, deadline):
+    # the verification forward passes count too: a search not verified in time does not count
+    with _budget(st.clf, deadline), _budget(st.verifier, deadline):
         return search_part(st.clf, st.verifier, st.cm, ctx.data.x[u.start:u.stop], search, sc.energy_attacks[u.index],
                            u.args, seed=u.seed, density_tensors=sc.density_tensors)
 
@@ -246,7 +287,7 @@ def evasion_unit(ctx: AuditContext, u: Unit, deadline) -> dict:
 
     st = _state(ctx, u.profile)
     x, y = check_labelled(ctx.data.x[u.start:u.stop], ctx.data.y[u.start:u.stop])
-    with _budget(st.clf, deadline):
+    with _budget(st.clf, deadline), _budget(st.verifier, deadline):
         return attack_part(st.clf, st.verifier, x, y, _evasion_spec(ctx, u.index), targets=u.args, seed=u.seed)
 
 
@@ -341,7 +382,7 @@ def finish_unit(ctx: AuditContext, u: Unit, deadline):
             if section[key] is not None:
                 summary[key] = max(summary.get(key, 0.0), section[key])
     pr["attacks"] = attacks
-    if attacks:
+    if any(not a.get("cut_short") for a in attacks):
         from .sponge.analysis import zero_threshold_summary
 
         # Müller & Quiring eq. 3: per BN->ReLU channel, the pre-BN value below which the ReLU
@@ -376,17 +417,13 @@ def finish_unit(ctx: AuditContext, u: Unit, deadline):
         # depends on the searches fails, saying why
         pr["cut_short"] = cut_short
         why = f"cut short by --max-seconds: {', '.join(cut_short)}"
-        attack_checks = {"max_latency_increase", "max_energy_increase", "worst_case_latency_ms", "worst_case_energy_uj",
-                         "worst_case_edp", "max_density", "max_attack_success_rate", "min_median_l2"}
         for ch in pr_checks:
-            if ch.name in attack_checks or ch.name.startswith("min_robust_accuracy"):
-                ch.passed, ch.detail = False, why
+            if ch.name in SEARCH_CHECKS or ch.name.startswith("min_robust_accuracy"):
+                not_decided(ch, why)
         if "masking" in cut_short and sc.checks.no_gradient_masking:
-            pr_checks.append(Check("no_gradient_masking", prof.name, None, 0.0, "<=", False, why))
+            pr_checks.append(not_decided(Check("no_gradient_masking", prof.name, None, 0.0, "<=", False), why))
         if "robustness" in cut_short:
-            for r in sc.checks.min_robust_accuracy:
-                pr_checks.append(Check(f"min_robust_accuracy[{r.attack}@{r.epsilon:g}]", prof.name, None, r.threshold,
-                                       ">=", False, why))
+            pr_checks += _robustness_undecided(sc, prof.name, why)
     pr["checks"] = [ch.to_dict() for ch in pr_checks]
     return pr, pr_checks, worst_inputs
 
@@ -426,6 +463,8 @@ def search_units(ctx: AuditContext, clean: list[Evaluation]) -> list[Unit]:
     sc, data, seed, size = ctx.scenario, ctx.data, ctx.seed, ctx.scenario.chunk_size
     units = []
     for p, prof in enumerate(ctx.profiles):
+        if clean[p] is None:  # the budget ended before its clean evaluation did
+            continue
         cm = prof.build_cost_model()
         for k, spec in enumerate(sc.energy_attacks):
             n = min(spec.count, len(data.x))
@@ -507,17 +546,18 @@ def _check_fit(proto, sc: Scenario, scenario, data) -> None:
 def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: int = 0,
               save_dir: str | Path | None = None, baseline: str | Path | dict | None = None,
               max_seconds: float | None = None, jobs: int = 1, ray: str | None = None,
-              force: bool = False) -> Report:
+              force: bool = False, started_at: float | None = None) -> Report:
     """Audit ``model`` (path or ModelProto) on ``profiles`` (paths or HardwareProfile) under
     ``scenario`` (path or Scenario).  ``save_dir``: where the worst inputs are written (.npy, .png);
     ``max_seconds``: budget of the whole audit; ``jobs``: units of work run on this many local
     processes; ``ray``: run them on a Ray cluster instead ("local" starts one on this machine, else
     its address; Ray is imported only then); ``force``: overwrite saved inputs that exist.  Same
-    inputs and seed give the same report either way."""
+    inputs and seed give the same report either way.  ``started_at``: the ``time.monotonic()`` the budget
+    counts from (the CLI: when the command started, so imports count); default now."""
     from .executors import make_executor
 
-    t0 = time.monotonic()
-    wall0 = time.time()
+    t0 = time.monotonic() if started_at is None else float(started_at)
+    wall0 = time.time() - (time.monotonic() - t0)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     model_path, proto, profs, sc = _load(model, profiles, scenario)
     old = None if baseline is None else baseline if isinstance(baseline, dict) else Report.load(baseline).data
@@ -543,12 +583,14 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
     ctx = AuditContext(proto, profs, sc, data, seed, _threads(threads, jobs, ray))
     with make_executor(ctx, jobs, ray) as ex:
         # 1. clean evaluation and cost simulation, chunk by chunk
-        cu = [Unit(f"{prof.name}/clean/{i}", clean_unit, p, 0, i, a, b)
+        cu = [Unit(f"{prof.name}/clean/{i}", clean_unit, p, 0, i, a, b, timed=True)
               for p, prof in enumerate(profs) for i, (a, b) in enumerate(chunk_bounds(len(data.x), sc.chunk_size))]
-        cout = ex.run(cu, None, "clean evaluation")
-        clean = [merge([o[1] for u, o in zip(cu, cout) if u.profile == p]) for p in range(len(profs))]
+        cout = ex.run(cu, deadline, "clean evaluation")
+        # a profile whose clean evaluation the budget cut short decides nothing (cut_profile)
+        clean = [None if any(o[0] == "cut" for u, o in zip(cu, cout) if u.profile == p)
+                 else merge([o[1] for u, o in zip(cu, cout) if u.profile == p]) for p in range(len(profs))]
         for ev in clean:
-            if not np.all(np.isfinite(ev.logits)):
+            if ev is not None and not np.all(np.isfinite(ev.logits)):
                 raise AuditorError("the model produced NaN or infinite logits on the audit data")
         # 2. the searches, chunk by chunk (their layer weights and targets come from step 1)
         su = search_units(ctx, clean)
@@ -559,15 +601,19 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
         # 3. statistics and checks of each profile, from the merged per-input results
         fu = []
         for p, prof in enumerate(profs):
+            if clean[p] is None:
+                continue
             ev_parts = [evasion[(p, k)] for k in range(len(sc.robustness.attacks))] if _runs_evasion(sc) else []
             fu.append(Unit(f"{prof.name}/finish", finish_unit, p, args=(
-                clean[p], [energy[(p, k)] for k in range(len(sc.energy_attacks))],
+                clean[p], [energy.get((p, k)) for k in range(len(sc.energy_attacks))],
                 None if any(e is None for e in ev_parts) or not ev_parts else ev_parts,
                 ("cut" if approx[(p, 0)] is None else approx[(p, 0)]) if (p, 0) in approx else None,
                 ("cut" if masking[(p, 0)] is None else masking[(p, 0)]) if (p, 0) in masking else None)))
         fout = ex.run(fu, None, "statistics")
     checks: list[Check] = []
-    for prof, (_, (pr, pr_checks, worst_inputs)) in zip(profs, fout):
+    finished = iter(fout)
+    for p, prof in enumerate(profs):
+        _, (pr, pr_checks, worst_inputs) = next(finished) if clean[p] is not None else (None, (*cut_profile(prof, sc), {}))
         for k, x in worst_inputs.items():
             if save_dir is not None:
                 from .energy import save_input

@@ -257,10 +257,13 @@ def render_text(d: dict) -> str:
     sc = d["scenario"]
     L.append(f"scenario {sc['name']}  seed {d['seed']}  data: {d['data']['description']}, {d['data']['count']} inputs")
     for p in d["profiles"]:
-        c = p["clean"]
         L.append("")
         head = f"== {p['name']} ({p['cost_model']}) "
         L.append(head + "=" * max(0, 80 - len(head)))
+        if "clean" not in p:
+            L.append("cut short by --max-seconds before the clean evaluation ended (no result)")
+            continue
+        c = p["clean"]
         acc = c["accuracy"]
         L.append(f"clean accuracy {'n/a' if acc is None else f'{100 * acc:.2f}%'}   "
                  f"density ({c['density']['counted']}) mean {c['density']['mean']:.3f} worst {c['density']['worst']:.3f}")

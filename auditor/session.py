@@ -9,6 +9,7 @@ iteration returns the objective, the logits and the input gradient together.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,21 +40,26 @@ class Runner:
     """One onnxruntime CPU session over a model, run in batches."""
 
     def __init__(self, model: onnx.ModelProto, threads: int = 0, batch_size: int = 64):
+        t0 = time.monotonic()
         try:
             self.session = ort.InferenceSession(model.SerializeToString(), session_options(threads),
                                                 providers=["CPUExecutionProvider"])
         except Exception as e:
             raise AuditorError(f"onnxruntime cannot load the model: {str(e).strip().splitlines()[0][:300]}") from None
+        self.build_seconds = time.monotonic() - t0  # how long onnxruntime took to build the session
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.input_name = graph_inputs(model)[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
         dim0 = self.session.get_inputs()[self.inputs.index(self.input_name)].shape[0]
         self.fixed_batch = dim0 if isinstance(dim0, int) and dim0 > 0 else None
         self.batch_size = self.fixed_batch or max(int(batch_size), 1)
+        self.seconds_per_sample = 0.0  # measured by run()
 
-    def run(self, x: np.ndarray, outputs: list[str] | None = None, feeds: dict | None = None) -> dict[str, np.ndarray]:
+    def run(self, x: np.ndarray, outputs: list[str] | None = None, feeds: dict | None = None,
+            check=None) -> dict[str, np.ndarray]:
         """Outputs (all by default) for a batch ``x``; extra ``feeds`` (knobs) are per sample when
-        their first dimension equals len(x), else broadcast to every chunk."""
+        their first dimension equals len(x), else broadcast to every chunk.  ``check(seconds)`` is
+        called before every chunk with the estimated time of that chunk (the time budget)."""
         names = outputs or self.output_names
         x = np.ascontiguousarray(x, dtype=np.float32)
         n = len(x)
@@ -61,6 +67,9 @@ class Runner:
         for s in range(0, max(n, 1), self.batch_size):
             xb = x[s:s + self.batch_size]
             real = len(xb)
+            if check is not None:
+                check(self.seconds_per_sample * len(xb))
+            t0 = time.monotonic()
             if self.fixed_batch and real < self.fixed_batch:
                 xb = np.concatenate([xb, np.repeat(xb[-1:], self.fixed_batch - real, axis=0)])
             feed = {self.input_name: xb}
@@ -74,6 +83,9 @@ class Runner:
                 else:
                     feed[k] = v
             res = self.session.run(names, feed)
+            # the slowest rate seen lately: the estimate of the next chunk's time
+            rate = (time.monotonic() - t0) / max(len(xb), 1)
+            self.seconds_per_sample = max(rate, 0.5 * self.seconds_per_sample)
             for k, r in zip(names, res):
                 chunks[k].append(r[:real] if r.ndim and r.shape[0] == len(xb) else r)
         return {k: (np.concatenate(v) if v and v[0].ndim and len(v) > 1 else v[0]) for k, v in chunks.items()}
@@ -250,6 +262,34 @@ def knob_feeds(objective: str, knob_specs: dict, knobs: dict) -> dict[str, np.nd
     return feeds
 
 
+#: a gradient session takes about this many times as long to build as the plain session of the
+#: same model (graph building + onnxruntime; 4-40x measured on the bundled models)
+GRAD_BUILD_FACTOR = 20.0
+
+
+class build_timer:
+    """Around the build of a gradient session: refuses to start it when it would not end before
+    the classifier's deadline (the estimate: the slowest build seen, or GRAD_BUILD_FACTOR x the
+    plain session's build time), and records how long it took."""
+
+    def __init__(self, clf):
+        self.clf = clf
+
+    def __enter__(self):
+        est = getattr(self.clf, "_grad_build_seconds", None)
+        if est is None:
+            est = GRAD_BUILD_FACTOR * getattr(getattr(self.clf, "runner", None), "build_seconds", 0.0)
+        self.clf._check_deadline(est)
+        self.t0 = time.monotonic()
+        return self
+
+    def __exit__(self, kind, *_):
+        if kind is None:
+            took = time.monotonic() - self.t0
+            self.clf._grad_build_seconds = max(took, getattr(self.clf, "_grad_build_seconds", None) or 0.0)
+        return False
+
+
 def _as_model(model, pre: Preprocessing | None = None) -> onnx.ModelProto:
     """A model path loaded (with the preprocessing's input size), or the ModelProto as given."""
     if isinstance(model, (str, os.PathLike, Path)):
@@ -293,11 +333,11 @@ class OnnxClassifier(Classifier):
         self._check_deadline()
         x = np.ascontiguousarray(x, dtype=np.float32)
         self.queries += len(x)
-        return self.runner.run(x)
+        return self.runner.run(x, check=self._check_deadline)
 
     def _logits(self, x):
         self._check_deadline()
-        return self.runner.run(x, [self.logits_name])[self.logits_name]
+        return self.runner.run(x, [self.logits_name], check=self._check_deadline)[self.logits_name]
 
     def activations(self, x):
         out = self.forward(x)
@@ -309,13 +349,14 @@ class OnnxClassifier(Classifier):
 
     def _grad_runner(self, objective: str):
         if objective not in self._grad_runners:
-            g, obj_name, knobs = gradient_model(self.model, self._objective_spec(objective), self.logits_name)
-            self._grad_runners[objective] = (Runner(g, self.threads, self.batch_size), obj_name, knobs)
+            with build_timer(self):
+                g, obj_name, knobs = gradient_model(self.model, self._objective_spec(objective), self.logits_name)
+                self._grad_runners[objective] = (Runner(g, self.threads, self.batch_size), obj_name, knobs)
         return self._grad_runners[objective]
 
     def _value_and_grad(self, x, objective, knobs):
         self._check_deadline()
         runner, obj_name, knob_specs = self._grad_runner(objective)
         feeds = knob_feeds(objective, knob_specs, knobs)
-        out = runner.run(x, [obj_name, GRAD_INPUT, self.logits_name], feeds=feeds)
+        out = runner.run(x, [obj_name, GRAD_INPUT, self.logits_name], feeds=feeds, check=self._check_deadline)
         return out[obj_name], out[GRAD_INPUT], out[self.logits_name]

@@ -58,9 +58,18 @@ class Classifier(ABC):
         #: set by the audit while searches run: an object with .expired() (the --max-seconds budget)
         self.deadline = None
 
-    def _check_deadline(self) -> None:
-        """Subclasses call this before every model evaluation; raises BudgetExceeded when due."""
-        if self.deadline is not None and self.deadline.expired():
+    def _check_deadline(self, need: float = 0.0) -> None:
+        """Subclasses call this before every model evaluation (and every batch of one); raises
+        BudgetExceeded when the deadline has passed or when work estimated to take ``need`` seconds
+        (a batch, a gradient-graph build) would not end before it: onnxruntime calls cannot be
+        interrupted, so the audit stops before one rather than after it."""
+        if self.deadline is None:
+            return
+        try:
+            due = self.deadline.expired(need)
+        except TypeError:  # a deadline object without the estimate argument
+            due = self.deadline.expired()
+        if due:
             raise BudgetExceeded
 
     @abstractmethod

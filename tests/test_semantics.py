@@ -289,3 +289,127 @@ def test_bundled_models_count_every_activation():
     for name in ("plain_cnn", "bn_resnet", "lenet5", "surrogate_cnn"):
         p = probes_of(load_model(f"models/{name}.onnx"))
         assert p.counted("activations") == p.activations, name
+
+
+# ---------------------------------------------------------------- issue 18 item 7: input-scale defaults
+
+def test_auto_eps_is_the_papers_budget_on_mnist_and_a_per_pixel_rms_budget_elsewhere():
+    from auditor.sponge.whitebox import WhiteBoxSparsity, budget
+
+    s = WhiteBoxSparsity()
+    assert s.eps == "auto"
+    clf28 = OnnxClassifier("models/plain_cnn.onnx")
+    b = budget(s.params, clf28, np.zeros((1, 1, 28, 28), np.float32))
+    assert b["eps"] == 0.9 and b["eps_iter"] == 0.02  # exactly the paper's numbers at 28x28x1 in [0, 1]
+    assert "per-pixel RMS" in b["rule"]
+    # 3x64x64 pixels in [0, 255]: the same per-pixel RMS of the range
+    b = budget(s.params, type("M", (), {"bounds": (0.0, 255.0)})(), np.zeros((1, 3, 64, 64), np.float32))
+    assert b["eps"] == pytest.approx(0.9 * np.sqrt(3 * 64 * 64 / 784) * 255)
+    assert b["per_pixel_rms"] == pytest.approx(0.9 / 28)
+    assert budget(dict(s.params, norm="linf"), clf28, np.zeros((1, 1, 28, 28)))["eps"] == pytest.approx(0.9 / 28)
+    assert budget(dict(s.params, eps=0.5), clf28, np.zeros((1, 3, 64, 64)))["eps"] == 0.5  # given: kept
+
+
+def _rgb_model(side=32):
+    """Conv(3->8, 3x3)-Relu-Conv(8->8)-Relu-GlobalAveragePool-Flatten-Gemm(8->4) on 3 x side x side."""
+    rng = np.random.default_rng(5)
+    inits = {"w1": rng.normal(size=(8, 3, 3, 3)) * 0.4, "b1": rng.normal(size=8) * 0.2 - 0.3,
+             "w2": rng.normal(size=(8, 8, 3, 3)) * 0.3, "b2": rng.normal(size=8) * 0.1 - 0.2,
+             "w3": rng.normal(size=(4, 8))}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("GlobalAveragePool", ["r2"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "w3"], ["y"], transB=1, name="fc")]
+    return _model(nodes, inits, in_shape=("N", 3, side, side))
+
+
+def test_default_whitebox_moves_large_inputs_by_the_scaled_budget():
+    from auditor.evaluate import cost_fn
+    from auditor.hw.cnvlutin import CnvlutinModel
+    from auditor.sponge.whitebox import WhiteBoxSparsity
+
+    clf = OnnxClassifier(_rgb_model())
+    x = RNG.random((3, 3, 32, 32)).astype(np.float32) * 0.5
+    res = WhiteBoxSparsity(iterations=40, select_every=40)(clf, x, cost_fn=cost_fn(clf, CnvlutinModel()))
+    l2 = np.sqrt(((res.x - x) ** 2).reshape(3, -1).sum(1))
+    eps = 0.9 * np.sqrt(3 * 32 * 32 / 784)
+    assert res.info["eps"] == pytest.approx(eps)
+    assert l2.max() > 0.9 and np.all(l2 <= eps * (1 + 1e-4))  # beyond the MNIST ball, inside the scaled one
+
+
+def test_unchanged_inputs_read_latency_increase_one_and_dense_machines_skip_searches(tmp_path):
+    sc = tmp_path / "sc.yaml"
+    # a step too small to change any activation: the search returns its clean inputs (on bn_resnet,
+    # whose normalised input has no exact zeros; plain_cnn's zero pixels turn denormal and dense)
+    sc.write_text("name: u\ndata: {count: 16}\npreprocessing: {mean: [0.1], std: [0.25]}\nenergy_attacks:\n"
+                  "  - {search: whitebox, count: 6, params: {iterations: 1, eps_iter: 1.0e-12}}\n"
+                  "checks:\n  max_latency_increase: 1.0\n")
+    rep = auditor.audit("models/bn_resnet.onnx", ["hwprofiles/cnvlutin.yaml", "hwprofiles/dense.yaml"], str(sc))
+    cnv, dense = rep.data["profiles"]
+    a = cnv["attacks"][0]
+    assert a["changed"] == 0 and "without changing any input" in a["note"]
+    # 1.0 per input: worst attacked against the same inputs clean (not against the mean of all inputs)
+    assert a["latency_increase"] == 1.0 and a["energy_increase"] == 1.0 and a["increase_of"] == "input"
+    assert a["latency_s"]["worst"] > cnv["clean"]["latency_s"]["mean"]  # the old ratio would read > 1
+    assert a["perturbation"]["eps"] == 0.9 and "per-pixel RMS" in a["perturbation"]["rule"]
+    checks = {(c["profile"], c["name"]): c for c in rep.checks}
+    assert checks[("cnvlutin", "max_latency_increase")]["passed"]
+    # the dense machine's cost does not depend on the input: the search is not run, and says why
+    d = dense["attacks"][0]
+    assert d["skipped"] == "input-independent cost" and "does not depend on the input" in d["note"]
+    assert d["queries"] == 0 and d["latency_increase"] == 1.0
+    assert checks[("dense", "max_latency_increase")]["measured"] == 1.0
+    assert "not run (input-independent cost)" in rep.render("text")
+
+
+def test_cost_models_declare_whether_inputs_matter():
+    from auditor.hw.cnvlutin import CnvlutinModel
+    from auditor.hw.dense import DenseModel
+    from auditor.hw.fpu import FpuModel
+    from auditor.hw.sparce import SparceModel
+
+    assert DenseModel().input_independent and FpuModel().input_independent
+    assert not CnvlutinModel().input_independent and not SparceModel().input_independent
+    assert SparceModel({"sasa_entries": 0}).input_independent
+
+
+# ---------------------------------------------------------------- issue 18 item 9: --max-seconds
+
+def test_max_seconds_is_a_hard_bound_of_the_whole_command(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from auditor.cli import main
+
+    sc = tmp_path / "sc.yaml"
+    sc.write_text("name: b\ndata: {count: 32}\nenergy_attacks:\n"
+                  "  - {search: whitebox, count: 32, params: {iterations: 1000000}}\n"
+                  "checks:\n  max_latency_increase: 100.0\n  min_clean_accuracy: 0.5\n")
+    budget = 6.0
+    out = tmp_path / "r.json"
+    t0 = time.monotonic()
+    r = CliRunner().invoke(main, ["audit", "models/bn_resnet.onnx", "--hw", "hwprofiles/cnvlutin.yaml", "--scenario",
+                                  str(sc), "--max-seconds", str(budget), "--format", "json", "-o", str(out)])
+    took = time.monotonic() - t0
+    # loading, the clean evaluation, the gradient build, the search and the report all count
+    assert took <= budget * 1.03, took
+    rep = json.loads(out.read_text())
+    assert r.exit_code != 0 and rep["budget"]["cut_short"] == ["cnvlutin:whitebox"]
+    c = {c["name"]: c for c in rep["checks"]}
+    assert c["max_latency_increase"]["decided"] is False and c["max_latency_increase"]["passed"] is False
+    assert c["min_clean_accuracy"]["decided"] is True
+    assert rep["timing"]["seconds"] <= budget * 1.03
+
+
+def test_budget_spent_before_the_clean_evaluation_decides_nothing(tmp_path):
+    sc = tmp_path / "sc.yaml"
+    sc.write_text("name: z\ndata: {count: 8}\nchecks:\n  min_clean_accuracy: 0.5\n")
+    rep = auditor.audit("models/plain_cnn.onnx", "hwprofiles/cnvlutin.yaml", str(sc), max_seconds=0)
+    assert rep.data["budget"]["cut_short"] == ["cnvlutin:clean"] and rep.verdict == "FAIL"
+    assert [(c["name"], c["passed"], c["decided"]) for c in rep.checks] == [("min_clean_accuracy", False, False)]
+    for fmt in ("text", "markdown", "junit", "html"):
+        assert rep.render(fmt)

@@ -23,7 +23,6 @@ from typing import Callable, Mapping
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from scipy.stats import kendalltau
 
 from ..errors import AuditorError
 
@@ -245,6 +244,8 @@ def kendall_tau(a, b) -> tuple[float, float]:
     a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
     if a.shape != b.shape or len(a) < 2:
         raise AuditorError(f"need two equally long rankings of >= 2 samples, got {a.shape} and {b.shape}")
+    from scipy.stats import kendalltau  # scipy.stats takes seconds to import: only when needed
+
     res = kendalltau(a, b)
     return float(res.statistic), float(res.pvalue)
 
