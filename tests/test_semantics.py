@@ -46,16 +46,18 @@ def _upto(m, tensor):
     return out
 
 
-def _cnn(names: dict, side=8, head=()):
+def _cnn(names: dict, side=8, head=(), classes=None):
     """Conv-Relu-MaxPool-Flatten-Gemm-Relu-Gemm with tensor names from ``names`` (role -> name)
-    and optional extra head nodes after the last Gemm (given as (op, attrs))."""
+    and optional extra head nodes after the last Gemm (given as (op, attrs)); 3 classes, or 10 on
+    28x28 inputs (the digits of the bundled data)."""
+    classes = classes or (10 if side == 28 else 3)
     n = {r: names.get(r, r) for r in ("x", "w1", "b1", "c1", "r1", "p1", "f1", "w2", "b2", "g1", "r2",
                                        "w3", "b3", "y")}
     h = side // 2
     rng = np.random.default_rng(1)
     inits = {n["w1"]: rng.normal(size=(4, 1, 3, 3)) * 0.5, n["b1"]: rng.normal(size=4) * 0.1,
              n["w2"]: rng.normal(size=(6, 4 * h * h)) * 0.3, n["b2"]: rng.normal(size=6) * 0.1,
-             n["w3"]: rng.normal(size=(6, 3)) * 0.5, n["b3"]: np.zeros(3)}
+             n["w3"]: rng.normal(size=(6, classes or 3)) * 0.5, n["b3"]: np.zeros(classes or 3)}
     last = n["y"] if not head else "z_pre"
     nodes = [helper.make_node("Conv", [n["x"], n["w1"], n["b1"]], [n["c1"]], pads=[1, 1, 1, 1], name="conv1"),
              helper.make_node("Relu", [n["c1"]], [n["r1"]], name="relu1"),
