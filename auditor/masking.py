@@ -182,7 +182,8 @@ def masking_lines(m: dict) -> list[str]:
 def deployed_is_plain(profile) -> bool:
     """Whether a hardware profile deploys the model unchanged (no reshape:, exact arithmetic)."""
     r = getattr(profile, "reshape", None)
-    reshaped = r is not None and (r.hashnet_ratio is not None or r.gradient_inhibition_tau is not None)
+    reshaped = r is not None and (r.hashnet_ratio is not None or r.gradient_inhibition_tau is not None
+                                  or getattr(r, "quantize_bits", None) is not None)
     ap = getattr(profile, "approx", None)
     return not reshaped and (ap is None or ap.multiplier == "exact")
 

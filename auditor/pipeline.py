@@ -72,8 +72,9 @@ def _layer_breakdown(clf: OnnxClassifier, ev: Evaluation, i: int) -> list[dict]:
     return rows
 
 
-def reshape_model(proto, r):
-    """Apply a profile's `reshape:` section (HashNet first, then gradient inhibition)."""
+def reshape_model(proto, r, calibration=None, preprocessing=None):
+    """Apply a profile's `reshape:` section (HashNet first, then gradient inhibition, then k-bit
+    quantisation, its activation scales calibrated on ``calibration``: the scenario's clean data)."""
     from .reshape import apply_reshaping
 
     spec = {}
@@ -81,7 +82,13 @@ def reshape_model(proto, r):
         spec["hashnet"] = {"ratio": r.hashnet_ratio, "layers": r.hashnet_layers, "seed": r.seed}
     if r.gradient_inhibition_tau is not None:
         spec["gradient_inhibition"] = {"tau": r.gradient_inhibition_tau, "layers": r.gradient_inhibition_layers}
-    return apply_reshaping(proto, spec)
+    m = apply_reshaping(proto, spec)
+    if r.quantize_bits is not None:
+        from .quantize import quantize_model
+
+        m = quantize_model(m, r.quantize_bits, activations=r.quantize_activations, per_channel=r.quantize_per_channel,
+                           calibration=calibration, preprocessing=preprocessing)
+    return m
 
 
 def run_robustness(clf: OnnxClassifier, verifier: OnnxClassifier, data, sc: Scenario, seed: int, profile: str) -> tuple[dict, list[Check]]:
@@ -122,10 +129,10 @@ def robustness_checks(rep: dict, sc: Scenario, profile: str) -> list[Check]:
     return checks
 
 
-def profile_classifier(proto, profile: HardwareProfile, sc: Scenario, threads: int = 0):
+def profile_classifier(proto, profile: HardwareProfile, sc: Scenario, threads: int = 0, calibration=None):
     """The classifier a profile deploys: the model, reshaped as the profile declares, run on the
     profile's approximate multiplier when it has one (BPDA gradients)."""
-    m = reshape_model(proto, profile.reshape) if profile.reshape is not None else proto
+    m = reshape_model(proto, profile.reshape, calibration, sc.preprocessing) if profile.reshape is not None else proto
     if profile.approx is not None:
         from .approx import ApproxClassifier
 
@@ -216,7 +223,7 @@ class _Profile:
 
     def __init__(self, ctx: AuditContext, p: int):
         self.ctx, self.prof = ctx, ctx.profiles[p]
-        self.clf = profile_classifier(ctx.proto, self.prof, ctx.scenario, ctx.threads)
+        self.clf = profile_classifier(ctx.proto, self.prof, ctx.scenario, ctx.threads, calibration=ctx.data.x)
         self.cm = self.prof.build_cost_model()
         self._verifier = None
 

@@ -272,6 +272,12 @@ def render_text(d: dict) -> str:
             s = c[key]
             L.append(f"{label:14s}{_si(s['mean'], unit):>14s}{_si(s['worst'], unit):>14s}{_si(s['p95'], unit):>14s}")
         L.append(f"{'speed-up vs dense':18s}{c['speedup_over_dense']['mean']:>10.3f}x (mean)")
+        rs = (p.get("profile") or {}).get("reshape") or {}
+        if rs.get("quantize_bits"):
+            L.append(f"precision what-if: {rs['quantize_bits']}-bit weights "
+                     f"({'per channel' if rs.get('quantize_per_channel', True) else 'per tensor'})"
+                     + (" and activations (per tensor, calibrated on the clean data)" if rs.get("quantize_activations")
+                        else ", float activations") + ", post-training, no retraining")
         for note in p.get("notes", []):
             L.extend(textwrap.wrap(f"note: {note}", 80, subsequent_indent="  "))
         for a in p.get("attacks", []):

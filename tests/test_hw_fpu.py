@@ -93,7 +93,8 @@ def test_params_validation():
     assert COST_MODELS["axfpm"] is FpuModel and FpuModel.kind == "axfpm"
 
 
-@pytest.mark.parametrize("name,multiplier", [("axfpm", "da-reference"), ("fpu_exact", "exact")])
+@pytest.mark.parametrize("name,multiplier", [("axfpm", "da-reference"), ("fpu_exact", "exact"),
+                                             ("fpu_bf16", "bfloat16")])
 def test_bundled_profiles(name, multiplier):
     path = ROOT / "hwprofiles" / f"{name}.yaml"
     text = path.read_text()

@@ -32,6 +32,12 @@ mantissa is ignored entirely.  Same sign/tiny/special-value rules as da-referenc
 
 ``"exact"`` -- the IEEE float32 product (round to nearest even), a control.
 
+``"bfloat16"`` -- a bfloat16 multiplier (Defensive Approximation §7.2, a precision what-if): each
+operand rounded to bfloat16 (round to nearest, ties to even: 8 significant bits, float32's
+exponent range), the product of the rounded operands in float32 (exact: 8 x 8 significant bits;
+IEEE rounding only on overflow/underflow).  Accumulation as for every variant below (float64, one
+cast to float32).
+
 Special cases (both approximate variants; documented choices where the reference is undefined):
 
 * NaN or +-inf operand: the IEEE float32 product (NaN propagates, inf x 0 = NaN, inf x finite
@@ -68,7 +74,7 @@ from .kernels import (
 from .kernels import conv2d as _conv2d
 from .multiplier import multiply, multiply_bits, variant_code
 
-MULTIPLIERS = ("da-reference", "flat-ama5", "exact")
+MULTIPLIERS = ("da-reference", "flat-ama5", "exact", "bfloat16")
 
 __all__ = [
     "MULTIPLIERS",

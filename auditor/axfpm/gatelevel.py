@@ -166,11 +166,26 @@ def closed_form_flat(a, b, width: int = 24) -> np.ndarray:
 # Float32 wrapper around the gate-level mantissa product
 # ----------------------------------------------------------------------------------------------
 
+def bfloat16_reference(x) -> np.ndarray:
+    """float32 rounded to bfloat16 in float64 arithmetic (no bit tricks): 8 significant bits with
+    numpy's round-half-to-even, bfloat16's subnormal spacing 2^-133 below 2^-126, overflow to
+    +-inf; NaN, infinities and zeros unchanged."""
+    x64 = np.asarray(x, np.float32).astype(np.float64)
+    out = x64.copy()
+    fin = np.isfinite(x64) & (x64 != 0)
+    _, e = np.frexp(x64[fin])  # x = m 2^e, 0.5 <= |m| < 1
+    scale = np.ldexp(1.0, np.maximum(e - 8, -133))
+    out[fin] = np.round(x64[fin] / scale) * scale
+    with np.errstate(over="ignore"):
+        return out.astype(np.float32)
+
+
 def fp_multiply_gatelevel(a, b, variant: str) -> np.ndarray:
     """Float32 Ax-FPM product computed with the gate-level mantissa multiplier (slow).
 
     ``variant`` is "da-reference" (hierarchical AMA5, reference normalisation), "flat-ama5" (flat
-    24x24 AMA5 array, faithful normalisation) or "exact" (IEEE float32 product).
+    24x24 AMA5 array, faithful normalisation), "exact" (IEEE float32 product) or "bfloat16" (the
+    IEEE product of :func:`bfloat16_reference` of each operand).
     """
     a = np.asarray(a, dtype=np.float32)
     b = np.asarray(b, dtype=np.float32)
@@ -178,6 +193,9 @@ def fp_multiply_gatelevel(a, b, variant: str) -> np.ndarray:
     shape = a.shape
     a = a.ravel()
     b = b.ravel()
+    if variant == "bfloat16":  # the float32 product of the operands rounded to bfloat16
+        with np.errstate(all="ignore"):
+            return (bfloat16_reference(a) * bfloat16_reference(b)).astype(np.float32).reshape(shape)
     with np.errstate(all="ignore"):
         ieee = (a * b).astype(np.float32)
     if variant == "exact":

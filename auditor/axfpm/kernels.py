@@ -49,12 +49,14 @@ from numba import prange
 from ..errors import AuditorError
 from .multiplier import (
     TINY_ABS_BITS,
+    VARIANT_BF16,
     VARIANT_DA,
     VARIANT_EXACT,
     f64_as_i64,
     i64_as_f64,
     mul_bits,
     bits_as_f32,
+    round_bfloat16,
     variant_code,
 )
 
@@ -157,7 +159,10 @@ def prepare_operand(values: np.ndarray, code: int, is_weight: bool) -> OperandFi
     """Decompose a float32 array (any shape, flattened C-order) for the kernels."""
     v = np.ascontiguousarray(values, dtype=np.float32).ravel()
     bits = v.view(np.uint32)
-    if code == VARIANT_EXACT:
+    if code == VARIANT_BF16:  # bfloat16: the operands rounded, then the exact product
+        v = round_bfloat16(v).ravel()
+        bits = v.view(np.uint32)
+    if code in (VARIANT_EXACT, VARIANT_BF16):
         return OperandFields(bits, _EMPTY_F64, _EMPTY_F64, v.astype(np.float64), False, 255, 0)
     nonfinite, emin, emax = _exponent_stats(bits)
     f1 = np.empty(v.size, dtype=np.float64)
@@ -169,7 +174,7 @@ def prepare_operand(values: np.ndarray, code: int, is_weight: bool) -> OperandFi
 
 def choose_mode(code: int, act: OperandFields, wt: OperandFields) -> int:
     """MODE_FAST when every product's exponent is in range and all inputs finite."""
-    if code == VARIANT_EXACT:
+    if code in (VARIANT_EXACT, VARIANT_BF16):
         return MODE_EXACT
     if act.nonfinite or wt.nonfinite:
         return MODE_CHECKED

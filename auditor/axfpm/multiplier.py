@@ -20,7 +20,9 @@ from ..errors import AuditorError
 VARIANT_DA = 0
 VARIANT_FLAT = 1
 VARIANT_EXACT = 2
-VARIANT_CODES = {"da-reference": VARIANT_DA, "flat-ama5": VARIANT_FLAT, "exact": VARIANT_EXACT}
+VARIANT_BF16 = 3
+VARIANT_CODES = {"da-reference": VARIANT_DA, "flat-ama5": VARIANT_FLAT, "exact": VARIANT_EXACT,
+                 "bfloat16": VARIANT_BF16}
 
 
 def _compute_tiny_abs_bits() -> int:
@@ -127,6 +129,39 @@ def mul_exact_bits(ua, ub):
 
 
 @numba.njit(cache=True)
+def bf16_round_bits(u):
+    """The float32 bit pattern of ``u`` rounded to bfloat16 (round to nearest, ties to even; the
+    low 16 bits cleared).  Infinities stay, NaN stays a (quiet) NaN, overflow rounds to +-inf,
+    subnormals round like any other value (bfloat16 has float32's exponent range)."""
+    v = np.int64(u) & 0xFFFFFFFF
+    if (v & 0x7FFFFFFF) > INF_BITS:  # NaN: keep it a NaN whatever its payload
+        return np.uint32((v | 0x00400000) & 0xFFFF0000)
+    return np.uint32(((v + 0x7FFF + ((v >> 16) & 1)) & 0xFFFF0000) & 0xFFFFFFFF)
+
+
+@numba.njit(cache=True)
+def mul_bf16_bits(ua, ub):
+    """bfloat16 multiplier: both operands rounded to bfloat16 (RNE), their product in float32
+    (exact: two 8-bit significands give at most 16 bits; IEEE rounding only on overflow or
+    underflow)."""
+    return mul_exact_bits(bf16_round_bits(ua), bf16_round_bits(ub))
+
+
+@numba.njit(cache=True)
+def _bf16_loop(u, out):
+    for i in range(u.size):
+        out[i] = bf16_round_bits(u[i])
+
+
+def round_bfloat16(x) -> np.ndarray:
+    """float32 array rounded elementwise to bfloat16 (RNE), returned as float32."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty(x.size, dtype=np.uint32)
+    _bf16_loop(x.ravel().view(np.uint32), out)
+    return out.view(np.float32).reshape(x.shape)
+
+
+@numba.njit(cache=True)
 def _pack(sign, e, mant):
     if e >= 255:
         return np.uint32(sign | INF_BITS)  # exponent overflow -> signed infinity
@@ -171,11 +206,13 @@ def mul_flat_ama5_bits(ua, ub):
 
 @numba.njit(cache=True)
 def mul_bits(variant, ua, ub):
-    """Dispatch on the variant code (VARIANT_DA / VARIANT_FLAT / VARIANT_EXACT)."""
+    """Dispatch on the variant code (VARIANT_DA / VARIANT_FLAT / VARIANT_EXACT / VARIANT_BF16)."""
     if variant == VARIANT_DA:
         return mul_da_reference_bits(ua, ub)
     if variant == VARIANT_FLAT:
         return mul_flat_ama5_bits(ua, ub)
+    if variant == VARIANT_BF16:
+        return mul_bf16_bits(ua, ub)
     return mul_exact_bits(ua, ub)
 
 

@@ -68,6 +68,8 @@ FACTORS = {
     # same Table 7 factors
     "flat-ama5": (0.487, 0.29),
     "exact": (1.0, 1.0),
+    # the paper's bfloat16 multiplier (Ax-FPM-like architecture, Booth mantissa multiplier): Table 7
+    "bfloat16": (0.4, 0.4),
 }
 #: ops the Ax-FPM executes by default (as ApproxModel)
 DEFAULT_APPROX_OPS = ("Conv", "Gemm")
@@ -78,8 +80,8 @@ class FpuParams:
     """In-order core with a scalar float32 FPU whose multiplier is exact or Ax-FPM."""
 
     multiplier: str = field("da-reference", doc="multiplier of the FPU: da-reference (Ax-FPM as built by the "
-                                                "authors), flat-ama5 (flat AMA5 array; same factors assumed) or "
-                                                "exact; selects the energy and delay factors",
+                                                "authors), flat-ama5 (flat AMA5 array; same factors assumed), "
+                                                "exact or bfloat16; selects the energy and delay factors",
                             unit="variant", source=_SRC_DA)
     energy_factor_da: float = field(0.487, doc="energy of one Ax-FPM multiply relative to the exact multiplier "
                                                "(used for da-reference and flat-ama5)", unit="ratio",
@@ -87,6 +89,12 @@ class FpuParams:
     delay_factor_da: float = field(0.29, doc="delay of the Ax-FPM relative to the exact multiplier (used for "
                                              "da-reference and flat-ama5)", unit="ratio",
                                    source=_SRC_DA + ": average delay 0.29; flat-ama5: assumption (same AMA5 cells)")
+    energy_factor_bf16: float = field(0.4, doc="energy of one bfloat16 multiply relative to the exact float32 "
+                                               "multiplier (used for bfloat16)", unit="ratio",
+                                      source=_SRC_DA + ": Bfloat16 average energy 0.4")
+    delay_factor_bf16: float = field(0.4, doc="delay of the bfloat16 multiplier relative to the exact float32 "
+                                             "multiplier (used for bfloat16)", unit="ratio",
+                                     source=_SRC_DA + ": Bfloat16 average delay 0.4")
     clock_hz: float = field(1.0e+9, doc="core clock frequency (not changed by the multiplier: other paths set it)",
                             unit="Hz", source="assumption (the paper evaluates the multiplier alone)")
     fmul_cycles: int = field(4, doc="latency of the exact float32 multiplier", unit="cycles",
@@ -136,7 +144,7 @@ class FpuParams:
                      "output_overhead_cycles"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("energy_factor_da", "delay_factor_da"):
+        for name in ("energy_factor_da", "delay_factor_da", "energy_factor_bf16", "delay_factor_bf16"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         for name in ("e_fmul_pj", "e_fadd_pj", "e_load_pj", "e_instruction_pj", "e_alu_pj", "static_power_w"):
@@ -147,6 +155,8 @@ class FpuParams:
         """(energy factor, delay factor) of the configured multiplier relative to the exact one."""
         if self.multiplier == "exact":
             return 1.0, 1.0
+        if self.multiplier == "bfloat16":
+            return float(self.energy_factor_bf16), float(self.delay_factor_bf16)
         return float(self.energy_factor_da), float(self.delay_factor_da)
 
     def mul_cycles(self, approximate: bool) -> int:

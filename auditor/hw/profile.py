@@ -27,8 +27,16 @@ class Reshape:
     gradient_inhibition_tau: Optional[float] = schema.field(None, doc="gradient inhibition w <- w + tau*sign(w)", source="Liu et al.")
     gradient_inhibition_layers: Optional[list[str]] = schema.field(None, doc="node names (default: the last fully connected layer)")
     seed: int = schema.field(0, doc="seed of the HashNet hash functions")
+    quantize_bits: Optional[int] = schema.field(
+        None, doc="post-training symmetric k-bit quantisation of the Conv/Gemm/MatMul weights (no retraining; auditor/quantize.py)",
+        source="Guesmi et al. §7.1 (DQ weight-only / full)")
+    quantize_activations: bool = schema.field(False, doc="also quantise the compute layers' data inputs (per tensor, "
+                                                         "scale calibrated on the scenario's clean data; at most 8 bits)")
+    quantize_per_channel: bool = schema.field(True, doc="weight scales per output channel (false: one per tensor)")
 
     def validate(self) -> None:
+        if self.quantize_bits is not None and not 2 <= self.quantize_bits <= (8 if self.quantize_activations else 16):
+            raise ValueError("quantize_bits must be in [2, 16] (weights only) or [2, 8] (with activations)")
         if self.hashnet_ratio is not None and not 0 < self.hashnet_ratio <= 1:
             raise ValueError("hashnet_ratio must be in (0, 1]")
         if self.gradient_inhibition_tau is not None and self.gradient_inhibition_tau < 0:
@@ -39,8 +47,9 @@ class Reshape:
 class Approx:
     """Approximate multiplier used for the products of the compute layers (Defensive Approximation)."""
 
-    multiplier: Literal["da-reference", "flat-ama5", "exact"] = schema.field(
-        "da-reference", doc="multiplier variant: the authors' Ax-FPM implementation, a flat AMA5 array, or exact", source="Guesmi et al.")
+    multiplier: Literal["da-reference", "flat-ama5", "exact", "bfloat16"] = schema.field(
+        "da-reference", doc="multiplier variant: the authors' Ax-FPM implementation, a flat AMA5 array, exact, or bfloat16 "
+        "(operands rounded to bfloat16, product in float32)", source="Guesmi et al.")
     layers: Optional[list[str]] = schema.field(None, doc="node names computed approximately (default: every Conv and Gemm)")
 
 
