@@ -93,7 +93,7 @@ Spec = CrossEntropy | CWMargin | Logit | Sparsity | ActivationL2 | WeightedSum
 
 class _Emitter:
     def __init__(self, model: onnx.ModelProto, logits: str):
-        self.b = GraphBuilder(with_shapes(model), prefix="auditor::objective")
+        self.b = GraphBuilder(with_shapes(model), source=model, prefix="auditor::objective")
         self.logits = logits
         if not self.b.is_taken(logits):
             raise AuditorError(f"no tensor named {logits!r} in the model (logits)")

@@ -135,12 +135,12 @@ def add_input_gradient(model: onnx.ModelProto, objective: str, wrt: str | None =
     through need no rule; a node it does flow through without a rule raises AuditorError naming it.
     Models below opset 13 are upgraded first (the returned model is at the upgraded opset).
     """
-    base = upgrade_opset(model)
+    base = upgrade_opset(model, copy=False)  # read only: the result is a new model
     inferred = with_shapes(base)
     graph = base.graph
     if wrt is None:
         wrt = _single_input(graph)
-    b = GraphBuilder(inferred)
+    b = GraphBuilder(inferred, source=base)
     known = b.is_taken
     if not known(wrt):
         raise AuditorError(f"no tensor named {wrt!r} in the model (wrt)")
@@ -209,13 +209,13 @@ def differentiability(model: onnx.ModelProto) -> list[tuple[str, str, str]]:
     13 is reported as one entry ``("(model)", "opset <n>", reason)``.
     """
     try:
-        base = upgrade_opset(model)
+        base = upgrade_opset(model, copy=False)
     except AuditorError as e:
         return [("(model)", f"opset {default_opset(model)}", str(e))]
     inferred = with_shapes(base)
     graph = base.graph
     inits = {t.name for t in graph.initializer}
-    b = GraphBuilder(inferred)
+    b = GraphBuilder(inferred, source=base)
     sources = {i.name for i in graph.input
                if i.name not in inits and b.dtypes.get(i.name) in FLOAT_TYPES}
     targets = [o.name for o in graph.output]

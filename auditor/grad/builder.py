@@ -84,10 +84,53 @@ def _shape_from_type(tp: onnx.TypeProto) -> Shape | None:
     return tuple(dims)
 
 
+class _Constants:
+    """Tensor name -> constant value, initializers converted to arrays on first use."""
+
+    def __init__(self):
+        self._values: dict[str, np.ndarray] = {}
+        self._protos: dict[str, onnx.TensorProto] = {}
+
+    def later(self, name: str, proto: onnx.TensorProto) -> None:
+        self._values.pop(name, None)
+        self._protos[name] = proto
+
+    def __setitem__(self, name: str, value: np.ndarray) -> None:
+        self._protos.pop(name, None)
+        self._values[name] = value
+
+    def __contains__(self, name) -> bool:
+        return name in self._values or name in self._protos
+
+    def get(self, name, default=None):
+        if name in self._values:
+            return self._values[name]
+        proto = self._protos.pop(name, None)
+        if proto is None:
+            return default
+        arr = numpy_helper.to_array(proto)
+        self._values[name] = arr
+        return arr
+
+    def __getitem__(self, name):
+        if name not in self:
+            raise KeyError(name)
+        return self.get(name)
+
+    def pop(self, name, default=None):
+        """Forget ``name`` (returns its value if it was converted, else ``default``)."""
+        self._protos.pop(name, None)
+        return self._values.pop(name, default)
+
+
 class GraphBuilder:
     """Appends nodes to (a copy of) a model whose forward part it never modifies."""
 
-    def __init__(self, model: onnx.ModelProto, prefix: str = "auditor::grad"):
+    def __init__(self, model: onnx.ModelProto, prefix: str = "auditor::grad",
+                 source: onnx.ModelProto | None = None):
+        """``model``: the forward model with inferred shapes; ``source``: the model whose
+        initializers hold the values of those that ``model`` has without their data (the
+        shape-inferred copies of :func:`auditor.grad.canon.with_shapes`)."""
         self.model = model
         self.graph = model.graph
         self.opset = default_opset(model)
@@ -96,7 +139,7 @@ class GraphBuilder:
         self.initializers: list[onnx.TensorProto] = []
         self.shapes: dict[str, Shape | None] = {}
         self.dtypes: dict[str, int] = {}
-        self.consts: dict[str, np.ndarray] = {}
+        self.consts = _Constants()
         self._taken: set[str] = set()
         self._counter = 0
         self._cache: dict[tuple, str] = {}
@@ -115,12 +158,13 @@ class GraphBuilder:
                 shp = _shape_from_type(vi.type)
                 if shp is not None or vi.name not in self.shapes:
                     self.shapes[vi.name] = shp
+        full = {t.name: t for t in source.graph.initializer} if source is not None else {}
         for init in g.initializer:
             self._taken.add(init.name)
-            arr = numpy_helper.to_array(init)
-            self.consts[init.name] = arr
+            # values are converted when a rule asks for them (most weights never are)
+            self.consts.later(init.name, full.get(init.name, init))
             self.dtypes[init.name] = init.data_type
-            self.shapes[init.name] = tuple(int(d) for d in arr.shape)
+            self.shapes[init.name] = tuple(int(d) for d in init.dims)
         for node in g.node:
             self._taken.add(node.name)
             self._taken.update(node.output)

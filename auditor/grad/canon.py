@@ -17,8 +17,11 @@ from .builder import default_opset
 MIN_OPSET = 13
 
 
-def upgrade_opset(model: onnx.ModelProto, target: int = MIN_OPSET) -> onnx.ModelProto:
-    """A copy of ``model`` at default-domain opset >= ``target`` (unchanged when already there)."""
+def upgrade_opset(model: onnx.ModelProto, target: int = MIN_OPSET, copy: bool = True) -> onnx.ModelProto:
+    """A copy of ``model`` at default-domain opset >= ``target`` (unchanged when already there;
+    ``copy=False``: ``model`` itself then, for callers that only read it)."""
+    if default_opset(model) >= target and not copy:
+        return model
     m = onnx.ModelProto()
     m.CopyFrom(model)
     if default_opset(m) >= target:
@@ -31,9 +34,52 @@ def upgrade_opset(model: onnx.ModelProto, target: int = MIN_OPSET) -> onnx.Model
 _SAME_AS_INPUT0 = {"GroupNormalization"}
 
 
+#: location of the initializers whose data :func:`with_shapes` leaves out of its copy
+STRIPPED = "auditor::stripped"
+#: initializers with more elements than this travel to shape inference without their data
+_KEEP_ELEMENTS = 4096
+
+
+def _light(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` whose large initializers keep their name, type and dims but not their
+    data (marked as external data at :data:`STRIPPED`): shape inference reads only those, and
+    serialising a model's weights to the inference and parsing them back dominated the gradient
+    build of large models (tens of seconds on VGG).  Small ones (shapes, axes) keep their values
+    for data propagation."""
+    m = onnx.ModelProto()
+    for f in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
+        setattr(m, f, getattr(model, f))
+    m.opset_import.extend(model.opset_import)
+    m.functions.extend(model.functions)
+    src, g = model.graph, m.graph
+    g.name = src.name
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    g.value_info.extend(src.value_info)
+    g.sparse_initializer.extend(src.sparse_initializer)
+    for t in src.initializer:
+        n = 1
+        for d in t.dims:
+            n *= d
+        if n <= _KEEP_ELEMENTS or t.data_location == onnx.TensorProto.EXTERNAL:
+            g.initializer.append(t)
+            continue
+        ph = g.initializer.add()
+        ph.name, ph.data_type = t.name, t.data_type
+        ph.dims.extend(t.dims)
+        ph.data_location = onnx.TensorProto.EXTERNAL
+        e = ph.external_data.add()
+        e.key, e.value = "location", STRIPPED
+    return m
+
+
 def with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy with shapes and types inferred (best effort: partial information is kept)."""
-    inferred = _infer(model)
+    """A copy with shapes and types inferred (best effort: partial information is kept).  Large
+    initializers are in the copy without their data (see :func:`_light`): a
+    :class:`~auditor.grad.builder.GraphBuilder` over it takes their values from ``model``
+    (its ``source``)."""
+    inferred = _infer(_light(model))
     for _ in range(1 + sum(n.op_type in _SAME_AS_INPUT0 for n in model.graph.node)):
         if not _fill_same_as_input0(inferred):
             break
