@@ -44,7 +44,29 @@ class Evaluation:
                    dict(first.sizes), first.counted, np.concatenate([p.model_density for p in parts]), cost)
 
 
+def eval_batch(clf) -> int:
+    """Inputs evaluated together: the classifier's runner batch (bounded by its memory budget,
+    :data:`auditor.session.MEMORY_BUDGET`), or its batch_size."""
+    runner = getattr(clf, "runner", None)
+    return int(getattr(runner, "batch_size", 0) or getattr(clf, "batch_size", 0) or 64)
+
+
+def batch_note(clf) -> str:
+    """How many inputs one forward run evaluates, and why (for the report)."""
+    runner = getattr(clf, "runner", None)
+    return getattr(runner, "batch_note", None) or f"{eval_batch(clf)} (the scenario's batch_size)"
+
+
 def evaluate(clf: OnnxClassifier, x: np.ndarray, cost_model=None, counted: str = "activations") -> Evaluation:
+    """Logits, densities and cost of ``x``, streamed batch by batch (:func:`eval_batch`): only the
+    per-input summaries of a batch outlive it, never its activations."""
+    step = eval_batch(clf)
+    if len(x) <= step:
+        return _evaluate(clf, x, cost_model, counted)
+    return Evaluation.concat([_evaluate(clf, x[s:s + step], cost_model, counted) for s in range(0, len(x), step)])
+
+
+def _evaluate(clf: OnnxClassifier, x: np.ndarray, cost_model, counted: str) -> Evaluation:
     out = clf.forward(x)
     tensors = clf.probes.tensors
     dens = {t: density(out[t]) for t in tensors}

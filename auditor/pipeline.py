@@ -20,7 +20,7 @@ from . import __version__, schema
 from .checks import Check, hardware_checks
 from .data import load_data
 from .errors import AuditorError
-from .evaluate import Evaluation, evaluate, per_input
+from .evaluate import Evaluation, batch_note, evaluate, per_input
 from .hw.profile import HardwareProfile, load_profile
 from .modelio import default_opset, load_model, load_notes, model_hash, prepare
 from .report import SCHEMA_VERSION, Report
@@ -334,6 +334,7 @@ def finish_unit(ctx: AuditContext, u: Unit, deadline):
         "profile": prof.to_dict(),
         "clean": {
             "accuracy": acc,
+            "batch": batch_note(clf),
             "density": dict(_stats(ev.model_density), counted=sc.density_tensors, tensors=list(ev.counted),
                             rule=density_rule(clf.probes, sc.density_tensors)),
             "tensor_density": {t: float(v.mean()) for t, v in ev.densities.items()},

@@ -36,10 +36,40 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
     return so
 
 
-class Runner:
-    """One onnxruntime CPU session over a model, run in batches."""
+#: bytes of tensors one onnxruntime run may compute: a :class:`Runner` runs at most as many inputs
+#: together as fit in it (and never more than its batch_size), so that memory is bounded by the
+#: batch, not by the data, on ImageNet-sized models as on digits
+MEMORY_BUDGET = 384 * 2**20
 
-    def __init__(self, model: onnx.ModelProto, threads: int = 0, batch_size: int = 64):
+
+def tensor_bytes(model: onnx.ModelProto) -> int:
+    """Bytes per input of the tensors a model computes: every value_info/output with a known
+    element type and static dimensions after the batch axis (a lower bound when shapes are
+    missing; backward tensors of a gradient graph mirror forward ones and are not counted)."""
+    total = 0
+    g = model.graph
+    for vi in list(g.value_info) + list(g.output):
+        tt = vi.type.tensor_type
+        if not tt.elem_type or not tt.HasField("shape") or len(tt.shape.dim) < 1:
+            continue
+        n = 1
+        for d in tt.shape.dim[1:]:
+            if not d.HasField("dim_value"):
+                n = 0
+                break
+            n *= d.dim_value
+        if n:
+            total += n * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)).itemsize
+    return total
+
+
+class Runner:
+    """One onnxruntime CPU session over a model, run in batches of at most ``batch_size`` inputs,
+    fewer when their tensors (``tensor_bytes`` x ``factor`` per input) would exceed ``budget``
+    bytes (``batch_note`` says which)."""
+
+    def __init__(self, model: onnx.ModelProto, threads: int = 0, batch_size: int = 64,
+                 budget: int | None = MEMORY_BUDGET, factor: float = 1.0):
         t0 = time.monotonic()
         try:
             self.session = ort.InferenceSession(model.SerializeToString(), session_options(threads),
@@ -52,7 +82,17 @@ class Runner:
         self.output_names = [o.name for o in self.session.get_outputs()]
         dim0 = self.session.get_inputs()[self.inputs.index(self.input_name)].shape[0]
         self.fixed_batch = dim0 if isinstance(dim0, int) and dim0 > 0 else None
-        self.batch_size = self.fixed_batch or max(int(batch_size), 1)
+        self.requested_batch = max(int(batch_size), 1)
+        self.input_bytes = int(tensor_bytes(model) * factor)
+        fit = self.requested_batch if not budget or not self.input_bytes else max(1, int(budget // self.input_bytes))
+        self.batch_size = self.fixed_batch or min(self.requested_batch, fit)
+        if self.fixed_batch:
+            self.batch_note = f"{self.fixed_batch} (the model's fixed batch size)"
+        elif self.batch_size < self.requested_batch:
+            self.batch_note = (f"{self.batch_size} (batch_size {self.requested_batch} lowered so that one run's tensors, "
+                               f"{self.input_bytes / 2**20:.1f} MiB per input, stay within {budget / 2**20:.0f} MiB)")
+        else:
+            self.batch_note = f"{self.batch_size} (the scenario's batch_size)"
         self.seconds_per_sample = 0.0  # measured by run()
 
     def run(self, x: np.ndarray, outputs: list[str] | None = None, feeds: dict | None = None,
@@ -351,7 +391,9 @@ class OnnxClassifier(Classifier):
         if objective not in self._grad_runners:
             with build_timer(self):
                 g, obj_name, knobs = gradient_model(self.model, self._objective_spec(objective), self.logits_name)
-                self._grad_runners[objective] = (Runner(g, self.threads, self.batch_size), obj_name, knobs)
+                # the forward tensors are kept for the backward pass, which computes as many again
+                self._grad_runners[objective] = (Runner(g, self.threads, self.batch_size, factor=2.0), obj_name,
+                                                 knobs)
         return self._grad_runners[objective]
 
     def _value_and_grad(self, x, objective, knobs):

@@ -45,10 +45,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import imagenet_models  # noqa: E402
-from auditor.grad import add_input_gradient  # noqa: E402
 from auditor.hw import build_cost_model  # noqa: E402
-from auditor.objectives import append_objective  # noqa: E402
-from auditor.session import OnnxClassifier  # noqa: E402
+from auditor.session import GRAD_INPUT, OnnxClassifier, gradient_model, knob_feeds  # noqa: E402
 
 LIGHT = ("resnet50", "vgg19", "densenet121", "inception_v1", "squeezenet", "shufflenet", "bvlc_alexnet")
 
@@ -90,18 +88,6 @@ def profile(name: str):
     return build_cost_model(d["cost_model"], d["params"])
 
 
-def knob_feed(knobs: dict, types: dict, n: int, extra: dict) -> dict:
-    feed = {}
-    for name, shape in knobs.items():
-        if name in extra:
-            feed[name] = extra[name]
-            continue
-        shp = [n if d == "N" else d for d in shape]
-        dt = np.int64 if types.get(name) == onnx.TensorProto.INT64 else np.float32
-        feed[name] = np.zeros(shp, dt) if dt == np.int64 else np.ones(shp, np.float32)
-    return feed
-
-
 def table_row(name: str, path: Path, args) -> dict:
     row = {"model": name}
     clf = OnnxClassifier(str(path), threads=args.threads, batch_size=args.batch)
@@ -121,22 +107,20 @@ def table_row(name: str, path: Path, args) -> dict:
     del acts, la
     for obj in ("ce", "sparsity"):
         t0 = time.perf_counter()
-        m, obj_name, knobs = append_objective(clf.model, clf._objective_spec(obj), logits=clf.logits_name)
-        g = add_input_gradient(m, obj_name, grad_name="grad_input")
+        g, obj_name, knobs = gradient_model(clf.model, clf._objective_spec(obj), clf.logits_name)
         t1 = time.perf_counter()
         s_g = session(g, args.threads)
         t2 = time.perf_counter()
         if obj == "ce":
             row.update(build_s=t1 - t0, session_s=t2 - t1)
-        types = {i.name: i.type.tensor_type.elem_type for i in g.graph.input}
-        nw = len(clf.probes.layer_inputs)
-        extra = {"weights": np.full(nw, 1.0 / nw, np.float32), "beta": np.array(15.0, np.float32),
-                 "c": np.array(1.0, np.float32)}
-        feed = dict(knob_feed(knobs, types, batch, extra), **{s_g.get_inputs()[0].name: x})
-        outs = [obj_name, "grad_input"]
+        nw = len(clf.layer_tensors)
+        values = {"target": np.zeros(batch, np.int64), "weights": np.full(nw, 1.0 / nw, np.float32),
+                  "beta": np.float32(15.0), "c": np.float32(1.0)}
+        feed = dict(knob_feeds(obj, knobs, values), **{s_g.get_inputs()[0].name: x})
+        outs = [obj_name, GRAD_INPUT]
         t_f, t_g = interleaved([lambda: s_fwd.run(None, {in_name: x}), lambda: s_g.run(outs, feed)], args.seconds)
         row[obj] = t_g / t_f
-        del s_g, g, m
+        del s_g, g
     return row
 
 
