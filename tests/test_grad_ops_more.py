@@ -215,6 +215,32 @@ def test_old_opset_attribute_forms(opset, nodes, inits):
     fd_check(build_any(nodes, {"x": x}, inits, opset=opset), {"x": x})
 
 
+OLD_FORMS_4D = [
+    (7, [node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y0"], epsilon=1e-3), node("Tanh", ["y0"])],
+     {"s": rnd((4,), 1), "b": rnd((4,), 2), "m": rnd((4,), 3), "v": np.abs(rnd((4,), 4)) + 0.5}),
+    (7, [node("AveragePool", ["x"], ["p"], kernel_shape=[2, 2], pads=[1, 1, 0, 0], count_include_pad=1),
+         node("Tanh", ["p"])], {}),
+    (8, [node("MaxPool", ["x"], kernel_shape=[2, 2], strides=[1, 1])], {}),
+    (7, [node("Unsqueeze", ["x"], ["u"], axes=[1]), node("Squeeze", ["u"], ["q"], axes=[1]),
+         node("Sum", ["q", "x"], ["s"]), node("Concat", ["s", "x"], ["c"], axis=1), node("Tanh", ["c"])], {}),
+    (7, [node("Reshape", ["x", "sh"], ["r"]), node("Softmax", ["r"], axis=1)], {"sh": np.array([2, -1], np.int64)}),
+    (8, [node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]), node("Flatten", ["t"], ["f"], axis=1),
+         node("Gemm", ["f", "w", "c"], transB=1, alpha=0.5, beta=2.0)], {"w": rnd((3, 48), 5), "c": rnd((3,), 6)}),
+]
+
+
+@pytest.mark.parametrize("opset,nodes,inits", OLD_FORMS_4D,
+                         ids=[f"opset{o}-{n[0].op_type}" for o, n, _ in OLD_FORMS_4D])
+def test_old_opset_forms_4d(opset, nodes, inits):
+    x = rnd((2, 4, 3, 4), 11, scale=1.2)
+    fd_check(build_any(nodes, {"x": x}, inits, opset=opset), {"x": x})
+
+
+def test_lrn_opset7():
+    x = rnd((2, 4, 3, 4), 11, scale=1.2)
+    lrn_check([node("LRN", ["x"], ["l"], size=3, alpha=0.5, beta=0.75), node("Tanh", ["l"])], {"x": x}, opset=7)
+
+
 def test_rule_table_covers_real_model_ops():
     wanted = """LRN Gelu Celu ThresholdedRelu Mish Shrink DepthToSpace SpaceToDepth HardSwish
     HardSigmoid Erf LayerNormalization Split Concat Pad Slice ReduceMean Softmax LogSoftmax Dropout
