@@ -11,6 +11,8 @@ from __future__ import annotations
 import textwrap
 from collections import Counter
 
+import onnx
+
 from .graph import COMPUTE_OPS, layer_table, skipped_compute_nodes
 from .modelio import default_opset, input_shape, load_model, load_notes, model_hash
 
@@ -23,9 +25,13 @@ def _label(text: str) -> str:
 
 
 def inspect_model(path, input_size=None, layout: str = "NCHW") -> dict:
-    """The layer table of the model at ``path``; ``input_size`` ([H, W]) fixes dynamic spatial
-    dimensions as a scenario's ``preprocessing.input_size`` does."""
-    model = load_model(path, input_size=input_size, layout=layout)
+    """The layer table of the model at ``path`` (or of a model :func:`auditor.modelio.load_model`
+    returned); ``input_size`` ([H, W]) fixes dynamic spatial dimensions as a scenario's
+    ``preprocessing.input_size`` does."""
+    if isinstance(path, onnx.ModelProto):
+        model, path = path, "<in-memory model>"
+    else:
+        model = load_model(path, input_size=input_size, layout=layout)
     rows = layer_table(model)
     try:
         from .grad import differentiability

@@ -229,6 +229,10 @@ def logits_head(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Head]:
             if not set(n.output) & used:
                 og.node.remove(next(m for m in og.node if m.name == n.name and list(m.output) == list(n.output)))
                 used = {i for m in og.node for i in m.input} | {o.name for o in og.output}
+    # outputs that became internal tensors keep their shapes (compute layers need them)
+    produced = {o for n in og.node for o in n.output}
+    known = {vi.name for vi in og.value_info} | {o.name for o in og.output}
+    og.value_info.extend(o for o in g.output if o.name in produced and o.name not in known)
     return out, Head(out0, logits, shape, softmax.op_type if softmax is not None else None,
                      softmax.name if softmax is not None else None)
 
