@@ -477,7 +477,11 @@ def test_pattern_audits_to_a_verdict(name, tmp_path):
     assert rep.verdict == "PASS", [c for c in rep.checks if not c["passed"]]
     for p in rep.data["profiles"]:
         wb = p["attacks"][0]
-        assert wb["search"] == "whitebox" and wb["verified"] + wb["rejected"] == 2
+        assert wb["search"] == "whitebox"
+        if p["name"] == "dense":  # a machine that cannot be slowed: the search is skipped, said so
+            assert wb["skipped"] == "input-independent cost"
+        else:
+            assert wb["verified"] + wb["rejected"] == 2
         assert p["robustness"]["attacks"][0]["results"][0]["epsilon"] == 0.05
     notes = rep.data["model"]["load_notes"]
     assert bool(notes) == (name in ("float16", "qdq_int8"))
