@@ -278,3 +278,31 @@ def test_mobilenet_v3_block_across_opsets(opset):
              "pads": np.array([0, 0, 1, 0, 0, 0, 1, 0], np.int64), "st": np.array([-2], np.int64),
              "en": np.array([0], np.int64), "ax2": np.array([2], np.int64), "neg": np.array([-1], np.int64)}
     gradcheck(nodes, {"x": rnd((2, 4, 3, 3), 13, scale=2.0)}, inits, opset=opset)
+
+
+# ---------------------------------------------------------------- gathers and scatters
+
+
+def test_gather_elements_and_gather_nd():
+    idx = np.array([[[2, 0, 1, 2], [0, 0, -1, 1]], [[1, 1, 1, 0], [2, -3, 0, 1]]], np.int64)  # repeats
+    gradcheck([node("GatherElements", ["x", "i"], axis=1)], {"x": rnd((2, 3, 4), 1)}, {"i": idx}, opset=18)
+    gradcheck([node("GatherND", ["x", "i"])], {"x": rnd((2, 3, 4), 2)},
+              {"i": np.array([[0, 1], [1, 2], [0, 1]], np.int64)}, opset=18)
+
+
+@pytest.mark.parametrize("reduction", ["none", "add"])
+def test_scatter_elements_and_nd(reduction):
+    x, u = rnd((2, 3, 4), 3), rnd((2, 2, 4), 4)
+    idx = np.array([[[2, 0, 1, 2], [0, 1, 2, 1]], [[1, 2, 0, 0], [2, 0, 1, 1]]], np.int64)  # unique per column
+    for wrt in ("x", "u"):
+        gradcheck([node("ScatterElements", ["x", "i", "u"], axis=1, reduction=reduction)], {"x": x, "u": u},
+                  {"i": idx}, wrt=wrt, opset=18)
+        gradcheck([node("ScatterND", ["x", "j", "v"], reduction=reduction)], {"x": x, "v": rnd((2, 4), 5)},
+                  {"j": np.array([[0, 2], [1, 0]], np.int64)}, wrt="x" if wrt == "x" else "v", opset=18)
+
+
+def test_gather_elements_before_opset16_is_a_clear_blocker():
+    m = build([node("GatherElements", ["x", "i"], axis=0)], {"x": rnd((2, 3), 1)},
+              {"i": np.array([[1, 0, 1]], np.int64)}, opset=13)
+    ((name, op, reason),) = differentiability(m)
+    assert op == "GatherElements" and "opset >= 16" in reason

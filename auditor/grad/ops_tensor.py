@@ -296,6 +296,50 @@ def _gather(b: GraphBuilder, n: GradNode):
     return [apply_along_axis(b, g, axis, rank, mat)]
 
 
+def _need_opset(b: GraphBuilder, n: GradNode, version: int, what: str) -> None:
+    if b.opset < version:
+        raise NotDifferentiable(f"the {n.op_type} gradient needs {what} (opset >= {version}); "
+                                f"the model is at opset {b.opset}")
+
+
+@rule("GatherElements")
+def _gather_elements(b: GraphBuilder, n: GradNode):
+    # d data = the output gradients added back at the gathered positions
+    n.only(0)
+    _need_opset(b, n, 16, "ScatterElements with reduction='add'")
+    axis = int(n.attr("axis", 0)) % b.rank(n.x(0))
+    return [b.op("ScatterElements", [b.zeros_like(n.x(0)), n.x(1), n.dy], axis=axis, reduction="add")]
+
+
+@rule("GatherND")
+def _gather_nd(b: GraphBuilder, n: GradNode):
+    n.only(0)
+    if int(n.attr("batch_dims", 0)):
+        raise NotDifferentiable("GatherND with batch_dims > 0")
+    _need_opset(b, n, 16, "ScatterND with reduction='add'")
+    return [b.op("ScatterND", [b.zeros_like(n.x(0)), n.x(1), n.dy], reduction="add")]
+
+
+@rule("ScatterElements", "ScatterND")
+def _scatter(b: GraphBuilder, n: GradNode):
+    # y = data with updates written at indices (reduction 'none', indices unique as the spec
+    # requires) or added there ('add'): d data = dy, with the overwritten positions zeroed for
+    # 'none'; d updates = dy gathered at the indices.
+    n.only(0, 2)
+    reduction = n.text_attr("reduction", "none")
+    if reduction not in ("none", "add"):
+        raise NotDifferentiable(f"{n.op_type} with reduction={reduction!r}")
+    elements = n.op_type == "ScatterElements"
+    axis = int(n.attr("axis", 0)) % b.rank(n.x(0)) if elements else None
+    d_data = d_upd = None
+    if n.need(0):
+        d_data = n.dy if reduction == "add" else b.op(
+            n.op_type, [n.dy, n.x(1), b.zeros_like(n.x(2))], axis=axis)
+    if n.need(2):
+        d_upd = b.op("GatherElements" if elements else "GatherND", [n.dy, n.x(1)], axis=axis)
+    return [d_data, None, d_upd]
+
+
 # ---------------------------------------------------------------- resize
 #
 # With constant scales/sizes, Resize is linear in X (tf_crop_and_resize: affine, the
