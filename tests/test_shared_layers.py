@@ -208,12 +208,16 @@ def test_audit_end_to_end(tmp_path, name, profiles):
     for p in rep.data["profiles"]:
         assert list(p["clean"]["layer_shares"]) == layer_names
         assert [r["layer"] for r in p["clean"]["worst_input"]["layers"]] == layer_names
+        pgd = p["robustness"]["attacks"][0]
+        assert pgd["attack"] == "pgd" and pgd["results"][0]["epsilon"] == 0.1
         (wb,) = p["attacks"]
-        assert wb["search"] == "whitebox" and wb["verified"] + wb["rejected"] == 3
+        assert wb["search"] == "whitebox"
+        if p["name"] == "dense":  # a machine that cannot be slowed: the search is skipped, said so
+            assert wb["skipped"] == "input-independent cost"
+            continue
+        assert wb["verified"] + wb["rejected"] == 3
         assert [r["layer"] for r in wb["layers"]] == layer_names
         rows = {r["layer"]: r for r in wb["layers"]}
         for tensor, layers in shared.items():  # layers reading one tensor see one density
             assert len({rows[n]["density_clean"] for n in layers}) == 1
-        pgd = p["robustness"]["attacks"][0]
-        assert pgd["attack"] == "pgd" and pgd["results"][0]["epsilon"] == 0.1
     assert rep.verdict in ("PASS", "FAIL")
