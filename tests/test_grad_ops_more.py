@@ -306,3 +306,20 @@ def test_gather_elements_before_opset16_is_a_clear_blocker():
               {"i": np.array([[1, 0, 1]], np.int64)}, opset=13)
     ((name, op, reason),) = differentiability(m)
     assert op == "GatherElements" and "opset >= 16" in reason
+
+
+@pytest.mark.parametrize("equation,shapes", [
+    ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]), ("nchw->nhwc", [(2, 3, 2, 4)]), ("bi,bi->b", [(2, 5), (2, 5)]),
+    ("bij->b", [(2, 3, 4)]), ("bij,jk", [(2, 3, 4), (4, 5)]), ("bci,c->bi", [(2, 3, 4), (3,)]),
+])
+def test_einsum(equation, shapes):
+    feeds = {f"x{k}" if k else "x": rnd(s, 20 + k) for k, s in enumerate(shapes)}
+    names = list(feeds)
+    for wrt in names:
+        gradcheck([node("Einsum", names, equation=equation)], feeds, wrt=wrt)
+
+
+def test_einsum_with_a_diagonal_is_a_clear_blocker():
+    m = build([node("Einsum", ["x"], equation="bii->bi")], {"x": rnd((2, 3, 3), 1)})
+    ((_, op, reason),) = differentiability(m)
+    assert op == "Einsum" and "repeated indices" in reason

@@ -331,6 +331,42 @@ def _matmul(b: GraphBuilder, n: GradNode):
     return [da, dc]
 
 
+def _einsum_terms(n: GradNode) -> tuple[list[str], str]:
+    eq = n.text_attr("equation", "").replace(" ", "")
+    if "." in eq:
+        raise NotDifferentiable("Einsum with an ellipsis")
+    lhs, arrow, out = eq.partition("->")
+    terms = lhs.split(",")
+    if not arrow:  # implicit output: the letters used once, in alphabetical order
+        letters = "".join(terms)
+        out = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    if len(terms) != len(n.node.input) or any(len(set(t)) != len(t) for t in terms + [out]):
+        raise NotDifferentiable(f"Einsum equation {eq!r}: repeated indices (diagonals) are not supported")
+    return terms, out
+
+
+@rule("Einsum")
+def _einsum(b: GraphBuilder, n: GradNode):
+    # d operand_i = einsum(dY, the other operands -> term_i); letters of term_i found nowhere
+    # else were summed over in the forward: the gradient is broadcast back along them.
+    terms, out = _einsum_terms(n)
+    grads = []
+    for i, term in enumerate(terms):
+        if not n.need(i):
+            grads.append(None)
+            continue
+        others = [t for j, t in enumerate(terms) if j != i]
+        seen = set(out).union(*others) if others else set(out)
+        kept = "".join(c for c in term if c in seen)
+        eq = ",".join([out] + others) + "->" + kept
+        g = b.op("Einsum", [n.dy] + [x for j, x in enumerate(n.node.input) if j != i], equation=eq)
+        missing = [k for k, c in enumerate(term) if c not in seen]
+        if missing:
+            g = b.op("Expand", [b.unsqueeze(g, missing), b.shape_of(n.x(i))])
+        grads.append(g)
+    return grads
+
+
 # ---------------------------------------------------------------- normalisation, softmax
 
 
