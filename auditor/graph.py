@@ -194,6 +194,7 @@ class LayerRow:
     macs: int
     role: str  # "compute", "activation" or ""
     feeds_from: str | None  # for compute layers: the activation tensor feeding its data input
+    data_input: str | None = None  # for compute layers: the data input tensor itself
 
 
 def layer_table(model: onnx.ModelProto) -> list[LayerRow]:
@@ -212,5 +213,6 @@ def layer_table(model: onnx.ModelProto) -> list[LayerRow]:
             outputs=[(o, shapes.get(o)) for o in node.output if o],
             macs=c.macs if c else 0, role=role,
             feeds_from=(feeding_activation(model, c.input) or
-                        (c.input if c.input in {i.name for i in graph_inputs(model)} else None)) if c else None))
+                        (c.input if c.input in {i.name for i in graph_inputs(model)} else None)) if c else None,
+            data_input=c.input if c else None))
     return rows

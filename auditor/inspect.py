@@ -50,7 +50,7 @@ def inspect_model(path, input_size=None, layout: str = "NCHW") -> dict:
                           if r[0] in {o.name for o in model.graph.output}},
         "layers": [{"name": r.name, "op": r.op_type, "inputs": [[n, s] for n, s in r.inputs],
                     "outputs": [[n, s] for n, s in r.outputs], "macs": r.macs, "role": r.role,
-                    "feeds_from": r.feeds_from, "supported": True,
+                    "feeds_from": r.feeds_from, "data_input": r.data_input, "supported": True,
                     "differentiable": r.name not in block_nodes} for r in rows],
         "compute_layers": n_compute,
         "total_macs": sum(r.macs for r in rows),
@@ -122,6 +122,10 @@ def render_inspect(info: dict) -> str:
             if fed is not None and fed == info["input"]["name"]:
                 fed += " (the model input)"
             L += _wrap(fed or "no activation (dense input)", indent + "fed by ")
+            sharing = [o["name"] for o in layers if o is not r and o["role"] == "compute"
+                       and o.get("data_input") is not None and o.get("data_input") == r.get("data_input")]
+            if sharing:  # each layer skips the shared input's zeros (one W_l per layer)
+                L += _wrap(", ".join(sharing), indent + "same input as ")
         if not r["differentiable"]:
             L += _wrap("blocks the input gradient (see below)", indent)
     L.append("")

@@ -123,3 +123,14 @@ def test_unsupported_ops_named_in_one_line(tmp_path):
     line = next(ln for ln in lines if ln.startswith("gradients"))
     assert line == "gradients not differentiable; blocked by: Einsum (1 node), TopK (1 node)"
     assert any("Einsum 'diag':" in ln and "repeated indices" in ln for ln in lines)
+
+
+def test_layers_sharing_an_input_are_marked(tmp_path):
+    from test_shared_layers import resnet_downsample
+
+    onnx.save(resnet_downsample(), tmp_path / "r.onnx")
+    info = inspect_model(tmp_path / "r.onnx")
+    assert [r["data_input"] for r in info["layers"] if r["role"] == "compute"] == ["x", "r0", "ra", "r0", "flat"]
+    lines = render_inspect(info).splitlines()
+    i = lines.index("    node block_conv1")
+    assert lines[i + 1:i + 3] == ["    fed by r0", "    same input as downsample"]
