@@ -66,10 +66,17 @@ def render_markdown(d: dict) -> str:
                      f"{'n/a' if kept is None else f'{100 * kept:.0f}%'} |")
     masks = [(p["name"], p["masking"]) for p in d["profiles"] if p.get("masking")]
     if masks:
-        L += ["", "| profile | gradient-masking diagnosis | evidence of the fired checks |", "|---|---|---|"]
-        for name, m in masks:
+        from .masking import comparison_rows
+
+        def pct(v):
+            return "n/a" if v is None else f"{100 * v:.0f}%"
+
+        L += ["", "| profile | clean acc. | transfer from exact | white-box | Square | gradient-masking diagnosis | "
+              "evidence of the fired checks |", "|---|---|---|---|---|---|---|"]
+        for (name, m), r in zip(masks, comparison_rows(d)):
             ev = "; ".join(c["evidence"] for c in m.get("checks", []) if c.get("fired")) or "—"
-            L.append(f"| {name} | {m.get('verdict')} | {ev.replace('|', '/')} |")
+            L.append(f"| {name} | {pct(r['clean_accuracy'])} | {pct(r['transfer_from_exact'])} | {pct(r['whitebox'])} | "
+                     f"{pct(r['square'])} | {m.get('verdict')} | {ev.replace('|', '/')} |")
     L += ["", "| | check | profile | measured | threshold |", "|---|---|---|---|---|"]
     for c in d["checks"]:
         L.append(f"| {'✅' if c['passed'] else '❌'} | `{c['name']}` | {c['profile']} | {_fmt_num(c['measured'])} | "

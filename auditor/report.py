@@ -304,6 +304,11 @@ def render_text(d: dict) -> str:
             L.append(f"  {_short(r['layer'], 30):30s}{r['op'][:6]:>6s}{r['input_density']:>9.3f}"
                      f"{r['cycles']:>11d}{r['dense_cycles']:>11d}{_si(r['energy_j'], 'J'):>11s}")
     L.append("")
+    from .masking import comparison_lines
+
+    cmp_lines = comparison_lines(d)
+    if cmp_lines:
+        L.extend(cmp_lines + [""])
     if not d["checks"]:
         L.append("checks: (none declared in the scenario)")
     for prof in dict.fromkeys(ch["profile"] for ch in d["checks"]):

@@ -88,7 +88,11 @@ class AutoAttack(Attack):
             sub = ctx.sub(idx)
             before = ctx.oracle.counts.copy()
             if att.minimal:
-                xa = project(att._minimize(sub), sub.x, eps, self.norm, ctx.bounds)
+                att.stop_distance = eps  # an example within ε is all the ensemble needs
+                try:
+                    xa = project(att._minimize(sub), sub.x, eps, self.norm, ctx.bounds)
+                finally:
+                    att.stop_distance = None
             else:
                 xa = project(att._attack_eps(sub, eps), sub.x, eps, self.norm, ctx.bounds)
             adv = sub.is_adv(sub.oracle.logits(xa))  # a fresh forward pass decides

@@ -17,14 +17,16 @@ def logit_jacobian(ctx: Context, x: np.ndarray, act: np.ndarray, classes: np.nda
     return np.asarray(z, np.float64)[:m], g
 
 
-def project_hyperplane(w: np.ndarray, c: np.ndarray, lo: np.ndarray, hi: np.ndarray, norm: str,
-                       iters: int = 60) -> np.ndarray:
+def project_hyperplane(w: np.ndarray, c: np.ndarray, lo: np.ndarray, hi: np.ndarray, norm: str) -> np.ndarray:
     """The smallest δ (in ``norm``) with ``w·δ = c`` and ``lo <= δ <= hi`` (lo <= 0 <= hi), per row;
     where the box cannot reach the plane, the box point closest to it.
 
-    Both norms reduce to a monotone scalar search (bisection in float64): for L2 the minimiser is
-    ``δ = clip(λ·w, lo, hi)`` (KKT), for Linf ``δ = clip(t·sign(w), lo, hi)``, with λ, t >= 0 the
-    smallest values whose ``w·δ`` reaches ``c``.  Rows with c < 0 are solved as (-w, -c)."""
+    Both norms reduce to a monotone scalar equation solved exactly by sorting: for L2 the
+    minimiser is ``δ = clip(λ·w, lo, hi)`` (KKT), for Linf ``δ = clip(t·sign(w), lo, hi)``, with λ,
+    t >= 0 the smallest values whose ``w·δ`` reaches ``c``; ``w·δ(s) = s·Σ_{unsaturated} a_i +
+    Σ_{saturated} a_i t_i`` is piecewise linear between the coordinates' saturation points t_i
+    (a_i = w_i² and t_i = u_i/w_i for L2, a_i = |w_i| and t_i = |u_i| for Linf, u_i the bound in
+    the helpful direction).  Rows with c < 0 are solved as (-w, -c)."""
     w = np.asarray(w, np.float64)
     c = np.asarray(c, np.float64)
     flip = c < 0
@@ -32,22 +34,29 @@ def project_hyperplane(w: np.ndarray, c: np.ndarray, lo: np.ndarray, hi: np.ndar
     c = np.abs(c)
     u = np.where(w > 0, hi, lo)  # the room in the helpful direction, per coordinate
     dirn = w if norm == "l2" else np.sign(w)
-
-    def delta(s):
-        return np.clip(s[:, None] * dirn, np.minimum(lo, 0), np.maximum(hi, 0))
-
-    reach_max = (w * u).sum(axis=1)
-    # an upper bound on the scale: every coordinate saturated
+    nz = w != 0
+    a = np.where(nz, w * dirn, 0.0)  # w_i² or |w_i|
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(dirn != 0, np.abs(u) / np.abs(np.where(dirn == 0, 1, dirn)), 0.0)
-    s_hi = ratio.max(axis=1) + 1e-12
-    s_lo = np.zeros(len(w))
-    feasible = reach_max >= c
-    for _ in range(iters):
-        mid = 0.5 * (s_lo + s_hi)
-        ok = (w * delta(mid)).sum(axis=1) >= c
-        s_hi, s_lo = np.where(ok, mid, s_hi), np.where(ok, s_lo, mid)
-    out = np.where(feasible[:, None], delta(s_hi), w * 0 + u * (w != 0))
+        t = np.where(nz, u / np.where(nz, dirn, 1.0), np.inf)  # saturation point of each coordinate
+    order = np.argsort(t, axis=1, kind="stable")
+    ts = np.take_along_axis(t, order, axis=1)
+    as_ = np.take_along_axis(a, order, axis=1)
+    bs = np.where(np.isfinite(ts), as_ * np.where(np.isfinite(ts), ts, 0.0), 0.0)
+    cum_a, cum_b = np.cumsum(as_, axis=1), np.cumsum(bs, axis=1)
+    total_a = cum_a[:, -1:]
+    with np.errstate(invalid="ignore"):
+        # w·δ at each breakpoint (past the last finite one: everything that can move is saturated)
+        g = np.where(np.isfinite(ts), np.where(np.isfinite(ts), ts, 0.0) * (total_a - cum_a) + cum_b, cum_b)
+    k = np.argmax(g >= c[:, None], axis=1)  # first breakpoint that reaches c
+    feasible = np.any(g >= c[:, None], axis=1)
+    r = np.arange(len(w))
+    prev_a = np.where(k > 0, cum_a[r, np.maximum(k - 1, 0)], 0.0)
+    prev_b = np.where(k > 0, cum_b[r, np.maximum(k - 1, 0)], 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = (c - prev_b) / (total_a[:, 0] - prev_a)
+    scale = np.where(np.isfinite(scale), scale, 0.0)
+    out = np.clip(scale[:, None] * dirn, np.minimum(lo, 0), np.maximum(hi, 0))
+    out = np.where(feasible[:, None], out, u * nz)
     out[c == 0] = 0.0
     return out
 
@@ -75,6 +84,9 @@ class FAB(Attack):
 
     name = "fab"
     minimal = True
+    #: set by an ensemble that only needs examples within this distance: inputs are dropped once
+    #: one is found (None: keep refining the minimal perturbation)
+    stop_distance: float | None = None
 
     def __init__(self, norm: str = "linf", steps: int = 100, restarts: int = 1, eta: float = 1.05,
                  beta: float = 0.9, alpha_max: float = 0.1, n_target_classes: int = 0, start_eps: float | None = None,
@@ -135,8 +147,18 @@ class FAB(Attack):
             return best
         order = np.argsort(-np.asarray(ctx.clean_logits, np.float64), axis=1, kind="stable")
         for k in range(1, min(self.n_target_classes, ctx.num_classes - 1) + 1):
-            self._run(ctx, order[:, k], best, best_d)
+            todo = np.flatnonzero(~self._done(best_d))
+            if len(todo) == 0:
+                break
+            sub_best, sub_d = best[todo], best_d[todo]
+            self._run(ctx.sub(todo), order[todo, k], sub_best, sub_d)
+            best[todo], best_d[todo] = sub_best, sub_d
         return best
+
+    def _done(self, best_d: np.ndarray) -> np.ndarray:
+        if self.stop_distance is None:
+            return np.zeros(len(best_d), bool)
+        return best_d <= self.stop_distance
 
     def _run(self, ctx: Context, targets, best: np.ndarray, best_d: np.ndarray) -> None:
         lo_b, hi_b = ctx.bounds
@@ -155,6 +177,10 @@ class FAB(Attack):
                 t /= np.maximum(self._dnorm(t), 1e-12)[:, None]
                 xc = np.clip(x0 + 0.5 * rad[:, None] * t, lo_b, hi_b)
             for _ in range(self.steps):
+                keep = ~self._done(best_d[act])
+                act, xc = act[keep], xc[keep]
+                if len(act) == 0:
+                    break
                 tg = None if targets is None else targets[act]
                 z, w, b = self._plane(ctx, xc.reshape((len(act),) + shape).astype(np.float32), act, tg)
                 adv_now = ctx.is_adv(z.astype(np.float32), act)
