@@ -85,14 +85,15 @@ def aa_budgets(quick: bool) -> list[tuple]:
     ]
 
 
-def aa_table(name: str, x, y, quick: bool, threads: int, seed: int) -> dict:
+def aa_table(name: str, x, y, quick: bool, threads: int, seed: int,
+             which=("original", "grad_inhib_0.1")) -> dict:
     """Robust accuracy per attack and ε, seconds per 100 images, on the original model and under
     gradient inhibition τ = 0.1 (every example re-verified by a plain onnxruntime session)."""
     path = ROOT / "models" / f"{name}.onnx"
     pre = MODELS[name]
     out = {"model": name, "variants": {}}
     for vname, proto in variants(path).items():
-        if vname == "hashnet_1/16":
+        if vname not in which:
             continue
         clf, ver = make_classifier(proto, pre, threads), ort_classifier(proto, pre)
         rows = {}
@@ -277,14 +278,16 @@ def main(argv=None) -> int:
     ap.add_argument("--aa-n", type=int, default=50, help="test images for the RobustBench table (default 50)")
     ap.add_argument("--aa-only", action="store_true", help="only the RobustBench table")
     ap.add_argument("--no-aa", action="store_true", help="skip the RobustBench table")
+    ap.add_argument("--aa-variants", nargs="*", default=["original", "grad_inhib_0.1"],
+                    choices=["original", "grad_inhib_0.1"], help="model variants of the RobustBench table")
     args = ap.parse_args(argv)
 
     x, y = load_data(max(args.n, 100, args.aa_n))
     out = {"speed": [], "table": [], "budgets": [list(a) for a in budgets(args.quick)], "n": args.n}
     if not args.no_aa:
         print(f"RobustBench-style table, {args.aa_n} test images, robust accuracy:")
-        out["aa"] = [aa_table(name, x[:args.aa_n], y[:args.aa_n], args.quick, args.threads, args.seed)
-                     for name in args.models]
+        out["aa"] = [aa_table(name, x[:args.aa_n], y[:args.aa_n], args.quick, args.threads, args.seed,
+                              args.aa_variants) for name in args.models]
         out["aa_budgets"] = [list(b) for b in aa_budgets(args.quick)]
         print_aa_table(out["aa"], args.quick)
         print()
