@@ -114,7 +114,8 @@ def aa_table(name: str, x, y, quick: bool, threads: int, seed: int,
                 rows[label]["median"] = mp["median_distance"]
             if a.get("ensemble"):
                 rows[label]["ensemble"] = a["ensemble"]
-            print(f"  {name}/{vname} {label}: {rows[label]['seconds_per_100']:.1f}s/100", file=sys.stderr, flush=True)
+            print(f"  {name}/{vname} {label}: robust accuracy {rows[label]['robust_accuracy']}, median "
+                  f"{rows[label].get('median')}, {rows[label]['seconds_per_100']:.1f}s/100", file=sys.stderr, flush=True)
         out["variants"][vname] = rows
     return out
 
