@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""Wall time of an audit split into units of work: one process, a local pool, a Ray cluster.
+
+1. An audit of 512 digits on Cnvlutin (clean evaluation + cost simulation of all 512, the
+   white-box sparsity attack on 64 of them) with ``--jobs 1``, ``--jobs 2`` and Ray on 2 CPUs
+   (the cluster started once, outside the timing; its start-up is printed on its own).  The
+   reports are checked identical (``auditor.report.stable``) before any time is printed.
+2. Time per input of the clean audit (evaluation + cost) as the inputs grow, 64 -> 256 -> 1024,
+   in one process: the ratio of the largest to the smallest per-input time.
+
+Every audit runs with one onnxruntime thread per worker (``threads=1``), so the comparison is
+workers, not threads; each time is the best of ``--repeats`` runs.  The machine's load average
+is printed with the numbers: on a shared machine the times say as much about the neighbours as
+about the code.
+
+    python benchmarks/bench_scale.py [--repeats 2] [--iterations 20] [--no-ray]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from auditor.pipeline import run_audit  # noqa: E402
+from auditor.report import stable  # noqa: E402
+
+MODEL = str(ROOT / "models" / "plain_cnn.onnx")
+PROFILE = str(ROOT / "hwprofiles" / "cnvlutin.yaml")
+
+
+def scenario(folder: Path, n: int, attack: int, iterations: int) -> str:
+    text = f"name: scale\nseed: 0\nchunk_size: 32\ndata: {{source: digits, split: train, count: {n}}}\n"
+    if attack:
+        text += f"energy_attacks:\n  - {{search: whitebox, count: {attack}, params: {{iterations: {iterations}}}}}\n"
+    p = folder / f"scale-{n}-{attack}.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+def best(fn, repeats: int):
+    times, out = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return min(times), out
+
+
+def load() -> str:
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--iterations", type=int, default=20, help="white-box attack iterations")
+    ap.add_argument("--no-ray", action="store_true", help="skip the Ray column")
+    args = ap.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    print(f"{os.cpu_count()} CPUs; load average (1/5/15 min) at start: {load()}")
+
+    # 1. 512 inputs, white-box on 64: one process, a local pool of 2, Ray on 2 CPUs
+    sc = scenario(tmp, 512, 64, args.iterations)
+    run_audit(MODEL, [PROFILE], sc, threads=1)  # warm-up: numba cache, onnxruntime allocations
+    rows = []
+    t1, r1 = best(lambda: run_audit(MODEL, [PROFILE], sc, threads=1, jobs=1), args.repeats)
+    rows.append(("local, 1 process", t1, load()))
+    t2, r2 = best(lambda: run_audit(MODEL, [PROFILE], sc, threads=1, jobs=2), args.repeats)
+    rows.append(("local pool, 2 processes", t2, load()))
+    reports = [r1, r2]
+    t_ray = None
+    if not args.no_ray:
+        import ray
+
+        t = time.perf_counter()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+        start = time.perf_counter() - t
+        t_ray, r3 = best(lambda: run_audit(MODEL, [PROFILE], sc, threads=1, ray="local"), args.repeats)
+        ray.shutdown()
+        rows.append(("Ray, 2 CPUs (running cluster)", t_ray, load()))
+        reports.append(r3)
+    same = len({json.dumps(stable(r.data), sort_keys=True) for r in reports}) == 1
+    if not same:
+        print("the reports differ between executors: no timing printed")
+        return 1
+    units = 512 // 32 + 64 // 32 + 1
+    print(f"\naudit of 512 inputs (clean + cost), white-box ({args.iterations} iterations) on 64; "
+          f"{units} units; reports identical: yes")
+    print(f"{'executor':32s} {'wall s':>8s} {'vs 1 process':>13s}  load avg after")
+    for name, t, la in rows:
+        print(f"{name:32s} {t:8.2f} {t1 / t:12.2f}x  {la}")
+    if t_ray is not None:
+        print(f"Ray start-up (ray.init, 2 CPUs, not in the times above): {start:.1f} s; "
+              f"Ray over the local pool: {t_ray / t2:.2f}x the wall time")
+
+    # 2. time per input as the inputs grow (clean evaluation + cost, one process)
+    print(f"\n{'inputs':>7s} {'wall s':>8s} {'ms / input':>11s}  load avg after")
+    per = []
+    for n in (64, 256, 1024):
+        s = scenario(tmp, n, 0, 0)
+        t, _ = best(lambda: run_audit(MODEL, [PROFILE], s, threads=1), args.repeats)
+        per.append(t / n)
+        print(f"{n:7d} {t:8.3f} {1e3 * t / n:11.3f}  {load()}")
+    print(f"largest / smallest time per input: {max(per) / min(per):.2f}x (flat = 1.00x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
