@@ -78,18 +78,29 @@ def _pool_run(unit: Unit, deadline):
     return run_unit(_WORKER_CTX, unit, deadline)
 
 
+def _mp_context():
+    """Workers forked from a fork server that imported the pipeline once (not one import per
+    worker, and no threads or sessions inherited from the driver); spawned where there is none."""
+    import multiprocessing as mp
+
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["auditor.pipeline"])
+        return ctx
+    return mp.get_context("spawn")
+
+
 class PoolExecutor:
-    """The units on ``jobs`` local processes (spawned: no state inherited from the driver)."""
+    """The units on ``jobs`` local processes (no state inherited from the driver)."""
 
     def __init__(self, ctx: AuditContext, jobs: int):
         self.ctx, self.workers = ctx, int(jobs)
         self.pool = None
 
     def __enter__(self):
-        import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=_mp_context(),
                                         initializer=_pool_init, initargs=(self.ctx,))
         return self
 

@@ -24,6 +24,7 @@ from auditor.units import merge, unit_seed
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = str(ROOT / "models" / "plain_cnn.onnx")
 PROFILES = [str(ROOT / "hwprofiles" / "cnvlutin.yaml"), str(ROOT / "hwprofiles" / "dense.yaml")]
+CNVLUTIN = PROFILES[:1]
 
 # energy and evasion attacks, several chunks each (chunk_size 4), seeded random streams (uniform
 # sampling, PGD's random start) in every chunk
@@ -60,7 +61,7 @@ def small(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(small):
     """The report of the small audit run in this process (--jobs 1)."""
-    return auditor.audit(MODEL, PROFILES, small, jobs=1)
+    return auditor.audit(MODEL, CNVLUTIN, small, jobs=1)
 
 
 def test_merge_and_unit_seeds():
@@ -71,6 +72,17 @@ def test_merge_and_unit_seeds():
     assert m["eps"] == 0.1 and m["names"] == ["a", "b"] and m["rows"] == [{"n_broken": 3}]
     assert unit_seed(7, 0) == 7  # an audit in one chunk draws what it drew before chunking
     assert unit_seed(7, 1) == unit_seed(7, 1) != unit_seed(7, 2) and unit_seed(7, 1) != unit_seed(8, 1)
+
+
+def test_unit_progress_shows_an_eta():
+    import io
+
+    from auditor.progress import Progress
+
+    out = io.StringIO()
+    with Progress("audit units", 4, enabled=True, stream=out, eta=True) as bar:
+        bar.update()
+    assert "1/4" in out.getvalue() and "ETA" in out.getvalue()
 
 
 def test_chunk_size_does_not_change_the_numbers(tmp_path):
@@ -94,7 +106,7 @@ def test_chunk_size_does_not_change_the_numbers(tmp_path):
 
 
 def test_local_pool_gives_the_same_report(small, reference):
-    assert dump(auditor.audit(MODEL, PROFILES, small, jobs=2)) == dump(reference)
+    assert dump(auditor.audit(MODEL, CNVLUTIN, small, jobs=2)) == dump(reference)
 
 
 def test_no_ray_import_without_the_option(tmp_path):
@@ -129,7 +141,7 @@ def ray_cluster(tmp_path_factory):
 
 def test_ray_gives_the_same_report_and_retries_a_killed_worker(ray_cluster, small, reference):
     ray_cluster.write_text("")  # the first unit to remove it exits its worker process mid-task
-    rep = auditor.audit(MODEL, PROFILES, small, ray="local")
+    rep = auditor.audit(MODEL, CNVLUTIN, small, ray="local")
     assert not ray_cluster.exists()  # a worker died, and its task was run again
     assert dump(rep) == dump(reference)
 
