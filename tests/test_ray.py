@@ -96,7 +96,7 @@ def test_chunk_size_does_not_change_the_numbers(tmp_path):
     for size in (2, 64):
         p = tmp_path / f"c{size}.yaml"
         p.write_text(text.format(size))
-        reports.append(auditor.audit(MODEL, PROFILES[1], str(p), jobs=1))
+        reports.append(auditor.audit(MODEL, CNVLUTIN, str(p), jobs=1))
     # the white-box search reads the layer sizes (one forward pass) once per call: once per chunk
     q2, q64 = (r.data["profiles"][0]["attacks"][0].pop("queries") for r in reports)
     assert q2 == q64 + 2  # 5 inputs in chunks of 2: three calls instead of one
@@ -162,11 +162,12 @@ def test_max_seconds_cuts_units_short_with_ray(ray_cluster, tmp_path):
                  "energy_attacks:\n  - {search: whitebox, count: 8, params: {iterations: 400}}\n"
                  "checks:\n  max_latency_increase: 100.0\n")
     t0 = time.monotonic()
-    rep = auditor.audit(MODEL, PROFILES[1], str(p), ray="local", max_seconds=3)
+    rep = auditor.audit(MODEL, CNVLUTIN, str(p), ray="local", max_seconds=3)
     assert time.monotonic() - t0 < 60
     budget = rep.data["budget"]
-    assert budget["cut_short"] == ["dense:whitebox"]
-    assert budget["cut_short_units"] and all(u.startswith("dense/energy[0]:whitebox/") for u in budget["cut_short_units"])
+    assert budget["cut_short"] == ["cnvlutin:whitebox"]
+    assert budget["cut_short_units"] and all(u.startswith("cnvlutin/energy[0]:whitebox/")
+                                             for u in budget["cut_short_units"])
     check = [c for c in rep.checks if c["name"] == "max_latency_increase"][0]
     assert not check["passed"] and "cut short" in check["detail"]
     assert rep.data["profiles"][0]["clean"]["accuracy"] is not None  # the clean evaluation is complete
