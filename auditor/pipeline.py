@@ -603,7 +603,7 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
         # 2. the searches, chunk by chunk (their layer weights and targets come from step 1)
         su = search_units(ctx, clean)
         sout = ex.run(su, deadline, "searches")
-        cut_units = [u.uid for u, o in zip(su, sout) if o[0] == "cut"]
+        cut_units = [u.uid for u, o in zip(cu + su, cout + sout) if o[0] == "cut"]
         energy, evasion, approx = _by_unit(su, sout, energy_unit), _by_unit(su, sout, evasion_unit), _by_unit(su, sout, approx_unit)
         masking = _by_unit(su, sout, masking_unit)
         # 3. statistics and checks of each profile, from the merged per-input results
