@@ -3,6 +3,38 @@
 __version__ = "0.1.0"
 
 
+def _user_cache_dir() -> str:
+    """The platform's per-user cache folder for auditor (XDG on Linux, Caches on macOS, LOCALAPPDATA)."""
+    import os
+    import sys
+
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
+    elif sys.platform == "darwin":
+        base = os.path.expanduser("~/Library/Caches")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(base, "auditor")
+
+
+def _numba_cache() -> None:
+    """Compiled numba kernels go to a user cache folder (reused by every checkout and CI run)
+    unless NUMBA_CACHE_DIR is set; must run before numba is imported."""
+    import os
+
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return
+    d = os.path.join(_user_cache_dir(), "numba")
+    try:
+        os.makedirs(d, exist_ok=True)
+    except OSError:
+        return  # not writable: numba's default (next to the sources)
+    os.environ["NUMBA_CACHE_DIR"] = d
+
+
+_numba_cache()
+
+
 def audit(model, profile, scenario, **options):
     """Python API mirroring ``auditor audit``: returns a :class:`auditor.report.Report`.
 

@@ -14,7 +14,9 @@ def schema_for(kind: str, cost_model: str | None = None) -> dict:
     if kind == "scenario":
         from .scenario import Scenario
 
-        return schema.json_schema(Scenario, "auditor scenario")
+        from .catalog import type_scenario_params
+
+        return type_scenario_params(schema.json_schema(Scenario, "auditor scenario"))
     from .errors import AuditorError
     from .hw import COST_MODELS
     from .hw.profile import HardwareProfile

@@ -22,8 +22,13 @@ from html import escape
 from pathlib import Path
 
 from .report import _fmt_num, _si
+from .sections import get as _d
+from .sections import num as _num
+from .sections import pct as _pct
 
-DPI = 80
+#: layout resolution (CSS pixels per inch of a figure); plots are stored at 2x for sharp text
+DPI = 100
+SCALE = 2
 #: largest saved worst-input PNG embedded as-is (bytes)
 MAX_EMBED_BYTES = 2_000_000
 #: most rows of a key/value table of unknown data
@@ -31,8 +36,9 @@ MAX_KV_ROWS = 120
 
 _KNOWN_TOP = {"schema_version", "tool", "seed", "model", "scenario", "data", "profiles", "checks", "verdict",
               "timing", "baseline"}
+_KNOWN_TOP = _KNOWN_TOP | {"warnings", "environment", "budget"}
 _KNOWN_PROFILE = {"name", "path", "cost_model", "description", "profile", "clean", "attacks", "summary",
-                  "robustness", "checks"}
+                  "robustness", "checks", "timing", "cut_short", "zero_thresholds", "masking", "notes"}
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0 auto;max-width:1100px;
@@ -57,6 +63,8 @@ img.plot{display:block;max-width:100%;height:auto;margin:.4em 0 1em;border:1px s
 img.input{width:112px;height:auto;image-rendering:pixelated;border:1px solid #999}
 .note{color:#666;font-size:.9em}
 .error{color:#b00020;font-size:.9em}
+.warning{background:#fff4ce;border-left:4px solid #d9a400;padding:6px 10px;margin:.4em 0}
+.mark.nd{color:#8a6d00;font-weight:bold}
 nav a{margin-right:1em}
 section.profile{margin-top:1em}
 details{margin:.4em 0}
@@ -73,17 +81,6 @@ def _e(v) -> str:
     return escape("" if v is None else str(v), quote=True)
 
 
-def _num(v) -> float | None:
-    """A float from a report value (numbers, and the strings 'inf'/'-inf' the JSON writer uses)."""
-    if isinstance(v, bool):
-        return float(v)
-    if isinstance(v, (int, float)):
-        return float(v)
-    if isinstance(v, str) and v.strip().lower() in ("inf", "-inf", "nan", "+inf"):
-        return float(v.strip().lower())
-    return None
-
-
 def _finite(vals) -> list[float]:
     out = []
     for v in vals or []:
@@ -91,11 +88,6 @@ def _finite(vals) -> list[float]:
         if f is not None and math.isfinite(f):
             out.append(f)
     return out
-
-
-def _pct(v) -> str:
-    f = _num(v)
-    return "n/a" if f is None or not math.isfinite(f) else f"{100 * f:.1f}%"
 
 
 def _n(v) -> str:
@@ -109,18 +101,11 @@ def _s(v, unit) -> str:
     return _e(_si(f, unit))
 
 
-def _d(v, *keys, default=None):
-    """Nested .get through dicts; ``default`` when anything on the way is missing."""
-    for k in keys:
-        if not isinstance(v, dict) or k not in v:
-            return default
-        v = v[k]
-    return v
-
-
 def _table(head: list[str], rows: list[list[str]], cls: str = "", row_classes: list[str] | None = None,
            num_cols: set[int] | None = None) -> str:
     """``head`` is plain text (escaped here); the cells of ``rows`` are HTML already escaped."""
+    if not rows:
+        return ""  # an empty table is left out
     num_cols = num_cols or set()
     h = "".join(f"<th>{_e(c)}</th>" for c in head)
     body = []
@@ -208,13 +193,21 @@ def _figure(w: float = 6.0, h: float = 3.0):
 
 
 def _png(fig) -> str:
+    """The figure at 2x as a 256-colour PNG (plots have few colours: a third of the RGBA size)."""
+    from PIL import Image
+
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    fig.savefig(buf, format="png", dpi=DPI * SCALE, metadata={"Software": None})
+    buf.seek(0)
+    img = Image.open(buf).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    out = io.BytesIO()
+    img.save(out, format="PNG", optimize=True)
+    return base64.b64encode(out.getvalue()).decode("ascii")
 
 
-def _img(b64: str, alt: str, kind: str) -> str:
-    return f'<img class="plot" data-plot="{_e(kind)}" alt="{_e(alt)}" src="data:image/png;base64,{b64}">'
+def _img(b64: str, alt: str, kind: str, width: int | None = None) -> str:
+    w = f' width="{width}"' if width else ""
+    return f'<img class="plot" data-plot="{_e(kind)}" alt="{_e(alt)}"{w} src="data:image/png;base64,{b64}">'
 
 
 def _plot(kind: str, alt: str, draw, *args) -> str:
@@ -225,7 +218,7 @@ def _plot(kind: str, alt: str, draw, *args) -> str:
         return f'<p class="error">(plot unavailable: {_e(type(err).__name__)}: {_e(str(err)[:200])})</p>'
     if fig is None:
         return ""
-    return _img(_png(fig), alt, kind)
+    return _img(_png(fig), alt, kind, int(round(fig.get_figwidth() * DPI)))
 
 
 def _scale(values: list[float], unit: str) -> tuple[float, str]:
@@ -257,6 +250,14 @@ def _series_cost(p: dict) -> list[tuple[str, dict]]:
 
 def _draw_cost(p: dict):
     series = _series_cost(p)
+    if len(series) < 2 or series[0][0] != "clean":
+        return None  # nothing attacked: the figures table says it all
+    def flat(key):
+        vals = [v for _, pi in series for v in _finite(pi.get(key))]
+        return not vals or max(vals) - min(vals) <= 1e-9 * max(abs(v) for v in vals)
+
+    if flat("latency_s") and flat("energy_j"):
+        return None  # the cost does not depend on the input (a dense machine): nothing to compare
     panels = []
     for key, unit, title in (("latency_s", "s", "latency"), ("energy_j", "J", "energy")):
         data = [(lab, _finite(pi.get(key))) for lab, pi in series]
@@ -322,7 +323,8 @@ def _draw_layer_density(p: dict):
         ax.set_xlim(-0.6, len(layers) - 0.4)
         ax.set_ylim(-0.02, 1.05)
         ax.set_ylabel("input density (non-zero fraction)", fontsize=9)
-        ax.set_title("per-layer density, clean vs attacked", fontsize=10)
+        ax.set_title("per-layer density, clean vs attacked" if k > 1 else "per-layer density (clean inputs)",
+                     fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(handles=[Patch(facecolor=_COLORS[s % len(_COLORS)] if s else "#cccccc", alpha=0.7, label=lab)
                            for s, (lab, _) in enumerate(series)], fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
@@ -390,7 +392,7 @@ def _draw_robust_curve(p: dict):
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=8)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
     axes[0].set_ylabel("robust accuracy [%]", fontsize=9)
     fig.suptitle("robust accuracy vs ε", fontsize=10)
     fig.tight_layout()
@@ -435,9 +437,9 @@ def _cdf_axes(ax, curves: list[tuple[str, tuple[list[float], list[float]]]], xla
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel("fraction ≤ x", fontsize=8)
-    ax.tick_params(labelsize=7)
+    ax.tick_params(labelsize=8)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
 
 
 def _draw_margin_cdf(p: dict):
@@ -535,7 +537,7 @@ def _header(d: dict) -> str:
     verdict = str(d.get("verdict", "n/a"))
     cls = "pass" if verdict == "PASS" else "fail"
     checks = [c for c in d.get("checks") or [] if isinstance(c, dict)]
-    n_fail = sum(not c.get("passed") for c in checks)
+    n_fail = sum(not c.get("passed") and c.get("decided", True) for c in checks)
     model = d.get("model") or {}
     sha = str(model.get("sha256") or "")
     data = d.get("data") or {}
@@ -559,6 +561,12 @@ def _header(d: dict) -> str:
         b = d["baseline"]
         rows.append(("baseline", f"<code>{_e(b.get('path'))}</code> (model sha256 "
                                  f"<code>{_e(str(b.get('model_sha256') or '')[:12])}</code>)"))
+    env = d.get("environment")
+    if isinstance(env, dict):
+        pk = env.get("packages") if isinstance(env.get("packages"), dict) else {}
+        rows.append(("environment", _e(f"Python {env.get('python')}, " + ", ".join(f"{k} {v}" for k, v in pk.items())
+                                       + f"; {env.get('cpu')}, {env.get('cpus_usable')} CPUs usable, threads "
+                                       + f"{env.get('threads') or 'all'}")))
     if isinstance(d.get("timing"), dict):
         t = d["timing"]
         rows.append(("run", f"started {_e(t.get('started'))}, {_e(_fmt_num(t.get('seconds')))} s"))
@@ -567,25 +575,45 @@ def _header(d: dict) -> str:
     return "".join(out)
 
 
+def _warnings(d: dict) -> str:
+    from .sections import warning_blocks
+
+    blocks = warning_blocks(d)
+    return '<section id="warnings" class="warnings">' + _blocks_html(blocks) + "</section>" if blocks else ""
+
+
 def _checks(d: dict) -> str:
-    checks = [c for c in d.get("checks") or [] if isinstance(c, dict)]
+    from .report import check_status, sorted_checks
+
+    checks = sorted_checks([c for c in d.get("checks") or [] if isinstance(c, dict)])
     out = ['<section id="checks"><h2>Checks</h2>']
     if not checks:
         out.append('<p class="note">(no checks declared in the scenario)</p>')
     else:
         rows, cls = [], []
         for c in checks:
-            ok = bool(c.get("passed"))
+            st = check_status(c)
             name = _e(c.get("name"))
             if c.get("detail"):
                 name += f' <span class="note">({_e(c["detail"])})</span>'
+            mark = {"PASS": "pass", "FAIL": "fail"}.get(st, "nd")
             rows.append([_e(c.get("profile")), name, _n(c.get("measured")), _e(c.get("op")), _n(c.get("threshold")),
-                         f'<span class="mark {"pass" if ok else "fail"}">{"PASS" if ok else "FAIL"}</span>'])
-            cls.append("" if ok else "fail")
+                         f'<span class="mark {mark}">{_e(st)}</span>'])
+            cls.append("fail" if st == "FAIL" else "")
         out.append(_table(["profile", "check", "measured", "op", "threshold", "result"], rows, row_classes=cls,
                           num_cols={2, 4}))
     out.append("</section>")
     return "".join(out)
+
+
+def render_summary_html(d: dict) -> str:
+    """A short HTML fragment (no document): verdict, warnings and the checks table (notebooks)."""
+    verdict = str(d.get("verdict", "n/a"))
+    cls = {"PASS": "pass"}.get(verdict, "fail")
+    return (f"<div><style>{_CSS}</style><div class=\"banner {cls}\"><b>{_e(verdict)}</b> — "
+            f"<code>{_e(_d(d, 'model', 'path'))}</code> on "
+            f"{_e(', '.join(str(p.get('name')) for p in d.get('profiles') or [] if isinstance(p, dict)))}</div>"
+            + _safe(_warnings, d) + _safe(_checks, d) + "</div>")
 
 
 def _profile_figures(p: dict) -> str:
@@ -639,30 +667,70 @@ def _embeddable(name: str, base_dir: Path | None) -> Path | None:
     return None
 
 
+def _embed_png(files, base_dir: Path | None, alt: str) -> str:
+    """An <img> of the first saved .png among ``files`` that may be embedded (inside ``base_dir``,
+    see _embeddable) and is a PNG, else ''."""
+    for f in files or []:
+        if not isinstance(f, str) or not f.lower().endswith(".png"):
+            continue
+        path = _embeddable(f, base_dir)
+        if path is None:
+            continue
+        try:
+            if path.stat().st_size <= MAX_EMBED_BYTES:
+                data = path.read_bytes()
+                if data[:8] == b"\x89PNG\r\n\x1a\n":
+                    return (f'<img class="input" alt="{_e(alt)}" '
+                            f'src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">')
+        except OSError:
+            continue
+    return ""
+
+
+#: adversarial examples shown per profile (the most convincing: smallest L2 first)
+MAX_EXAMPLES_SHOWN = 8
+
+
+def _adversarial_examples(p: dict, base_dir: Path | None) -> str:
+    found = []
+    for a in _rob_attacks(p):
+        for r in a.get("results") or []:
+            for ex in (r.get("examples") if isinstance(r, dict) else None) or []:
+                found.append((a, r.get("epsilon"), ex))
+        mp = a.get("minimal_perturbation")
+        for ex in (mp.get("examples") if isinstance(mp, dict) else None) or []:
+            found.append((a, None, ex))
+    found = [f for f in found if isinstance(f[2], dict)]
+    if not found:
+        return ""
+    found.sort(key=lambda f: (_num(f[2].get("l2")) if _num(f[2].get("l2")) is not None else math.inf))
+    rows = []
+    for a, eps, ex in found[:MAX_EXAMPLES_SHOWN]:
+        files = ex.get("files") if isinstance(ex.get("files"), dict) else {}
+        imgs = [_embed_png(files.get(k), base_dir, f"{k} input #{ex.get('index')}") for k in
+                ("clean", "adversarial", "difference")]
+        rows.append([_e(a.get("attack")), _e(a.get("norm")), "minimal" if eps is None else _n(eps), _e(ex.get("index")),
+                     f"{_e(ex.get('label'))} → <b>{_e(ex.get('prediction'))}</b>", _n(ex.get("l2")), _n(ex.get("linf")),
+                     *imgs])
+    return ("<h4>adversarial examples (verified by an independent forward pass; smallest L2 first)</h4>"
+            + _table(["attack", "norm", "ε", "input", "label → prediction", "L2", "Linf", "clean", "adversarial",
+                      "difference"], rows, num_cols={2, 3, 5, 6})
+            + f'<p class="note">{len(found)} saved examples, {min(len(found), MAX_EXAMPLES_SHOWN)} shown; difference: '
+              "mid-grey = unchanged, scaled to the largest change.</p>")
+
+
 def _worst_inputs(p: dict, base_dir: Path | None) -> str:
     out = []
     atts = [a for a in p.get("attacks") or [] if isinstance(a, dict) and isinstance(a.get("worst_input"), dict)]
     rows = []
     for lab, a in zip(_unique_labels([str(a.get("search", "attack")) for a in atts]), atts):
         w = a["worst_input"]
-        img = ""
-        for f in w.get("files") or []:
-            if not isinstance(f, str) or not f.lower().endswith(".png"):
-                continue
-            path = _embeddable(f, base_dir)
-            if path is None:
-                continue
-            try:
-                if path.stat().st_size <= MAX_EMBED_BYTES:
-                    data = path.read_bytes()
-                    if data[:8] == b"\x89PNG\r\n\x1a\n":
-                        img = (f'<img class="input" alt="{_e("worst input of " + lab)}" '
-                               f'src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">')
-                        break
-            except OSError:
-                continue
+        img = _embed_png(w.get("files"), base_dir, "worst input of " + lab)
         rows.append([_e(lab), _e(w.get("index")), _s(w.get("latency_s"), "s"), _s(w.get("energy_j"), "J"),
                      _n(w.get("density")), img])
+    adv = _adversarial_examples(p, base_dir)
+    if adv:
+        out.append(adv)
     if rows:
         out.append("<h4>worst attacked inputs (verified)</h4>")
         out.append(_table(["search", "index", "latency", "energy", "density", "image"], rows, num_cols={1, 2, 3, 4}))
@@ -678,15 +746,132 @@ def _worst_inputs(p: dict, base_dir: Path | None) -> str:
                          _s(r.get("energy_j"), "J")])
         out.append(_table(["layer", "op", "MACs", "input density", "cycles", "dense cycles", "energy"], rows,
                           num_cols={2, 3, 4, 5, 6}))
-    return "<h3>Worst inputs</h3>" + "".join(out) if out else ""
+    return "<h3>Evidence: worst inputs and adversarial examples</h3>" + "".join(out) if out else ""
+
+
+def _blocks_html(blocks: list, level: str = "h4") -> str:
+    """Format-neutral section blocks (auditor.sections) as HTML."""
+    from .sections import Table
+
+    out = []
+    for b in blocks:
+        if isinstance(b, Table):
+            t = _table(b.head, [[_e(c) for c in r] for r in b.rows], num_cols=b.num)
+            if not t:
+                continue
+            out.append((f'<{level} id="{_e(b.key)}">{_e(b.title)}</{level}>' if b.key else f"<{level}>{_e(b.title)}</{level}>")
+                       if b.title else "")
+            out.append(t)
+            if b.note:
+                out.append(f'<p class="note">{_e(b.note)}</p>')
+        elif b.kind == "warning":
+            out.append(f'<p class="warning">⚠ {_e(b.text)}</p>')
+        else:
+            out.append(f'<p class="{_e(b.kind)}">{_e(b.text)}</p>' if b.kind else f"<p>{_e(b.text)}</p>")
+    return "".join(out)
+
+
+def _draw_approx_dists(approx):
+    """Two panels on their own axes: top-1 confidence (a probability, 0-1) and the logit margins."""
+    mg = approx.get("margins") if isinstance(approx, dict) else None
+    if not isinstance(mg, dict):
+        return None
+    conf, marg = [], []
+    for side in ("exact", "approx"):
+        m = mg.get(side)
+        if not isinstance(m, dict):
+            continue
+        pts = _cdf_points(m.get("confidence"))
+        if pts:
+            conf.append((side, pts))
+        pts = _cdf_points(m.get("top_margin"))
+        if pts:
+            marg.append((side, pts))
+    panels = [p for p in (("top-1 confidence (softmax probability)", conf),
+                          ("logit margin, top-1 − runner-up (logit units)", marg)) if p[1]]
+    if not panels:
+        return None
+    fig = _figure(9.0 if len(panels) == 2 else 5.0, 3.2)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (xlabel, curves) in zip(axes, panels):
+        _cdf_axes(ax, curves, xlabel)
+        if xlabel.startswith("top-1"):
+            ax.set_xscale("linear")
+            lo = min(min(xs) for _, (xs, _) in curves)
+            ax.set_xlim(max(0.0, min(lo, 0.9) - 0.02), 1.005)
+    fig.suptitle("exact vs approximate model, clean inputs (CDF)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _approx_success_rows(approx) -> list[tuple[str, float | None, float | None]]:
+    rows = []
+    if not isinstance(approx, dict):
+        return rows
+    for key, tag in (("transfer", "transfer"), ("substitute", "substitute"), ("whitebox_bpda", "BPDA"),
+                     ("query", "query")):
+        for a in approx.get(key) or []:
+            if not isinstance(a, dict):
+                continue
+            for r in a.get("results") or []:
+                if not isinstance(r, dict):
+                    continue
+                eps = r.get("epsilon")
+                lab = f"{tag} {a.get('attack')}" + ("" if eps is None else f" {_fmt_num(eps)}")
+                if key in ("transfer", "substitute"):
+                    rows.append((lab, _num(r.get("exact_success_rate")), _num(r.get("approx_success_rate"))))
+                else:
+                    rows.append((lab, _num(_d(r, "exact", "success_rate")), _num(_d(r, "approx", "success_rate"))))
+    return [r for r in rows if r[1] is not None or r[2] is not None]
+
+
+def _draw_approx_success(approx):
+    rows = _approx_success_rows(approx)
+    if not rows:
+        return None
+    fig = _figure(9.0, 0.28 * len(rows) + 1.2)
+    ax = fig.subplots()
+    ys = list(range(len(rows)))
+    h = 0.38
+    ax.barh([y - h / 2 for y in ys], [100 * (r[1] or 0) for r in rows], height=h, color=_COLORS[0], label="exact model")
+    ax.barh([y + h / 2 for y in ys], [100 * (r[2] or 0) for r in rows], height=h, color=_COLORS[1],
+            label="approximate model")
+    ax.set_yticks(ys)
+    ax.set_yticklabels([r[0] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("attack success rate [%] (verified)", fontsize=9)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title("attack success, exact vs approximate model", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def _approx_section(approx) -> str:
-    out = ["<h3>Exact vs approximate hardware</h3>"]
-    if isinstance(approx, (dict, list)):
-        out.append(_plot("approx-margin-cdf", "CDF, exact vs approximate hardware", _draw_approx_cdf, approx))
-    out.append(_kv_table(approx))
+    from .sections import approx_blocks
+
+    out = ['<h3 id="approx">Exact vs approximate hardware</h3>']
+    if isinstance(approx, dict):
+        out.append(_plot("approx-distributions", "confidence and logit-margin CDFs, exact vs approximate model",
+                         _draw_approx_dists, approx))
+        out.append(_plot("approx-success", "attack success rate, exact vs approximate model", _draw_approx_success,
+                         approx))
+    out.append(_blocks_html(approx_blocks(approx)))
+    cands = approx.get("candidates") if isinstance(approx, dict) else None
+    if isinstance(cands, list) and cands:
+        from .sections import generic_blocks
+
+        out.append("<details><summary>every attack candidate on the approximate model</summary>"
+                   + _blocks_html(generic_blocks("candidates", cands)) + "</details>")
     return "".join(out)
+
+
+def _generic(title: str, v) -> str:
+    from .sections import generic_blocks
+
+    return f"<h3>{_e(title)}</h3>" + _blocks_html(generic_blocks(title, v))
 
 
 def _profile(p: dict, i: int, base_dir: Path | None) -> str:
@@ -696,14 +881,17 @@ def _profile(p: dict, i: int, base_dir: Path | None) -> str:
     if p.get("description"):
         out.append(f'<p class="note">{_e(p["description"])}'
                    + (f" — <code>{_e(p.get('path'))}</code>" if p.get("path") else "") + "</p>")
+    for note in p.get("notes") or []:
+        out.append(f'<p class="note">note: {_e(note)}</p>')
     out.append(_safe(_profile_figures, p))
     plots = []
     cost = _plot("cost", f"{name}: latency and energy distributions, clean vs attacked", _draw_cost, p)
     if cost:
         plots.append("<h3>Latency and energy, clean vs attacked</h3>" + cost)
-    dens = _plot("layer-density", f"{name}: per-layer density, clean vs attacked", _draw_layer_density, p)
+    dens = _plot("layer-density", f"{name}: per-layer density", _draw_layer_density, p)
     if dens:
-        plots.append("<h3>Per-layer density, clean vs attacked</h3>" + dens)
+        attacked = any(isinstance(a, dict) and not a.get("cut_short") for a in p.get("attacks") or [])
+        plots.append(f"<h3>Per-layer density{', clean vs attacked' if attacked else ''}</h3>" + dens)
     rob = p.get("robustness")
     if isinstance(rob, dict):
         plots.append(f"<h3>Robustness</h3><p>clean accuracy on the {_e(rob.get('count', rob.get('n')))} robustness "
@@ -715,16 +903,16 @@ def _profile(p: dict, i: int, base_dir: Path | None) -> str:
     out.extend(plots)
     mk = p.get("masking")
     if isinstance(mk, dict):  # the gradient-masking diagnosis: verdict and each check's evidence
-        items = "".join(f"<li>{'<b>fired</b>' if c.get('fired') else 'ok'} {_e(c.get('check'))}: {_e(c.get('evidence'))}</li>"
-                        for c in mk.get("checks", []) if isinstance(c, dict))
-        out.append(f"<h3>Gradient-masking diagnosis</h3><p><b>{_e(mk.get('verdict'))}</b></p><ul>{items}</ul>")
+        from .sections import masking_blocks
+
+        out.append("<h3>Gradient-masking diagnosis</h3>" + _safe(_blocks_html, masking_blocks(mk)))
     if "approx" in p and p["approx"] is not None:
         out.append(_safe(_approx_section, p["approx"]))
     out.append(_safe(_worst_inputs, p, base_dir))
     for k, v in p.items():
         if k in _KNOWN_PROFILE or k == "approx" or v is None:
             continue
-        out.append(f"<h3>{_e(k)}</h3>" + _safe(_kv_table, v))
+        out.append(_safe(_generic, k, v))
     out.append("</section>")
     return "".join(out)
 
@@ -819,6 +1007,7 @@ def render_html(report: dict, *, base_dir: str | Path | None = None) -> str:
            '<meta name="viewport" content="width=device-width, initial-scale=1">'
            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"]
     out.append(_safe(_header, d))
+    out.append(_safe(_warnings, d))
     out.append(_safe(_checks, d))
     tables = _safe(_energy_table, d) + _safe(_robust_tables, d)
     if len(profiles) > 1:
@@ -829,9 +1018,10 @@ def render_html(report: dict, *, base_dir: str | Path | None = None) -> str:
         out.append(_safe(_profile, p, i, bd))
     if tables:
         out.append(f'<section id="attacks"><h2>Attack details</h2>{tables}</section>')
-    extra = {k: v for k, v in d.items() if k not in _KNOWN_TOP}
+    extra = {k: v for k, v in d.items() if k not in _KNOWN_TOP and v is not None}
     if extra:
-        out.append('<section id="other"><h2>Other report fields</h2>' + _safe(_kv_table, extra) + "</section>")
+        out.append('<section id="other"><h2>Other report fields</h2>'
+                   + "".join(_safe(_generic, k, v) for k, v in extra.items()) + "</section>")
     sc = d.get("scenario")
     if isinstance(sc, dict):
         out.append("<details><summary>scenario (as run)</summary>" + _safe(_kv_table, sc) + "</details>")

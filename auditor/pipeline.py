@@ -16,14 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, schema
+from . import __version__, progress, schema
 from .checks import Check, hardware_checks
 from .data import load_data
 from .errors import AuditorError
 from .evaluate import Evaluation, batch_note, evaluate, per_input
 from .hw.profile import HardwareProfile, load_profile
 from .modelio import default_opset, load_model, load_notes, model_hash, prepare
-from .report import SCHEMA_VERSION, Report
+from .environment import environment
+from .report import SCHEMA_VERSION, Report, verdict_of
+from .sanity import sanity_warnings
 from .scenario import Scenario, load_scenario
 from .robustness import robustness_audit
 from .rewrite import density_rule
@@ -335,6 +337,7 @@ def finish_unit(ctx: AuditContext, u: Unit, deadline):
         "clean": {
             "accuracy": acc,
             "batch": batch_note(clf),
+            "classes": getattr(clf, "num_classes", None),
             "density": dict(_stats(ev.model_density), counted=sc.density_tensors, tensors=list(ev.counted),
                             rule=density_rule(clf.probes, sc.density_tensors)),
             "tensor_density": {t: float(v.mean()) for t, v in ev.densities.items()},
@@ -511,6 +514,25 @@ def _by_unit(units: list[Unit], outcomes: list, kind) -> dict:
     return {key: None if any(v is None for v in vals) else merge(vals) for key, vals in out.items()}
 
 
+#: stage of the audit each kind of unit belongs to (the report's profiles[].timing.stages)
+_STAGES = {"clean_unit": "clean", "energy_unit": "energy_attacks", "evasion_unit": "robustness",
+           "approx_unit": "approx", "masking_unit": "masking", "finish_unit": "statistics"}
+
+
+def _stage_times(profs, runs) -> list[dict]:
+    """Per profile, the seconds its units ran, summed by stage (work time: with --jobs the
+    stages of different profiles overlap in wall time)."""
+    out = [dict() for _ in profs]
+    for units, outcomes in runs:
+        for u, o in zip(units, outcomes):
+            secs = o[2] if len(o) > 2 else None
+            if secs is None:
+                continue
+            st = _STAGES.get(u.fn.__name__, u.fn.__name__)
+            out[u.profile][st] = round(out[u.profile].get(st, 0.0) + float(secs), 3)
+    return out
+
+
 def _threads(threads: int, jobs: int, ray: str | None) -> int:
     if threads:
         return threads
@@ -579,6 +601,7 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "auditor", "version": __version__},
         "seed": seed,
+        "environment": environment(threads, jobs),
         "model": {"path": model_path, "sha256": model_hash(proto), "opset": default_opset(proto),
                   "load_notes": load_notes(proto)},
         "scenario": dict(schema.to_dict(sc), path=str(getattr(sc, "base_dir", ""))),
@@ -593,7 +616,7 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
         # 1. clean evaluation and cost simulation, chunk by chunk
         cu = [Unit(f"{prof.name}/clean/{i}", clean_unit, p, 0, i, a, b, timed=True)
               for p, prof in enumerate(profs) for i, (a, b) in enumerate(chunk_bounds(len(data.x), sc.chunk_size))]
-        cout = ex.run(cu, deadline, "clean evaluation")
+        cout = ex.run(cu, deadline, "clean evaluation" + progress.first_compile_note())
         # a profile whose clean evaluation the budget cut short decides nothing (cut_profile)
         clean = [None if any(o[0] == "cut" for u, o in zip(cu, cout) if u.profile == p)
                  else merge([o[1] for u, o in zip(cu, cout) if u.profile == p]) for p in range(len(profs))]
@@ -618,10 +641,17 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
                 ("cut" if approx[(p, 0)] is None else approx[(p, 0)]) if (p, 0) in approx else None,
                 ("cut" if masking[(p, 0)] is None else masking[(p, 0)]) if (p, 0) in masking else None)))
         fout = ex.run(fu, None, "statistics")
+    times = _stage_times(profs, [(cu, cout), (su, sout), (fu, fout)])
     checks: list[Check] = []
     finished = iter(fout)
     for p, prof in enumerate(profs):
-        _, (pr, pr_checks, worst_inputs) = next(finished) if clean[p] is not None else (None, (*cut_profile(prof, sc), {}))
+        _, (pr, pr_checks, worst_inputs), *_ = next(finished) if clean[p] is not None else (None, (*cut_profile(prof, sc), {}))
+        pr["timing"] = {"seconds": round(sum(times[p].values()), 3), "stages": times[p]}
+        if save_dir is not None and _runs_evasion(sc) and pr.get("robustness"):
+            from .evidence import attach_examples
+
+            attach_examples(pr["robustness"], [evasion[(p, k)] for k in range(len(sc.robustness.attacks))],
+                            data.x, data.y, save_dir, prof.name, sc.preprocessing.bounds, force=force)
         for k, x in worst_inputs.items():
             if save_dir is not None:
                 from .energy import save_input
@@ -638,8 +668,15 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
 
         checks += regression_checks(sc.regression, old, report)
         report["baseline"] = {"path": None if isinstance(baseline, dict) else str(baseline),
-                              "model_sha256": old.get("model", {}).get("sha256")}
+                              "model_sha256": old.get("model", {}).get("sha256"),
+                              "model_path": old.get("model", {}).get("path"),
+                              "scenario": (old.get("scenario") or {}).get("name"),
+                              "verdict": old.get("verdict"),
+                              "profiles": {p.get("name"): p.get("summary") for p in old.get("profiles", [])}}
+    report["warnings"] = sanity_warnings(report, sc, old)
+    for w in report["warnings"]:
+        progress.log(f"warning: {w['message']}")
     report["checks"] = [ch.to_dict() for ch in checks]
-    report["verdict"] = "PASS" if all(ch.passed for ch in checks) else "FAIL"
+    report["verdict"] = verdict_of(report["checks"], cut_short=bool(cut))
     report["timing"] = {"started": started, "seconds": round(time.monotonic() - t0, 3)}
     return Report(report, files_dir=Path(save_dir).resolve() if save_dir is not None else None)

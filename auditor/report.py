@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 #: keys that vary between identical runs: timestamps and durations (excluded when comparing)
-VOLATILE_KEYS = ("timing", "seconds", "seconds_per_input", "seconds_per_example", "started")
+VOLATILE_KEYS = ("timing", "seconds", "seconds_per_input", "seconds_per_example", "started", "environment")
 
 
 def stable(d):
@@ -19,6 +19,14 @@ def stable(d):
     if isinstance(d, list):
         return [stable(v) for v in d]
     return d
+
+
+#: verdict -> exit code of ``auditor audit`` / ``render`` / ``diff``
+EXIT_CODES = {"PASS": 0, "FAIL": 1, "INCOMPLETE": 4}
+
+#: output file suffix -> report format (``-o report.html``)
+SUFFIX_FORMATS = {".html": "html", ".htm": "html", ".json": "json", ".xml": "junit", ".md": "markdown",
+                  ".markdown": "markdown", ".txt": "text"}
 
 
 class Report:
@@ -40,16 +48,39 @@ class Report:
     def checks(self) -> list[dict]:
         return self.data["checks"]
 
+    @property
+    def exit_code(self) -> int:
+        """What ``auditor audit`` exits with: 0 PASS, 1 FAIL, 4 INCOMPLETE (cut short by the budget)."""
+        return EXIT_CODES.get(self.verdict, 1)
+
+    def __repr__(self) -> str:
+        d = self.data
+        checks = d.get("checks") or []
+        n_fail = sum(check_status(c) == "FAIL" for c in checks)
+        n_nd = sum(check_status(c) == "NOT DECIDED" for c in checks)
+        parts = [f"verdict={d.get('verdict')!r}", f"model={str((d.get('model') or {}).get('path'))!r}",
+                 f"profiles={[p.get('name') for p in d.get('profiles') or []]!r}",
+                 f"checks={len(checks)} ({n_fail} failed" + (f", {n_nd} not decided" if n_nd else "") + ")"]
+        if d.get("warnings"):
+            parts.append(f"warnings={len(d['warnings'])}")
+        return f"<auditor Report {' '.join(parts)}>"
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the verdict, warnings and checks table (``render('html')`` is the full report)."""
+        from .html import render_summary_html
+
+        return render_summary_html(self.data)
+
     def to_json(self) -> str:
         return json.dumps(_clean(self.data), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
-    def render(self, fmt: str, base_dir=None) -> str:
+    def render(self, fmt: str, base_dir=None, *, color: bool = False) -> str:
         """The report as text, json, junit, markdown or html (``base_dir``: where relative paths of
-        saved worst inputs are looked up for html)."""
+        saved worst inputs are looked up for html; ``color``: ANSI PASS/FAIL in text)."""
         if fmt == "json":
             return self.to_json()
         if fmt == "text":
-            return render_text(self.data)
+            return render_text(self.data, color=color)
         if fmt == "html":
             from .html import render_html
 
@@ -249,16 +280,56 @@ def _fmt_num(v) -> str:
     return str(v)
 
 
-def render_text(d: dict) -> str:
-    """A readable report for an 80-column terminal, verdict first."""
+def check_status(c: dict) -> str:
+    """PASS, FAIL or NOT DECIDED (cut short by the time budget before it could be measured)."""
+    if not c.get("decided", True):
+        return "NOT DECIDED"
+    return "PASS" if c.get("passed") else "FAIL"
+
+
+def verdict_of(checks: list[dict], cut_short: bool = False) -> str:
+    """FAIL when a decided check failed; INCOMPLETE when the time budget cut the audit short
+    (or a check could not be decided) and nothing failed; PASS otherwise."""
+    if any(check_status(c) == "FAIL" for c in checks):
+        return "FAIL"
+    if cut_short or any(check_status(c) == "NOT DECIDED" for c in checks):
+        return "INCOMPLETE"
+    return "PASS"
+
+
+def sorted_checks(checks: list[dict]) -> list[dict]:
+    """Failing checks first, then not decided, then passing (stable within each group)."""
+    order = {"FAIL": 0, "NOT DECIDED": 1, "PASS": 2}
+    return sorted((c for c in checks if isinstance(c, dict)), key=lambda c: order[check_status(c)])
+
+
+_ANSI = {"PASS": "\033[32m", "FAIL": "\033[1;31m", "NOT DECIDED": "\033[33m", "N/D ": "\033[33m", "INCOMPLETE": "\033[33m"}
+
+
+def _paint(word: str, color: bool) -> str:
+    return f"{_ANSI[word]}{word}\033[0m" if color and word in _ANSI else word
+
+
+def _wrap(text: str, width: int = 80, indent: str = "         ") -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width, subsequent_indent=indent, break_on_hyphens=False, break_long_words=True) or [""]
+
+
+def render_text(d: dict, color: bool = False) -> str:
+    """A readable report for an 80-column terminal, verdict first (``color``: ANSI PASS/FAIL)."""
+    from .sections import (approx_blocks, energy_blocks, generic_blocks, robustness_blocks, text_blocks,
+                           warning_blocks)
+
     L = []
-    L.append(f"auditor {d['tool']['version']} — verdict: {d['verdict']}")
-    L.append(f"model    {d['model']['path']}  (sha256 {d['model']['sha256'][:12]}, opset {d['model']['opset']})")
+    L.append(f"auditor {d['tool']['version']} — verdict: {_paint(d['verdict'], color)}")
+    L += _wrap(f"model    {d['model']['path']}  (sha256 {d['model']['sha256'][:12]}, opset {d['model']['opset']})")
     sc = d["scenario"]
-    L.append(f"scenario {sc['name']}  seed {d['seed']}  data: {d['data']['description']}, {d['data']['count']} inputs")
+    L += _wrap(f"scenario {sc['name']}  seed {d['seed']}  data: {d['data']['description']}, {d['data']['count']} inputs")
+    L += text_blocks(warning_blocks(d))
     for p in d["profiles"]:
         L.append("")
-        head = f"== {p['name']} ({p['cost_model']}) "
+        head = _short(f"== {p['name']} ({p['cost_model']}) ", 79)
         L.append(head + "=" * max(0, 80 - len(head)))
         if "clean" not in p:
             L.append("cut short by --max-seconds before the clean evaluation ended (no result)")
@@ -280,23 +351,25 @@ def render_text(d: dict) -> str:
                         else ", float activations") + ", post-training, no retraining")
         for note in p.get("notes", []):
             L.extend(textwrap.wrap(f"note: {note}", 80, subsequent_indent="  "))
-        for a in p.get("attacks", []):
-            L.append(_attack_line(a))
-            if a.get("note"):
-                L.extend(textwrap.wrap(f"note: {a['note']}", 80, initial_indent="  ", subsequent_indent="    "))
-            for df in a.get("defences", []):
-                L.append(f"  defence {df['defence'][:10]:10s} recovers {_fmt_num(df.get('recovery'))} of the increase, "
-                         f"clean labels kept {100 * df['clean_label_agreement']:.0f}%"[:80])
-        rob = p.get("robustness")
-        if rob:
-            L.extend(_robustness_lines(rob))
+        known = {"name", "path", "cost_model", "description", "profile", "clean", "attacks", "summary", "checks",
+                 "robustness", "approx", "zero_thresholds", "cut_short", "timing", "notes", "masking"}
+        if p.get("attacks"):
+            L += text_blocks(energy_blocks(p["attacks"]))
+        if p.get("robustness"):
+            L.append("robustness:")
+            L += text_blocks(robustness_blocks(p["robustness"]))
         if p.get("masking"):
             from .masking import masking_lines
 
-            L.extend(masking_lines(p["masking"]))
-        ax = p.get("approx")
-        if ax:
-            L.extend(_approx_lines(ax))
+            L.extend(ln for m in masking_lines(p["masking"]) for ln in _wrap(m, 80, "    "))
+        if p.get("approx"):
+            L.append("exact vs approximate hardware:")
+            L += text_blocks(approx_blocks(p["approx"]))
+        for k, v in p.items():
+            if k not in known and v is not None:
+                L += text_blocks(generic_blocks(k, v))
+        if p.get("cut_short"):
+            L += _wrap(f"cut short by --max-seconds: {', '.join(map(str, p['cut_short']))}")
         w = c["worst_input"]
         L.append(f"worst clean input #{w['index']}, per layer:")
         L.append(f"  {'layer':30s}{'op':>6s}{'density':>9s}{'cycles':>11s}{'dense':>11s}{'energy':>11s}")
@@ -312,56 +385,16 @@ def render_text(d: dict) -> str:
     if not d["checks"]:
         L.append("checks: (none declared in the scenario)")
     for prof in dict.fromkeys(ch["profile"] for ch in d["checks"]):
-        L.append(f"checks on {prof}:")
-        for ch in (c for c in d["checks"] if c["profile"] == prof):
-            mark = "PASS" if ch["passed"] else "FAIL"
-            L.append(f"  {mark} {_short(ch['name'], 40):40s} {_fmt_num(ch['measured']):>11s} {ch['op']} "
+        L.append(f"checks on {_short(str(prof), 60)}:")
+        for ch in sorted_checks([c for c in d["checks"] if c["profile"] == prof]):
+            st = check_status(ch)
+            mark = {"NOT DECIDED": "N/D "}.get(st, st)
+            L.append(f"  {_paint(mark, color)}"
+                     f" {_short(ch['name'], 40):40s} {_fmt_num(ch['measured']):>11s} {ch['op']} "
                      f"{_fmt_num(ch['threshold'])}")
             if ch.get("detail"):
-                L.append(f"       ({ch['detail']})"[:80])
-    L.append(f"verdict: {d['verdict']}")
+                L += _wrap(f"       ({ch['detail']})", 80, "        ")
+    if any(check_status(c) == "NOT DECIDED" for c in d["checks"]):
+        L.append("  (N/D: not decided, the time budget cut the audit short)")
+    L.append(f"verdict: {_paint(d['verdict'], color)}")
     return "\n".join(L) + "\n"
-
-
-def _attack_line(a: dict) -> str:
-    if a.get("cut_short"):
-        return f"attack {a['search'][:12]:12s} cut short by --max-seconds (no result)"
-    if a.get("skipped"):
-        return f"attack {a['search'][:12]:12s} not run ({a['skipped']}): latency x1, energy x1"
-    kept = a.get("label_kept_rate")
-    return (f"attack {a['search'][:12]:12s} latency x{_fmt_num(a.get('latency_increase'))} "
-            f"energy x{_fmt_num(a.get('energy_increase'))} density {_fmt_num(a.get('density_clean'))}->"
-            f"{_fmt_num(a.get('density_attacked'))} kept {'n/a' if kept is None else f'{100 * kept:.0f}%'}")
-
-
-def _approx_lines(ax: dict) -> list[str]:
-    cl, st = ax.get("clean", {}), ax.get("strongest") or {}
-    out = [f"approximate multiplier {ax.get('multiplier')}: clean accuracy exact "
-           f"{100 * cl.get('exact_accuracy', 0):.1f}% / approx {100 * cl.get('approx_accuracy', 0):.1f}% "
-           f"on {ax.get('n', 0)}"]
-    for t in ax.get("transfer", []):
-        for r in t.get("results", []):
-            eps = r.get("epsilon")
-            out.append(f"  transfer {t['attack'][:8]:8s} eps {_fmt_num(eps):>6s}: exact "
-                       f"{100 * (r.get('exact_success_rate') or 0):5.1f}% -> approx "
-                       f"{100 * (r.get('transfer_rate_approx') or 0):5.1f}% of those")
-    if st:
-        out.append(f"  strongest on approx: {st.get('source')} {st.get('attack')} eps "
-                   f"{_fmt_num(st.get('epsilon'))} success {100 * (st.get('success_rate') or 0):.1f}%")
-    return out
-
-
-def _robustness_lines(rob: dict) -> list[str]:
-    out = [f"robustness: clean accuracy {100 * rob.get('clean_accuracy', 0):.1f}% on {rob.get('count', 0)} inputs"]
-    for a in rob.get("attacks", []):
-        for r in a.get("results", []):
-            out.append(f"  {a['attack'][:9]:9s} {a['norm']:4s} eps {_fmt_num(r['epsilon']):>7s}  robust acc "
-                       f"{100 * r['robust_accuracy']:5.1f}%  success {100 * r['attack_success_rate']:5.1f}%")
-        for row in a.get("ensemble") or []:
-            parts = ", ".join(f"{m['attack']} {m['n_broken']}/{m['n_attacked']}" for m in row.get("members", []))
-            out.append(f"    eps {_fmt_num(row.get('epsilon'))} broken by member: {parts}"[:100])
-        mp = a.get("minimal_perturbation")
-        if mp:
-            out.append(f"  {a['attack'][:9]:9s} minimal perturbation: median L2 {_fmt_num(mp.get('median_l2'))}, "
-                       f"found for {mp['n_success']}/{mp['n_attacked']}")
-    return out

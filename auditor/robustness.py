@@ -296,15 +296,15 @@ def attack_part(model: Classifier, verify: Classifier, x: np.ndarray, y: np.ndar
             continue
         ok, adv_logits = verified_success(verify, x, res.x_adv[j], y, targets, attack.norm, e)
         part["results"].append({"counted": res.success[j] & ok, "unverified": res.success[j] & ~ok,
-                                "adv_logits": adv_logits,
+                                "adv_logits": adv_logits, "x_adv": res.x_adv[j],
                                 "queries": None if res.queries_per_eps is None else res.queries_per_eps[j]})
     if res.details and res.details.get("members"):
         # AutoAttack: per ε, each member's inputs (those every earlier member left unbroken) and
         # how many of them it broke (counts: chunks add up)
         part["ensemble"] = res.details["members"]
     if attack.minimal and res.x_min is not None:
-        ok, _ = verified_success(verify, x, res.x_min, y, targets)
-        part["minimal"] = {"ok": ok, "finite": np.isfinite(res.distances),
+        ok, min_logits = verified_success(verify, x, res.x_min, y, targets)
+        part["minimal"] = {"ok": ok, "finite": np.isfinite(res.distances), "x_min": res.x_min, "logits": min_logits,
                            "stats": perturbation_stats(res.x_min, x, bounds[1] - bounds[0])}
     return part
 

@@ -152,12 +152,22 @@ def _test_kill_hook() -> None:
 
 
 def run_unit(ctx: AuditContext, unit: Unit, deadline=None):
-    """Run one unit; returns ("ok", value), ("cut", None) or ("error", message)."""
+    """Run one unit; returns ("ok", value, seconds), ("cut", None) or ("error", message).  Its
+    progress bars are labelled with the profile; -v logs its duration (auditor.progress)."""
+    import time
+
+    from . import progress
+
     _test_kill_hook()
     try:
         if unit.timed and deadline is not None and deadline.expired():
             return ("cut", None)
-        return ("ok", unit.fn(ctx, unit, deadline if unit.timed else None))
+        t0 = time.monotonic()
+        with progress.for_profile(ctx.profiles[unit.profile].name):
+            value = unit.fn(ctx, unit, deadline if unit.timed else None)
+        dt = time.monotonic() - t0
+        progress.log(f"{unit.uid}: {dt:.2f} s")
+        return ("ok", value, round(dt, 3))
     except BudgetExceeded:
         return ("cut", None)
     except AuditorError as e:

@@ -126,4 +126,5 @@ def test_max_seconds_cuts_searches_short_and_never_passes_silently(tmp_path):
     assert not checks["max_latency_increase"]["passed"] and "cut short" in checks["max_latency_increase"]["detail"]
     assert not checks["max_latency_increase"]["decided"] and checks["min_clean_accuracy"]["decided"]
     assert checks["min_clean_accuracy"]["passed"]  # clean checks are not affected
-    assert rep.verdict == "FAIL"
+    assert checks["max_latency_increase"]["decided"] is False and checks["min_clean_accuracy"]["decided"]
+    assert rep.verdict == "INCOMPLETE" and rep.exit_code == 4  # never PASS

@@ -313,17 +313,20 @@ def test_approx_and_unknown_keys_render_as_tables():
     rng = np.random.default_rng(3)
     d = _small_report()
     d["profiles"][0]["approx"] = {
-        "multiplier": "da-reference", "accuracy": {"exact": 0.9, "approx": 0.88},
-        "margin": {"exact": _summary(rng.random(8) * 4), "approx": _summary(rng.random(8) * 2)},
-        "robust_accuracy": [{"attack": "pgd", "epsilon": 0.1, "exact": 0.1, "approx": 0.4}]}
+        "multiplier": "da-reference", "n": 8, "clean": {"exact_accuracy": 0.9, "approx_accuracy": 0.88},
+        "margins": {"exact": {"top_margin": _summary(rng.random(8) * 4), "confidence": _summary(rng.random(8))},
+                    "approx": {"top_margin": _summary(rng.random(8) * 2), "confidence": _summary(rng.random(8))}},
+        "transfer": [{"attack": "pgd", "norm": "linf", "results": [
+            {"epsilon": 0.1, "n_attacked": 8, "exact_success_rate": 0.9, "approx_success_rate": 0.4}]}],
+        "future_part": {"k": 2.5}}
     d["profiles"][0]["something_new"] = {"x": [1, 2, 3], "y": "<text>"}
     d["future_top_level"] = {"k": 1.5}
     html = render_html(d)
     doc = parse(html)
-    assert doc.plots == ["approx-margin-cdf"]
+    assert doc.plots == ["approx-distributions", "approx-success"]
     text = "".join(doc.text)
-    for s in ("Exact vs approximate hardware", "margin.exact.mean", "robust_accuracy[0].approx", "something_new",
-              "<text>", "future_top_level", "Other report fields"):
+    for s in ("Exact vs approximate hardware", "Transfer from the exact model", "40.0%", "approx.future_part", "2.5",
+              "something_new", "<text>", "future_top_level", "Other report fields"):
         assert s in text, s
     assert 'class="error"' not in html
     # approx data without any distribution: a table, no plot
@@ -370,8 +373,9 @@ def test_render_real_audit(tmp_path):
     assert html == render_html(rep.data, base_dir=tmp_path / "worst")
     assert 'class="input"' not in render_html(rep.data)  # no folder given: nothing embedded
     doc = parse(html)
-    assert doc.plots == ["cost", "layer-density", "robust-accuracy", "margin-cdf"]
-    assert len([i for i in doc.imgs if i.get("class") == "input"]) == 1  # the saved worst uniform input
+    assert doc.plots == ["layer-density", "robust-accuracy", "margin-cdf"]  # dense: no cost distribution to compare
+    # the saved worst uniform input and the FGSM adversarial examples (clean, adversarial, difference)
+    assert len([i for i in doc.imgs if i.get("class") == "input"]) >= 4
     text = "".join(doc.text)
     assert rep.verdict in text and rep.data["model"]["sha256"][:12] in text and "uniform" in text
     assert 'class="error"' not in html
