@@ -42,7 +42,16 @@ def audit(model, profile, scenario, **options):
     ``scenario``: a path or a Scenario.  Options: seed, threads, save_dir, baseline, max_seconds,
     jobs (local processes), ray ("local" or a cluster address).
     """
+    import difflib
+    import inspect
+
     from .pipeline import run_audit
 
+    accepted = [k for k in inspect.signature(run_audit).parameters if k not in ("model", "profiles", "scenario")]
+    for k in options:
+        if k not in accepted:
+            close = difflib.get_close_matches(k, accepted, n=1)
+            raise TypeError(f"auditor.audit() got an unexpected keyword argument {k!r}"
+                            + (f"; did you mean {close[0]!r}?" if close else "") + f" (accepted: {', '.join(accepted)})")
     profiles = list(profile) if isinstance(profile, (list, tuple)) else [profile]
     return run_audit(model, profiles, scenario, **options)

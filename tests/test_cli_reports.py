@@ -110,10 +110,10 @@ def test_ctrl_c_is_exit_130(tmp_path):
     p = subprocess.Popen(CLI + ["audit", "models/plain_cnn.onnx", "--hw", "hwprofiles/dense.yaml", "--scenario", str(sc),
                                 "-v"], cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        for line in p.stderr:  # wait until the search runs
-            if "energy search whitebox ..." in line:
+        for line in p.stderr:  # -v: the clean evaluation is done, the long search is running
+            if "dense/clean/0:" in line:
                 break
-        time.sleep(0.5)
+        time.sleep(1.0)
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=120)
     finally:

@@ -210,3 +210,10 @@ def test_diff_names_units_and_changes(real):
     md = diff_markdown(real, new)
     assert md.startswith("### auditor diff") and "| axfpm | worst_latency_s |" in md
     assert diff_text(real, real) == "no differences (apart from timing)\n"
+
+
+def test_misspelt_keyword_names_the_public_function():
+    import auditor
+
+    with pytest.raises(TypeError, match=r"auditor\.audit\(\) got an unexpected keyword argument 'sead'; did you mean 'seed'\?"):
+        auditor.audit("models/plain_cnn.onnx", "hwprofiles/dense.yaml", "scenarios/default.yaml", sead=1)
