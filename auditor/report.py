@@ -163,7 +163,7 @@ _PROFILE = {
 #: the fields every renderer (text, JSON, JUnit, Markdown, HTML), ``diff`` and ``--baseline``
 #: rely on; a report is checked against it when loaded
 REPORT_SPEC = {
-    "schema_version": int, "verdict": ("PASS", "FAIL"), "tool": {"version": str}, "seed": int,
+    "schema_version": int, "verdict": ("PASS", "FAIL", "INCOMPLETE"), "tool": {"version": str}, "seed": int,
     "model": {"path": str, "sha256": str, "opset": int}, "scenario": {"name": str},
     "data": {"description": str, "count": int}, "profiles": [_PROFILE], "checks": [_CHECK],
 }

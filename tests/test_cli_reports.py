@@ -107,11 +107,11 @@ def test_internal_error_is_exit_3_and_one_line(reports):
 def test_ctrl_c_is_exit_130(tmp_path):
     sc = tmp_path / "long.yaml"
     sc.write_text("name: long\ndata: {count: 16}\nenergy_attacks:\n  - {search: whitebox, count: 16, params: {iterations: 5000}}\n")
-    p = subprocess.Popen(CLI + ["audit", "models/plain_cnn.onnx", "--hw", "hwprofiles/dense.yaml", "--scenario", str(sc),
+    p = subprocess.Popen(CLI + ["audit", "models/plain_cnn.onnx", "--hw", "hwprofiles/cnvlutin.yaml", "--scenario", str(sc),
                                 "-v"], cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         for line in p.stderr:  # -v: the clean evaluation is done, the long search is running
-            if "dense/clean/0:" in line:
+            if "cnvlutin/clean/0:" in line:
                 break
         time.sleep(1.0)
         p.send_signal(signal.SIGINT)
