@@ -373,7 +373,7 @@ def test_render_real_audit(tmp_path):
     assert html == render_html(rep.data, base_dir=tmp_path / "worst")
     assert 'class="input"' not in render_html(rep.data)  # no folder given: nothing embedded
     doc = parse(html)
-    assert doc.plots == ["layer-density", "robust-accuracy", "margin-cdf"]  # dense: no cost distribution to compare
+    assert doc.plots == ["cost", "layer-density", "robust-accuracy", "margin-cdf"]
     # the saved worst uniform input and the FGSM adversarial examples (clean, adversarial, difference)
     assert len([i for i in doc.imgs if i.get("class") == "input"]) >= 4
     text = "".join(doc.text)
