@@ -319,6 +319,34 @@ def test_pattern_loads_folded_with_the_same_outputs(name, tmp_path):
     assert differentiability(m) == []
 
 
+def _at_opset(opset):
+    """Conv-Relu-MaxPool, a Shape-built flatten and Gemm in the forms of ``opset``."""
+    n, i, r = _conv_relu("c1", "x", 1, 4)
+    unsq = (helper.make_node("Unsqueeze", ["b", "ax0"], ["b1"]) if opset >= 13 else
+            helper.make_node("Unsqueeze", ["b"], ["b1"], axes=[0]))
+    n += [helper.make_node("MaxPool", [r], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+          helper.make_node("Shape", ["p"], ["s"]),
+          helper.make_node("Gather", ["s", "zero"], ["b"], axis=0), unsq,
+          helper.make_node("Concat", ["b1", "minus1"], ["target"], axis=0),
+          helper.make_node("Reshape", ["p", "target"], ["flat"]),
+          helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1)]
+    i += [_i64("zero", 0), _i64("minus1", [-1]), _init("fc_w", _w(10, 4 * 4 * 4)), _init("fc_b", _w(10, scale=0.1))]
+    if opset >= 13:
+        i.append(_i64("ax0", [0]))
+    return _model(n, i, ["N", 1, 8, 8], ["N", 10], opset=opset, ir=3 if opset < 8 else None)
+
+
+@pytest.mark.parametrize("opset", [7, 8, 9, 10, 11, 12, 13, 15, 17, 18, 21])
+def test_opsets_7_to_21_load_folded_with_the_same_outputs(opset):
+    raw = _at_opset(opset)
+    m = prepare(raw)
+    assert m.opset_import[0].version == (13 if opset < 11 else opset)
+    assert not {n.op_type for n in m.graph.node} & {"Shape", "Gather", "Unsqueeze", "Concat"}
+    x = RNG.random((3, 1, 8, 8), dtype=np.float32)
+    np.testing.assert_allclose(_session(m).run(None, {"x": x})[0], _raw_logits(raw, x), rtol=1e-5, atol=1e-5)
+    assert differentiability(m) == []
+
+
 def test_folding_rewrites_batch_copies_to_zero_and_keeps_constants():
     m = prepare(dynamic_reshape())
     reshape = next(n for n in m.graph.node if n.op_type == "Reshape")

@@ -22,9 +22,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from ..errors import AuditorError
+from ..modelio import constant_value, load_model
 
 # --------------------------------------------------------------------------------------------
 # Density
@@ -95,32 +95,19 @@ def _load(model) -> onnx.ModelProto:
     if isinstance(model, onnx.ModelProto):
         return model
     if isinstance(model, (str, os.PathLike, Path)):
-        try:
-            return onnx.load(str(model))
-        except Exception as e:  # noqa: BLE001 - report the path, not the parser's traceback
-            raise AuditorError(f"cannot read ONNX model: {str(e).splitlines()[0][:200]}", str(model)) from None
+        return load_model(model)  # validated and folded like every model
     raise AuditorError(f"expected an ONNX ModelProto or a path, got {type(model).__name__}")
-
-
-def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    out = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.output:
-            for a in node.attribute:
-                if a.name == "value":
-                    out[node.output[0]] = numpy_helper.to_array(a.t)
-    return out
 
 
 def bn_zero_thresholds(model, include_add: bool = True) -> list[ZeroThresholds]:
     """theta = mean - bias * sqrt(var + eps) / scale for every BN channel that feeds a Relu.
 
-    Reads the parameters from the ModelProto (initializers or Constant nodes).  ``include_add``
+    Reads the parameters from the ModelProto (:func:`auditor.modelio.constant_value`: initializers,
+    Constant nodes, through Identity).  ``include_add``
     also follows BN -> Add -> Relu (residual blocks).  gamma = 0 gives a constant BN output: theta
     is -inf when the bias is positive (always on) and +inf otherwise (always off).
     """
     m = _load(model)
-    consts = _constants(m)
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in m.graph.node:
         for t in node.input:
@@ -144,10 +131,11 @@ def bn_zero_thresholds(model, include_add: bool = True) -> list[ZeroThresholds]:
                         break
         if relu is None:
             continue
-        try:
-            gamma, beta, mu, var = (np.asarray(consts[t], np.float64).reshape(-1) for t in node.input[1:5])
-        except KeyError as e:
-            raise AuditorError(f"BatchNormalization parameter {e.args[0]} is not a constant", name) from None
+        params = [constant_value(m, t) for t in node.input[1:5]]
+        missing = [t for t, v in zip(node.input[1:5], params) if v is None]
+        if missing:
+            raise AuditorError(f"BatchNormalization parameter {missing[0]} is not a constant", name)
+        gamma, beta, mu, var = (np.asarray(v, np.float64).reshape(-1) for v in params)
         eps = 1e-5
         for a in node.attribute:
             if a.name == "epsilon":
