@@ -9,7 +9,10 @@ the name (see :func:`check_free`); the fresh-name helpers of the graph builders 
 
 from __future__ import annotations
 
-import onnx
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # onnx is imported by those who build graphs (validate does not need it)
+    import onnx
 
 from .errors import AuditorError
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
 
 from . import schema
 from .errors import AuditorError, short
-from .modelio import graph_inputs
 from .names import check_free, graph_names, ns
+
+if TYPE_CHECKING:
+    import onnx
 
 
 #: the most channels a per-channel mean/std may list
@@ -86,6 +88,11 @@ class Preprocessing:
 
 
 def prepend(model: onnx.ModelProto, pre: Preprocessing) -> onnx.ModelProto:
+    import onnx  # here, not at import time: checking a scenario (auditor validate) needs no onnx
+    from onnx import helper, numpy_helper
+
+    from .modelio import graph_inputs
+
     """A copy of ``model`` whose data input takes raw NCHW pixels (same input name)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)

@@ -129,7 +129,6 @@ def check_defence(d: dict) -> None:
 
 def check_references(sc, node, file: str) -> None:
     """Search and attack names and parameters, surrogate models: errors located in the file."""
-    from .modelio import load_model
     from .robustness import _parse_spec
     from .sponge import make_search
 
@@ -147,6 +146,8 @@ def check_references(sc, node, file: str) -> None:
             fail(e, "energy_attacks", i)
         if spec.surrogate:
             try:
+                from .modelio import load_model  # only with a surrogate: checking names needs no onnx
+
                 load_model(sc.base_dir / spec.surrogate, input_size=sc.preprocessing.input_size,
                            layout=sc.preprocessing.layout)
             except AuditorError as e:
@@ -157,6 +158,8 @@ def check_references(sc, node, file: str) -> None:
             except AuditorError as e:
                 fail(e, "energy_attacks", i, "defences", j)
     if sc.approx is not None and sc.approx.surrogate:
+        from .modelio import load_model
+
         try:
             load_model(sc.base_dir / sc.approx.surrogate)
         except AuditorError as e:

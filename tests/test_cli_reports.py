@@ -255,3 +255,15 @@ def test_ci_example_end_to_end(tmp_path):
     assert {"regression.max_latency_growth", "regression.max_accuracy_drop"} <= names
     md = (pr / "audit.md").read_text()
     assert md.startswith("### ✅ auditor verdict: **PASS**") and "### auditor diff: PASS → PASS" in md
+
+
+def test_validate_imports_no_heavy_library():
+    """`auditor validate` checks a scenario with lazy imports: no onnx, onnxruntime, numba, scipy or
+    matplotlib (measured with python -X importtime; their import alone took seconds).  (A hardware
+    profile still imports its cost model, whose numba kernels are defined at import.)"""
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "auditor.cli", "validate", "scenarios/default.yaml",
+                        "scenarios/robustness.yaml"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    mods = {ln.rsplit("|", 1)[1].strip() for ln in r.stderr.splitlines() if ln.startswith("import time:")}
+    heavy = {m for m in mods if m.split(".")[0] in ("onnx", "onnxruntime", "numba", "scipy", "matplotlib", "torch")}
+    assert not heavy, sorted(heavy)[:10]

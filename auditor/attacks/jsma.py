@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from ..errors import AuditorError
 from .base import Attack, Context, check_choice, check_float
 
 
-@numba.njit(cache=True)
-def _best_pairs(alpha, beta, domain, sign):  # pragma: no cover - compiled
+def _best_pairs_py(alpha, beta, domain, sign):  # pragma: no cover - compiled
     """The saliency-map feature pair (p, q) of every sample (row), -1 where none is left.
 
     With ``sign = +1`` (increasing features) among pairs with α_p+α_q > 0 and β_p+β_q < 0 the
@@ -56,6 +54,19 @@ def _best_pairs(alpha, beta, domain, sign):  # pragma: no cover - compiled
             bp, bq = f1, f2
         out[r, 0], out[r, 1] = bp, bq
     return out
+
+
+_COMPILED = []
+
+
+def _best_pairs():
+    """The compiled _best_pairs_py (numba imported and the kernel compiled, or loaded from the
+    cache, on the first JSMA run: importing the attacks, e.g. to validate a scenario, needs no numba)."""
+    if not _COMPILED:
+        import numba
+
+        _COMPILED.append(numba.njit(cache=True)(_best_pairs_py))
+    return _COMPILED[0]
 
 
 class JSMA(Attack):
@@ -177,7 +188,7 @@ class JSMA(Attack):
             if not keep.any() or it == max_iter:
                 break
             alpha, beta, act = alpha[keep], beta[keep], act[keep]
-            pairs = _best_pairs(alpha, beta, domain[act], 1.0 if increase else -1.0)
+            pairs = _best_pairs()(alpha, beta, domain[act], 1.0 if increase else -1.0)
             for r, s in enumerate(act):
                 if pairs[r, 0] < 0:
                     continue

@@ -12,7 +12,6 @@ by its value at the start so that L-BFGS-B's tolerances mean the same for every 
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import Bounds, minimize
 
 from .base import Param, Search, SearchResult, bounds_of, chunks
 
@@ -30,6 +29,8 @@ class SpongeLBFGS(Search):
     }
 
     def _run(self, model, x_clean, cost_fn, layer_weights, labels, seed) -> SearchResult:
+        from scipy.optimize import Bounds, minimize  # here: importing the search (validate) needs no scipy
+
         p = self.params
         rng = np.random.default_rng(seed)
         n = len(x_clean)
