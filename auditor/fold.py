@@ -63,36 +63,64 @@ def _batch_is_dynamic(g: onnx.GraphProto) -> bool:
     return False
 
 
-def _skeleton(model: onnx.ModelProto, batch: int | None) -> onnx.ModelProto:
-    """A light copy for shape inference: large initializers become typed graph inputs, and the
-    data inputs' batch dimension is set to ``batch``."""
+def skeleton(model: onnx.ModelProto, batch: int | None = None) -> tuple[onnx.ModelProto, list]:
+    """A light copy of ``model`` in which every large initializer is a typed graph input (for
+    shape inference and the version converter, which read only their shapes: copying and
+    serialising 100s of MB of weights dominates their time), and those initializers; with
+    ``batch``, the data inputs' dynamic batch dimension set to it.  :func:`restore` undoes it."""
     m = onnx.ModelProto()
-    m.ir_version = model.ir_version
+    for f in ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(m, f, getattr(model, f))
     m.opset_import.extend(model.opset_import)
-    g = m.graph
-    src = model.graph
+    m.metadata_props.extend(model.metadata_props)
+    m.functions.extend(model.functions)
+    g, src = m.graph, model.graph
+    g.name, g.doc_string = src.name, src.doc_string
     g.node.extend(src.node)
     g.input.extend(src.input)
     g.output.extend(src.output)
+    g.value_info.extend(src.value_info)
+    g.sparse_initializer.extend(src.sparse_initializer)
+    big = []
     for t in src.initializer:
         if int(np.prod(t.dims)) >= _SKELETON_MIN:
             g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+            big.append(t)
         else:
             g.initializer.append(t)
     if batch is not None:
-        for vi in _data_inputs(g):
-            if vi.name in {t.name for t in src.initializer}:
-                continue
+        inits = {t.name for t in src.initializer}
+        for vi in g.input:
             dims = vi.type.tensor_type.shape.dim
-            if dims and not (dims[0].HasField("dim_value") and dims[0].dim_value > 0):
+            if vi.name not in inits and dims and not (dims[0].HasField("dim_value") and dims[0].dim_value > 0):
                 dims[0].Clear()
                 dims[0].dim_value = batch
-    return m
+    return m, big
+
+
+def restore(model: onnx.ModelProto, light: onnx.ModelProto, big: list) -> onnx.ModelProto:
+    """``model`` (in place) made like ``light`` (its :func:`skeleton`, transformed: upgraded,
+    shape-inferred) except for the large initializers ``big``, which stay where they are: protobuf
+    containers copy what they receive, and these are 100s of MB."""
+    names = {t.name for t in big}
+    model.ir_version = light.ir_version
+    del model.opset_import[:]
+    model.opset_import.extend(light.opset_import)
+    g, lg = model.graph, light.graph
+    for field in ("node", "output", "value_info"):
+        del getattr(g, field)[:]
+        getattr(g, field).extend(getattr(lg, field))
+    del g.input[:]
+    g.input.extend(vi for vi in lg.input if vi.name not in names)
+    for i in reversed([i for i, t in enumerate(g.initializer) if t.name not in names]):
+        del g.initializer[i]
+    g.initializer.extend(lg.initializer)
+    return model
 
 
 def _static_shapes(model: onnx.ModelProto, batch: int | None) -> dict[str, tuple[int, ...]]:
     """Fully static shapes of the model's tensors with the batch fixed to ``batch``."""
-    sk = _skeleton(model, batch)
+    sk, _ = skeleton(model, batch)
     inferred = None
     for kw in ({"data_prop": True}, {}):
         try:
@@ -263,7 +291,7 @@ def _fold_once(model: onnx.ModelProto) -> bool:
     del g.node[:]
     g.node.extend(keep_nodes)
     for name, arr in new_inits.items():
-        g.initializer.append(numpy_helper.from_array(np.array(arr, order="C"), name))
+        _add_initializer(g, name, arr)
     # value_info of tensors that became initializers would be stale duplicates
     init_names = {t.name for t in g.initializer}
     vis = [vi for vi in g.value_info if vi.name not in init_names]
@@ -271,6 +299,20 @@ def _fold_once(model: onnx.ModelProto) -> bool:
     g.value_info.extend(vis)
     _remove_dead(g)
     return True
+
+
+def _add_initializer(g: onnx.GraphProto, name: str, arr: np.ndarray) -> None:
+    """Append ``arr`` as initializer ``name``, filled in place (``append`` would copy the proto
+    that ``numpy_helper.from_array`` built: seconds for a VGG-sized weight)."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "biuf" or arr.dtype.byteorder == ">":
+        g.initializer.append(numpy_helper.from_array(np.array(arr, order="C"), name))
+        return
+    t = g.initializer.add()
+    t.name = name
+    t.data_type = helper.np_dtype_to_tensor_dtype(arr.dtype)
+    t.dims.extend(arr.shape)
+    t.raw_data = np.ascontiguousarray(arr).tobytes()
 
 
 def _reshape_target(node: onnx.NodeProto, vals: list[np.ndarray], trials, shapes) -> np.ndarray | None:
@@ -372,9 +414,7 @@ def _remove_dead(g: onnx.GraphProto) -> bool:
     if changed:
         del g.node[:]
         g.node.extend(keep)
-    used_inits = [t for t in g.initializer if t.name in needed]
-    if len(used_inits) != len(g.initializer):
-        del g.initializer[:]
-        g.initializer.extend(used_inits)
-        changed = True
-    return changed
+    unused = [i for i, t in enumerate(g.initializer) if t.name not in needed]
+    for i in reversed(unused):  # in place: re-adding would copy every (large) initializer
+        del g.initializer[i]
+    return changed or bool(unused)

@@ -74,7 +74,7 @@ def prepare(model: onnx.ModelProto, where: str = "model", *, input_size=None,
     7. every node gets a unique name; onnx's checker and strict shape inference run;
     8. the model must have one data input whose per-sample shape is static.
     """
-    from .fold import fold
+    from .fold import fold, restore, skeleton
 
     model = _copy(model)
     _drop_unused_opsets(model)
@@ -109,8 +109,10 @@ def prepare(model: onnx.ModelProto, where: str = "model", *, input_size=None,
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:
         raise AuditorError(f"invalid ONNX model: {_first_line(e)}", where=where) from None
+    light, big = skeleton(model)  # shapes need no weight values
     try:
-        model = shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+        model = restore(model, shape_inference.infer_shapes(light, check_type=True, strict_mode=True, data_prop=True),
+                        big)
     except Exception as e:
         raise AuditorError(f"shape inference failed: {_first_line(e)}", where=where) from None
     if not model.graph.output:
@@ -127,9 +129,12 @@ def upgrade(model: onnx.ModelProto, target: int, where: str = "model") -> onnx.M
     the meaning of Upsample-9/Resize-10 kept (see :func:`_keep_resize10_semantics`)."""
     from onnx import version_converter
 
+    from .fold import restore, skeleton
+
     version = default_opset(model)
+    light, big = skeleton(model)  # the converter copies the model several times: not its weights
     try:
-        converted = version_converter.convert_version(model, target)
+        converted = restore(model, version_converter.convert_version(light, target), big)
     except Exception as e:  # the converter raises a variety of types
         raise AuditorError(f"cannot upgrade the model from opset {version} to {target} "
                            f"({_first_line(e)})", where=where) from None
