@@ -166,6 +166,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-table", action="store_true", help="only the RSS columns")
     ap.add_argument("--no-light", action="store_true", help="skip the onnx package's light models")
     args = ap.parse_args(argv)
+    import numba
+
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))  # the kernels use as many as onnxruntime
     paths = {n: imagenet_models.cached(n, args.cache) for n in imagenet_models.NAMES}
     if not args.no_light:
         paths.update(light_models())

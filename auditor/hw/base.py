@@ -350,6 +350,28 @@ def nonzero_mask(x: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     return (x != 0).view(np.uint8)
 
 
+#: window reads (values x kernel taps) below which a layer's kernels run on the calling thread
+#: alone: a parallel region waits for its slowest thread, which on a loaded machine can be
+#: descheduled for milliseconds, far longer than a small layer takes on one thread
+PARALLEL_MIN_READS = 8_000_000
+
+
+class kernel_threads:
+    """``with kernel_threads(reads):`` runs the numba kernels inside on one thread when the layer
+    is small (``reads`` < :data:`PARALLEL_MIN_READS`), on numba's threads otherwise."""
+
+    def __init__(self, reads: int):
+        self.serial = reads < PARALLEL_MIN_READS
+
+    def __enter__(self):
+        self.saved = numba.get_num_threads()
+        if self.serial:
+            numba.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        numba.set_num_threads(self.saved)
+
+
 def window_multiplicity(size: int, k: int, s: int, p0: int, d: int, out: int) -> np.ndarray:
     """(size,) int64: for each input row (or column), how many (output position, kernel offset)
     pairs of a convolution read it (oy * s - p0 + ky * d == iy).  The windows' reads of a layer

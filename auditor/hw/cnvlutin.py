@@ -82,7 +82,7 @@ import numpy as np
 
 from ..layers import ComputeLayer
 from ..schema import field
-from .base import ConvGeom, CostModel, CostResult, check_acts, lower, nonzero_mask, window_reads
+from .base import ConvGeom, CostModel, CostResult, check_acts, kernel_threads, lower, nonzero_mask, window_reads
 
 _SRC_ATTACK = "Krithivasan et al., Adversarial Sparsity Attacks, Sec. V Fig. 10a"
 _SRC_CNV = "Albericio et al., Cnvlutin, ISCA 2016"
@@ -431,6 +431,21 @@ class _LayerEvents:
     out_bytes: float  # bytes written for the layer's output
 
 
+def _skip_schedule(x4, geom: ConvGeom, packed: bool, brick: int, neuron_lanes: int, min_slot: int,
+                   threshold: float) -> np.ndarray:
+    """(N, 3) schedule of one pass of a zero-skipping layer (the kernel that fits its bricks)."""
+    if packed and brick == 1 and min_slot >= 1:
+        r = cnv_windows_single(x4, geom, neuron_lanes, min_slot, threshold)
+    elif packed:
+        r = cnv_windows_packed(nonzero_mask(x4, threshold), geom.group, geom.KH, geom.KW, geom.sh, geom.sw,
+                               geom.pt, geom.pl, geom.dh, geom.dw, geom.OH, geom.OW, brick, neuron_lanes, min_slot)
+    else:
+        cnt = brick_counts_of(x4, geom.group, brick, threshold)
+        r = cnv_windows(cnt, geom.group, geom.KH, geom.KW, geom.sh, geom.sw, geom.pt, geom.pl, geom.dh,
+                        geom.dw, geom.OH, geom.OW, neuron_lanes, min_slot)
+    return r
+
+
 def dadn_events(layer: ComputeLayer, x: np.ndarray, *, units: int, neuron_lanes: int, filter_lanes: int,
                 brick: int, value_bits: int, offset_bits: int, skip: bool, min_slot: int,
                 threshold: float, pack_narrow: bool) -> tuple[_LayerEvents, ConvGeom]:
@@ -445,15 +460,8 @@ def dadn_events(layer: ComputeLayer, x: np.ndarray, *, units: int, neuron_lanes:
     dense = npass * windows * dense_window_cycles(geom, neuron_lanes, brick, packed)
     vbytes = value_bits / 8.0
     if skip:
-        if packed and brick == 1 and min_slot >= 1:
-            r = cnv_windows_single(x4, geom, neuron_lanes, min_slot, threshold)
-        elif packed:
-            r = cnv_windows_packed(nonzero_mask(x4, threshold), geom.group, geom.KH, geom.KW, geom.sh, geom.sw,
-                                   geom.pt, geom.pl, geom.dh, geom.dw, geom.OH, geom.OW, brick, neuron_lanes, min_slot)
-        else:
-            cnt = brick_counts_of(x4, geom.group, brick, threshold)
-            r = cnv_windows(cnt, geom.group, geom.KH, geom.KW, geom.sh, geom.sw, geom.pt, geom.pl, geom.dh,
-                            geom.dw, geom.OH, geom.OW, neuron_lanes, min_slot)
+        with kernel_threads(x4.size * geom.KH * geom.KW):
+            r = _skip_schedule(x4, geom, packed, brick, neuron_lanes, min_slot, threshold)
         cycles = r[:, 0] * npass
         nnz = r[:, 1]
         entries = r[:, 2] * npass

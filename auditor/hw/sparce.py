@@ -61,7 +61,7 @@ import numpy as np
 
 from ..layers import ComputeLayer
 from ..schema import field
-from .base import ConvGeom, CostModel, CostResult, check_acts, lower, nonzero_mask, window_reads
+from .base import ConvGeom, CostModel, CostResult, check_acts, kernel_threads, lower, nonzero_mask, window_reads
 from .cnvlutin import inside_columns
 
 _SRC_SPARCE = "Sen et al., SparCE, IEEE TC 2019"
@@ -279,10 +279,12 @@ class SparceModel(CostModel):
             if cov[li] >= p.unroll and V == 1:
                 # every iteration may skip, and one iteration reads one value: the skips are the
                 # zero (or padding) reads of all windows
-                skips = (g.group * kg * P - window_reads(x4, g)) * g.Mg
+                with kernel_threads(x4.size):
+                    skips = (g.group * kg * P - window_reads(x4, g)) * g.Mg
             elif cov[li] > 0:
-                skips = sparce_skips(nonzero_mask(x4), g.group, g.KH, g.KW, g.sh, g.sw, g.pt, g.pl, g.dh, g.dw,
-                                     g.OH, g.OW, V, p.unroll, cov[li]) * g.Mg  # skipped iterations, all filters
+                with kernel_threads(x4.size * g.KH * g.KW):
+                    skips = sparce_skips(nonzero_mask(x4), g.group, g.KH, g.KW, g.sh, g.sw, g.pt, g.pl, g.dh, g.dw,
+                                         g.OH, g.OW, V, p.unroll, cov[li]) * g.Mg  # skipped iterations, all filters
             else:
                 skips = np.zeros(n, dtype=np.int64)
             dense[:, li] = d
