@@ -267,3 +267,16 @@ def test_validate_imports_no_heavy_library():
     mods = {ln.rsplit("|", 1)[1].strip() for ln in r.stderr.splitlines() if ln.startswith("import time:")}
     heavy = {m for m in mods if m.split(".")[0] in ("onnx", "onnxruntime", "numba", "scipy", "matplotlib", "torch")}
     assert not heavy, sorted(heavy)[:10]
+
+
+def test_near_chance_warning_on_a_real_audit(tmp_path):
+    """bn_resnet expects (x-0.1)/0.25; run without it, it is near chance: the report says so."""
+    sc = tmp_path / "raw.yaml"
+    sc.write_text("name: raw\ndata: {count: 32}\n")
+    r = run("audit", "models/bn_resnet.onnx", "--hw", "hwprofiles/dense.yaml", "--scenario", sc, "-o", tmp_path / "r.json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads((tmp_path / "r.json").read_text())
+    acc = d["profiles"][0]["clean"]["accuracy"]
+    codes = [w["code"] for w in d["warnings"]]
+    assert acc < 0.2 and "clean_accuracy_near_chance" in codes, (acc, codes)  # 3.1% on these 32 inputs
+    assert "warning: dense: clean accuracy" in r.stderr

@@ -217,3 +217,52 @@ def test_misspelt_keyword_names_the_public_function():
 
     with pytest.raises(TypeError, match=r"auditor\.audit\(\) got an unexpected keyword argument 'sead'; did you mean 'seed'\?"):
         auditor.audit("models/plain_cnn.onnx", "hwprofiles/dense.yaml", "scenarios/default.yaml", sead=1)
+
+
+def test_a_profile_cut_before_its_clean_evaluation_renders(real):
+    d = copy.deepcopy(real)
+    p = d["profiles"][0]
+    d["profiles"][0] = {"name": p["name"], "path": p["path"], "cost_model": p["cost_model"], "cut_short": ["clean"],
+                        "checks": []}
+    for c in d["checks"]:
+        if c["profile"] == p["name"]:
+            c.update(passed=False, decided=False, measured=None, detail="cut short by --max-seconds: clean")
+    d["verdict"] = verdict_of(d["checks"], cut_short=True)
+    r = Report(d)
+    assert r.verdict == "FAIL"  # the other profile's failures are decided
+    for fmt in ("text", "markdown", "junit"):
+        out = r.render(fmt)
+        assert p["name"] in out and "cut short" in out, fmt
+    html = r.render("html")
+    assert 'class="error"' not in html and p["name"] in html
+
+
+def test_sanity_warnings_on_baselines(real):
+    from auditor.baseline import Regression
+    from auditor.sanity import near_chance, sanity_warnings
+
+    class Sc:
+        regression = Regression()
+
+    assert near_chance(0.156, 10) and not near_chance(0.35, 10) and near_chance(0.55, 2) and not near_chance(None, 10)
+    codes = [w["code"] for w in sanity_warnings(real, Sc(), copy.deepcopy(real))]
+    assert codes == ["baseline_without_regression"]
+    old = copy.deepcopy(real)
+    old["scenario"]["name"] = "another"
+    old["model"]["path"] = "models/other.onnx"
+    old["seed"] = 5
+    for p in old["profiles"]:
+        p["name"] += "-old"
+    codes = [w["code"] for w in sanity_warnings(real, None, old)]
+    assert codes == ["baseline_without_regression", "baseline_other_scenario", "baseline_other_model",
+                     "baseline_other_profiles", "baseline_other_seed"]
+    same_name = copy.deepcopy(real)
+    same_name["scenario"]["data"]["count"] = 99
+    ws = sanity_warnings(real, None, same_name)
+    assert [w["code"] for w in ws][1:] == ["baseline_scenario_changed"] and "data" in ws[1]["message"]
+    # a robustness result on a model at chance
+    d = copy.deepcopy(real)
+    d["profiles"][1]["clean"]["accuracy"] = 0.125
+    ws = sanity_warnings(d)
+    assert [w["code"] for w in ws] == ["clean_accuracy_near_chance", "robustness_at_chance"]
+    assert "12.5%" in ws[0]["message"] and "preprocessing" in ws[0]["message"]
