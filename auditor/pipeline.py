@@ -54,6 +54,10 @@ def _load(model, profiles, scenario):
     names = [p.name for p in profs]
     if len(set(names)) != len(names):
         raise AuditorError(f"two hardware profiles share the name '{[n for n in names if names.count(n) > 1][0]}'")
+    if sc.energy_attacks:
+        from .sponge.analysis import bn_zero_thresholds
+
+        bn_zero_thresholds(proto)  # its preconditions (constant BN parameters) fail before any search
     return model_path, proto, profs, sc
 
 

@@ -324,6 +324,8 @@ def render_text(d: dict, color: bool = False) -> str:
     L = []
     L.append(f"auditor {d['tool']['version']} — verdict: {_paint(d['verdict'], color)}")
     L += _wrap(f"model    {d['model']['path']}  (sha256 {d['model']['sha256'][:12]}, opset {d['model']['opset']})")
+    for note in d["model"].get("load_notes") or []:  # what loading changed (float16 -> float32, QDQ)
+        L += _wrap(f"         note: {note}")
     sc = d["scenario"]
     L += _wrap(f"scenario {sc['name']}  seed {d['seed']}  data: {d['data']['description']}, {d['data']['count']} inputs")
     L += text_blocks(warning_blocks(d))

@@ -513,3 +513,22 @@ def test_pattern_audits_to_a_verdict(name, tmp_path):
         assert p["robustness"]["attacks"][0]["results"][0]["epsilon"] == 0.05
     notes = rep.data["model"]["load_notes"]
     assert bool(notes) == (name in ("float16", "qdq_int8"))
+    text = rep.render("text")
+    assert all(f"note: {n[:30]}" in text for n in notes)
+
+
+def test_analysis_preconditions_fail_before_any_search(tmp_path):
+    """A BatchNormalization whose scale is computed from the input: the zero-threshold analysis
+    cannot run, and the audit says so at load time, not after the searches."""
+    m = identity_routed()
+    g = m.graph
+    nodes = [helper.make_node("ReduceMean", ["x"], ["xm"], keepdims=0),
+             helper.make_node("Add", ["ones", "xm"], ["bn_scale_x"])] + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    next(n for n in g.node if n.op_type == "BatchNormalization").input[1] = "bn_scale_x"
+    path = tmp_path / "bnx.onnx"
+    onnx.save(m, str(path))
+    sc = _scenario(tmp_path, path, (1, 8, 8), None, "bnx")
+    with pytest.raises(AuditorError, match="BatchNormalization parameter bn_scale_x is not a constant"):
+        auditor.audit(str(path), [str(ROOT / "hwprofiles/cnvlutin.yaml")], str(sc), seed=0)
