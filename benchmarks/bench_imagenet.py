@@ -140,7 +140,7 @@ def rss_row(name: str, path: Path, args, tmp: Path) -> dict:
     sess = session(str(path), 1)
     shape = [d for d in sess.get_inputs()[0].shape[1:]]
     del sess
-    data = tmp / f"{name}_x.npy"
+    data = tmp / f"{name}_x{args.rss_count}.npy"
     if not data.exists():
         np.save(data, np.random.default_rng(0).integers(0, 256, (args.rss_count, *shape), dtype=np.uint8))
     sc = tmp / f"{name}.yaml"
