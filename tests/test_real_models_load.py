@@ -420,6 +420,14 @@ def test_float16_and_qdq_loads_are_noted():
     assert w.dtype == np.float32 and w.shape == (8, 1, 3, 3)
     assert len({float(v) for v in (w / constant_value(m, dq.input[1]).reshape(-1, 1, 1, 1)).ravel()
                 if abs(v - round(v)) > 1e-4}) == 0  # integer multiples of the per-channel scale
+    # densities and costs are those of the real dequantised activations (the DequantizeLinear
+    # outputs the compute layers read), not of the float tensors before quantisation
+    from auditor.evaluate import evaluate
+
+    clf = OnnxClassifier(m)
+    assert [c.input for c in clf.layers] == ["xq", "r1d", "flat"]
+    ev = evaluate(clf, RNG.random((4, 1, 8, 8), dtype=np.float32), None)
+    assert "r1d" in ev.counted and "r1" not in ev.counted
 
 
 # ------------------------------------------------------------------------- gradients
