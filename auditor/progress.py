@@ -100,10 +100,13 @@ class Progress:
 
     def __enter__(self) -> "Progress":
         if self.enabled:
+            import shutil
+
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.total, desc=self.label, file=self.stream, leave=False, dynamic_ncols=True,
-                             mininterval=0.2)
+            # the terminal's width (80 when it reports none: tqdm would then draw nothing)
+            self._bar = tqdm(total=self.total, desc=self.label, file=self.stream, leave=False, mininterval=0.2,
+                             ncols=min(shutil.get_terminal_size((80, 24)).columns, 120))
         return self
 
     def __exit__(self, *exc) -> None:
