@@ -363,7 +363,12 @@ def render_text(d: dict, color: bool = False) -> str:
         if p.get("masking"):
             from .masking import masking_lines
 
-            L.extend(ln for m in masking_lines(p["masking"]) for ln in _wrap(m, 80, "    "))
+            for m in masking_lines(p["masking"]):
+                if len(m) > 80 and ": " in m and not m.startswith(" "):  # the verdict on its own line
+                    head, rest = m.split(": ", 1)
+                    L += _wrap(head + ":", 80, "    ") + _wrap("  " + rest, 80, "    ")
+                else:
+                    L += _wrap(m, 80, "    ")
         if p.get("approx"):
             L.append("exact vs approximate hardware:")
             L += text_blocks(approx_blocks(p["approx"]))
