@@ -10,9 +10,10 @@
    audit's fixed part (loading, checks, sessions: the time of an audit of one input).
 
 Every audit runs with one onnxruntime thread per worker (``threads=1``), so the comparison is
-workers, not threads; each time is the best of ``--repeats`` runs.  The machine's load average
-is printed with the numbers: on a shared machine the times say as much about the neighbours as
-about the code.
+workers, not threads; each time is the best of ``--repeats`` runs, printed with the CPU seconds
+all the processes of that run spent (the driver, pool workers, the fork server, Ray's processes)
+and the machine's load average: on a shared machine the wall times say as much about the
+neighbours as about the code, the CPU seconds what the work itself cost.
 
     python benchmarks/bench_scale.py [--repeats 2] [--scale-repeats 5] [--iterations 75] [--no-ray]
 """
@@ -46,13 +47,68 @@ def scenario(folder: Path, n: int, attack: int, iterations: int) -> str:
     return str(p)
 
 
+class TreeCPU:
+    """CPU seconds (user + system) spent by this process and its descendants (pool workers, the
+    fork server, Ray's processes and workers) while the block runs, read from /proc every 0.1 s
+    (a process that ends between two reads loses at most its last 0.1 s): what the work cost,
+    whatever the neighbours on a shared machine do to the wall time."""
+
+    def __init__(self):
+        self.tck = os.sysconf("SC_CLK_TCK")
+
+    def _tree(self) -> dict:
+        stats = {}
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    r = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                stats[int(d)] = (int(r[1]), (int(r[11]) + int(r[12])) / self.tck)
+        tree, grew = {os.getpid()}, True
+        while grew:
+            grew = False
+            for pid, (ppid, _) in stats.items():
+                if ppid in tree and pid not in tree:
+                    tree.add(pid)
+                    grew = True
+        return {pid: stats[pid][1] for pid in tree - {os.getpid()} if pid in stats}
+
+    def _poll(self):
+        while not self._stop.is_set():
+            for pid, cpu in self._tree().items():
+                self.seen[pid] = max(self.seen.get(pid, 0.0), cpu)
+            self._stop.wait(0.1)
+
+    def __enter__(self):
+        import threading
+
+        self.base = self._tree()  # processes alive before (a running Ray cluster): count their growth only
+        self.seen = dict(self.base)
+        self.self0 = time.process_time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        for pid, cpu in self._tree().items():
+            self.seen[pid] = max(self.seen.get(pid, 0.0), cpu)
+        self.seconds = time.process_time() - self.self0 + sum(c - self.base.get(p, 0.0) for p, c in self.seen.items())
+
+
 def best(fn, repeats: int):
-    times, out = [], None
+    """(best wall time, CPU seconds of that run, the result)."""
+    runs = []
     for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
+        with TreeCPU() as cpu:
+            t = time.perf_counter()
+            out = fn()
+            wall = time.perf_counter() - t
+        runs.append((wall, cpu.seconds, out))
+    return min(runs, key=lambda r: r[0])
 
 
 def load() -> str:
@@ -73,10 +129,10 @@ def main(argv=None) -> int:
     sc = scenario(tmp, 512, 64, args.iterations)
     run_audit(MODEL, [PROFILE], sc, threads=1)  # warm-up: numba cache, onnxruntime allocations
     rows = []
-    t1, r1 = best(lambda: run_audit(MODEL, [PROFILE], sc, threads=1, jobs=1), args.repeats)
-    rows.append(("local, 1 process", t1, load()))
-    t2, r2 = best(lambda: run_audit(MODEL, [PROFILE], sc, threads=1, jobs=2), args.repeats)
-    rows.append(("local pool, 2 processes", t2, load()))
+    t1, c1, r1 = best(lambda: run_audit(MODEL, [PROFILE], sc, threads=1, jobs=1), args.repeats)
+    rows.append(("local, 1 process", t1, c1, load()))
+    t2, c2, r2 = best(lambda: run_audit(MODEL, [PROFILE], sc, threads=1, jobs=2), args.repeats)
+    rows.append(("local pool, 2 processes", t2, c2, load()))
     reports = [r1, r2]
     t_ray = None
     if not args.no_ray:
@@ -86,9 +142,9 @@ def main(argv=None) -> int:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
         start = time.perf_counter() - t
-        t_ray, r3 = best(lambda: run_audit(MODEL, [PROFILE], sc, threads=1, ray="local"), args.repeats)
+        t_ray, c_ray, r3 = best(lambda: run_audit(MODEL, [PROFILE], sc, threads=1, ray="local"), args.repeats)
         ray.shutdown()
-        rows.append(("Ray, 2 CPUs (running cluster)", t_ray, load()))
+        rows.append(("Ray, 2 CPUs (running cluster)", t_ray, c_ray, load()))
         reports.append(r3)
     same = len({json.dumps(stable(r.data), sort_keys=True) for r in reports}) == 1
     if not same:
@@ -97,22 +153,22 @@ def main(argv=None) -> int:
     units = 512 // 32 + 64 // 32 + 1
     print(f"\naudit of 512 inputs (clean + cost), white-box ({args.iterations} iterations) on 64; "
           f"{units} units; reports identical: yes")
-    print(f"{'executor':32s} {'wall s':>8s} {'vs 1 process':>13s}  load avg after")
-    for name, t, la in rows:
-        print(f"{name:32s} {t:8.2f} {t1 / t:12.2f}x  {la}")
+    print(f"{'executor':32s} {'wall s':>8s} {'speed-up':>9s} {'CPU s, all processes':>21s}  load avg after")
+    for name, t, c, la in rows:
+        print(f"{name:32s} {t:8.2f} {t1 / t:8.2f}x {c:21.1f}  {la}")
     if t_ray is not None:
         print(f"Ray start-up (ray.init, 2 CPUs, not in the times above): {start:.1f} s; "
-              f"Ray over the local pool: {t_ray / t2:.2f}x the wall time")
+              f"Ray over the local pool: {t_ray / t2:.2f}x the wall time, {c_ray / c2:.2f}x the CPU time")
 
     # 2. time per input as the inputs grow (clean evaluation + cost, one process); an audit of one
     # input measures the fixed part (loading, checks, sessions), the rest is the cost per input
-    fixed, _ = best(lambda: run_audit(MODEL, [PROFILE], scenario(tmp, 1, 0, 0), threads=1), args.scale_repeats)
+    fixed, _, _ = best(lambda: run_audit(MODEL, [PROFILE], scenario(tmp, 1, 0, 0), threads=1), args.scale_repeats)
     print(f"\nclean audit in one process; fixed part (an audit of 1 input): {fixed:.3f} s")
     print(f"{'inputs':>7s} {'wall s':>8s} {'ms / input':>11s} {'ms / input after the fixed part':>32s}  load avg after")
     per, marginal = [], []
     for n in (64, 256, 1024):
         s = scenario(tmp, n, 0, 0)
-        t, _ = best(lambda: run_audit(MODEL, [PROFILE], s, threads=1), args.scale_repeats)
+        t, _, _ = best(lambda: run_audit(MODEL, [PROFILE], s, threads=1), args.scale_repeats)
         per.append(t / n)
         marginal.append((t - fixed) / (n - 1))
         print(f"{n:7d} {t:8.3f} {1e3 * t / n:11.3f} {1e3 * marginal[-1]:32.3f}  {load()}")
