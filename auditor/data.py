@@ -22,7 +22,7 @@ from typing import Literal, Optional
 import numpy as np
 
 from . import schema
-from .errors import AuditorError, short
+from .errors import AuditorError, clip, short
 
 BUNDLED = Path(__file__).parent / "data"
 
@@ -144,7 +144,7 @@ def _check_array_header(shape, dtype: np.dtype, what: str, where: str) -> None:
     """Refuse arrays the tool cannot use before reading them: objects, strings, complex numbers,
     records, or more data than :data:`MAX_DATA_BYTES` once converted to float32."""
     if dtype.hasobject or dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
-        raise AuditorError(f"{what} have unsupported type {short(str(dtype))} (expected integers or floats)", where=where)
+        raise AuditorError(f"{what} have unsupported type {clip(str(dtype), 40)} (expected integers or floats)", where=where)
     n = 1
     for d in shape:
         n *= int(d)
@@ -168,9 +168,10 @@ def _read_npy_stream(f, what: str, where: str, file_size: int | None = None) -> 
                            where=where) from None
     _check_array_header(shape, dtype, what, where)
     n = int(np.prod(shape, dtype=np.int64))
-    if file_size is not None and file_size - f.tell() < n * dtype.itemsize:
-        raise AuditorError(f"{what}: the .npy file is truncated (shape {short(tuple(shape))} needs "
-                           f"{n * dtype.itemsize} bytes of data)", where=where)
+    if file_size is not None and file_size - f.tell() != n * dtype.itemsize:
+        raise AuditorError(f"{what}: the .npy data is {'truncated' if file_size - f.tell() < n * dtype.itemsize else 'longer than its array'} "
+                           f"(shape {short(tuple(shape))} needs {n * dtype.itemsize} bytes, the file has "
+                           f"{file_size - f.tell()})", where=where)
     data = f.read(n * dtype.itemsize)
     if len(data) != n * dtype.itemsize:
         raise AuditorError(f"{what}: the array data is truncated (shape {short(tuple(shape))})", where=where)
@@ -208,19 +209,19 @@ def _read_npz(p: Path, xk: str, yk: str | None, where: str):
                 if key + ".npy" in names:
                     info = z.getinfo(key + ".npy")
                 elif key in names:
-                    raise AuditorError(f"member '{short(key, 40)}' of the .npz file is not a .npy array", where=str(p))
+                    raise AuditorError(f"member '{clip(key, 40)}' of the .npz file is not a .npy array", where=str(p))
                 else:
                     return None
                 if info.file_size > MAX_DATA_BYTES * 2 + 4096:
-                    raise AuditorError(f"member '{short(key, 40)}' inflates to {info.file_size >> 20} MiB, more than "
+                    raise AuditorError(f"member '{clip(key, 40)}' inflates to {info.file_size >> 20} MiB, more than "
                                        "the tool reads", where=str(p))
                 with z.open(info) as f:
-                    return _read_npy_stream(f, what, f"{p}[{short(key, 40)}]", info.file_size)
+                    return _read_npy_stream(f, what, f"{p}[{clip(key, 40)}]", info.file_size)
 
             x = member(xk, "inputs")
             if x is None:
-                raise AuditorError(f"no array '{short(xk, 40)}' in the .npz file (it has: "
-                                   f"{short(', '.join(arrays) or 'none', 200)})", where=str(p))
+                raise AuditorError(f"no array '{clip(xk, 40)}' in the .npz file (it has: "
+                                   f"{clip(', '.join(arrays) or 'none', 200)})", where=str(p))
             return x, (member(yk, "labels") if yk else None)
     except AuditorError:
         raise
@@ -350,7 +351,10 @@ def _read_images(folder: Path, spec: DataSpec):
                     a = np.asarray(im, dtype=np.uint8)
         except AuditorError:
             raise
-        except Exception as e:  # PIL's decoders raise OSError, SyntaxError, ValueError, DecompressionBomb*...
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise AuditorError(f"image declares more pixels than the {MAX_SIDE}x{MAX_SIDE} the tool reads (a "
+                               "decompression bomb?)", where=str(f)) from None
+        except Exception as e:  # PIL's decoders raise OSError, SyntaxError, ValueError...
             raise AuditorError(f"cannot read image ({e.__class__.__name__}: {short(str(e), 100)})", where=str(f)) from None
         arrs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
     shapes = {a.shape for a in arrs}

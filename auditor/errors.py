@@ -23,6 +23,12 @@ def short(value, limit: int = 60) -> str:
     return r if len(r) <= limit else r[:limit - 3] + "..."
 
 
+def clip(text: str, limit: int = 80) -> str:
+    """A user-chosen name (tensor, node, key) for a message: as written, cut at ``limit``."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
     """``text`` on one line (control characters shown escaped), at most ``limit`` characters."""
     s = "".join(c if c.isprintable() else (" " if c in "\n\r\t" else repr(c)[1:-1]) for c in str(text))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import onnx
 
-from .errors import AuditorError, short
+from .errors import AuditorError, clip, short
 
 #: the largest static batch a model may declare
 MAX_STATIC_BATCH = 4096
@@ -54,22 +54,22 @@ def check_classifier(model: onnx.ModelProto, where: str = "model") -> None:
     inp = graph_inputs(model)[0]
     t = inp.type.tensor_type
     if not inp.type.HasField("tensor_type"):
-        raise AuditorError(f"input '{short(inp.name, 80)}' is not a tensor; expected a float image tensor", where=where)
+        raise AuditorError(f"input '{clip(inp.name)}' is not a tensor; expected a float image tensor", where=where)
     if t.elem_type not in _FLOAT_INPUTS:
-        raise AuditorError(f"input '{short(inp.name, 80)}' has type {_type_name(t.elem_type)}; the audit needs an "
+        raise AuditorError(f"input '{clip(inp.name)}' has type {_type_name(t.elem_type)}; the audit needs an "
                            "image classifier with a float32 (or float16) input", where=where)
     dims = _dims(inp)
     if dims:
         if any(d is not None and d < 0 for d in dims):
-            raise AuditorError(f"input '{short(inp.name, 80)}' declares a negative dimension {dims}", where=where)
+            raise AuditorError(f"input '{clip(inp.name)}' declares a negative dimension {dims}", where=where)
         if dims[0] is not None and dims[0] > MAX_STATIC_BATCH:
-            raise AuditorError(f"input '{short(inp.name, 80)}' declares a static batch of {dims[0]} (the tool runs at "
+            raise AuditorError(f"input '{clip(inp.name)}' declares a static batch of {dims[0]} (the tool runs at "
                                f"most {MAX_STATIC_BATCH} inputs at once)", where=where)
         if _bytes([1] + dims[1:], t.elem_type) > MAX_TENSOR_BYTES:
-            raise AuditorError(f"input '{short(inp.name, 80)}' has shape {short(dims)}: one input would take more than "
+            raise AuditorError(f"input '{clip(inp.name)}' has shape {short(dims)}: one input would take more than "
                                f"{MAX_TENSOR_BYTES >> 20} MiB", where=where)
     out = model.graph.output[0]
-    name = short(out.name, 80)
+    name = clip(out.name)
     if not out.type.HasField("tensor_type"):
         raise AuditorError(f"output '{name}' is not a tensor; expected the logits (N, classes)", where=where)
     ot = out.type.tensor_type
@@ -85,15 +85,76 @@ def check_classifier(model: onnx.ModelProto, where: str = "model") -> None:
         if od[1] is not None and od[1] < 2:
             raise AuditorError(f"output '{name}' has {od[1]} class; a classifier needs at least 2 logits", where=where)
         if dims and dims[0] is not None and od[0] is not None and od[0] != dims[0]:
-            raise AuditorError(f"output '{name}' has batch {od[0]} but input '{short(inp.name, 80)}' has batch "
+            raise AuditorError(f"output '{name}' has batch {od[0]} but input '{clip(inp.name)}' has batch "
                                f"{dims[0]}; expected one row of logits per input", where=where)
+    from .modelio import default_opset
+
+    newest = onnx.defs.onnx_opset_version()
+    if default_opset(model) > newest:
+        raise AuditorError(f"the model imports opset {default_opset(model)}, newer than the {newest} this onnx "
+                           "supports", where=where)
+    _check_conv_channels(model, where)
     for vi in list(model.graph.value_info) + list(model.graph.output):
         d = _dims(vi)
         if d and vi.type.tensor_type.elem_type:
             scale = [1] + d[1:] if dims and dims[0] is not None and d and d[0] == dims[0] else d
             if _bytes(scale, vi.type.tensor_type.elem_type) > MAX_TENSOR_BYTES:
-                raise AuditorError(f"tensor '{short(vi.name, 80)}' has shape {short(d)}: more than "
+                raise AuditorError(f"tensor '{clip(vi.name)}' has shape {short(d)}: more than "
                                    f"{MAX_TENSOR_BYTES >> 20} MiB per input", where=where)
+
+
+def check_strings(model: onnx.ModelProto, where: str = "model") -> None:
+    """Every name of the graph is text: protobuf hands a string field that is not valid UTF-8
+    (a flipped byte) back as bytes, which nothing downstream expects."""
+    g = model.graph
+    named = [("graph input", v.name) for v in g.input] + [("graph output", v.name) for v in g.output]
+    named += [("initializer", t.name) for t in g.initializer] + [("value_info", v.name) for v in g.value_info]
+    for i, n in enumerate(g.node):
+        named += [(f"node #{i}", x) for x in (n.name, n.op_type, n.domain, *n.input, *n.output)]
+        named += [(f"node #{i} attribute", a.name) for a in n.attribute]
+    named += [("opset domain", o.domain) for o in model.opset_import]
+    for what, v in named:
+        if not isinstance(v, str):
+            raise AuditorError(f"a name of {what} is not valid UTF-8 ({short(v, 40)}): the file is corrupt", where=where)
+
+
+def check_sizes(model: onnx.ModelProto, where: str = "model") -> None:
+    """Before anything evaluates the graph (constant folding runs it): the sizes of the tensors
+    shape inference can tell from the file alone, so a 1 KB model whose ConstantOfShape makes a
+    gigabyte is refused without allocating it.  A model shape inference cannot read is left to
+    the full checks that follow."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # reported by the loader's own strict inference
+        return
+    from .modelio import graph_inputs
+
+    inputs = graph_inputs(inferred)
+    batch = _dims(inputs[0])[0] if inputs and _dims(inputs[0]) else None
+    for vi in inputs + list(inferred.graph.value_info) + list(inferred.graph.output):
+        d = _dims(vi)
+        if d and vi.type.tensor_type.elem_type:
+            per = [1] + d[1:] if batch is not None and d[0] == batch else d
+            if _bytes(per, vi.type.tensor_type.elem_type) > MAX_TENSOR_BYTES:
+                raise AuditorError(f"tensor '{clip(vi.name)}' has shape {short(d)}: more than "
+                                   f"{MAX_TENSOR_BYTES >> 20} MiB per input", where=where)
+
+
+def _check_conv_channels(model: onnx.ModelProto, where: str) -> None:
+    """A Conv whose weight's input channels (times its groups) differ from its input's channels:
+    strict shape inference lets it through, onnxruntime fails on the first run."""
+    g = model.graph
+    shapes = {vi.name: _dims(vi) for vi in list(g.input) + list(g.value_info)}
+    weights = {t.name: list(t.dims) for t in g.initializer}
+    for n in g.node:
+        if n.op_type != "Conv" or len(n.input) < 2:
+            continue
+        w, xs = weights.get(n.input[1]), shapes.get(n.input[0])
+        group = next((a.i for a in n.attribute if a.name == "group"), 1) or 1
+        if w and xs and len(w) >= 2 and len(xs) >= 2 and xs[1] is not None and xs[1] != w[1] * group:
+            raise AuditorError(f"node '{clip(n.name)}' (Conv): its weight '{clip(n.input[1])}' takes {w[1]} x {group} "
+                               f"group(s) = {w[1] * group} input channels, but its input '{clip(n.input[0])}' has "
+                               f"{xs[1]}", where=where)
 
 
 def input_channels(model: onnx.ModelProto, layout: str = "NCHW") -> int | None:

@@ -49,9 +49,12 @@ def load_model(path: str | os.PathLike, *, input_size=None, layout: str = "NCHW"
         raise AuditorError(f"not a valid ONNX model (cannot parse protobuf: {_first_line(e)})", where=where) from None
     if not model.graph.node:
         raise AuditorError("not a valid ONNX model (the graph has no nodes)", where=where)
+    from .interface import check_classifier, check_sizes, check_strings
+
+    check_strings(model, where)
     _load_external_data(model, p.parent.resolve(), where)
+    check_sizes(model, where)
     model = prepare(model, where, input_size=input_size, layout=layout)
-    from .interface import check_classifier
 
     check_classifier(model, where)
     return model

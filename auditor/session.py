@@ -36,6 +36,16 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
     return so
 
 
+def _ort_message(e: Exception) -> str:
+    """The informative part of an onnxruntime error (its node and status message), one line."""
+    text = " ".join(str(e).split())
+    for marker in ("Non-zero status code returned while running ", "FAIL : "):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+            break
+    return text[:300]
+
+
 #: bytes of tensors one onnxruntime run may compute: a :class:`Runner` runs at most as many inputs
 #: together as fit in it (and never more than its batch_size), so that memory is bounded by the
 #: batch, not by the data, on ImageNet-sized models as on digits
@@ -122,7 +132,10 @@ class Runner:
                     feed[k] = vb
                 else:
                     feed[k] = v
-            res = self.session.run(names, feed)
+            try:
+                res = self.session.run(names, feed)
+            except ort.capi.onnxruntime_pybind11_state.Fail as e:  # the model's own ops refuse the data
+                raise AuditorError(f"onnxruntime cannot run the model: {_ort_message(e)}") from None
             # the slowest rate seen lately: the estimate of the next chunk's time
             rate = (time.monotonic() - t0) / max(len(xb), 1)
             self.seconds_per_sample = max(rate, 0.5 * self.seconds_per_sample)

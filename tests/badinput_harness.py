@@ -69,19 +69,37 @@ def _rss_now() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _reset_peak() -> None:
+    """Reset the process's peak resident set (Linux: 5 > /proc/self/clear_refs), so each case
+    measures its own peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def _rss_peak() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
 
 
 def run_cli(args, watch: Path, outputs=()) -> Outcome:
     """The CLI in this process; ``watch``: the folder whose files must not change (but ``outputs``).
 
-    Memory: the process's peak resident set after the case minus its resident set before, an
-    upper bound of what the case allocated (tracemalloc would slow PyYAML twenty-fold)."""
+    Memory: the process's peak resident set during the case (reset before it) minus its resident
+    set before, what the case allocated at most (tracemalloc would slow PyYAML twenty-fold)."""
     args = [str(a) for a in args]
     before = snapshot(watch)
     runner = CliRunner()
     rss0 = _rss_now()
+    _reset_peak()
     t0 = time.perf_counter()
     res = runner.invoke(cli.main, args, catch_exceptions=True)
     dt = time.perf_counter() - t0
@@ -118,6 +136,60 @@ def startup_seconds() -> float:
                         "--scenario", "missing.yaml"], capture_output=True, cwd=ROOT, timeout=120)
         _STARTUP.append(time.perf_counter() - t0)
     return 2 * _STARTUP[0]
+
+
+_DRIVER = r"""
+import json, os, sys, time
+cases = json.load(open(sys.argv[1]))
+import auditor.cli as cli
+import auditor.pipeline, auditor.validate, auditor.report, auditor.inspect
+out = []
+for args in cases:
+    with open("/proc/self/statm") as f:
+        rss0 = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    try:
+        open("/proc/self/clear_refs", "w").write("5")
+    except OSError:
+        pass
+    err = os.path.join(os.path.dirname(sys.argv[1]), "stderr-%d.txt" % len(out))
+    fd = os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    saved = os.dup(2)
+    os.dup2(fd, 2)
+    t0 = time.perf_counter()
+    code = 0
+    try:
+        cli.main(args, prog_name="auditor")
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    dt = time.perf_counter() - t0
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(fd)
+    os.close(saved)
+    peak = 0
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) * 1024
+    out.append({"code": code, "stderr": open(err).read(), "seconds": dt, "peak": max(0, peak - rss0)})
+print(json.dumps(out))
+"""
+
+
+def run_batch(cases, workdir: Path, watch: Path) -> list[Outcome]:
+    """Several CLI runs in one fresh interpreter, each with the process's stderr file descriptor
+    captured (so what native code writes there counts), its own peak memory and time."""
+    import json
+
+    cases = [[str(a) for a in args] for args in cases]
+    spec = workdir / "cases.json"
+    spec.write_text(json.dumps(cases))
+    before = snapshot(watch)
+    r = subprocess.run([sys.executable, "-c", _DRIVER, str(spec)], capture_output=True, text=True, cwd=ROOT,
+                       timeout=300, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr[-3000:]
+    changed = changes(before, snapshot(watch), [str(spec)] + [str(workdir / f"stderr-{i}.txt") for i in range(len(cases))])
+    return [Outcome(o["code"], o["stderr"], "", o["seconds"], o["peak"], changed)
+            for o in json.loads(r.stdout.strip().splitlines()[-1])]
 
 
 def assert_one_line_error(o: Outcome, where: str, *, subprocess_run: bool = False) -> str:

@@ -252,15 +252,6 @@ def test_not_a_yaml_file(tmp_path, make, where):
     check(["audit", MODEL, "--hw", p, "--scenario", sc], tmp_path, where)
 
 
-@pytest.mark.parametrize("cid", ["python-tag", "billion-laughs", "deep-lists", "mean-3-on-gray"])
-def test_bad_scenario_subprocess(tmp_path, cid):
-    text, where = {c[0]: c[1:] for c in SCENARIOS}[cid]
-    prof, _ = base_files(tmp_path)
-    sc = tmp_path / "bad.yaml"
-    sc.write_text(text)
-    check(["audit", MODEL, "--hw", prof, "--scenario", sc], tmp_path, where, subprocess_run=True)
-
-
 def test_error_messages_never_repr_unbounded_values(tmp_path):
     sc = tmp_path / "bad.yaml"
     sc.write_text("name: t\ndata:\n  count: [" + ", ".join(["123456789"] * 20000) + "]\n")
