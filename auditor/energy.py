@@ -279,11 +279,12 @@ def save_input(x: np.ndarray, stem: Path, bounds: tuple[float, float], force: bo
     output_folder(stem.parent, "saved inputs")
     buf = io.BytesIO()
     np.save(buf, x)
-    write_bytes(stem.with_suffix(".npy"), buf.getvalue(), force, "saved input")
+    npy, png = stem.parent / (stem.name + ".npy"), stem.parent / (stem.name + ".png")  # names may hold dots
+    write_bytes(npy, buf.getvalue(), force, "saved input")
     lo, hi = bounds
     img = np.clip((x - lo) / (hi - lo), 0, 1)
     img = (img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)) * 255
     buf = io.BytesIO()
     Image.fromarray(np.round(img).astype(np.uint8)).save(buf, format="PNG")
-    write_bytes(stem.with_suffix(".png"), buf.getvalue(), force, "saved input")
-    return [str(stem.with_suffix(".npy")), str(stem.with_suffix(".png"))]
+    write_bytes(png, buf.getvalue(), force, "saved input")
+    return [str(npy), str(png)]

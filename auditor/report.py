@@ -106,9 +106,17 @@ class Report:
             raise AuditorError(f"not a JSON report ({e.__class__.__name__}: {str(e)[:120]})", where=str(path)) from None
         except RecursionError:
             raise AuditorError("not an auditor report: JSON nested too deeply", where=str(path)) from None
+        return cls.checked(data, str(path))
+
+    @classmethod
+    def checked(cls, data, where: str = "report") -> "Report":
+        """A report from loaded JSON data, after :func:`check_report` (AuditorError naming
+        ``where`` and what is wrong)."""
+        from .errors import AuditorError
+
         problem = check_report(data)
         if problem:
-            raise AuditorError(f"not an auditor report: {problem}", where=str(path))
+            raise AuditorError(f"not an auditor report: {problem}", where=where)
         return cls(data)
 
 
@@ -153,7 +161,7 @@ _PROFILE = {
     "name": str, "cost_model": str,
     "clean": {"accuracy": _Opt(_NUM), "density": {"counted": str, "mean": _NUM, "worst": _NUM},
               "latency_s": _STATS, "energy_j": _STATS, "edp": _STATS, "speedup_over_dense": {"mean": _NUM},
-              _Maybe("worst_input"): {"index": int, "layers": [_LAYER]}},
+              "worst_input": {"index": int, "layers": [_LAYER]}},
     "summary": {"worst_latency_s": _NUM, "worst_energy_j": _NUM, "worst_density": _NUM,
                 _Maybe("clean_accuracy"): _Opt(_NUM)},
     _Maybe("attacks"): [{"search": str}],
@@ -166,6 +174,7 @@ REPORT_SPEC = {
     "schema_version": int, "verdict": ("PASS", "FAIL", "INCOMPLETE"), "tool": {"version": str}, "seed": int,
     "model": {"path": str, "sha256": str, "opset": int}, "scenario": {"name": str},
     "data": {"description": str, "count": int}, "profiles": [_PROFILE], "checks": [_CHECK],
+    _Maybe("timing"): dict,
 }
 
 
@@ -185,7 +194,7 @@ def check_report(data) -> str | None:
         return f"the file holds {_type_word(data)}, not a mapping"
     missing = [k for k in ("schema_version", "profiles") if k not in data]
     if missing:
-        return f"no {' or '.join(missing)}"
+        return f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing"
     v = data["schema_version"]
     if v != SCHEMA_VERSION or isinstance(v, bool):
         return (f"schema_version {str(v)[:20]} is not the version this tool reads ({SCHEMA_VERSION}); "

@@ -187,7 +187,7 @@ def run_batch(cases, workdir: Path, watch: Path) -> list[Outcome]:
     r = subprocess.run([sys.executable, "-c", _DRIVER, str(spec)], capture_output=True, text=True, cwd=ROOT,
                        timeout=300, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr[-3000:]
-    changed = changes(before, snapshot(watch), [str(spec)] + [str(workdir / f"stderr-{i}.txt") for i in range(len(cases))])
+    changed = changes(before, snapshot(watch), [str(workdir)])
     return [Outcome(o["code"], o["stderr"], "", o["seconds"], o["peak"], changed)
             for o in json.loads(r.stdout.strip().splitlines()[-1])]
 
