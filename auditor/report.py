@@ -158,7 +158,7 @@ _ROBUST = {_Maybe("clean_accuracy"): _Opt(_NUM), _Maybe("count"): int,
                                 _Maybe("results"): [{"epsilon": _NUM, "robust_accuracy": _NUM,
                                                      "attack_success_rate": _NUM}]}]}
 _PROFILE = {
-    "name": str, "cost_model": str,
+    "name": str, "cost_model": str, _Maybe("profile"): dict,
     "clean": {"accuracy": _Opt(_NUM), "density": {"counted": str, "mean": _NUM, "worst": _NUM},
               "latency_s": _STATS, "energy_j": _STATS, "edp": _STATS, "speedup_over_dense": {"mean": _NUM},
               "worst_input": {"index": int, "layers": [_LAYER]}},
