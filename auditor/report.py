@@ -158,7 +158,7 @@ _ROBUST = {_Maybe("clean_accuracy"): _Opt(_NUM), _Maybe("count"): int,
                                 _Maybe("results"): [{"epsilon": _NUM, "robust_accuracy": _NUM,
                                                      "attack_success_rate": _NUM}]}]}
 _PROFILE = {
-    "name": str, "cost_model": str, _Maybe("profile"): dict,
+    "name": str, "cost_model": str, _Maybe("profile"): dict, _Maybe("timing"): {_Maybe("stages"): dict},
     "clean": {"accuracy": _Opt(_NUM), "density": {"counted": str, "mean": _NUM, "worst": _NUM},
               "latency_s": _STATS, "energy_j": _STATS, "edp": _STATS, "speedup_over_dense": {"mean": _NUM},
               "worst_input": {"index": int, "layers": [_LAYER]}},
@@ -174,7 +174,7 @@ REPORT_SPEC = {
     "schema_version": int, "verdict": ("PASS", "FAIL", "INCOMPLETE"), "tool": {"version": str}, "seed": int,
     "model": {"path": str, "sha256": str, "opset": int}, "scenario": {"name": str},
     "data": {"description": str, "count": int}, "profiles": [_PROFILE], "checks": [_CHECK],
-    _Maybe("timing"): dict,
+    _Maybe("timing"): dict, _Maybe("environment"): dict, _Maybe("budget"): dict, _Maybe("baseline"): dict,
 }
 
 

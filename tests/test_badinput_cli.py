@@ -116,7 +116,7 @@ def test_save_inputs_stay_in_their_folder(tmp_path):
     """A profile named like a path writes its saved inputs inside --save-inputs, with --force over
     the old ones."""
     hw = tmp_path / "evil.yaml"
-    hw.write_text("name: ../../../escaped\ncost_model: dense\n")
+    hw.write_text("name: ../../../escaped\ncost_model: cnvlutin\n")
     sc = _uniform_scenario(tmp_path)
     save = tmp_path / "a" / "b" / "worst"
     o = run_cli(["audit", MODEL, "--hw", hw, "--scenario", sc, "--save-inputs", save], tmp_path, outputs=[save])
