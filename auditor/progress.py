@@ -90,9 +90,12 @@ class Progress:
         self._bar = None
 
     def update(self, n: int = 1) -> None:
+        first = self.done == 0
         self.done = min(self.done + n, self.total)
         if self._bar is not None:
             self._bar.update(n)
+            if first or self.done == self.total:
+                self._bar.refresh()  # the first step and the end are always drawn
 
     def set_description(self, text: str) -> None:
         if self._bar is not None:
@@ -106,7 +109,9 @@ class Progress:
 
             # the terminal's width (80 when it reports none: tqdm would then draw nothing)
             self._bar = tqdm(total=self.total, desc=self.label, file=self.stream, leave=False, mininterval=0.2,
-                             ncols=min(shutil.get_terminal_size((80, 24)).columns, 120))
+                             ncols=min(shutil.get_terminal_size((80, 24)).columns, 120),
+                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                                        "[{elapsed}, ETA {remaining}, {rate_fmt}]")
         return self
 
     def __exit__(self, *exc) -> None:
