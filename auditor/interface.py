@@ -17,6 +17,9 @@ MAX_STATIC_BATCH = 4096
 #: the most bytes one input's tensor may take, for the input and every intermediate whose size
 #: shape inference knows (symbolic batch dims counted as 1)
 MAX_TENSOR_BYTES = 256 << 20
+#: the most bytes one tensor that does not scale with the batch (a weight, folded or computed by
+#: ops) may take: VGG's first FC weight is 411 MB, a 1 GiB ConstantOfShape is refused
+MAX_CONSTANT_BYTES = 512 << 20
 _FLOAT_INPUTS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
 _FLOAT_OUTPUTS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
 
@@ -97,10 +100,8 @@ def check_classifier(model: onnx.ModelProto, where: str = "model") -> None:
     for vi in list(model.graph.value_info) + list(model.graph.output):
         d = _dims(vi)
         if d and vi.type.tensor_type.elem_type:
-            scale = [1] + d[1:] if dims and dims[0] is not None and d and d[0] == dims[0] else d
-            if _bytes(scale, vi.type.tensor_type.elem_type) > MAX_TENSOR_BYTES:
-                raise AuditorError(f"tensor '{clip(vi.name)}' has shape {short(d)}: more than "
-                                   f"{MAX_TENSOR_BYTES >> 20} MiB per input", where=where)
+            batched = bool(dims and dims[0] is not None and d[0] == dims[0])
+            _check_tensor_size(vi, [1] + d[1:] if batched else d, batched, where)
 
 
 def check_strings(model: onnx.ModelProto, where: str = "model") -> None:
@@ -134,10 +135,18 @@ def check_sizes(model: onnx.ModelProto, where: str = "model") -> None:
     for vi in inputs + list(inferred.graph.value_info) + list(inferred.graph.output):
         d = _dims(vi)
         if d and vi.type.tensor_type.elem_type:
-            per = [1] + d[1:] if batch is not None and d[0] == batch else d
-            if _bytes(per, vi.type.tensor_type.elem_type) > MAX_TENSOR_BYTES:
-                raise AuditorError(f"tensor '{clip(vi.name)}' has shape {short(d)}: more than "
-                                   f"{MAX_TENSOR_BYTES >> 20} MiB per input", where=where)
+            batched = batch is not None and d[0] == batch
+            _check_tensor_size(vi, [1] + d[1:] if batched else d, batched, where)
+
+
+def _check_tensor_size(vi: onnx.ValueInfoProto, per: list, batched: bool, where: str) -> None:
+    """A tensor that scales with the batch may take MAX_TENSOR_BYTES per input, one that does not
+    (a symbolic batch counts as 1, so weights and computed constants land here) MAX_CONSTANT_BYTES."""
+    d = _dims(vi)
+    limit = MAX_TENSOR_BYTES if batched or (d and d[0] is None) else MAX_CONSTANT_BYTES
+    if _bytes(per, vi.type.tensor_type.elem_type) > limit:
+        raise AuditorError(f"tensor '{clip(vi.name)}' has shape {short(d)}: more than {limit >> 20} MiB"
+                           f"{' per input' if limit == MAX_TENSOR_BYTES else ''}", where=where)
 
 
 def _check_conv_channels(model: onnx.ModelProto, where: str) -> None:

@@ -392,3 +392,24 @@ def test_surrogate_that_is_not_a_classifier(tmp_path):
     sc.write_text("name: t\ndata: {count: 8}\nenergy_attacks:\n  - {search: blackbox, surrogate: sur.onnx}\n")
     check(["validate", sc], tmp_path, "energy_attacks[0].surrogate: ")
     check(["audit", MODEL, "--hw", prof, "--scenario", sc], tmp_path, "input 'x' has type int64")
+
+
+def _computed_weight_model(rows, cols):
+    """x (N, cols) -> MatMul with a weight made by ConstantOfShape (as the onnx wheel's light models build theirs)."""
+    x = _vi("x", F, ["N", cols])
+    shape = numpy_helper.from_array(np.array([cols, rows], np.int64), "w_shape")
+    nodes = [helper.make_node("ConstantOfShape", ["w_shape"], ["w"], name="w_fill",
+                              value=numpy_helper.from_array(np.array([0.01], np.float32))),
+             helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")]
+    return _graph_model(nodes, [x], [_vi("y", F, ["N", rows])], [shape])
+
+
+def test_large_real_weight_is_not_refused_but_a_gigabyte_constant_is():
+    """VGG's first FC weight (4096 x 25088 floats, 411 MB) is a real model's, not an attack on memory;
+    a computed 1 GiB constant still is.  Only shapes are inferred: nothing is allocated."""
+    from auditor.errors import AuditorError
+    from auditor.interface import check_sizes
+
+    check_sizes(_computed_weight_model(4096, 25088))
+    with pytest.raises(AuditorError, match="tensor 'w' has shape .*more than 512 MiB"):
+        check_sizes(_computed_weight_model(16384, 16384))
