@@ -25,9 +25,11 @@ import json
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from .errors import AuditorError
+from .rewrite import add_outputs
+from .session import Runner
 
 META_KEY = "auditor.quantize"
 OPS = ("Conv", "Gemm", "MatMul")
@@ -124,27 +126,17 @@ def quantize_model(model: onnx.ModelProto, bits: int = 8, *, activations: bool =
 
 
 def _peaks(model: onnx.ModelProto, tensors: list[str], x: np.ndarray, preprocessing) -> dict[str, float]:
-    """max |t| over the calibration inputs for each tensor, from a plain onnxruntime session."""
-    import onnxruntime as ort
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    for t in tensors:
-        if t not in have:
-            m.graph.output.append(helper.make_tensor_value_info(t, TensorProto.FLOAT, None))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    inits = {i.name for i in m.graph.initializer}
-    name = next(i.name for i in m.graph.input if i.name not in inits)
+    """max |t| over the calibration inputs for each tensor, from a plain onnxruntime session
+    (batch by batch: only the running peaks are kept)."""
+    runner = Runner(add_outputs(model, tensors))
     xx = np.asarray(x, np.float32)
     if preprocessing is not None:
         xx = np.asarray(preprocessing.apply(xx), np.float32)
     peak = {t: 0.0 for t in tensors}
-    for s in range(0, len(xx), 256):
-        outs = sess.run(tensors, {name: xx[s:s + 256]})
-        for t, v in zip(tensors, outs):
+    for s in range(0, len(xx), runner.batch_size):
+        outs = runner.run(xx[s:s + runner.batch_size], outputs=list(tensors))
+        for t in tensors:
+            v = outs[t]
             peak[t] = max(peak[t], float(np.abs(v).max()) if v.size else 0.0)
     return peak
 
