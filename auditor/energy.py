@@ -19,6 +19,7 @@ from .evaluate import Evaluation, cost_fn, evaluate, per_input
 from .norms import perturbation_stats
 from .scenario import EnergyAttack
 from .session import OnnxClassifier
+from .validate import check_defence
 
 
 def _stats(v) -> dict:
@@ -226,9 +227,7 @@ def _explain(verifier, cost_model, x_all, clean: Evaluation, ev: Evaluation, x_a
             from .session import OnnxClassifier
             from .sponge.defences import tune_thresholds
 
-            extra = set(d) - {"budget"}
-            if extra:
-                raise AuditorError(f"defence 'threshold' takes 'budget', got {sorted(extra)}")
+            check_defence({"name": name, **d})
             defended, _, _ = tune_thresholds(verifier.base_model, x_all, clean.pred, budget=float(d.get("budget", 0.01)),
                                              preprocess=verifier.preprocessing)
             dclf = OnnxClassifier(defended, verifier.preprocessing)
