@@ -36,7 +36,7 @@ _numba_cache()
 
 
 def audit(model, profile, scenario, **options):
-    """Python API mirroring ``auditor audit``: returns a :class:`auditor.report.Report`.
+    """Python API mirroring ``auditor audit``: returns a :class:`auditor.report.core.Report`.
 
     ``model``: path or onnx.ModelProto; ``profile``: a path, a HardwareProfile, or a list of them;
     ``scenario``: a path or a Scenario.  Options: seed, threads, save_dir, baseline, max_seconds,
@@ -45,7 +45,7 @@ def audit(model, profile, scenario, **options):
     import difflib
     import inspect
 
-    from .pipeline import run_audit
+    from .pipeline.run import run_audit
 
     accepted = [k for k in inspect.signature(run_audit).parameters if k not in ("model", "profiles", "scenario")]
     for k in options:

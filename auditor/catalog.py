@@ -69,7 +69,7 @@ def _choices(annotation) -> list | None:
 
 
 def attack_catalog() -> dict[str, dict]:
-    from .attacks import ATTACKS
+    from .attacks.evasion import ATTACKS
 
     out = {}
     for name, cls in ATTACKS.items():
@@ -96,7 +96,7 @@ def attack_catalog() -> dict[str, dict]:
 
 
 def search_catalog() -> dict[str, dict]:
-    from .sponge import SEARCHES
+    from .attacks.energy import SEARCHES
 
     out = {}
     for name, cls in SEARCHES.items():

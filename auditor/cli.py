@@ -82,7 +82,7 @@ def _plan_outputs(outputs: tuple[str, ...], fmt: str | None, force: bool) -> lis
     """[(path or None for stdout, format)]: each -o's format from its suffix (.html .json .xml .md
     .txt), else --format; no -o: stdout in --format (default text).  Checked before any work."""
     from .files import check_output
-    from .report import SUFFIX_FORMATS
+    from .report.core import SUFFIX_FORMATS
 
     if not outputs:
         return [(None, fmt or "text")]
@@ -160,7 +160,7 @@ def inspect(model, fmt, input_size, layout):
     op support and differentiability."""
     import json
 
-    from .inspect import inspect_model, render_inspect
+    from .model.inspect import inspect_model, render_inspect
 
     info = inspect_model(model, input_size=list(input_size) if input_size else None, layout=layout)
     click.echo(json.dumps(info, indent=2) if fmt == "json" else render_inspect(info), nl=fmt == "json")
@@ -208,7 +208,7 @@ def audit(model, profiles, scenario, fmt, outputs, force, seed, threads, save_in
     4 when --max-seconds cut the audit short before every check was decided, 130 on Ctrl-C."""
     _verbosity(quiet, verbose)
     plan = _plan_outputs(outputs, fmt, force)
-    from .pipeline import run_audit
+    from .pipeline.run import run_audit
 
     threads = min(threads, os.cpu_count() or 1)
     report = run_audit(model, list(profiles), scenario, seed=seed, threads=threads, save_dir=save_inputs, force=force,
@@ -246,7 +246,7 @@ def validate(files, kind):
 def render(report_file, fmt, outputs, force):
     """Render a saved JSON report in other formats (audit once, publish many ways).
     Exit code: the report's verdict (0 PASS, 1 FAIL, 4 INCOMPLETE)."""
-    from .report import Report
+    from .report.core import Report
 
     plan = _plan_outputs(outputs, fmt, force)
     rep = Report.load(report_file)
@@ -263,8 +263,8 @@ def render(report_file, fmt, outputs, force):
 @_guard
 def diff(old, new, fmt, output, force):
     """What changed between two JSON reports, with units (exit code: NEW's verdict, 0/1/4)."""
-    from .baseline import diff_markdown, diff_text
-    from .report import Report
+    from .pipeline.baseline import diff_markdown, diff_text
+    from .report.core import Report
 
     a, b = Report.load(old), Report.load(new)
     text = diff_markdown(a.data, b.data) if fmt == "markdown" else diff_text(a.data, b.data)
@@ -330,7 +330,7 @@ def init(path, profile, from_model, hw, count, margin, force, quiet):
         from .files import check_output
 
         check_output(path, force)
-        from .starter import measured_scenario
+        from .pipeline.starter import measured_scenario
 
         text = measured_scenario(from_model, list(hw), count=count, margin=margin, path=path)
         _write_output(text, path, force)

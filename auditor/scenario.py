@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from . import schema
-from .baseline import Regression
+from .pipeline.baseline import Regression
 from .data import DataSpec
-from .preprocess import Preprocessing
+from .model.rewrite.preprocess import Preprocessing
 
 #: the most inputs a search, an attack or the approximate audit may be asked to use
 MAX_COUNT = 100_000
@@ -51,7 +51,7 @@ class EvasionAttack:
 
 @dataclass
 class MaskingDiagnosis:
-    """The gradient-masking diagnosis (Athalye et al. 2018; Carlini et al. 2019; see `auditor/masking.py`)."""
+    """The gradient-masking diagnosis (Athalye et al. 2018; Carlini et al. 2019; see `auditor/pipeline/masking.py`)."""
 
     run: Literal["auto", "always", "never"] = schema.field(
         "auto", doc="auto: on every profile that is not the plain exact model (reshape: or approx:); always: on every profile too")

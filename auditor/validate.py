@@ -47,8 +47,8 @@ def check_scenario(sc, node, file: str, data_shape: tuple | None = None, model=N
     per input, NCHW) or the model's input channels.  Errors are located in the scenario file."""
     import math
 
-    from .attacks.base import default_epsilon
-    from .robustness import _parse_spec
+    from .attacks.evasion.base import default_epsilon
+    from .pipeline.robustness import _parse_spec
 
     attacks = sc.robustness.attacks if sc.robustness is not None else []
     ch = sc.checks
@@ -96,7 +96,7 @@ def check_scenario(sc, node, file: str, data_shape: tuple | None = None, model=N
     if data_shape is not None and len(data_shape) == 3:
         channels.append((data_shape[0], "the data"))
     if model is not None:
-        from .interface import input_channels
+        from .model.interface import input_channels
 
         c = input_channels(model, sc.preprocessing.layout)
         if c is not None:
@@ -112,7 +112,7 @@ def check_scenario(sc, node, file: str, data_shape: tuple | None = None, model=N
 def check_defence(d: dict) -> None:
     """An energy search's `defences:` entry: a known name and its parameters."""
     from .errors import short
-    from .sponge.defences import make_input_defence
+    from .attacks.energy.defences import make_input_defence
 
     d = dict(d)
     name = str(d.pop("name", "")).lower()
@@ -129,8 +129,8 @@ def check_defence(d: dict) -> None:
 
 def check_references(sc, node, file: str) -> None:
     """Search and attack names and parameters, surrogate models: errors located in the file."""
-    from .robustness import _parse_spec
-    from .sponge import make_search
+    from .pipeline.robustness import _parse_spec
+    from .attacks.energy import make_search
 
     def fail(e: AuditorError, *path):
         msg = str(e)
@@ -146,7 +146,7 @@ def check_references(sc, node, file: str) -> None:
             fail(e, "energy_attacks", i)
         if spec.surrogate:
             try:
-                from .modelio import load_model  # only with a surrogate: checking names needs no onnx
+                from .model.load import load_model  # only with a surrogate: checking names needs no onnx
 
                 load_model(sc.base_dir / spec.surrogate, input_size=sc.preprocessing.input_size,
                            layout=sc.preprocessing.layout)
@@ -158,7 +158,7 @@ def check_references(sc, node, file: str) -> None:
             except AuditorError as e:
                 fail(e, "energy_attacks", i, "defences", j)
     if sc.approx is not None and sc.approx.surrogate:
-        from .modelio import load_model
+        from .model.load import load_model
 
         try:
             load_model(sc.base_dir / sc.approx.surrogate)

@@ -39,9 +39,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from auditor.attacks import PGD  # noqa: E402
-from auditor.reshape import clean_accuracy, gradient_inhibition, hashnet  # noqa: E402
-from auditor.robustness import ort_classifier, robustness_audit, transfer_audit  # noqa: E402
+from auditor.attacks.evasion import PGD  # noqa: E402
+from auditor.model.rewrite.reshape import clean_accuracy, gradient_inhibition, hashnet  # noqa: E402
+from auditor.pipeline.robustness import ort_classifier, robustness_audit, transfer_audit  # noqa: E402
 
 MODELS = {"plain_cnn": None, "lenet5": None, "bn_resnet": (0.1, 0.25), "surrogate_cnn": None}
 LINF = [0.1, 0.2, 0.3]
@@ -164,15 +164,15 @@ def load_data(n: int):
 
 
 def make_classifier(model, pre, threads: int):
-    from auditor.preprocess import Preprocessing
-    from auditor.session import OnnxClassifier
+    from auditor.model.rewrite.preprocess import Preprocessing
+    from auditor.runtime.session import OnnxClassifier
 
     p = Preprocessing(mean=[pre[0]], std=[pre[1]]) if pre else None
     return OnnxClassifier(model, p, threads=threads, batch_size=256)
 
 
 def variants(path: Path) -> dict:
-    from auditor.modelio import load_model
+    from auditor.model.load import load_model
 
     proto = load_model(path)
     return {"original": proto, "hashnet_1/16": hashnet(proto, 1 / 16, seed=0),
@@ -307,7 +307,7 @@ def main(argv=None) -> int:
     print("Clean accuracy (360 test images, onnxruntime) under post-hoc HashNet / gradient inhibition:")
     print("| model | original | HashNet 1/8 | HashNet 1/16 | HashNet 1/64 | grad. inhibition τ=0.1 |")
     print("|---|---|---|---|---|---|")
-    from auditor.modelio import load_model
+    from auditor.model.load import load_model
 
     xa, ya = load_data(360)
     out["reshape_accuracy"] = {}

@@ -6,7 +6,7 @@
    images: the attack call as the audit runs it (it stops early on inputs it has fooled), and a
    forced 100 BPDA steps on the whole batch (one approximate forward + one onnxruntime
    forward/backward per step).  Target: <= 10 s per image on 2 cores.
-2. :func:`auditor.approx.approx_audit` with its default budgets on ``--n`` test digits: clean
+2. :func:`auditor.pipeline.approx.approx_audit` with its default budgets on ``--n`` test digits: clean
    accuracy exact vs approximate, confidence margins (paper Fig. 12), transfer exact -> approximate
    for FGSM / PGD / C&W / DeepFool / JSMA (paper Table 2), the black-box substitute
    (models/surrogate_cnn.onnx, paper Table 4), white-box BPDA PGD, Square / HopSkipJump on the
@@ -52,10 +52,10 @@ def main() -> None:
     import numba
     import numpy as np
 
-    from auditor.approx import ApproxClassifier, approx_audit
-    from auditor.attacks import PGD
+    from auditor.pipeline.approx import ApproxClassifier, approx_audit
+    from auditor.attacks.evasion import PGD
     from auditor.hw.profile import Approx
-    from auditor.session import OnnxClassifier
+    from auditor.runtime.session import OnnxClassifier
 
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     d = np.load(ROOT / "auditor" / "data" / "digits28_test.npz")

@@ -3,7 +3,7 @@
 
 forward      = a session over the plain model (logits only);
 forward+bwd  = a session over the model with a cross-entropy objective and its input gradient
-               (auditor.objectives + auditor.grad), one ``session.run`` per iteration.
+               (auditor.grad.objectives + auditor.grad), one ``session.run`` per iteration.
 
 Both sessions use the same options (ORT_ENABLE_ALL, the given number of intra-op threads,
 sequential execution, and no spin-waiting of the worker threads unless --spin: on a shared
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from auditor.grad import add_input_gradient  # noqa: E402
-from auditor.objectives import CrossEntropy, Sparsity, append_objective  # noqa: E402
+from auditor.grad.objectives import CrossEntropy, Sparsity, append_objective  # noqa: E402
 
 MODELS = ["plain_cnn", "bn_resnet", "lenet5", "surrogate_cnn"]
 

@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import imagenet_models  # noqa: E402
 from auditor.hw import build_cost_model  # noqa: E402
-from auditor.session import GRAD_INPUT, OnnxClassifier, gradient_model, knob_feeds  # noqa: E402
+from auditor.runtime.session import GRAD_INPUT, OnnxClassifier, gradient_model, knob_feeds  # noqa: E402
 
 LIGHT = ("resnet50", "vgg19", "densenet121", "inception_v1", "squeezenet", "shufflenet", "bvlc_alexnet")
 

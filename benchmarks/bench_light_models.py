@@ -34,10 +34,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import auditor  # noqa: E402
 from auditor.grad.check import directional_check  # noqa: E402
-from auditor.inspect import inspect_model  # noqa: E402
-from auditor.modelio import load_model  # noqa: E402
-from auditor.objectives import CrossEntropy, append_objective  # noqa: E402
-from auditor.session import OnnxClassifier  # noqa: E402
+from auditor.model.inspect import inspect_model  # noqa: E402
+from auditor.model.load import load_model  # noqa: E402
+from auditor.grad.objectives import CrossEntropy, append_objective  # noqa: E402
+from auditor.runtime.session import OnnxClassifier  # noqa: E402
 from test_light_models import LIGHT, randomised  # noqa: E402
 
 NAMES = ["light_squeezenet", "light_shufflenet", "light_inception_v1", "light_inception_v2",

@@ -4,7 +4,7 @@
 1. An audit of 512 digits on Cnvlutin (clean evaluation + cost simulation of all 512, the
    white-box sparsity attack on 64 of them) with ``--jobs 1``, ``--jobs 2`` and Ray on 2 CPUs
    (the cluster started once, outside the timing; its start-up is printed on its own).  The
-   reports are checked identical (``auditor.report.stable``) before any time is printed.
+   reports are checked identical (``auditor.report.core.stable``) before any time is printed.
 2. Time per input of the clean audit (evaluation + cost) as the inputs grow, 64 -> 256 -> 1024,
    in one process: the ratio of the largest to the smallest per-input time, with and without the
    audit's fixed part (loading, checks, sessions: the time of an audit of one input).
@@ -31,8 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from auditor.pipeline import run_audit  # noqa: E402
-from auditor.report import stable  # noqa: E402
+from auditor.pipeline.run import run_audit  # noqa: E402
+from auditor.report.core import stable  # noqa: E402
 
 MODEL = str(ROOT / "models" / "plain_cnn.onnx")
 PROFILE = str(ROOT / "hwprofiles" / "cnvlutin.yaml")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmarks of the energy-latency searches (auditor.sponge) on the bundled digits models.
+"""Benchmarks of the energy-latency searches (auditor.attacks.energy) on the bundled digits models.
 
     python benchmarks/bench_sponge.py                 # all parts, prints a table per part
     python benchmarks/bench_sponge.py --parts b,c --n 64 --json out.json
@@ -36,10 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from auditor.hw import build_cost_model  # noqa: E402
-from auditor.preprocess import Preprocessing  # noqa: E402
-from auditor.session import OnnxClassifier  # noqa: E402
-from auditor.sponge import make_search  # noqa: E402
-from auditor.sponge.analysis import density  # noqa: E402
+from auditor.model.rewrite.preprocess import Preprocessing  # noqa: E402
+from auditor.runtime.session import OnnxClassifier  # noqa: E402
+from auditor.attacks.energy import make_search  # noqa: E402
+from auditor.attacks.energy.analysis import density  # noqa: E402
 
 MODELS = {
     "plain_cnn": None,

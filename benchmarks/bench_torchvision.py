@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_light_models import audit, gradient_fd32  # noqa: E402
 
 from auditor.errors import AuditorError  # noqa: E402
-from auditor.inspect import inspect_model  # noqa: E402
-from auditor.modelio import load_model  # noqa: E402
-from auditor.session import OnnxClassifier  # noqa: E402
+from auditor.model.inspect import inspect_model  # noqa: E402
+from auditor.model.load import load_model  # noqa: E402
+from auditor.runtime.session import OnnxClassifier  # noqa: E402
 
 ARCHS = ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "squeezenet1_1",
          "shufflenet_v2_x1_0", "densenet121", "vgg11_bn", "regnet_y_400mf", "convnext_tiny"]

@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import imagenet_models  # noqa: E402
-from auditor.evaluate import cost_fn, evaluate  # noqa: E402
+from auditor.runtime.evaluate import cost_fn, evaluate  # noqa: E402
 from auditor.hw import build_cost_model  # noqa: E402
-from auditor.session import OnnxClassifier  # noqa: E402
-from auditor.sponge import make_search  # noqa: E402
+from auditor.runtime.session import OnnxClassifier  # noqa: E402
+from auditor.attacks.energy import make_search  # noqa: E402
 
 
 def main(argv=None) -> int:

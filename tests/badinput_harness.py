@@ -12,6 +12,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,12 @@ from click.testing import CliRunner
 
 # import what the commands import lazily, so that no case pays (or measures) the imports
 import auditor.cli as cli
-import auditor.pipeline  # noqa: F401
-import auditor.report  # noqa: F401
+import auditor.pipeline.run  # noqa: F401
+import auditor.report.core  # noqa: F401
 import auditor.validate  # noqa: F401
-import auditor.inspect  # noqa: F401
-import auditor.html  # noqa: F401
-import auditor.formats  # noqa: F401
+import auditor.model.inspect  # noqa: F401
+import auditor.report.html  # noqa: F401
+import auditor.report.formats  # noqa: F401
 import auditor.docs  # noqa: F401
 import auditor.hw.profile  # noqa: F401
 
@@ -116,11 +117,26 @@ def run_subprocess(args, watch: Path, outputs=()) -> Outcome:
     args = [str(a) for a in args]
     before = snapshot(watch)
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "auditor.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                       timeout=60, stdin=subprocess.DEVNULL)
-    dt = time.perf_counter() - t0
-    # the largest resident set of any child so far: an upper bound of this one's (kB on Linux)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen([sys.executable, "-m", "auditor.cli", *args], stdout=out, stderr=err, text=True,
+                                 cwd=ROOT, stdin=subprocess.DEVNULL)
+        # reaped with wait4 for this child's own peak resident set, not the largest of every child so far
+        deadline = time.monotonic() + 60
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                child.kill()
+                os.wait4(child.pid, 0)
+                raise subprocess.TimeoutExpired(child.args, 60)
+            time.sleep(0.01)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        dt = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        r = subprocess.CompletedProcess(child.args, child.returncode, out.read(), err.read())
+    peak = usage.ru_maxrss * 1024  # kB on Linux
     return Outcome(r.returncode, r.stderr, r.stdout, dt, peak, changes(before, snapshot(watch), outputs))
 
 
@@ -142,7 +158,7 @@ _DRIVER = r"""
 import json, os, sys, time
 cases = json.load(open(sys.argv[1]))
 import auditor.cli as cli
-import auditor.pipeline, auditor.validate, auditor.report, auditor.inspect
+import auditor.pipeline.run, auditor.validate, auditor.report.core, auditor.model.inspect
 out = []
 for args in cases:
     with open("/proc/self/statm") as f:

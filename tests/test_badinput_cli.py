@@ -146,7 +146,7 @@ def test_usage_errors(tmp_path, extra, option):
 
 
 def test_threads_capped_at_the_cores(tmp_path, monkeypatch):
-    import auditor.pipeline
+    import auditor.pipeline.run
 
     seen = {}
 
@@ -154,7 +154,7 @@ def test_threads_capped_at_the_cores(tmp_path, monkeypatch):
         seen.update(k)
         raise SystemExit(0)
 
-    monkeypatch.setattr(auditor.pipeline, "run_audit", fake)
+    monkeypatch.setattr(auditor.pipeline.run, "run_audit", fake)
     prof, sc = base_files(tmp_path)
     run_cli(["audit", MODEL, "--hw", prof, "--scenario", sc, "--threads", "100000"], tmp_path)
     assert seen["threads"] == (os.cpu_count() or 1)

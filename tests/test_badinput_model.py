@@ -408,7 +408,7 @@ def test_large_real_weight_is_not_refused_but_a_gigabyte_constant_is():
     """VGG's first FC weight (4096 x 25088 floats, 411 MB) is a real model's, not an attack on memory;
     a computed 1 GiB constant still is.  Only shapes are inferred: nothing is allocated."""
     from auditor.errors import AuditorError
-    from auditor.interface import check_sizes
+    from auditor.model.interface import check_sizes
 
     check_sizes(_computed_weight_model(4096, 25088))
     with pytest.raises(AuditorError, match="tensor 'w' has shape .*more than 512 MiB"):

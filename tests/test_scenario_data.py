@@ -8,7 +8,7 @@ import pytest
 
 from auditor.data import DataSpec, load_data
 from auditor.errors import AuditorError
-from auditor.preprocess import Preprocessing, prepend
+from auditor.model.rewrite.preprocess import Preprocessing, prepend
 from auditor.scenario import load_scenario
 
 

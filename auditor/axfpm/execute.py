@@ -32,7 +32,7 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from ..errors import AuditorError
-from ..modelio import constant_node_value
+from ..model.load import constant_node_value
 from . import finish_gemm, matmul
 from .kernels import (
     ConvWeight,

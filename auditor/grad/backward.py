@@ -13,7 +13,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from auditor.errors import AuditorError
-from auditor.fold import node_inputs as _node_inputs
+from auditor.model.fold import node_inputs as _node_inputs
 
 from . import ops_elementwise, ops_nn, ops_quant, ops_tensor  # noqa: F401  (they register the rules)
 from .builder import GraphBuilder, NotDifferentiable, default_opset
@@ -111,7 +111,7 @@ def _run_rule(b: GraphBuilder, label: str, node: onnx.NodeProto, dys: list,
     return out
 
 
-KNOB_DOC = "auditor objective knob"  # see auditor.objectives
+KNOB_DOC = "auditor objective knob"  # see auditor.grad.objectives
 
 
 def _single_input(graph: onnx.GraphProto) -> str:
@@ -131,7 +131,7 @@ def add_input_gradient(model: onnx.ModelProto, objective: str, wrt: str | None =
     ``objective`` is the name of a tensor of the model (normally a per-sample objective of shape
     (N,), so that the gradient of its sum gives every sample its own gradient).  ``wrt`` defaults
     to the model's single non-initializer input (not counting the knob inputs that
-    :func:`auditor.objectives.append_objective` adds).  Nodes that the gradient does not flow
+    :func:`auditor.grad.objectives.append_objective` adds).  Nodes that the gradient does not flow
     through need no rule; a node it does flow through without a rule raises AuditorError naming it.
     Models below opset 13 are upgraded first (the returned model is at the upgraded opset).
     """

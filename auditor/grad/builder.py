@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..modelio import constant_node_value  # noqa: F401 (re-exported for the rules)
+from ..model.load import constant_node_value  # noqa: F401 (re-exported for the rules)
 
 Dim = int | str | None  # a static dimension, a symbolic one (e.g. "batch"), or unknown
 Shape = tuple[Dim, ...]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import onnx
 
-from auditor.modelio import upgrade
+from auditor.model.load import upgrade
 
 from .builder import default_opset
 

@@ -6,7 +6,7 @@ straight-through estimator (Bengio et al., 2013) differentiates the rounding as 
 quantiser's derivative is 1 / s and the dequantiser's is s, so a QuantizeLinear -> DequantizeLinear
 pair passes the gradient unchanged, and the forward pass keeps the real (de)quantised values.
 The gradient of the integer tensor q is carried in the floating type of the scale.  Reports state
-that a QDQ model's gradients are straight-through (``auditor.modelio.load_notes``).
+that a QDQ model's gradients are straight-through (``auditor.model.load.load_notes``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ A cost model is a class with
   keys and wrong types are errors) and then calls ``Params.validate()`` (``ValueError`` on bad
   values).
 * ``simulate(layers, acts) -> CostResult`` - ``layers`` is the list of
-  :class:`~auditor.layers.ComputeLayer` of the model, ``acts[layer.input]`` the float32 data input
+  :class:`~auditor.model.layers.ComputeLayer` of the model, ``acts[layer.input]`` the float32 data input
   of that layer for a batch: (N, C, H, W) for convolutions, (N, K) for Gemm/MatMul.  The cost of
   an input depends on the zeros of *its* activations.
 
@@ -33,7 +33,7 @@ import numba
 import numpy as np
 
 from ..errors import AuditorError
-from ..layers import ComputeLayer
+from ..model.layers import ComputeLayer
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..layers import ComputeLayer
+from ..model.layers import ComputeLayer
 from ..schema import field
 from .base import CostModel, CostResult
 from .cnvlutin import _SRC_ATTACK, _SRC_CNV, _SRC_HOROWITZ, check_machine_params, dadn_simulate

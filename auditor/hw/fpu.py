@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import AuditorError
-from ..layers import ComputeLayer
+from ..model.layers import ComputeLayer
 from ..schema import field
 from .base import CostModel, CostResult, check_acts, lower
 

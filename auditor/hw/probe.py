@@ -1,7 +1,7 @@
 """Compute layers and their input activations of an ONNX model (for calibration, tests, benchmarks).
 
 A small self-contained probe: :func:`compute_layers` reads Conv/ConvTranspose/Gemm/MatMul nodes
-with constant weights into :class:`~auditor.layers.ComputeLayer` (using ``auditor.graph`` when it
+with constant weights into :class:`~auditor.model.layers.ComputeLayer` (using ``auditor.model.graph`` when it
 is available), and :func:`activations` exposes their data inputs as extra graph outputs and runs
 onnxruntime on a batch.
 """
@@ -13,7 +13,7 @@ import onnx
 from onnx import numpy_helper, shape_inference
 
 from ..errors import AuditorError
-from ..layers import ComputeLayer
+from ..model.layers import ComputeLayer
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -51,9 +51,9 @@ def _same_pads(size, k, s, d, upper):
 
 
 def compute_layers(model: onnx.ModelProto) -> list[ComputeLayer]:
-    """The compute layers of a model, in graph order (uses ``auditor.graph.compute_layers`` if present)."""
+    """The compute layers of a model, in graph order (uses ``auditor.model.graph.compute_layers`` if present)."""
     try:  # the project's own graph analysis, when it exists
-        from ..graph import compute_layers as _cl  # type: ignore
+        from ..model.graph import compute_layers as _cl  # type: ignore
     except ImportError:
         _cl = None
     if _cl is not None:

@@ -28,7 +28,7 @@ class Reshape:
     gradient_inhibition_layers: Optional[list[str]] = schema.field(None, doc="node names (default: the last fully connected layer)")
     seed: int = schema.field(0, doc="seed of the HashNet hash functions")
     quantize_bits: Optional[int] = schema.field(
-        None, doc="post-training symmetric k-bit quantisation of the Conv/Gemm/MatMul weights (no retraining; auditor/quantize.py)",
+        None, doc="post-training symmetric k-bit quantisation of the Conv/Gemm/MatMul weights (no retraining; auditor/model/rewrite/quantize.py)",
         source="Guesmi et al. §7.1 (DQ weight-only / full)")
     quantize_activations: bool = schema.field(False, doc="also quantise the compute layers' data inputs (per tensor, "
                                                          "scale calibrated on the scenario's clean data; at most 8 bits)")

@@ -59,7 +59,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from ..layers import ComputeLayer
+from ..model.layers import ComputeLayer
 from ..schema import field
 from .base import ConvGeom, CostModel, CostResult, check_acts, kernel_threads, lower, nonzero_mask, window_reads
 from .cnvlutin import inside_columns

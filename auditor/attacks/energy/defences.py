@@ -1,0 +1,301 @@
+"""Defences against sparsity attacks (Krithivasan, Sen, Raghunathan, Section IV) and how to score them.
+
+* Activation thresholding — every ReLU(x) becomes x * (x > t_l): activations at or below a
+  per-layer threshold t_l are zeroed (t_l = 0 is the plain ReLU).  :func:`threshold_relus`
+  rewrites an ONNX model; :func:`tune_thresholds` picks t_l layer by layer — starting, as in the
+  paper, at the layer's mean activation on the adversarial set, then doubling / bisecting — as
+  high as a clean-accuracy loss budget allows.
+* Input quantisation — x_q = round(2^k x) / 2^k  (eq. 9), :func:`quantize_input`.
+* Input compression — JPEG re-encoding at quality q (Pillow), :func:`jpeg_compress`.
+* :func:`recovery` — the share of an attack's cost increase that a defence removes.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Callable, Mapping
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ...errors import AuditorError
+from ...model.names import ns
+
+# --------------------------------------------------------------------------------------------
+# Activation thresholding (ONNX rewrite)
+# --------------------------------------------------------------------------------------------
+
+
+def relu_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """(node name, output tensor) of every Relu, in graph order (unnamed nodes: "Relu_<index>")."""
+    return [(n.name or f"Relu_{i}", n.output[0]) for i, n in enumerate(model.graph.node) if n.op_type == "Relu"]
+
+
+def _resolve(model: onnx.ModelProto, thresholds: Mapping[str, float]) -> dict[str, float]:
+    """Threshold per Relu output tensor, keyed by node name or output tensor name."""
+    by_key = {}
+    for name, out in relu_nodes(model):
+        by_key[name] = out
+        by_key[out] = out
+    res = {}
+    for k, t in thresholds.items():
+        if k not in by_key:
+            raise AuditorError(f"no Relu node or output named '{k}'; Relus: {', '.join(n for n, _ in relu_nodes(model))}")
+        t = float(t)
+        if not np.isfinite(t):
+            raise AuditorError(f"threshold for '{k}' must be finite, got {t}")
+        res[by_key[k]] = t
+    return res
+
+
+def threshold_input(relu_output: str) -> str:
+    """The graph input (or initializer) holding the threshold of the Relu writing ``relu_output``."""
+    return ns(f"threshold/{relu_output}")
+
+
+def threshold_relus(model: onnx.ModelProto, thresholds: Mapping[str, float], *, as_inputs: bool = False) -> onnx.ModelProto:
+    """A copy of ``model`` where each listed Relu(x) is x * Cast(Greater(x, t), float).
+
+    ``thresholds``: Relu node name or output tensor -> t (Relus not listed stay as they are).  The
+    output tensor names are kept, so probes and cost models see the same layer inputs.  With
+    ``as_inputs`` the thresholds become scalar graph inputs named ``auditor::threshold/<relu output>``
+    (for tuning with one onnxruntime session).
+    """
+    thr = _resolve(model, thresholds)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    new_nodes = []
+    for i, node in enumerate(g.node):
+        if node.op_type != "Relu" or node.output[0] not in thr:
+            new_nodes.append(node)
+            continue
+        y = node.output[0]
+        base = ns(f"threshold/{node.name or f'Relu_{i}'}")
+        t_name = threshold_input(y)
+        if as_inputs:
+            g.input.append(helper.make_tensor_value_info(t_name, TensorProto.FLOAT, []))
+        else:
+            g.initializer.append(numpy_helper.from_array(np.array(thr[y], np.float32), t_name))
+        x = node.input[0]
+        new_nodes += [
+            helper.make_node("Greater", [x, t_name], [f"{base}_mask"], name=f"{base}_greater"),
+            helper.make_node("Cast", [f"{base}_mask"], [f"{base}_maskf"], name=f"{base}_cast", to=TensorProto.FLOAT),
+            helper.make_node("Mul", [x, f"{base}_maskf"], [y], name=node.name or f"{base}_mul"),
+        ]
+    del g.node[:]
+    g.node.extend(new_nodes)
+    return out
+
+
+def _session(model: onnx.ModelProto):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = 1
+    try:
+        return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001
+        raise AuditorError(f"onnxruntime cannot load the model: {str(e).strip().splitlines()[0][:300]}") from None
+
+
+def _prep(x: np.ndarray, preprocess) -> np.ndarray:
+    if preprocess is None:
+        return np.ascontiguousarray(x, np.float32)
+    fn = preprocess.apply if hasattr(preprocess, "apply") else preprocess
+    return np.ascontiguousarray(fn(np.asarray(x, np.float32)), np.float32)
+
+
+def tune_thresholds(model: onnx.ModelProto, x_val: np.ndarray, labels: np.ndarray | None = None, *,
+                    budget: float = 0.01, x_attack: np.ndarray | None = None, preprocess=None,
+                    steps: int = 8, batch_size: int = 256) -> tuple[onnx.ModelProto, dict[str, float], dict]:
+    """Per-layer activation thresholds within a clean-accuracy loss budget.
+
+    ``x_val``/``labels``: clean validation inputs (raw; ``preprocess`` — a callable or an object with
+    ``apply`` — maps them to the model's input) and their labels; without labels, agreement with
+    the undefended model's predictions is the accuracy.  ``budget``: tolerated accuracy loss (a
+    fraction, e.g. 0.01).  Layers are tuned greedily in graph order, layer l allowed a cumulative
+    loss of budget*(l+1)/L, each threshold starting at the layer's mean activation on
+    ``x_attack`` (default ``x_val``), doubled while the budget holds, then bisected ``steps`` times.
+
+    Returns (defended model, thresholds by Relu output, report with the accuracies).
+    """
+    if not 0 <= budget <= 1:
+        raise AuditorError(f"accuracy-loss budget must be in [0, 1], got {budget}")
+    relus = relu_nodes(model)
+    if not relus:
+        raise AuditorError("the model has no Relu to threshold")
+    outs = [o for _, o in relus]
+    inp = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}][0]
+    logits_name = model.graph.output[0].name
+    xv = _prep(x_val, preprocess)
+    xa = xv if x_attack is None else _prep(x_attack, preprocess)
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    for o in outs:
+        if o not in known:
+            probe.graph.output.append(helper.make_tensor_value_info(o, TensorProto.FLOAT, None))
+    sess = _session(probe)
+    sums = {o: 0.0 for o in outs}
+    counts = {o: 0 for o in outs}
+    for s in range(0, len(xa), batch_size):
+        res = sess.run(outs, {inp: xa[s:s + batch_size]})
+        for o, r in zip(outs, res):
+            sums[o] += float(r.sum())
+            counts[o] += r.size
+    mean_act = {o: sums[o] / max(counts[o], 1) for o in outs}
+
+    tuned = threshold_relus(model, {o: 0.0 for o in outs}, as_inputs=True)
+    tsess = _session(tuned)
+
+    def predict(th: dict[str, float]) -> np.ndarray:
+        feeds = {threshold_input(o): np.array(th[o], np.float32) for o in outs}
+        preds = []
+        for s in range(0, len(xv), batch_size):
+            preds.append(tsess.run([logits_name], {inp: xv[s:s + batch_size], **feeds})[0].argmax(1))
+        return np.concatenate(preds)
+
+    th = {o: 0.0 for o in outs}
+    base_pred = predict(th)
+    ref = base_pred if labels is None else np.asarray(labels)
+    base_acc = float((base_pred == ref).mean())
+
+    def ok(cand: dict[str, float], allowed: float) -> bool:
+        return base_acc - float((predict(cand) == ref).mean()) <= allowed + 1e-12
+
+    L = len(outs)
+    for li, o in enumerate(outs):
+        allowed = budget * (li + 1) / L
+        t = mean_act[o]
+        if t <= 0:
+            continue
+        good, bad = 0.0, None
+        for _ in range(20):  # grow while the budget holds
+            if ok({**th, o: t}, allowed):
+                good, t = t, 2 * t
+            else:
+                bad = t
+                break
+        if bad is None:
+            th[o] = good
+            continue
+        for _ in range(int(steps)):
+            mid = (good + bad) / 2
+            if ok({**th, o: mid}, allowed):
+                good = mid
+            else:
+                bad = mid
+        th[o] = good
+    final_acc = float((predict(th) == ref).mean())
+    report = {"accuracy_clean": base_acc, "accuracy_defended": final_acc, "budget": budget,
+              "mean_activation": mean_act, "thresholds": dict(th)}
+    return threshold_relus(model, th), th, report
+
+
+# --------------------------------------------------------------------------------------------
+# Input smoothing
+# --------------------------------------------------------------------------------------------
+
+
+def quantize_input(x: np.ndarray, bits: int, bounds: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """k-bit input quantisation x_q = round(2^k x) / 2^k (eq. 9), on the pixel range mapped to [0, 1].
+
+    numpy rounds halves to even.  Idempotent; |x_q - x| <= 2^-(k+1) (in [0, 1] units).
+    """
+    bits = int(bits)
+    if not 1 <= bits <= 24:
+        raise AuditorError(f"quantisation bits must be in 1..24, got {bits}")
+    lo, hi = float(bounds[0]), float(bounds[1])
+    u = (np.asarray(x, np.float64) - lo) / (hi - lo)
+    q = np.round(u * 2 ** bits) / 2 ** bits
+    return (q * (hi - lo) + lo).astype(np.float32)
+
+
+def jpeg_compress(x: np.ndarray, quality: int, bounds: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """JPEG re-encoding at ``quality`` (1..100) with Pillow, image by image (N, C, H, W).
+
+    Pixels are mapped to 0..255 and rounded; 1 channel is encoded as grey, 3 as RGB, any other
+    count channel by channel.  The output is back in the pixel range, float32, same shape.
+    """
+    from PIL import Image
+
+    q = int(quality)
+    if not 1 <= q <= 100:
+        raise AuditorError(f"JPEG quality must be in 1..100, got {quality}")
+    x = np.asarray(x, np.float64)
+    if x.ndim != 4:
+        raise AuditorError(f"JPEG compression needs images (N, C, H, W), got shape {x.shape}")
+    lo, hi = float(bounds[0]), float(bounds[1])
+    u8 = np.clip(np.round((x - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
+
+    def code(img: np.ndarray, mode: str) -> np.ndarray:
+        buf = io.BytesIO()
+        Image.fromarray(img, mode=mode).save(buf, format="JPEG", quality=q)
+        buf.seek(0)
+        return np.asarray(Image.open(buf).convert(mode))
+
+    out = np.empty_like(u8)
+    n, c = x.shape[:2]
+    for i in range(n):
+        if c == 3:
+            out[i] = code(np.ascontiguousarray(u8[i].transpose(1, 2, 0)), "RGB").transpose(2, 0, 1)
+        else:
+            for ch in range(c):
+                out[i, ch] = code(np.ascontiguousarray(u8[i, ch]), "L")
+    return (out.astype(np.float64) / 255.0 * (hi - lo) + lo).astype(np.float32)
+
+
+INPUT_DEFENCES: dict[str, tuple[Callable, str]] = {
+    "quantize": (quantize_input, "bits"),
+    "jpeg": (jpeg_compress, "quality"),
+}
+
+
+def make_input_defence(name: str, **params) -> Callable[[np.ndarray], np.ndarray]:
+    """``make_input_defence("quantize", bits=4)`` / ``("jpeg", quality=75)`` -> x -> x' (raw domain).
+
+    Optional ``bounds`` (the pixel range).  AuditorError for unknown names or parameters."""
+    key = str(name).strip().lower()
+    key = {"quantise": "quantize", "quantization": "quantize", "quantisation": "quantize",
+           "compression": "jpeg", "jpeg_compression": "jpeg"}.get(key, key)
+    if key not in INPUT_DEFENCES:
+        raise AuditorError(f"unknown input defence '{name}'; known: {', '.join(INPUT_DEFENCES)}")
+    fn, arg = INPUT_DEFENCES[key]
+    extra = set(params) - {arg, "bounds"}
+    if extra or arg not in params:
+        raise AuditorError(f"input defence '{key}' takes '{arg}' (and optional 'bounds'); got {sorted(params)}")
+    try:
+        value = int(params[arg])
+    except (TypeError, ValueError):
+        raise AuditorError(f"'{arg}' must be an integer, got {params[arg]!r}") from None
+    if value != params[arg] and not isinstance(params[arg], str):
+        raise AuditorError(f"'{arg}' must be an integer, got {params[arg]!r}")
+    bounds = tuple(params.get("bounds", (0.0, 1.0)))
+    fn(np.zeros((1, 1, 8, 8), np.float32) + bounds[0], value, bounds)  # validates the value now
+    return lambda x: fn(x, value, bounds)
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring
+# --------------------------------------------------------------------------------------------
+
+
+def recovery(clean_cost, attacked_cost, defended_attacked_cost) -> float:
+    """Share of the attack's cost increase that the defence removes (on the means):
+
+        (attacked - defended_attacked) / (attacked - clean)
+
+    1 = fully recovered, 0 = no effect, < 0 = the defence made it worse, > 1 = below the clean
+    cost.  NaN when the attack did not raise the cost.
+    """
+    c = float(np.mean(clean_cost))
+    a = float(np.mean(attacked_cost))
+    d = float(np.mean(defended_attacked_cost))
+    inc = a - c
+    if not inc > 0:
+        return float("nan")
+    return (a - d) / inc

@@ -1,0 +1,259 @@
+"""Model reshaping declared in a hardware profile, applied as ONNX rewrites.
+
+Both rewrites take an ONNX ``ModelProto`` (or a path) and return a new one with some weight
+initializers replaced, so the attacks, the cost models and onnxruntime all see the reshaped model.
+
+* :func:`hashnet` — HashNet weight sharing (Chen et al., 2015, "Compressing neural networks with
+  the hashing trick"; used as a defence by Liu et al.): every virtual weight ``V_i`` of a layer is
+  ``ξ(i)·w_{h(i)}`` for a bucket hash ``h`` onto ``K = ceil(ratio·n)`` buckets and an independent
+  sign hash ``ξ(i) ∈ {-1, +1}``.  Applied post hoc to a trained layer, each bucket value is the
+  least-squares fit ``w_b = argmin Σ_{h(i)=b} (ξ(i)·w_b - V_i)² = mean_{h(i)=b} ξ(i)·V_i``.
+* :func:`gradient_inhibition` — Liu et al.'s gradient inhibition: ``w ← w + τ·sign(w)`` on the
+  chosen layers (default: the last fully connected layer).
+
+Layers are named by their node name, or ``<op_type>_<index>`` (index in ``graph.node``) for
+unnamed nodes, as in :mod:`auditor.model.layers`; the weight initializer's name is accepted too.
+Each rewrite appends a JSON record to the model's ``metadata_props`` key ``auditor.model.rewrite.reshape``.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ...errors import AuditorError
+
+COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+FC_OPS = ("Gemm", "MatMul")
+META_KEY = "auditor.model.rewrite.reshape"
+
+
+# --------------------------------------------------------------------------------------------
+# layer lookup
+# --------------------------------------------------------------------------------------------
+
+
+def _load(model) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+        return out
+    if isinstance(model, (str, Path)):
+        from ..load import load_model  # validated, named and shape-inferred like every model
+
+        return load_model(model)
+    raise AuditorError(f"expected an ONNX ModelProto or a path, got {type(model).__name__}", where="reshape")
+
+
+def node_name(node: onnx.NodeProto, index: int) -> str:
+    return node.name or f"{node.op_type}_{index}"
+
+
+def weight_layers(model: onnx.ModelProto) -> list[tuple[str, str, str]]:
+    """(layer name, op_type, weight initializer name) of every compute node with a constant weight."""
+    inits = {t.name for t in model.graph.initializer}
+    out = []
+    for i, node in enumerate(model.graph.node):
+        if node.op_type not in COMPUTE_OPS or len(node.input) < 2:
+            continue
+        if node.op_type in ("Conv", "ConvTranspose"):
+            cands = [node.input[1]]
+        else:  # Gemm / MatMul: the constant operand, B preferred
+            cands = [node.input[1], node.input[0]]
+        w = next((c for c in cands if c in inits), None)
+        if w is not None:
+            out.append((node_name(node, i), node.op_type, w))
+    return out
+
+
+def _select(model: onnx.ModelProto, layers, default: str, what: str) -> list[tuple[str, str, str]]:
+    avail = weight_layers(model)
+    if not avail:
+        raise AuditorError("the model has no Conv/Gemm/MatMul layer with a constant weight", where=what)
+    if layers is None:
+        if default == "all":
+            return avail
+        fc = [a for a in avail if a[1] in FC_OPS]
+        if not fc:
+            raise AuditorError("the model has no fully connected (Gemm/MatMul) layer with a constant weight; "
+                               "name the layers explicitly", where=what)
+        return [fc[-1]]
+    if isinstance(layers, str):
+        layers = [layers]
+    chosen = []
+    for name in layers:
+        hit = [a for a in avail if name in (a[0], a[2])]
+        if not hit:
+            raise AuditorError(f"unknown layer {name!r}; layers with weights: {', '.join(a[0] for a in avail)}",
+                               where=what)
+        for h in hit:
+            if h not in chosen:
+                chosen.append(h)
+    return chosen
+
+
+def _initializer(model: onnx.ModelProto, name: str) -> onnx.TensorProto:
+    return next(t for t in model.graph.initializer if t.name == name)
+
+
+def _replace(model: onnx.ModelProto, name: str, values: np.ndarray) -> None:
+    t = _initializer(model, name)
+    t.CopyFrom(numpy_helper.from_array(values.astype(numpy_helper.to_array(t).dtype), name))
+
+
+def _record(model: onnx.ModelProto, entry: dict) -> None:
+    for p in model.metadata_props:
+        if p.key == META_KEY:
+            hist = json.loads(p.value)
+            hist.append(entry)
+            p.value = json.dumps(hist)
+            return
+    model.metadata_props.add(key=META_KEY, value=json.dumps([entry]))
+
+
+# --------------------------------------------------------------------------------------------
+# HashNet
+# --------------------------------------------------------------------------------------------
+
+
+def num_buckets(n: int, ratio: float) -> int:
+    """Buckets for a layer of n weights at a compression ratio: ceil(ratio·n), at least 1."""
+    return max(1, int(np.ceil(n * ratio - 1e-9)))
+
+
+def hashnet_hashes(layer: str, n: int, buckets: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The bucket hash h (n,) and sign hash ξ (n,) of a layer's flattened weight positions.
+
+    h is a *balanced* hash: a seeded random permutation of the positions taken modulo the number
+    of buckets, so every bucket holds floor(n/K) or ceil(n/K) weights; at K = n (ratio 1) it is a
+    bijection and the rewrite reproduces the layer exactly.  ξ is an independent seeded ±1 hash.
+    Both depend only on (seed, layer name, n, K), so they are deterministic across runs.
+    """
+    key = zlib.crc32(layer.encode("utf-8"))
+    h = np.random.default_rng([int(seed), key, 0]).permutation(n) % buckets
+    xi = np.where(np.random.default_rng([int(seed), key, 1]).random(n) < 0.5, -1.0, 1.0)
+    return h.astype(np.int64), xi
+
+
+def hashnet(model, ratio: float, layers=None, seed: int = 0) -> onnx.ModelProto:
+    """HashNet weight sharing at ``ratio`` (buckets / weights, e.g. 1/16 or the string "1/16") on
+    ``layers`` (default: every Conv, ConvTranspose, Gemm and MatMul weight).  Biases are left as
+    they are."""
+    m = _load(model)
+    if isinstance(ratio, str):  # "1/16" as written in a profile
+        try:
+            ratio = float(Fraction(ratio.strip()))
+        except (ValueError, ZeroDivisionError):
+            pass
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating)) or not (0 < ratio <= 1):
+        raise AuditorError(f"hashnet ratio must be in (0, 1], got {ratio!r}", where="hashnet")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise AuditorError(f"hashnet seed must be a non-negative integer, got {seed!r}", where="hashnet")
+    done: set[str] = set()
+    report = []
+    for layer, _, wname in _select(m, layers, "all", "hashnet"):
+        if wname in done:
+            continue
+        done.add(wname)
+        V = numpy_helper.to_array(_initializer(m, wname)).astype(np.float64)
+        n = V.size
+        k = num_buckets(n, float(ratio))
+        h, xi = hashnet_hashes(layer, n, k, seed)
+        flat = V.ravel()
+        counts = np.bincount(h, minlength=k)
+        w = np.bincount(h, weights=xi * flat, minlength=k) / np.maximum(counts, 1)
+        _replace(m, wname, (xi * w[h]).reshape(V.shape))
+        report.append({"layer": layer, "weights": int(n), "buckets": int(k)})
+    _record(m, {"rewrite": "hashnet", "ratio": float(ratio), "seed": int(seed), "layers": report})
+    return m
+
+
+# --------------------------------------------------------------------------------------------
+# gradient inhibition
+# --------------------------------------------------------------------------------------------
+
+
+def gradient_inhibition(model, tau: float, layers=None) -> onnx.ModelProto:
+    """w ← w + τ·sign(w) on ``layers`` (default: the last Gemm/MatMul layer)."""
+    m = _load(model)
+    if isinstance(tau, bool) or not isinstance(tau, (int, float, np.floating)) or not np.isfinite(tau) or tau < 0:
+        raise AuditorError(f"gradient inhibition tau must be a finite number >= 0, got {tau!r}",
+                           where="gradient_inhibition")
+    done: set[str] = set()
+    names = []
+    for layer, _, wname in _select(m, layers, "last_fc", "gradient_inhibition"):
+        if wname in done:
+            continue
+        done.add(wname)
+        t = _initializer(m, wname)
+        W = numpy_helper.to_array(t)
+        _replace(m, wname, W.astype(np.float64) + float(tau) * np.sign(W.astype(np.float64)))
+        names.append(layer)
+    _record(m, {"rewrite": "gradient_inhibition", "tau": float(tau), "layers": names})
+    return m
+
+
+# --------------------------------------------------------------------------------------------
+# from a hardware profile
+# --------------------------------------------------------------------------------------------
+
+
+def apply_reshaping(model, spec: dict | None) -> onnx.ModelProto:
+    """Apply the reshaping section of a hardware profile::
+
+        reshaping:
+          hashnet: {ratio: 0.0625, layers: [...], seed: 0}   # optional
+          gradient_inhibition: {tau: 0.1, layers: [...]}     # optional
+
+    HashNet is applied first.  ``spec`` None or empty returns the model unchanged (a copy).
+    """
+    m = _load(model)
+    if not spec:
+        return m
+    if not isinstance(spec, dict):
+        raise AuditorError("reshaping must be a mapping", where="reshaping")
+    unknown = set(spec) - {"hashnet", "gradient_inhibition"}
+    if unknown:
+        raise AuditorError(f"unknown reshaping {', '.join(sorted(unknown))}; known: hashnet, gradient_inhibition",
+                           where="reshaping")
+    if spec.get("hashnet") is not None:
+        hs = spec["hashnet"]
+        if not isinstance(hs, dict) or "ratio" not in hs or set(hs) - {"ratio", "layers", "seed"}:
+            raise AuditorError("hashnet needs {ratio, [layers], [seed]}", where="reshaping.hashnet")
+        m = hashnet(m, hs["ratio"], hs.get("layers"), hs.get("seed", 0))
+    if spec.get("gradient_inhibition") is not None:
+        gs = spec["gradient_inhibition"]
+        if not isinstance(gs, dict) or "tau" not in gs or set(gs) - {"tau", "layers"}:
+            raise AuditorError("gradient_inhibition needs {tau, [layers]}", where="reshaping.gradient_inhibition")
+        m = gradient_inhibition(m, gs["tau"], gs.get("layers"))
+    return m
+
+
+def clean_accuracy(model, x: np.ndarray, y: np.ndarray, preprocessing=None, batch_size: int = 512) -> float:
+    """Top-1 accuracy of an ONNX model under onnxruntime (to report what a rewrite costs).
+
+    ``preprocessing``: None, a ``(mean, std)`` pair applied as ``(x - mean) / std``, or a callable.
+    """
+    import onnxruntime as ort
+
+    m = _load(model)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    x = np.asarray(x, np.float32)
+    if preprocessing is not None:
+        if callable(preprocessing):
+            x = np.asarray(preprocessing(x), np.float32)
+        else:
+            mean, std = preprocessing
+            x = ((x - np.float32(mean)) / np.float32(std)).astype(np.float32)
+    pred = np.concatenate([sess.run(None, {name: x[i:i + batch_size]})[0].argmax(axis=1)
+                           for i in range(0, len(x), batch_size)])
+    return float(np.mean(pred == np.asarray(y)))

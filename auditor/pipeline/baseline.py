@@ -1,0 +1,187 @@
+"""Comparison with a previous report: regression checks (``--baseline``) and ``auditor diff``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Optional
+
+from .. import schema
+from .checks import Check, make
+from ..errors import AuditorError
+
+
+@dataclass
+class Regression:
+    """How much worse than the baseline report a new report may be (checked with --baseline)."""
+
+    max_latency_growth: Optional[float] = schema.field(None, doc="worst-case latency may grow at most this fraction (0.1 = 10%)",
+                                                       minimum=0)
+    max_energy_growth: Optional[float] = schema.field(None, doc="worst-case energy may grow at most this fraction", minimum=0)
+    max_density_growth: Optional[float] = schema.field(None, doc="worst-case density may grow at most this much (absolute)",
+                                                       minimum=0, maximum=1)
+    max_accuracy_drop: Optional[float] = schema.field(None, doc="clean accuracy may drop at most this much (0.01 = 1 point)",
+                                                      minimum=0, maximum=1)
+    max_robust_accuracy_drop: Optional[float] = schema.field(None, doc="robust accuracy (any attack and epsilon) may drop at most this much",
+                                                             minimum=0, maximum=1)
+
+
+def _profile_map(d: dict) -> dict:
+    return {p["name"]: p for p in d.get("profiles", [])}
+
+
+def _robust(p: dict) -> dict:
+    out = {}
+    for a in (p.get("robustness") or {}).get("attacks", []):
+        for r in a.get("results", []):
+            out[(a.get("attack"), a.get("norm"), r.get("epsilon"))] = r.get("robust_accuracy")
+    return out
+
+
+def regression_checks(reg: Regression, old: dict, new: dict) -> list[Check]:
+    if old.get("schema_version") != new.get("schema_version"):
+        raise AuditorError(f"baseline report has schema version {old.get('schema_version')}, expected {new.get('schema_version')}")
+    out: list[Check] = []
+    olds = _profile_map(old)
+    for name, p in _profile_map(new).items():
+        o = olds.get(name)
+        if o is None:
+            continue
+        s, os_ = p["summary"], o["summary"]
+        for key, field_, rel in (("max_latency_growth", "worst_latency_s", True), ("max_energy_growth", "worst_energy_j", True),
+                                 ("max_density_growth", "worst_density", False)):
+            thr = getattr(reg, key)
+            if thr is None:
+                continue
+            a, b = os_.get(field_), s.get(field_)
+            growth = None if a is None or b is None else ((b - a) / a if rel and a else b - a)
+            out.append(make(f"regression.{key}", name, growth, thr, "<=", f"baseline {a:.4g}, now {b:.4g}" if growth is not None else ""))
+        if reg.max_accuracy_drop is not None:
+            a, b = os_.get("clean_accuracy"), s.get("clean_accuracy")
+            out.append(make("regression.max_accuracy_drop", name, None if a is None or b is None else a - b,
+                            reg.max_accuracy_drop, "<="))
+        if reg.max_robust_accuracy_drop is not None:
+            ro, rn = _robust(o), _robust(p)
+            common = set(ro) & set(rn)
+            drop = max((ro[k] - rn[k] for k in common), default=None)
+            out.append(make("regression.max_robust_accuracy_drop", name, drop, reg.max_robust_accuracy_drop, "<=",
+                            "" if common else "no common attack results"))
+    return out
+
+
+def _unit(key: str) -> str:
+    if key.endswith("_s"):
+        return "s"
+    if key.endswith("_j"):
+        return "J"
+    if "edp" in key:
+        return "Js"
+    return ""
+
+
+def _value(key: str, v) -> str:
+    from ..report.core import _fmt_num, _si
+
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return str(v)
+    if "accuracy" in key:
+        return f"{100 * v:.2f}%"
+    u = _unit(key)
+    return _si(v, u) if u else _fmt_num(v)
+
+
+def _change(key: str, a, b) -> str:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        if "accuracy" in key:
+            rel = f"{100 * (b - a):+.2f} pt"
+        elif "density" in key:
+            rel = f"{b - a:+.4f}" + (f", {100 * (b - a) / abs(a):+.1f}%" if a else "")
+        else:
+            rel = f"{100 * (b - a) / abs(a):+.1f}%" if a else "new"
+        return f"{_value(key, a)} -> {_value(key, b)} ({rel})"
+    return f"{_value(key, a)} -> {_value(key, b)}"
+
+
+def _profile_fingerprint(p: dict):
+    return json.dumps(p.get("profile"), sort_keys=True, default=str)
+
+
+def diff_entries(old: dict, new: dict) -> list[tuple[str, str, str]]:
+    """(scope, what, change) for everything that changed between two reports: verdict, model,
+    scenario and profile contents, summary numbers (with units), robust accuracies, checks."""
+    from ..report.core import check_status
+    from .sanity import _scenario_core
+
+    E = []
+    if old.get("verdict") != new.get("verdict"):
+        E.append(("", "verdict", f"{old.get('verdict')} -> {new.get('verdict')}"))
+    om, nm = old.get("model") or {}, new.get("model") or {}
+    if om.get("path") != nm.get("path"):
+        E.append(("", "model path", f"{om.get('path')} -> {nm.get('path')}"))
+    if om.get("sha256") != nm.get("sha256"):
+        E.append(("", "model sha256", f"{str(om.get('sha256'))[:12]} -> {str(nm.get('sha256'))[:12]}"))
+    osc, nsc = old.get("scenario") or {}, new.get("scenario") or {}
+    if osc.get("name") != nsc.get("name"):
+        E.append(("", "scenario", f"{osc.get('name')} -> {nsc.get('name')} (a different audit: numbers may not compare)"))
+    else:
+        co, cn = _scenario_core(osc), _scenario_core(nsc)
+        changed = sorted(k for k in set(co) | set(cn) if co.get(k) != cn.get(k))
+        for part in ("checks", "regression"):
+            if osc.get(part) != nsc.get(part):
+                changed.append(part)
+        if changed:
+            E.append(("", "scenario changed", ", ".join(changed)))
+    if old.get("seed") != new.get("seed"):
+        E.append(("", "seed", f"{old.get('seed')} -> {new.get('seed')}"))
+    olds, news = _profile_map(old), _profile_map(new)
+    for name in sorted(set(olds) | set(news), key=str):
+        if name not in news:
+            E.append((name, "profile", "removed"))
+            continue
+        if name not in olds:
+            E.append((name, "profile", "added"))
+            continue
+        if _profile_fingerprint(olds[name]) != _profile_fingerprint(news[name]):
+            op, np_ = olds[name].get("profile") or {}, news[name].get("profile") or {}
+            keys = sorted(k for k in set(op.get("params") or {}) | set(np_.get("params") or {})
+                          if (op.get("params") or {}).get(k) != (np_.get("params") or {}).get(k))
+            other = sorted(k for k in set(op) | set(np_) if k != "params" and op.get(k) != np_.get(k))
+            E.append((name, "hardware profile changed", ", ".join([f"params.{k}" for k in keys] + other) or "contents"))
+        so, sn = olds[name].get("summary") or {}, news[name].get("summary") or {}
+        for k in sorted(set(so) | set(sn)):
+            a, b = so.get(k), sn.get(k)
+            if a != b:
+                E.append((name, k, _change(k, a, b)))
+        ro, rn = _robust(olds[name]), _robust(news[name])
+        for k in sorted(set(ro) | set(rn), key=str):
+            if ro.get(k) != rn.get(k):
+                E.append((name, f"robust accuracy {k[0]} {k[1]} ε={k[2]}", _change("accuracy", ro.get(k), rn.get(k))))
+    oc = {(c["profile"], c["name"]): check_status(c) for c in old.get("checks", [])}
+    for c in new.get("checks", []):
+        k = (c["profile"], c["name"])
+        if k in oc and oc[k] != check_status(c):
+            E.append((c["profile"], f"check {c['name']}", f"{oc[k]} -> {check_status(c)}"))
+        elif k not in oc:
+            E.append((c["profile"], f"new check {c['name']}", check_status(c)))
+    return E
+
+
+def diff(old: dict, new: dict) -> list[str]:
+    """Human-readable lines describing what changed between two reports."""
+    return [f"[{s}] {w}: {c}" if s else f"{w}: {c}" for s, w, c in diff_entries(old, new)]
+
+
+def diff_text(old: dict, new: dict) -> str:
+    lines = diff(old, new)
+    return ("\n".join(lines) if lines else "no differences (apart from timing)") + "\n"
+
+
+def diff_markdown(old: dict, new: dict) -> str:
+    E = diff_entries(old, new)
+    L = [f"### auditor diff: {old.get('verdict')} → {new.get('verdict')}", ""]
+    if not E:
+        return "\n".join(L + ["no differences (apart from timing)"]) + "\n"
+    L += ["| profile | what | change |", "|---|---|---|"]
+    for s, w, c in E:
+        L.append(f"| {s or '—'} | {w.replace('|', '/')} | {c.replace('|', '/')} |")
+    return "\n".join(L) + "\n"

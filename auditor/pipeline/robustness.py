@@ -1,0 +1,511 @@
+"""The robustness axis of the verdict: how easily an attacker changes the model's answer.
+
+:func:`robustness_audit` runs a list of attacks and measures, per attack and ε:
+
+* clean accuracy, robust accuracy (correct on the clean input *and* not successfully attacked)
+  and attack success rate (successful attacks among the clean-correct inputs);
+* for minimal-norm attacks, statistics of the minimal perturbations (L2, Linf, MSE, PSNR; L0 for
+  JSMA) over the clean-correct inputs;
+* the confidence margin (top-1 minus runner-up logit) distribution on clean vs attacked inputs;
+* queries per input, for every attack (the figure that matters for query-based ones);
+* for the ``autoattack`` ensemble, the ``ensemble`` rows: per ε, ``n_run`` (inputs not fooled at a
+  smaller ε) and per member ``{attack, n_attacked, n_broken, queries}``, members in run order,
+  each attacking only what the earlier ones left robust.
+
+Every adversarial example an attack reports is re-verified before it is counted: an independent
+forward pass through ``verify`` (a different Classifier over the same model) must give the
+adversarial class, and the perturbation must respect the pixel range and the ε-ball.
+
+Everything returned is JSON-serialisable (plain floats, ints, lists, dicts; non-finite numbers
+become ``None``).  The check helpers turn a report into ``{measured, threshold, passed}`` rows.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from ..attacks.evasion import ATTACKS, make_attack
+from ..attacks.evasion.base import default_epsilon, is_adversarial, margins, top_margin
+from ..errors import AuditorError
+from ..norms import norm as _norm
+from ..norms import perturbation_stats
+from ..runtime.classifier import Classifier
+
+QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# JSON helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _f(v) -> float | None:
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return _f(obj)
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    return obj
+
+
+def summary(values) -> dict:
+    """count, mean and quantiles of a sample (finite values only; ``n_infinite`` counts the rest)."""
+    v = np.asarray(values, np.float64).ravel()
+    fin = v[np.isfinite(v)]
+    out = {"count": int(len(v)), "n_infinite": int(len(v) - len(fin))}
+    if len(fin):
+        out["mean"] = _f(fin.mean())
+        out["quantiles"] = {f"{q:g}": _f(np.quantile(fin, q)) for q in QUANTILES}
+    else:
+        out["mean"] = None
+        out["quantiles"] = {f"{q:g}": None for q in QUANTILES}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# attack specifications
+# --------------------------------------------------------------------------------------------
+
+
+def _parse_spec(spec) -> dict:
+    if isinstance(spec, dict):
+        unknown = set(spec) - {"name", "params", "norm", "epsilons", "targeted"}
+        if unknown or "name" not in spec:
+            raise AuditorError("an attack entry needs name and may have params, norm, epsilons, targeted"
+                               + (f" (unknown: {', '.join(sorted(unknown))})" if unknown else ""), where="attacks")
+        s = dict(spec)
+    elif isinstance(spec, (list, tuple)) and 1 <= len(spec) <= 5:
+        s = dict(zip(("name", "params", "norm", "epsilons", "targeted"), spec))
+    else:
+        raise AuditorError(f"an attack entry must be (name, params, norm, epsilons) or a mapping, got {spec!r}",
+                           where="attacks")
+    name = s["name"]
+    if not isinstance(name, str) or name.lower() not in ATTACKS:
+        raise AuditorError(f"unknown attack {name!r}; known attacks: {', '.join(ATTACKS)}", where="attacks")
+    params = dict(s.get("params") or {})
+    if not isinstance(s.get("params") or {}, dict):
+        raise AuditorError(f"params of attack {name!r} must be a mapping", where="attacks")
+    norm = s.get("norm")
+    cls = ATTACKS[name.lower()]
+    if norm is not None:
+        norm = str(norm).lower()
+        if "norm" in _init_params(cls):
+            if "norm" in params and params["norm"] != norm:
+                raise AuditorError(f"attack {name!r}: norm {norm!r} contradicts params.norm {params['norm']!r}",
+                                   where="attacks")
+            params["norm"] = norm
+    attack = make_attack(name, **params)
+    if norm is not None and norm != attack.norm:
+        raise AuditorError(f"attack {name!r} works in the {attack.norm} norm, not {norm}", where="attacks")
+    targeted = s.get("targeted") or False
+    if targeted not in (False, True, "random", "least_likely", "next"):
+        raise AuditorError(f"targeted must be false, random, least_likely or next, got {targeted!r}",
+                           where="attacks")
+    if targeted is True:
+        targeted = "random"
+    eps = s.get("epsilons")
+    if eps is not None and np.isscalar(eps):
+        eps = [eps]
+    return {"name": name.lower(), "attack": attack, "epsilons": eps, "targeted": targeted}
+
+
+def _init_params(cls) -> set:
+    import inspect
+
+    return set(inspect.signature(cls.__init__).parameters) - {"self"}
+
+
+def choose_targets(kind: str, labels: np.ndarray, clean_logits: np.ndarray, seed: int) -> np.ndarray:
+    """Target classes for a targeted run: ``random`` (uniform among the other classes, seeded),
+    ``least_likely`` (lowest clean logit) or ``next`` (runner-up at the clean input)."""
+    n, c = clean_logits.shape
+    if kind == "random":
+        rng = np.random.default_rng([int(seed), 7])
+        return ((labels + rng.integers(1, c, size=n)) % c).astype(np.int64)
+    z = np.asarray(clean_logits, np.float64).copy()
+    if kind == "least_likely":
+        z[np.arange(n), labels] = np.inf
+        return z.argmin(axis=1).astype(np.int64)
+    z[np.arange(n), labels] = -np.inf
+    return z.argmax(axis=1).astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# the audit
+# --------------------------------------------------------------------------------------------
+
+
+class _OrtLogits(Classifier):
+    """Logits only, from a plain onnxruntime session over the deployed model (no instrumentation,
+    no gradient graph) with the preprocessing done in numpy: an independent forward pass."""
+
+    def __init__(self, model, preprocessing=None, bounds=None, batch_size: int = 256):
+        super().__init__()
+        import onnxruntime as ort
+
+        from ..model.rewrite.reshape import _load
+
+        proto = _load(model)
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.intra_op_num_threads = 1
+        self.session = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        inits = {t.name for t in proto.graph.initializer}
+        inp = next(i for i in proto.graph.input if i.name not in inits)
+        self.input_name = inp.name
+        dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+        self.input_shape = tuple(int(d) for d in dims[1:])
+        self.num_classes = int(self.session.get_outputs()[0].shape[-1])
+        self.pre = preprocessing
+        if bounds is None:
+            bounds = getattr(preprocessing, "bounds", (0.0, 1.0))
+        self.bounds = (float(bounds[0]), float(bounds[1]))
+        self.batch_size = batch_size
+        if getattr(preprocessing, "layout", "NCHW") == "NHWC":  # the raw domain is NCHW
+            h, w, c = self.input_shape
+            self.input_shape = (c, h, w)
+
+    def _prep(self, x):
+        p = self.pre
+        if p is None:
+            return x
+        if hasattr(p, "apply"):
+            return np.asarray(p.apply(x), np.float32)
+        if callable(p):
+            return np.asarray(p(x), np.float32)
+        mean, std = p
+        return ((x - np.float32(mean)) / np.float32(std)).astype(np.float32)
+
+    def _logits(self, x):
+        x = self._prep(x)
+        return np.concatenate([self.session.run(None, {self.input_name: x[i:i + self.batch_size]})[0]
+                               for i in range(0, len(x), self.batch_size)])
+
+    def _value_and_grad(self, x, objective, knobs):
+        raise AuditorError("the verification classifier has no gradients", where="robustness")
+
+
+def ort_classifier(model, preprocessing=None, bounds=None) -> Classifier:
+    """A logits-only Classifier over a plain onnxruntime session of ``model`` (path or proto), for
+    re-verifying adversarial examples independently of the attacked (instrumented, gradient)
+    sessions.  ``preprocessing``: None, ``(mean, std)``, a callable, or an object with ``apply``
+    and ``bounds`` (:class:`auditor.model.rewrite.preprocess.Preprocessing`)."""
+    return _OrtLogits(model, preprocessing, bounds)
+
+
+def verified_success(verify: Classifier, x: np.ndarray, x_adv: np.ndarray, labels: np.ndarray,
+                     targets: np.ndarray | None, norm: str | None = None, eps: float | None = None,
+                     batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """(adversarial per the independent classifier and within the constraints, its logits)."""
+    logits = np.concatenate([np.asarray(verify.logits(x_adv[i:i + batch_size]))
+                             for i in range(0, len(x_adv), batch_size)])
+    ok = is_adversarial(logits, labels, targets)
+    lo, hi = verify.bounds
+    tol = 1e-6 * max(1.0, float(hi - lo))
+    flat = x_adv.reshape(len(x_adv), -1)
+    ok &= (flat.min(axis=1) >= lo - tol) & (flat.max(axis=1) <= hi + tol)
+    if norm is not None and eps is not None:
+        ok &= _norm(x_adv - x, norm) <= eps * (1 + 1e-5) + 1e-6
+    return ok, logits
+
+
+def robustness_audit(model: Classifier, x, y, attacks, verify: Classifier | None = None, seed: int = 0) -> dict:
+    """Run ``attacks`` against ``model`` on inputs ``x`` with true labels ``y``.
+
+    ``attacks``: a list of ``(name, params, norm, epsilons)`` tuples (a fifth element, or the
+    ``targeted`` key of a mapping entry, may ask for a targeted run: ``random``, ``least_likely``
+    or ``next``).  ``norm`` None means the attack's own; ``epsilons`` None means the RobustBench
+    default for the input shape (for minimal-norm L2/Linf attacks too; JSMA reports only its
+    minimal L0 statistics then).  ``verify`` re-checks every adversarial example (default: the
+    model itself, which is not independent).
+
+    The same steps run chunk by chunk in the audit: :func:`attack_part` per chunk of inputs,
+    then :func:`robustness_report` on the merged parts.
+    """
+    if not isinstance(model, Classifier):
+        raise AuditorError(f"the model must be a Classifier, got {type(model).__name__}", where="robustness")
+    verify = model if verify is None else verify
+    x, y = check_labelled(x, y)
+    specs = [_parse_spec(s) for s in (attacks or [])]
+    clean_logits = _batched_logits(verify, x)
+    parts = []
+    for k, spec in enumerate(specs):
+        targets = None
+        if spec["targeted"]:
+            targets = choose_targets(spec["targeted"], y, clean_logits, seed + k)
+        parts.append(attack_part(model, verify, x, y, spec, targets=targets, seed=seed + k, clean_logits=clean_logits))
+    return robustness_report(specs, parts, y, clean_logits)
+
+
+def check_labelled(x, y) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y).astype(np.int64)
+    if x.ndim < 2 or len(x) != len(y) or len(x) == 0:
+        raise AuditorError(f"inputs {x.shape} and labels {y.shape} do not match", where="robustness")
+    return x, y
+
+
+def _batched_logits(verify: Classifier, x: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.asarray(verify.logits(x[i:i + 512])) for i in range(0, len(x), 512)])
+
+
+def parse_attacks(attacks) -> list[dict]:
+    """The checked attack entries (see :func:`robustness_audit`)."""
+    return [_parse_spec(s) for s in (attacks or [])]
+
+
+def attack_part(model: Classifier, verify: Classifier, x: np.ndarray, y: np.ndarray, spec: dict, *,
+                targets: np.ndarray | None, seed: int, clean_logits: np.ndarray | None = None) -> dict:
+    """One attack (a parsed entry) on inputs ``x`` (all of them or a chunk), every adversarial
+    example re-verified by ``verify``: the per-input results :func:`robustness_report` reads.
+    Targets of a targeted run other than ``random`` are chosen here from the clean logits; random
+    targets are drawn over all the inputs by the caller."""
+    attack = spec["attack"]
+    if clean_logits is None:
+        clean_logits = _batched_logits(verify, x)
+    if spec["targeted"] and targets is None:
+        if spec["targeted"] == "random":
+            raise AuditorError("random targets are drawn over all the inputs: pass them", where="robustness")
+        targets = choose_targets(spec["targeted"], y, clean_logits, seed)
+    shape = tuple(getattr(model, "input_shape", x.shape[1:]) or x.shape[1:])
+    bounds = (float(model.bounds[0]), float(model.bounds[1]))
+    eps = spec["epsilons"]
+    if eps is None and attack.norm in ("l2", "linf"):
+        eps = [default_epsilon(attack.norm, shape, bounds)]
+    t0 = time.perf_counter()
+    res = attack(model, x, y, eps, targets=targets, seed=seed)
+    part = {"clean_logits": clean_logits, "seconds": time.perf_counter() - t0, "per_input_queries": res.queries,
+            "epsilons": [None if e is None else float(e) for e in res.epsilons], "results": [], "minimal": None}
+    for j, e in enumerate(res.epsilons):
+        if e is None:
+            continue
+        ok, adv_logits = verified_success(verify, x, res.x_adv[j], y, targets, attack.norm, e)
+        part["results"].append({"counted": res.success[j] & ok, "unverified": res.success[j] & ~ok,
+                                "adv_logits": adv_logits, "x_adv": res.x_adv[j],
+                                "queries": None if res.queries_per_eps is None else res.queries_per_eps[j]})
+    if res.details and res.details.get("members"):
+        # AutoAttack: per ε, each member's inputs (those every earlier member left unbroken) and
+        # how many of them it broke (counts: chunks add up)
+        part["ensemble"] = res.details["members"]
+    if attack.minimal and res.x_min is not None:
+        ok, min_logits = verified_success(verify, x, res.x_min, y, targets)
+        part["minimal"] = {"ok": ok, "finite": np.isfinite(res.distances), "x_min": res.x_min, "logits": min_logits,
+                           "stats": perturbation_stats(res.x_min, x, bounds[1] - bounds[0])}
+    return part
+
+
+def robustness_report(specs: list[dict], parts: list[dict], y: np.ndarray, clean_logits: np.ndarray | None = None) -> dict:
+    """The robustness report from the (merged) parts of every attack, computed once over all the
+    inputs: clean accuracy and margins, per attack and ε robust accuracy, success rate, margins,
+    queries; minimal-perturbation statistics.  ``clean_logits``: the verifier's on the inputs
+    (default: those the first part measured)."""
+    y = np.asarray(y).astype(np.int64)
+    clean_logits = parts[0]["clean_logits"] if clean_logits is None else clean_logits
+    correct = clean_logits.argmax(axis=1) == y
+    report = {
+        "n": int(len(y)),
+        "clean_accuracy": float(correct.mean()),
+        "clean_margin": summary(top_margin(clean_logits)),
+        "clean_label_margin": summary(margins(clean_logits, y)),
+        "attacks": [_attack_entry(spec, part, y, correct) for spec, part in zip(specs, parts)],
+    }
+    return _jsonable(report)
+
+
+def _attack_entry(spec: dict, part: dict, y: np.ndarray, correct: np.ndarray) -> dict:
+    attack = spec["attack"]
+    n_correct = int(correct.sum())
+    queries = part["per_input_queries"]
+    entry = {
+        "attack": spec["name"],
+        "norm": attack.norm,
+        "params": _jsonable(attack.params),
+        "targeted": spec["targeted"],
+        "minimal": bool(attack.minimal),
+        "query_based": bool(attack.query_based),
+        "seconds": part["seconds"],
+        "queries": {"total": int(queries.sum()), "per_input": summary(queries)},
+        "results": [],
+    }
+    for e, r_part in zip([e for e in part["epsilons"] if e is not None], part["results"]):
+        counted = r_part["counted"]
+        robust = correct & ~counted
+        adv_logits = r_part["adv_logits"]
+        r = {
+            "epsilon": float(e),
+            "robust_accuracy": float(robust.mean()),
+            "attack_success_rate": float(counted[correct].mean()) if n_correct else 0.0,
+            "n_success": int(counted[correct].sum()),
+            "n_attacked": n_correct,
+            "n_unverified": int(r_part["unverified"].sum()),
+            "margin": summary(top_margin(adv_logits)),
+            "label_margin": summary(margins(adv_logits, y)),
+        }
+        if r_part["queries"] is not None:
+            q = r_part["queries"]
+            r["queries"] = {"per_input": summary(q[correct]),
+                            "to_success": summary(q[correct & counted])}
+        entry["results"].append(r)
+    if part.get("ensemble"):
+        # AutoAttack: per ε, each member's inputs (those every earlier member left unbroken)
+        # and how many of them it broke (its own forward pass; the results above re-verify)
+        entry["ensemble"] = part["ensemble"]
+    m = part["minimal"]
+    if m is not None:
+        ok, stats = m["ok"], m["stats"]
+        good = ok & correct & m["finite"]
+        minimal = {"n_attacked": n_correct, "n_success": int(good.sum()),
+                   "n_unverified": int((m["finite"] & ~ok & correct).sum())}
+        for key in ("l0", "l2", "linf", "mse", "psnr"):
+            minimal[key] = summary(stats[key][good])
+        # the median over all attacked inputs, failures counting as infinitely far
+        d = np.where(good, stats[attack.norm if attack.norm != "l0" else "l0"], np.inf)[correct]
+        minimal["median_distance"] = _f(np.median(d)) if len(d) else None
+        minimal["median_l2"] = _f(np.median(np.where(good, stats["l2"], np.inf)[correct])) if len(d) else None
+        entry["minimal_perturbation"] = minimal
+    return entry
+
+
+def transfer(x_adv, labels, target_model: Classifier, *, targets=None, mask=None, batch_size: int = 512) -> float:
+    """Fraction of ``x_adv`` that fool ``target_model`` (label changed, or target reached).
+
+    ``mask`` restricts the count (e.g. to the examples that succeeded on the source model and
+    whose clean input the target model classifies correctly); NaN when it selects nothing.
+    """
+    x_adv = np.asarray(x_adv, np.float32)
+    labels = np.asarray(labels).astype(np.int64)
+    if len(x_adv) != len(labels):
+        raise AuditorError(f"{len(x_adv)} examples but {len(labels)} labels", where="transfer")
+    logits = np.concatenate([np.asarray(target_model.logits(x_adv[i:i + batch_size]))
+                             for i in range(0, len(x_adv), batch_size)]) if len(x_adv) else np.zeros((0, 1))
+    fooled = is_adversarial(logits, labels, None if targets is None else np.asarray(targets).astype(np.int64))
+    if mask is not None:
+        fooled = fooled[np.asarray(mask, bool)]
+    return float(fooled.mean()) if len(fooled) else float("nan")
+
+
+def transfer_audit(model_a: Classifier, model_b: Classifier, x, y, attack=("pgd", {"steps": 40}, "linf", None), *,
+                   verify_a: Classifier | None = None, verify_b: Classifier | None = None, seed: int = 0) -> dict:
+    """Transferability both ways: examples crafted on ``model_a`` replayed on ``model_b`` and the
+    reverse (e.g. the original model and its reshaped deployment).
+
+    ``attack`` is one ``(name, params, norm, epsilons)`` entry; with several ε the results are per
+    ε.  A rate counts, among the inputs both models classify correctly (per the ``verify_*``
+    classifiers, default the models) whose attack succeeded on the source, those that also fool
+    the other model; NaN-free: ``None`` when no input qualifies.
+    """
+    spec = _parse_spec(attack)
+    att = spec["attack"]
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y).astype(np.int64)
+    va, vb = verify_a or model_a, verify_b or model_b
+    eps = spec["epsilons"]
+    if eps is None and att.norm in ("l2", "linf"):
+        eps = [default_epsilon(att.norm, tuple(model_a.input_shape), tuple(model_a.bounds))]
+    both = (va.predict(x) == y) & (vb.predict(x) == y)
+    ra = att(model_a, x, y, eps, seed=seed)
+    rb = att(model_b, x, y, eps, seed=seed)
+    rows = []
+    for k, e in enumerate(ra.epsilons):
+        ab = transfer(ra.x_adv[k], y, vb, mask=ra.success[k] & both)
+        ba = transfer(rb.x_adv[k], y, va, mask=rb.success[k] & both)
+        rows.append({"epsilon": None if e is None else float(e), "a_to_b": _f(ab), "b_to_a": _f(ba),
+                     "n_source_success_a": int((ra.success[k] & both).sum()),
+                     "n_source_success_b": int((rb.success[k] & both).sum())})
+    return {"attack": spec["name"], "norm": att.norm, "n_common_correct": int(both.sum()), "results": rows}
+
+
+# --------------------------------------------------------------------------------------------
+# checks
+# --------------------------------------------------------------------------------------------
+
+
+def _entry(report: dict, attack: str, norm: str | None, what: str) -> dict:
+    hits = [a for a in report.get("attacks", []) if a["attack"] == str(attack).lower()
+            and (norm is None or a["norm"] == str(norm).lower())]
+    if not hits:
+        raise AuditorError(f"no {attack}{'/' + norm if norm else ''} attack in the robustness report", where=what)
+    return hits[0]
+
+
+def _eps_result(entry: dict, epsilon: float, what: str) -> dict:
+    for r in entry["results"]:
+        if math.isclose(r["epsilon"], float(epsilon), rel_tol=1e-6, abs_tol=1e-9):
+            return r
+    have = ", ".join(f"{r['epsilon']:g}" for r in entry["results"]) or "none"
+    raise AuditorError(f"{entry['attack']} was not run at epsilon {epsilon:g} (have: {have})", where=what)
+
+
+def _row(check: str, entry: dict, eps, measured, threshold, passed) -> dict:
+    return {"check": check, "attack": entry["attack"], "norm": entry["norm"],
+            "epsilon": None if eps is None else float(eps), "measured": measured,
+            "threshold": float(threshold), "passed": bool(passed)}
+
+
+def check_min_robust_accuracy(report: dict, attack: str, norm: str | None, epsilon: float, threshold: float) -> dict:
+    """Passes when robust accuracy under ``attack`` at ``epsilon`` is at least ``threshold``."""
+    e = _entry(report, attack, norm, "min_robust_accuracy")
+    m = _eps_result(e, epsilon, "min_robust_accuracy")["robust_accuracy"]
+    return _row("min_robust_accuracy", e, epsilon, m, threshold, m >= threshold)
+
+
+def check_max_attack_success_rate(report: dict, attack: str, norm: str | None, epsilon: float,
+                                  threshold: float) -> dict:
+    """Passes when the attack success rate at ``epsilon`` is at most ``threshold``."""
+    e = _entry(report, attack, norm, "max_attack_success_rate")
+    m = _eps_result(e, epsilon, "max_attack_success_rate")["attack_success_rate"]
+    return _row("max_attack_success_rate", e, epsilon, m, threshold, m <= threshold)
+
+
+def check_min_median_l2(report: dict, attack: str, threshold: float) -> dict:
+    """Passes when the median L2 norm of the minimal adversarial perturbations found by a
+    minimal-norm ``attack`` (failures count as infinitely far; ``None`` in the report) is at least
+    ``threshold``."""
+    e = _entry(report, attack, None, "min_median_l2")
+    if "minimal_perturbation" not in e:
+        raise AuditorError(f"{attack} is not a minimal-norm attack; min_median_l2 needs cw, deepfool, zoo, hsj "
+                           "or jsma", where="min_median_l2")
+    m = e["minimal_perturbation"]["median_l2"]
+    passed = True if m is None else m >= threshold
+    return _row("min_median_l2", e, None, m, threshold, passed)
+
+
+CHECKS = {
+    "min_robust_accuracy": check_min_robust_accuracy,
+    "max_attack_success_rate": check_max_attack_success_rate,
+    "min_median_l2": check_min_median_l2,
+}
+
+
+def evaluate_checks(report: dict, checks) -> list[dict]:
+    """Evaluate check mappings such as ``{check: min_robust_accuracy, attack: pgd, norm: linf,
+    epsilon: 0.3, threshold: 0.5}``."""
+    rows = []
+    for c in checks or []:
+        if not isinstance(c, dict) or c.get("check") not in CHECKS:
+            raise AuditorError(f"unknown robustness check {c!r}; known: {', '.join(CHECKS)}", where="checks")
+        kind = c["check"]
+        try:
+            if kind == "min_median_l2":
+                rows.append(check_min_median_l2(report, c["attack"], float(c["threshold"])))
+            else:
+                rows.append(CHECKS[kind](report, c["attack"], c.get("norm"), float(c["epsilon"]),
+                                         float(c["threshold"])))
+        except KeyError as err:
+            raise AuditorError(f"check {kind} needs {err.args[0]}", where="checks") from None
+    return rows

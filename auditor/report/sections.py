@@ -1,0 +1,475 @@
+"""The report's sections as format-neutral blocks (paragraphs and tables), rendered by the text,
+Markdown and HTML writers alike, so every section of the JSON report has one designed layout and
+the three formats show the same figures.
+
+A builder takes one section of the report dict and returns a list of :class:`Table` and
+:class:`Para`.  Sections the builders do not know (new keys of a newer report) go through
+:func:`generic_blocks`, which lays out any JSON value as tables: a list of records as one table
+with a column per scalar key, a mapping of scalars as a key/value table, nested values as
+sub-tables under their key path; quantile summaries ``{count, mean, quantiles}`` as
+``mean (median)``.  Builders never raise on malformed data: a value of the wrong type shows as
+"n/a" or is skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .core import _fmt_num, _si
+
+
+@dataclass
+class Para:
+    text: str
+    kind: str = ""  # "" | "warning" | "note"
+
+
+@dataclass
+class Table:
+    title: str
+    head: list[str]
+    rows: list[list[str]]
+    num: set[int] = field(default_factory=set)  # right-aligned (numeric) columns
+    note: str = ""
+    key: str = ""  # a stable id (html anchors, tests)
+
+
+# ----------------------------------------------------------------------------------------------
+# value formatting
+# ----------------------------------------------------------------------------------------------
+
+
+def num(v) -> float | None:
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str) and v.strip().lower() in ("inf", "-inf", "+inf", "nan"):
+        return float(v.strip().lower())
+    return None
+
+
+def pct(v, digits: int = 1) -> str:
+    f = num(v)
+    return "n/a" if f is None or not math.isfinite(f) else f"{100 * f:.{digits}f}%"
+
+
+def fmt(v) -> str:
+    f = num(v)
+    if f is None:
+        return "n/a" if v is None or isinstance(v, (dict, list)) else str(v)
+    if not math.isfinite(f):
+        return "inf" if f > 0 else "-inf" if f < 0 else "n/a"
+    return _fmt_num(v)
+
+
+def si(v, unit: str) -> str:
+    f = num(v)
+    return "n/a" if f is None or not math.isfinite(f) else _si(f, unit)
+
+
+def get(v, *keys, default=None):
+    for k in keys:
+        if not isinstance(v, dict) or k not in v:
+            return default
+        v = v[k]
+    return v
+
+
+def is_summary(v) -> bool:
+    return isinstance(v, dict) and isinstance(v.get("quantiles"), dict)
+
+
+def median(s):
+    q = get(s, "quantiles")
+    if not isinstance(q, dict):
+        return None
+    for k in ("0.5", "0.50", 0.5):
+        if k in q:
+            return q[k]
+    return None
+
+
+def summ(s, key: str = "mean") -> str:
+    """A quantile summary as ``mean`` (or its median with key='median')."""
+    if not is_summary(s):
+        return fmt(s) if not isinstance(s, dict) else "n/a"
+    if key == "median":
+        return fmt(median(s))
+    return fmt(s.get("mean"))
+
+
+def _records(v) -> list[dict]:
+    return [x for x in v if isinstance(x, dict)] if isinstance(v, list) else []
+
+
+def eps_label(e) -> str:
+    return "minimal" if e is None else fmt(e)
+
+
+# ----------------------------------------------------------------------------------------------
+# approximate hardware (Defensive Approximation)
+# ----------------------------------------------------------------------------------------------
+
+
+def approx_blocks(ax) -> list:
+    if not isinstance(ax, dict):
+        return generic_blocks("approx", ax)
+    out: list = []
+    cl = ax.get("clean") if isinstance(ax.get("clean"), dict) else {}
+    layers = ax.get("approx_layers")
+    out.append(Para(f"multiplier {ax.get('multiplier', 'n/a')} on "
+                    f"{len(layers) if isinstance(layers, list) else 'n/a'} layers, {fmt(ax.get('n'))} inputs: "
+                    f"clean accuracy exact {pct(cl.get('exact_accuracy'))}, approximate {pct(cl.get('approx_accuracy'))}, "
+                    f"top-1 agreement {pct(cl.get('agreement'))}, largest logit difference "
+                    f"{fmt(cl.get('max_abs_logit_difference'))}"))
+    mg = ax.get("margins") if isinstance(ax.get("margins"), dict) else {}
+    sides = [(s, mg[s]) for s in ("exact", "approx") if isinstance(mg.get(s), dict)]
+    if sides:
+        out.append(Table("Top-1 confidence (softmax probability, 0-1)", ["model", "mean", "median", "min", "> 0.8"],
+                         [[s, summ(m.get("confidence")), summ(m.get("confidence"), "median"),
+                           fmt(get(m, "confidence", "quantiles", "0")), pct(m.get("confidence_above_0.8"))]
+                          for s, m in sides], {1, 2, 3, 4}, key="approx-confidence"))
+        out.append(Table("Logit margins (logit units)", ["model", "top-1 − runner-up mean", "median",
+                                                          "label − best other mean", "median"],
+                         [[s, summ(m.get("top_margin")), summ(m.get("top_margin"), "median"),
+                           summ(m.get("label_margin")), summ(m.get("label_margin"), "median")] for s, m in sides],
+                         {1, 2, 3, 4}, key="approx-margins",
+                         note=(f"the approximate model has the larger top-1 margin on "
+                               f"{pct(mg.get('approx_more_confident'))} of the inputs"
+                               if mg.get("approx_more_confident") is not None else "")))
+    for key, title, src in (("transfer", "Transfer from the exact model (crafted on exact, run on approximate)", "exact"),
+                            ("substitute", "Black-box substitute (crafted on the surrogate)", "surrogate")):
+        rows = []
+        for a in _records(ax.get(key)):
+            for r in _records(a.get("results")):
+                p = r.get("perturbation") if isinstance(r.get("perturbation"), dict) else {}
+                rows.append([str(a.get("attack")), str(a.get("norm")), eps_label(r.get("epsilon")), fmt(r.get("n_attacked"))]
+                            + ([pct(r.get("source_success_rate"))] if src != "exact" else [])
+                            + [pct(r.get("exact_success_rate")), pct(r.get("approx_success_rate")),
+                               pct(r.get("transfer_rate_approx")), summ(p.get("l2")), summ(p.get("mse")),
+                               summ(p.get("psnr"))])
+        if rows:
+            head = (["attack", "norm", "ε", "n"] + (["fools surrogate"] if src != "exact" else [])
+                    + ["fools exact", "fools approx", "transfer to approx", "L2 mean", "MSE mean", "PSNR dB"])
+            out.append(Table(title, head, rows, set(range(3, len(head))), key=f"approx-{key}",
+                             note=f"rates over the inputs both models classify correctly; transfer = share of the "
+                                  f"{src} model's successes that also fool the approximate model; L2/MSE/PSNR: means "
+                                  "over those"))
+    for key, title in (("whitebox_bpda", "White-box attacks with BPDA gradients (approximate vs exact model)"),
+                       ("query", "Query attacks on each model")):
+        rows = []
+        for a in _records(ax.get(key)):
+            qpi = a.get("queries_per_input") if isinstance(a.get("queries_per_input"), dict) else {}
+            for r in _records(a.get("results")):
+                ra = r.get("approx") if isinstance(r.get("approx"), dict) else {}
+                re_ = r.get("exact") if isinstance(r.get("exact"), dict) else {}
+                pa = ra.get("perturbation") if isinstance(ra.get("perturbation"), dict) else {}
+                pe = re_.get("perturbation") if isinstance(re_.get("perturbation"), dict) else {}
+                rows.append([str(a.get("attack")), str(a.get("norm")), eps_label(r.get("epsilon")),
+                             pct(ra.get("success_rate")), pct(re_.get("success_rate")),
+                             summ(pa.get("l2")), summ(pe.get("l2")), summ(pa.get("mse")), summ(pe.get("mse")),
+                             summ(pa.get("psnr")), summ(pe.get("psnr")), fmt(qpi.get("approx")), fmt(qpi.get("exact"))])
+        if rows:
+            out.append(Table(title, ["attack", "norm", "ε", "success approx", "success exact", "L2 approx", "L2 exact",
+                                     "MSE approx", "MSE exact", "PSNR approx", "PSNR exact", "queries/input approx",
+                                     "queries/input exact"], rows, set(range(3, 13)), key=f"approx-{key}",
+                             note="success over each model's clean-correct inputs; L2/MSE/PSNR: means over the "
+                                  "successful examples"))
+    rows = []
+    for a in _records(ax.get("perturbation")):
+        for side in ("exact", "approx"):
+            s = a.get(side) if isinstance(a.get(side), dict) else {}
+            rows.append([str(a.get("attack")), str(a.get("norm")), side,
+                         f"{fmt(s.get('n_success'))}/{fmt(s.get('n_attacked'))}", fmt(s.get("median_l2")),
+                         fmt(s.get("mean_l2")), fmt(s.get("median_mse")), fmt(s.get("mean_mse")),
+                         fmt(s.get("median_psnr")), fmt(s.get("mean_psnr"))])
+    if rows:
+        note = "; ".join(f"{a.get('attack')}: over the {fmt(p.get('n'))} inputs found on both, median L2 ratio "
+                         f"approx/exact {fmt(p.get('l2_ratio_median'))}, MSE ratio {fmt(p.get('mse_ratio'))}, PSNR drop "
+                         f"{fmt(p.get('psnr_drop_db'))} dB"
+                         for a in _records(ax.get("perturbation")) for p in [a.get("paired")] if isinstance(p, dict))
+        out.append(Table("Minimal perturbation each model needs", ["attack", "norm", "model", "found", "median L2",
+                                                                    "mean L2", "median MSE", "mean MSE",
+                                                                    "median PSNR dB", "mean PSNR dB"],
+                         rows, set(range(3, 10)), key="approx-perturbation", note=note))
+    wc = ax.get("worst_case")
+    if isinstance(wc, dict) and wc:
+        out.append(Table("Worst case on the approximate model (union of all attacks per budget)",
+                         ["norm", "ε", "success rate", "robust accuracy"],
+                         [[str(get(v, "norm", default=k)), fmt(get(v, "epsilon")), pct(get(v, "success_rate")),
+                           pct(get(v, "robust_accuracy"))] for k, v in wc.items() if isinstance(v, dict)],
+                         {1, 2, 3}, key="approx-worst-case"))
+    st = ax.get("strongest")
+    if isinstance(st, dict):
+        out.append(Para(f"strongest attack on the approximate model: {st.get('source')} {st.get('attack')} "
+                        f"({st.get('norm')}, ε {fmt(st.get('epsilon'))}), success {pct(st.get('success_rate'))} "
+                        f"({fmt(st.get('n_success'))}/{fmt(st.get('n_attacked'))})"))
+    q = ax.get("queries")
+    if isinstance(q, dict):
+        out.append(Para(f"model queries: exact {fmt(q.get('exact'))}, approximate {fmt(q.get('approx'))}", "note"))
+    known = {"n", "count", "multiplier", "approx_layers", "clean", "margins", "transfer", "substitute", "whitebox_bpda",
+             "query", "perturbation", "worst_case", "strongest", "candidates", "queries", "seconds"}
+    for k, v in ax.items():
+        if k not in known and v is not None:
+            out += generic_blocks(f"approx.{k}", v)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# robustness, energy-latency searches, warnings
+# ----------------------------------------------------------------------------------------------
+
+
+def robustness_blocks(rob) -> list:
+    if not isinstance(rob, dict):
+        return generic_blocks("robustness", rob)
+    out: list = [Para(f"clean accuracy {pct(rob.get('clean_accuracy'))} on {fmt(rob.get('count', rob.get('n')))} inputs")]
+    rows, mrows = [], []
+    for a in _records(rob.get("attacks")):
+        for r in _records(a.get("results")):
+            rows.append([str(a.get("attack")), str(a.get("norm")), fmt(r.get("epsilon")), pct(r.get("robust_accuracy")),
+                         pct(r.get("attack_success_rate")), f"{fmt(r.get('n_success'))}/{fmt(r.get('n_attacked'))}",
+                         fmt(r.get("n_unverified")), summ(get(r, "queries", "per_input", default=get(a, "queries", "per_input")))])
+        mp = a.get("minimal_perturbation")
+        if isinstance(mp, dict):
+            mrows.append([str(a.get("attack")), str(a.get("norm")), f"{fmt(mp.get('n_success'))}/{fmt(mp.get('n_attacked'))}",
+                          fmt(mp.get("median_l2")), summ(mp.get("l2"), "median"), summ(mp.get("linf"), "median"),
+                          summ(mp.get("mse"), "median"), summ(mp.get("psnr"), "median")])
+    if rows:
+        out.append(Table("Robust accuracy per ε", ["attack", "norm", "ε", "robust acc.", "success", "fooled",
+                                                   "unverified", "queries/input"], rows, {2, 3, 4, 5, 6, 7},
+                         key="robust-accuracy"))
+    if mrows:
+        out.append(Table("Minimal perturbations", ["attack", "norm", "found", "median L2 (failures ∞)", "L2 median",
+                                                    "Linf median", "MSE median", "PSNR median"], mrows,
+                         {2, 3, 4, 5, 6, 7}, key="minimal-perturbation"))
+    en_rows = []
+    for a in _records(rob.get("attacks")):
+        for row in _records(a.get("ensemble")):
+            en_rows.append([str(a.get("attack")), fmt(row.get("epsilon")),
+                            ", ".join(f"{m.get('attack')} {fmt(m.get('n_broken'))}/{fmt(m.get('n_attacked'))}"
+                                      for m in _records(row.get("members")))])
+    if en_rows:
+        out.append(Table("Ensemble members: inputs broken / attacked (each after the earlier ones)",
+                         ["attack", "ε", "members"], en_rows, {1}, key="ensemble"))
+    ex_rows = []
+    for a in _records(rob.get("attacks")):
+        found = [(r.get("epsilon"), ex) for r in _records(a.get("results")) for ex in _records(r.get("examples"))]
+        mp = a.get("minimal_perturbation") if isinstance(a.get("minimal_perturbation"), dict) else {}
+        found += [(None, ex) for ex in _records(mp.get("examples"))]
+        for eps, ex in found:
+            png = get(ex, "files", "adversarial")
+            ex_rows.append([str(a.get("attack")), eps_label(eps), fmt(ex.get("index")),
+                            f"{fmt(ex.get('label'))} → {fmt(ex.get('prediction'))}", fmt(ex.get("l2")),
+                            str(png[-1]) if isinstance(png, list) and png else "n/a"])
+    if ex_rows:
+        out.append(Table("Saved adversarial examples (--save-inputs)", ["attack", "ε", "input", "label → pred.", "L2",
+                                                                      "adversarial image"], ex_rows, {1, 2, 4},
+                         key="adversarial-examples"))
+    known = {"n", "count", "clean_accuracy", "clean_margin", "clean_label_margin", "attacks", "seconds", "examples"}
+    for k, v in rob.items():
+        if k not in known and v is not None:
+            out += generic_blocks(f"robustness.{k}", v)
+    return out
+
+
+def energy_blocks(attacks) -> list:
+    rows, drows, notes = [], [], []
+    for a in _records(attacks):
+        if a.get("cut_short"):
+            rows.append([str(a.get("search")), "cut short", "", "", "", "", ""])
+            continue
+        if a.get("skipped"):
+            rows.append([str(a.get("search")), f"not run ({a['skipped']})", "1", "1", "", "", ""])
+            continue
+        if a.get("note"):
+            notes.append(Para(f"{a.get('search')}: {a['note']}", "note"))
+        rows.append([str(a.get("search")), f"{fmt(a.get('verified'))}/{fmt(a.get('count'))}",
+                     fmt(a.get("latency_increase")), fmt(a.get("energy_increase")),
+                     f"{fmt(a.get('density_clean'))} → {fmt(a.get('density_attacked'))}",
+                     pct(a.get("label_kept_rate"), 0), fmt(get(a, "perturbation", "l2", "worst"))])
+        for df in _records(a.get("defences")):
+            drows.append([str(a.get("search")), str(df.get("defence")), fmt(df.get("recovery")),
+                          pct(df.get("clean_label_agreement"), 0),
+                          pct(df.get("clean_accuracy_loss")) if df.get("clean_accuracy_loss") is not None else "n/a"])
+    out: list = []
+    if rows:
+        out.append(Table("Energy-latency searches", ["search", "verified", "latency x", "energy x",
+                                                     "density clean→att.", "kept", "L2 worst"],
+                         rows, {1, 2, 3, 6}, key="energy",
+                         note="x: worst verified attacked input over the mean clean input"))
+    out += notes
+    if drows:
+        out.append(Table("Defences (what-ifs)", ["search", "defence", "recovers", "clean labels kept",
+                                                 "clean accuracy loss"], drows, {2, 3, 4}, key="defences"))
+    return out
+
+
+def masking_blocks(m) -> list:
+    """The gradient-masking diagnosis (auditor.pipeline.masking): verdict, each check and its evidence."""
+    if not isinstance(m, dict):
+        return generic_blocks("masking", m)
+    fired = m.get("fired") or []
+    out: list = [Para(f"gradient-masking diagnosis (ε {fmt(m.get('epsilon'))} {m.get('norm')}, "
+                      f"{fmt(m.get('n_attacked', m.get('n')))} inputs): {m.get('verdict')}"
+                      + (f" ({', '.join(map(str, fired))})" if fired else ""), "warning" if fired else "")]
+    rows = [[str(c.get("check")), "FIRED" if c.get("fired") else "ok", str(c.get("evidence", ""))]
+            for c in _records(m.get("checks"))]
+    if rows:
+        out.append(Table("Gradient-masking checks", ["check", "result", "evidence"], rows, key="masking-checks"))
+    mins = m.get("minimal")
+    if isinstance(mins, dict) and mins:
+        out.append(Table("Minimal perturbation (DeepFool)", ["model", "found", "median L2", "MSE", "PSNR dB"],
+                         [[str(k), f"{fmt(get(v, 'n_success'))}/{fmt(get(v, 'n_attacked'))}", fmt(get(v, "l2")),
+                           fmt(get(v, "mse")), fmt(get(v, "psnr"))] for k, v in mins.items() if isinstance(v, dict)],
+                         {1, 2, 3, 4}, key="masking-minimal"))
+    return out
+
+
+def warning_blocks(d: dict) -> list:
+    return [Para(str(w.get("message") if isinstance(w, dict) else w), "warning") for w in d.get("warnings") or []]
+
+
+# ----------------------------------------------------------------------------------------------
+# anything else
+# ----------------------------------------------------------------------------------------------
+
+MAX_ROWS = 60
+
+
+def _scalar(v) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool))
+
+
+def _cell(v) -> str:
+    if is_summary(v):
+        return f"{fmt(v.get('mean'))} ({fmt(median(v))})"
+    if isinstance(v, list) and all(_scalar(x) for x in v):
+        s = ", ".join(fmt(x) for x in v[:6])
+        return f"[{s}{', …' if len(v) > 6 else ''}]"
+    if isinstance(v, dict) and all(_scalar(x) for x in v.values()) and len(v) <= 4:
+        return ", ".join(f"{k} {fmt(x)}" for k, x in v.items())
+    return fmt(v)
+
+
+def _cellable(v) -> bool:
+    return (_scalar(v) or is_summary(v) or (isinstance(v, list) and all(_scalar(x) for x in v))
+            or (isinstance(v, dict) and all(_scalar(x) for x in v.values()) and len(v) <= 4))
+
+
+def generic_blocks(title: str, v, depth: int = 0) -> list:
+    """Any JSON value laid out as tables (see the module doc)."""
+    if depth > 4:
+        return [Para(f"{title}: (nested too deep to show)", "note")]
+    if _cellable(v):
+        return [Table(title, ["value"], [[_cell(v)]], key=title)] if depth == 0 else []
+    out: list = []
+    if isinstance(v, list):
+        recs = _records(v)
+        if recs and len(recs) == len(v):
+            cols: list[str] = []
+            for r in recs:
+                for k, x in r.items():
+                    if _cellable(x) and k not in cols:
+                        cols.append(k)
+            if cols:
+                rows = [[_cell(r.get(c)) for c in cols] for r in recs[:MAX_ROWS]]
+                numeric = {i for i, c in enumerate(cols) if all(num(r.get(c)) is not None or r.get(c) is None
+                                                              or is_summary(r.get(c)) for r in recs)}
+                out.append(Table(title, cols, rows, numeric, key=title,
+                                 note=f"first {MAX_ROWS} of {len(recs)} rows" if len(recs) > MAX_ROWS else
+                                 ("summaries: mean (median)" if any(is_summary(r.get(c)) for r in recs for c in cols)
+                                  else "")))
+            for i, r in enumerate(recs[:12]):
+                label = r.get("name") or r.get("attack") or r.get("search") or i
+                for k, x in r.items():
+                    if not _cellable(x):
+                        out += generic_blocks(f"{title}[{label}].{k}", x, depth + 1)
+        else:
+            out.append(Table(title, ["#", "value"], [[str(i), _cell(x)] for i, x in enumerate(v[:MAX_ROWS])], {0},
+                             key=title))
+        return out
+    if isinstance(v, dict):
+        flat = [(k, x) for k, x in v.items() if _cellable(x)]
+        if flat:
+            out.append(Table(title, ["key", "value"], [[str(k), _cell(x)] for k, x in flat[:MAX_ROWS]], {1}, key=title))
+        for k, x in v.items():
+            if not _cellable(x):
+                out += generic_blocks(f"{title}.{k}", x, depth + 1)
+        return out
+    return [Para(f"{title}: {fmt(v)}")]
+
+
+# ----------------------------------------------------------------------------------------------
+# block writers: text (80 columns) and Markdown (the HTML writer lives in auditor/report/html.py)
+# ----------------------------------------------------------------------------------------------
+
+
+def _clip(s: str, w: int) -> str:
+    return s if len(s) <= w else s[:max(0, w - 1)] + "…"
+
+
+def text_table(t: Table, width: int = 80, indent: int = 2) -> list[str]:
+    import textwrap
+
+    out = [_clip(t.title, width)] if t.title else []
+    pad = " " * indent
+    cols = len(t.head)
+    widths = [max([len(t.head[j])] + [len(r[j]) for r in t.rows if j < len(r)]) for j in range(cols)]
+    total = indent + sum(widths) + 2 * (cols - 1)
+    if total <= width:
+        def line(cells):
+            return pad + "  ".join((c.rjust(widths[j]) if j in t.num else c.ljust(widths[j]))
+                                   for j, c in enumerate(cells)).rstrip()
+        out.append(line(t.head))
+        for r in t.rows:
+            out.append(line([r[j] if j < len(r) else "" for j in range(cols)]))
+    else:  # too wide for the terminal: one wrapped record per row, the first column as its label
+        for r in t.rows:
+            rest = "; ".join(f"{t.head[j]} {r[j]}" for j in range(1, min(cols, len(r))) if r[j] != "")
+            out += textwrap.wrap(f"{r[0]}: {rest}" if r else "", width, initial_indent=pad,
+                                 subsequent_indent=pad + "    ", break_on_hyphens=False)
+    if t.note:
+        out += textwrap.wrap(f"({t.note})", width, initial_indent=pad, subsequent_indent=pad + " ")
+    return out
+
+
+def text_blocks(blocks: list, width: int = 80) -> list[str]:
+    import textwrap
+
+    out: list[str] = []
+    for b in blocks:
+        if isinstance(b, Table):
+            out += text_table(b, width)
+        else:
+            prefix = "warning: " if b.kind == "warning" else ""
+            out += textwrap.wrap(prefix + b.text, width, subsequent_indent="  ", break_on_hyphens=False) or [""]
+    return out
+
+
+def _md_cell(s: str) -> str:
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(t: Table, details_after: int = 10) -> list[str]:
+    head = "| " + " | ".join(_md_cell(h) for h in t.head) + " |"
+    sep = "|" + "|".join("---:" if j in t.num else "---" for j in range(len(t.head))) + "|"
+    body = ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in t.rows]
+    note = [f"_{_md_cell(t.note)}_", ""] if t.note else []
+    if len(t.rows) > details_after:
+        return [f"<details><summary>{_md_cell(t.title)} ({len(t.rows)} rows)</summary>", "", head, sep, *body, "",
+                *note, "</details>", ""]
+    return ([f"**{t.title}**", ""] if t.title else []) + [head, sep, *body, ""] + note
+
+
+def md_blocks(blocks: list, details_after: int = 10) -> list[str]:
+    out: list[str] = []
+    for b in blocks:
+        if isinstance(b, Table):
+            out += md_table(b, details_after)
+        else:
+            out += [f"> ⚠️ **warning:** {b.text}" if b.kind == "warning" else
+                    f"_{b.text}_" if b.kind == "note" else b.text, ""]
+    return out

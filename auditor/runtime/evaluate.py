@@ -1,0 +1,99 @@
+"""One forward pass -> logits, activation densities and the hardware cost of every input.
+
+This is the single place where a batch of raw inputs is turned into what the verdict is made of;
+the clean audit, every energy-latency search (through :func:`cost_fn`) and the re-verification
+of every reported input all call it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..hw.base import CostResult
+from .session import OnnxClassifier
+
+
+def density(a: np.ndarray) -> np.ndarray:
+    """Per-sample fraction of non-zero elements of a batch tensor."""
+    f = a.reshape(len(a), -1)
+    return np.count_nonzero(f, axis=1) / max(f.shape[1], 1)
+
+
+@dataclass
+class Evaluation:
+    logits: np.ndarray  # (N, C)
+    densities: dict[str, np.ndarray]  # tensor -> (N,)
+    sizes: dict[str, int]  # tensor -> elements per sample
+    counted: tuple[str, ...]  # tensors counted in the model-wide density
+    model_density: np.ndarray  # (N,) element-weighted mean over `counted`
+    cost: CostResult | None
+
+    @property
+    def pred(self) -> np.ndarray:
+        return self.logits.argmax(axis=1)
+
+    @classmethod
+    def concat(cls, parts: list["Evaluation"]) -> "Evaluation":
+        """The evaluations of consecutive chunks of inputs as one (same model, same machine)."""
+        first = parts[0]
+        cost = None if first.cost is None else CostResult.concat([p.cost for p in parts])
+        return cls(np.concatenate([p.logits for p in parts]),
+                   {t: np.concatenate([p.densities[t] for p in parts]) for t in first.densities},
+                   dict(first.sizes), first.counted, np.concatenate([p.model_density for p in parts]), cost)
+
+
+def eval_batch(clf) -> int:
+    """Inputs evaluated together: the classifier's runner batch (bounded by its memory budget,
+    :data:`auditor.runtime.session.MEMORY_BUDGET`), or its batch_size."""
+    runner = getattr(clf, "runner", None)
+    return int(getattr(runner, "batch_size", 0) or getattr(clf, "batch_size", 0) or 64)
+
+
+def batch_note(clf) -> str:
+    """How many inputs one forward run evaluates, and why (for the report)."""
+    runner = getattr(clf, "runner", None)
+    return getattr(runner, "batch_note", None) or f"{eval_batch(clf)} (the scenario's batch_size)"
+
+
+def evaluate(clf: OnnxClassifier, x: np.ndarray, cost_model=None, counted: str = "activations") -> Evaluation:
+    """Logits, densities and cost of ``x``, streamed batch by batch (:func:`eval_batch`): only the
+    per-input summaries of a batch outlive it, never its activations."""
+    step = eval_batch(clf)
+    if len(x) <= step:
+        return _evaluate(clf, x, cost_model, counted)
+    return Evaluation.concat([_evaluate(clf, x[s:s + step], cost_model, counted) for s in range(0, len(x), step)])
+
+
+def _evaluate(clf: OnnxClassifier, x: np.ndarray, cost_model, counted: str) -> Evaluation:
+    out = clf.forward(x)
+    tensors = clf.probes.tensors
+    dens = {t: density(out[t]) for t in tensors}
+    sizes = {t: int(np.prod(out[t].shape[1:])) for t in tensors}
+    # what a zero-skipping machine can skip (auditor.model.rewrite.instrument.DENSITY_RULES): activations that
+    # reach a compute layer's data input, or the data inputs themselves
+    names = clf.probes.counted(counted)
+    total = sum(sizes[t] for t in names)
+    model_density = sum(dens[t] * sizes[t] for t in names) / max(total, 1)
+    cost = None
+    if cost_model is not None:
+        cost = cost_model.simulate(list(clf.probes.layers), {t: out[t] for t in clf.probes.layer_inputs})
+    return Evaluation(out[clf.logits_name], dens, sizes, tuple(names), model_density, cost)
+
+
+def cost_fn(clf: OnnxClassifier, cost_model, what: str = "latency"):
+    """x -> (N,) simulated latency [s] or energy [J] of raw inputs (what the sponge searches maximise)."""
+    def f(x: np.ndarray) -> np.ndarray:
+        c = evaluate(clf, x, cost_model).cost
+        return c.latency_s if what == "latency" else c.energy_total_j
+    return f
+
+
+def per_input(clf: OnnxClassifier, ev: Evaluation, mask=None) -> dict:
+    """Per-input values (for distributions in reports): latency, energy, density, per-layer density."""
+    sel = slice(None) if mask is None else mask
+    c = ev.cost
+    r = lambda v: [float(f"{x:.6g}") for x in np.asarray(v, dtype=np.float64)[sel]]  # noqa: E731
+    return {"latency_s": r(c.latency_s), "energy_j": r(c.energy_total_j), "density": r(ev.model_density),
+            "layer_density": {layer.name: r(ev.densities[layer.input]) for layer in clf.probes.layers}}

@@ -1,0 +1,132 @@
+"""Model loading, graph analysis and instrumentation."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper
+
+from auditor.errors import AuditorError
+from auditor.model.graph import compute_layers, layer_table
+from auditor.model.load import load_model, prepare
+from auditor.model.rewrite.instrument import instrument
+from auditor.runtime.session import OnnxClassifier, Runner
+from auditor.runtime.evaluate import evaluate
+
+from builders import make_model, tiny_cnn, tiny_cnn_numpy, zoo_model
+
+
+def save(tmp_path, model, name="m.onnx"):
+    p = tmp_path / name
+    onnx.save(model, p)
+    return p
+
+
+def test_garbage_truncated_unknown_op(tmp_path):
+    g = tmp_path / "garbage.onnx"
+    g.write_bytes(b"\x00\xffnot a model at all" * 10)
+    with pytest.raises(AuditorError, match="not a valid ONNX model"):
+        load_model(g)
+    m, _ = tiny_cnn()
+    data = m.SerializeToString()
+    t = tmp_path / "trunc.onnx"
+    t.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AuditorError, match="garbage|trunc|not a valid"):
+        load_model(t)
+    bad = tiny_cnn()[0]
+    bad.graph.node[1].op_type = "FancyRelu"
+    with pytest.raises(AuditorError, match="unknown op 'FancyRelu'"):
+        load_model(save(tmp_path, bad, "bad.onnx"))
+    with pytest.raises(AuditorError, match="not found"):
+        load_model(tmp_path / "missing.onnx")
+
+
+def test_external_data_outside_folder_refused(tmp_path):
+    m, _ = tiny_cnn()
+    sub = tmp_path / "model"
+    sub.mkdir()
+    onnx.save(m, sub / "m.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    assert load_model(sub / "m.onnx").graph.initializer[0].raw_data  # inside the folder: loaded
+    m2 = onnx.load(sub / "m.onnx", load_external_data=False)
+    for t in m2.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = "../escape.bin"
+    (tmp_path / "escape.bin").write_bytes((sub / "weights.bin").read_bytes())
+    onnx.save(m2, sub / "evil.onnx")
+    with pytest.raises(AuditorError, match="outside the model's folder"):
+        load_model(sub / "evil.onnx")
+
+
+def test_initializers_as_inputs_and_unnamed_nodes():
+    m, inits = tiny_cnn()
+    for k, v in inits.items():
+        m.graph.input.append(helper.make_tensor_value_info(k, onnx.TensorProto.FLOAT, list(v.shape)))
+    for n in m.graph.node:
+        n.name = ""
+    p = prepare(m)
+    assert [i.name for i in p.graph.input] == ["x"]
+    names = [n.name for n in p.graph.node]
+    assert len(set(names)) == len(names) and all(names)
+
+
+def test_old_opset_is_upgraded_and_equal():
+    m, _ = tiny_cnn(opset=9)
+    m.graph.node[2].attribute.pop()  # opset 9 MaxPool is fine; keep graph valid
+    m.graph.node[2].attribute.extend([helper.make_attribute("strides", [2, 2])])
+    p = prepare(m)
+    x = np.random.default_rng(0).integers(0, 3, (2, 1, 8, 8)).astype(np.float32)
+    ref = ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]
+    got = Runner(p).run(x)["y"]
+    np.testing.assert_array_equal(ref, got)
+
+
+def test_compute_layers_of_zoo_model():
+    m = prepare(zoo_model())
+    layers = compute_layers(m)
+    assert [l.op_type for l in layers] == ["Conv", "Conv", "Gemm"]
+    assert layers[1].group == 2 and layers[1].input_shape == (4, 4, 4)  # ceil_mode pool: 8 -> 4 (floor would give 3)
+    assert layers[1].macs == 4 * 4 * 4 * 2 * 9  # outputs x (C/group) x kernel
+    assert layers[2].weight_shape == (64, 10) and layers[2].macs == 640
+    rows = layer_table(m)
+    gemm = [r for r in rows if r.op_type == "Gemm"][0]
+    assert gemm.feeds_from == "a2"  # through Reshape
+    assert [r for r in rows if r.op_type == "Conv"][1].feeds_from == "a1"  # through MaxPool, from Clip
+
+
+def test_density_through_rewrite_equals_numpy_forward():
+    m, inits = tiny_cnn()
+    clf = OnnxClassifier(prepare(m))
+    x = np.random.default_rng(3).integers(0, 3, (16, 1, 8, 8)).astype(np.float32)
+    x[::2, :, :4] = 0  # some inputs much sparser than others
+    ev = evaluate(clf, x)
+    y, ref = tiny_cnn_numpy(x, inits)
+    np.testing.assert_array_equal(ev.logits, y.astype(np.float32))
+    for t in ("r1", "r2"):
+        expect = (ref[t].reshape(16, -1) != 0).mean(axis=1)
+        np.testing.assert_array_equal(ev.densities[t], expect)
+    total = ref["r1"][0].size + ref["r2"][0].size
+    nz = (ref["r1"].reshape(16, -1) != 0).sum(1) + (ref["r2"].reshape(16, -1) != 0).sum(1)
+    np.testing.assert_array_equal(ev.model_density, nz / total)
+    assert ev.counted == ("r1", "r2")
+
+
+def test_instrument_keeps_logits_bit_exact():
+    m = prepare(zoo_model())
+    im, probes = instrument(m)
+    assert im.graph.output[0].name == "y"
+    assert set(probes.activations) == {"a1", "a2"} and "p1" in probes.layer_inputs
+    x = np.random.default_rng(0).random((5, 1, 8, 8)).astype(np.float32)
+    a = ort.InferenceSession(m.SerializeToString()).run(["y"], {"x": x})[0]
+    b = Runner(im).run(x)["y"]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_bundled_models_load_and_have_compute_layers():
+    import glob
+
+    for path in sorted(glob.glob("models/*.onnx")):
+        m = load_model(path)
+        layers = compute_layers(m)
+        assert layers and all(l.macs > 0 for l in layers), path
