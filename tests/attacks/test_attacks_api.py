@@ -7,7 +7,7 @@ import pytest
 
 from auditor.attacks.evasion import ATTACKS, PGD, DeepFool, attack_parameters, default_epsilon, make_attack
 from auditor.errors import AuditorError
-from test_attacks_models import LinearSoftmax, make_mlp
+from analytic import LinearSoftmax, make_mlp
 
 FAST = {"fgsm": {}, "pgd": {"steps": 5}, "cw": {"steps": 10, "binary_search_steps": 2}, "deepfool": {},
         "jsma": {}, "zoo": {"steps": 5, "binary_search_steps": 1, "coordinates": 8},

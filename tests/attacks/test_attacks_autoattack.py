@@ -12,7 +12,7 @@ from auditor.attacks.evasion.base import Context, Oracle
 from auditor.attacks.evasion.fab import project_hyperplane
 from auditor.errors import AuditorError
 from auditor.norms import norm
-from test_attacks_models import make_linear_binary, make_linear_multiclass, make_mlp
+from analytic import make_linear_binary, make_linear_multiclass, make_mlp
 from test_attacks_query import NoGradients
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from auditor.attacks.evasion import FGSM, JSMA, PGD, CarliniWagnerL2, DeepFool, make_attack
 from auditor.norms import norm
-from test_attacks_models import make_linear_binary, make_linear_multiclass, make_mlp
+from analytic import make_linear_binary, make_linear_multiclass, make_mlp
 
 
 def test_fgsm_on_a_linear_model_is_the_closed_form():

@@ -8,7 +8,7 @@ from auditor.attacks.evasion import PGD, ZOO, HopSkipJump, SquareAttack
 from auditor.attacks.evasion.square import p_selection
 from auditor.norms import norm
 from auditor.runtime.classifier import Classifier
-from test_attacks_models import make_linear_binary, make_mlp
+from analytic import make_linear_binary, make_mlp
 
 
 class NoGradients(Classifier):

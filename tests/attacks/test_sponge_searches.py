@@ -11,71 +11,11 @@ import pytest
 
 from auditor.errors import AuditorError
 from auditor.norms import norm
-from auditor.runtime.classifier import Classifier
 from auditor.attacks.energy import (SEARCHES, BlackBoxSparsity, SearchResult, SpongeGA, SpongeLBFGS, TopNatural,
                             UniformSampling, WhiteBoxSparsity, make_search)
 from auditor.attacks.energy.analysis import density
 
-
-class ToyMLP(Classifier):
-    """x (N,1,H,W) -> h = relu(W1 x + b1) -> z = W2 h + b2; compute-layer inputs: x and h."""
-
-    activation_names = ["x", "h"]
-
-    def __init__(self, side=6, hidden=24, classes=4, seed=0, bias=-0.6):
-        super().__init__()
-        rng = np.random.default_rng(seed)
-        d = side * side
-        self.input_shape = (1, side, side)
-        self.num_classes = classes
-        self.W1 = rng.normal(0, 1 / np.sqrt(d), (hidden, d))
-        self.b1 = np.full(hidden, bias) + rng.normal(0, 0.1, hidden)
-        self.W2 = rng.normal(0, 1.0, (classes, hidden))
-        self.b2 = rng.normal(0, 0.1, classes)
-
-    def _fwd(self, x):
-        f = x.reshape(len(x), -1).astype(np.float64)
-        pre = f @ self.W1.T + self.b1
-        h = np.maximum(pre, 0)
-        return f, pre, h, h @ self.W2.T + self.b2
-
-    def _logits(self, x):
-        return self._fwd(x)[3].astype(np.float32)
-
-    def activations(self, x):
-        self.queries += len(x)
-        f, _, h, _ = self._fwd(np.asarray(x, np.float32))
-        return {"x": f.reshape(x.shape).astype(np.float32), "h": h.astype(np.float32)}
-
-    def _value_and_grad(self, x, objective, knobs):
-        f, pre, h, z = self._fwd(x)
-        n = len(x)
-        mask = (pre > 0).astype(np.float64)
-        if objective == "act_l2":
-            val = (f * f).sum(1) + (h * h).sum(1)
-            gf = 2 * f + (2 * h * mask) @ self.W1
-        else:
-            t = np.asarray(knobs["target"])
-            zs = z - z.max(1, keepdims=True)
-            p = np.exp(zs) / np.exp(zs).sum(1, keepdims=True)
-            ce = -np.log(p[np.arange(n), t])
-            dz = p.copy()
-            dz[np.arange(n), t] -= 1
-            if objective == "ce":
-                val, c = ce, 1.0
-                gh = dz @ self.W2
-                gf = (gh * mask) @ self.W1
-            elif objective == "sparsity":
-                w = np.asarray(knobs["weights"], np.float64)
-                beta, c = float(knobs["beta"]), float(knobs["c"])
-                k = f.shape[1] + h.shape[1]
-                tf, th = np.tanh(beta * f), np.tanh(beta * h)
-                val = -(w[0] * tf.sum(1) + w[1] * th.sum(1)) / k + c * ce
-                gh = -w[1] * beta * (1 - th ** 2) / k + c * (dz @ self.W2)
-                gf = -w[0] * beta * (1 - tf ** 2) / k + (gh * mask) @ self.W1
-            else:
-                raise ValueError(objective)
-        return val.astype(np.float32), gf.reshape(x.shape).astype(np.float32), z.astype(np.float32)
+from analytic import ToyMLP
 
 
 def toy_density(model):

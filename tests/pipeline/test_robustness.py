@@ -13,7 +13,7 @@ from auditor.errors import AuditorError
 from auditor.pipeline.robustness import (check_max_attack_success_rate, check_min_median_l2, check_min_robust_accuracy,
                                 evaluate_checks, robustness_audit, transfer)
 from auditor.runtime.classifier import Classifier
-from test_attacks_models import make_mlp
+from analytic import make_mlp
 
 SPECS = [
     ("fgsm", {}, "linf", [0.02, 0.05]),
