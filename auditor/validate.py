@@ -130,7 +130,7 @@ def check_defence(d: dict) -> None:
 def check_references(sc, node, file: str) -> None:
     """Search and attack names and parameters, surrogate models: errors located in the file."""
     from .pipeline.robustness import _parse_spec
-    from .attacks.energy import make_search
+    from .attacks.energy import search_class
 
     def fail(e: AuditorError, *path):
         msg = str(e)
@@ -141,7 +141,11 @@ def check_references(sc, node, file: str) -> None:
 
     for i, spec in enumerate(sc.energy_attacks):
         try:
-            make_search(spec.search, **{k: v for k, v in spec.params.items() if k != "surrogate"})
+            cls = search_class(spec.search)
+            cls(**{k: v for k, v in spec.params.items() if k != "surrogate"})
+            for need in sorted(cls.needs):  # e.g. the black-box search's surrogate, whatever its spelling
+                if not getattr(spec, need, None):
+                    raise AuditorError(f"the search '{cls.name}' needs '{need}:' in its entry")
         except AuditorError as e:
             fail(e, "energy_attacks", i)
         if spec.surrogate:

@@ -32,14 +32,16 @@ def _stats(v) -> dict:
 def make_energy_search(spec: EnergyAttack, base_dir: Path, preprocessing):
     """The configured search of a scenario entry and its parameters (a black-box search's
     surrogate loaded as a classifier)."""
-    from ..attacks.energy import make_search
+    from ..attacks.energy import search_class
 
+    cls = search_class(spec.search)
     params = dict(spec.params)
-    if spec.search in ("blackbox", "black_box", "black-box"):
+    if "surrogate" in cls.needs:
         if not spec.surrogate:
-            raise AuditorError("the black-box search needs 'surrogate:' (an ONNX model)", where=f"energy_attacks[{spec.search}]")
+            raise AuditorError(f"the search '{cls.name}' needs 'surrogate:' (an ONNX model)",
+                               where=f"energy_attacks[{spec.search}]")
         params["surrogate"] = OnnxClassifier(base_dir / spec.surrogate, preprocessing)
-    return make_search(spec.search, **params), params
+    return cls(**params), params
 
 
 def layer_weights(clean: Evaluation, spec: EnergyAttack, n: int):

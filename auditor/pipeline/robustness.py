@@ -94,14 +94,12 @@ def _parse_spec(spec) -> dict:
     else:
         raise AuditorError(f"an attack entry must be (name, params, norm, epsilons) or a mapping, got {spec!r}",
                            where="attacks")
-    name = s["name"]
-    if not isinstance(name, str) or name.lower() not in ATTACKS:
-        raise AuditorError(f"unknown attack {name!r}; known attacks: {', '.join(ATTACKS)}", where="attacks")
+    name = ATTACKS.canonical(s["name"])
+    cls = ATTACKS.get(name)
     params = dict(s.get("params") or {})
     if not isinstance(s.get("params") or {}, dict):
         raise AuditorError(f"params of attack {name!r} must be a mapping", where="attacks")
     norm = s.get("norm")
-    cls = ATTACKS[name.lower()]
     if norm is not None:
         norm = str(norm).lower()
         if "norm" in _init_params(cls):
@@ -121,7 +119,7 @@ def _parse_spec(spec) -> dict:
     eps = s.get("epsilons")
     if eps is not None and np.isscalar(eps):
         eps = [eps]
-    return {"name": name.lower(), "attack": attack, "epsilons": eps, "targeted": targeted}
+    return {"name": name, "attack": attack, "epsilons": eps, "targeted": targeted}
 
 
 def _init_params(cls) -> set:

@@ -1,6 +1,8 @@
 """Energy-latency searches: inputs that make a sparsity-exploiting machine slow and power-hungry.
 
-Every search has one uniform call (see :mod:`auditor.attacks.energy.base`)::
+Every module of this package is imported here and registers its search in ``SEARCHES`` (names
+and other spellings in one place: ``@register_search("name", aliases=(...))``).  Every search has one
+uniform call (see :mod:`auditor.attacks.energy.base`)::
 
     search = make_search("whitebox", eps=0.9, beta=15)     # or WhiteBoxSparsity(eps=0.9, beta=15)
     result = search(model, x_clean, cost_fn=cost, layer_weights=w, labels=None, seed=0)
@@ -24,42 +26,28 @@ Analyses (zero thresholds, uniformity, distribution shift, Kendall's tau, replay
 
 from __future__ import annotations
 
-from ...errors import AuditorError
-from .base import Param, Search, SearchResult
-from .blackbox import BlackBoxSparsity
-from .ga import SpongeGA
-from .lbfgs import SpongeLBFGS
-from .topnatural import TopNatural
-from .uniform import UniformSampling
-from .whitebox import WhiteBoxSparsity
+import importlib
+import pkgutil
 
-SEARCHES: dict[str, type[Search]] = {
-    cls.name: cls
-    for cls in (WhiteBoxSparsity, BlackBoxSparsity, SpongeGA, SpongeLBFGS, UniformSampling, TopNatural)
-}
+from .base import SEARCHES, Param, Search, SearchResult
 
-#: other spellings accepted by :func:`make_search`
-ALIASES = {
-    "white_box": "whitebox", "white-box": "whitebox", "sparsity": "whitebox",
-    "black_box": "blackbox", "black-box": "blackbox",
-    "ga": "sponge_ga", "sponge-ga": "sponge_ga", "spongega": "sponge_ga",
-    "lbfgs": "sponge_lbfgs", "l-bfgs": "sponge_lbfgs", "sponge-l-bfgs": "sponge_lbfgs", "sponge_l_bfgs": "sponge_lbfgs",
-    "uniform_sampling": "uniform", "uniform-sampling": "uniform",
-    "top-natural": "top_natural", "topnatural": "top_natural", "top_k": "top_natural",
-}
+#: the modules of this package that define no search (imported where they are used: they need onnx)
+_NOT_SEARCHES = {"analysis", "defences"}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _NOT_SEARCHES:
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+from .blackbox import BlackBoxSparsity  # noqa: E402  (the public names of the searches shipped)
+from .ga import SpongeGA  # noqa: E402
+from .lbfgs import SpongeLBFGS  # noqa: E402
+from .topnatural import TopNatural  # noqa: E402
+from .uniform import UniformSampling  # noqa: E402
+from .whitebox import WhiteBoxSparsity  # noqa: E402
 
 
 def search_class(name: str) -> type[Search]:
     """The search class called ``name`` (or one of its other spellings)."""
-    if not isinstance(name, str):
-        raise AuditorError(f"search name must be a string, got {name!r}")
-    key = name.strip().lower()
-    key = ALIASES.get(key, key)
-    by_class = {cls.__name__.lower(): n for n, cls in SEARCHES.items()}
-    key = by_class.get(key, key)
-    if key not in SEARCHES:
-        raise AuditorError(f"unknown search '{name}'; known: {', '.join(SEARCHES)}")
-    return SEARCHES[key]
+    return SEARCHES.get(name)
 
 
 def make_search(name: str, **params) -> Search:
@@ -68,13 +56,7 @@ def make_search(name: str, **params) -> Search:
     return search_class(name)(**params)
 
 
-def describe(name: str) -> dict[str, str]:
-    """Parameter name -> "default — doc" of a search (for ``--help``-style listings)."""
-    cls = SEARCHES[ALIASES.get(name, name)]
-    return {k: f"{p.default!r} — {p.doc}" for k, p in cls.PARAMS.items()}
-
-
 __all__ = [
-    "SEARCHES", "make_search", "search_class", "describe", "Search", "SearchResult", "Param",
+    "SEARCHES", "make_search", "search_class", "Search", "SearchResult", "Param",
     "WhiteBoxSparsity", "BlackBoxSparsity", "SpongeGA", "SpongeLBFGS", "UniformSampling", "TopNatural",
 ]

@@ -20,6 +20,12 @@ import numpy as np
 
 from ...errors import AuditorError, short
 from ...progress import Progress
+from ...registry import Registry
+from ..base import registrar
+
+#: every energy-latency search, registered by its module (names and other spellings)
+SEARCHES: "Registry[type[Search]]" = Registry("search")
+register_search = registrar(SEARCHES)
 
 CostFn = Callable[[np.ndarray], np.ndarray]
 
@@ -184,6 +190,9 @@ class Search:
 
     name: ClassVar[str] = "search"
     PARAMS: ClassVar[dict[str, Param]] = {}
+    #: fields of its scenario entry (besides ``params``) the search cannot run without, e.g. the
+    #: black-box search's ``surrogate`` model; ``auditor validate`` and the audit both read it
+    needs: ClassVar[frozenset[str]] = frozenset()
     #: whether the search works from clean inputs and must keep their label
     needs_clean: ClassVar[bool] = True
     #: whether each input's result depends on that input alone (the audit may then split the

@@ -28,7 +28,7 @@ import numpy as np
 
 from ...errors import AuditorError
 from ...norms import perturbation_stats, project
-from .base import Param, Search, SearchResult, bounds_of, chunks, log_softmax, resolve_layer_weights
+from .base import register_search, Param, Search, SearchResult, bounds_of, chunks, log_softmax, resolve_layer_weights
 from .whitebox import COMMON, budget, sparsity_descent
 
 
@@ -42,10 +42,12 @@ def _margin(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
     return other.max(axis=1) - own
 
 
+@register_search("blackbox", aliases=('black_box', 'black-box', 'blackboxsparsity'))
 class BlackBoxSparsity(Search):
     """Two-stage black-box sparsity attack (surrogate transfer + ZOO label restoration)."""
 
-    name = "blackbox"
+    needs = frozenset({"surrogate"})
+
     PARAMS = {
         **COMMON,
         "surrogate": Param("object", None, "a Classifier the attacker owns (white-box access)"),

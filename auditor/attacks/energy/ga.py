@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Param, Search, SearchResult, bounds_of
+from .base import register_search, Param, Search, SearchResult, bounds_of
 
 
+@register_search("sponge_ga", aliases=('ga', 'sponge-ga', 'spongega'))
 class SpongeGA(Search):
     """Genetic algorithm maximising the measured cost (zero knowledge)."""
 
-    name = "sponge_ga"
     needs_clean = False
     per_input = False
     PARAMS = {

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Param, Search, SearchResult, bounds_of, chunks
+from .base import register_search, Param, Search, SearchResult, bounds_of, chunks
 
 
+@register_search("sponge_lbfgs", aliases=('lbfgs', 'l-bfgs', 'sponge-l-bfgs', 'sponge_l_bfgs', 'spongelbfgs'))
 class SpongeLBFGS(Search):
     """L-BFGS-B on the activation L2 norm (white-box, no label constraint)."""
 
-    name = "sponge_lbfgs"
     needs_clean = False
     PARAMS = {
         "max_iter": Param("int", 100, "L-BFGS-B iterations per chunk", low=1),

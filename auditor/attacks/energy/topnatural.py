@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Param, Search, SearchResult, chunks
+from .base import register_search, Param, Search, SearchResult, chunks
 
 
+@register_search("top_natural", aliases=('top-natural', 'topnatural', 'top_k'))
 class TopNatural(Search):
     """Rank a data set by measured cost and keep the costliest inputs."""
 
-    name = "top_natural"
     needs_clean = False
     per_input = False
     PARAMS = {

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Param, Search, SearchResult, bounds_of
+from .base import register_search, Param, Search, SearchResult, bounds_of
 
 
+@register_search("uniform", aliases=('uniform_sampling', 'uniform-sampling', 'uniformsampling'))
 class UniformSampling(Search):
     """Narrow-Gaussian images with the mean chosen by grid search on the measured cost."""
 
-    name = "uniform"
     needs_clean = False
     per_input = False
     PARAMS = {

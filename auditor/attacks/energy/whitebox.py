@@ -47,7 +47,7 @@ import numpy as np
 
 from ...errors import AuditorError
 from ...norms import normalize, perturbation_stats, project
-from .base import Param, Search, SearchResult, bounds_of, chunks, cross_entropy, resolve_layer_weights
+from .base import register_search, Param, Search, SearchResult, bounds_of, chunks, cross_entropy, resolve_layer_weights
 
 #: the input the paper's defaults were set for: 28x28x1 pixels in [0, 1] (MNIST)
 REFERENCE_ELEMENTS = 28 * 28
@@ -179,10 +179,10 @@ def sparsity_descent(model, x0: np.ndarray, target: np.ndarray, weights: np.ndar
     return x, kept, best_x, best_score, best_kept, best_iter, {"l_sparsity": hist_lsp, "label_kept": hist_kept}
 
 
+@register_search("whitebox", aliases=('white_box', 'white-box', 'sparsity', 'whiteboxsparsity'))
 class WhiteBoxSparsity(Search):
     """Algorithm 1 of the adversarial-sparsity-attack paper (white-box, label-preserving)."""
 
-    name = "whitebox"
     PARAMS = {
         **COMMON,
         "outer": Param("int", 1, "outer rounds O_max of the binary search on c", low=1),

@@ -1,63 +1,47 @@
 """Evasion attacks with one uniform call (see :mod:`auditor.attacks.evasion.base`).
 
-``ATTACKS`` maps the names used in scenario files to the classes; :func:`make_attack` builds one
-from a name and its parameters, reporting unknown names or parameters as :class:`AuditorError`.
+Every module of this package is imported here; an attack registers itself in ``ATTACKS`` (an
+:class:`auditor.registry.Registry`) with ``@ATTACKS.register("name")``, so a new attack is one new
+module.  :func:`make_attack` builds one from a name and its parameters, reporting unknown names or
+parameters as :class:`AuditorError`.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 
 from ...errors import AuditorError
-from .apgd import APGD, APGDT
-from .autoattack import AutoAttack
-from .base import Attack, AttackResult, default_epsilon, is_adversarial, margins, top_margin
-from .boundary import BoundaryAttack
-from .cw import CarliniWagnerL2
-from .deepfool import DeepFool
-from .fgsm import FGSM
-from .hsj import HopSkipJump
-from .fab import FAB
-from .jsma import JSMA
-from .lsa import LocalSearchAttack
-from .pgd import PGD
-from .square import SquareAttack
-from .zoo import ZOO
+from .base import ATTACKS, Attack, AttackResult, default_epsilon, is_adversarial, margins, top_margin
 
-ATTACKS: dict[str, type[Attack]] = {
-    "fgsm": FGSM,
-    "pgd": PGD,
-    "cw": CarliniWagnerL2,
-    "deepfool": DeepFool,
-    "jsma": JSMA,
-    "zoo": ZOO,
-    "square": SquareAttack,
-    "hsj": HopSkipJump,
-    "apgd": APGD,
-    "apgd_t": APGDT,
-    "fab": FAB,
-    "autoattack": AutoAttack,
-    "boundary": BoundaryAttack,
-    "lsa": LocalSearchAttack,
-}
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+from .apgd import APGD, APGDT  # noqa: E402  (the public names of the attacks shipped)
+from .autoattack import AutoAttack  # noqa: E402
+from .boundary import BoundaryAttack  # noqa: E402
+from .cw import CarliniWagnerL2  # noqa: E402
+from .deepfool import DeepFool  # noqa: E402
+from .fab import FAB  # noqa: E402
+from .fgsm import FGSM  # noqa: E402
+from .hsj import HopSkipJump  # noqa: E402
+from .jsma import JSMA  # noqa: E402
+from .lsa import LocalSearchAttack  # noqa: E402
+from .pgd import PGD  # noqa: E402
+from .square import SquareAttack  # noqa: E402
+from .zoo import ZOO  # noqa: E402
 
 
 def attack_parameters(name: str) -> dict:
     """The parameters an attack accepts, with their defaults."""
-    cls = _lookup(name)
-    sig = inspect.signature(cls.__init__)
+    sig = inspect.signature(ATTACKS.get(name).__init__)
     return {k: p.default for k, p in sig.parameters.items() if k != "self"}
-
-
-def _lookup(name: str) -> type[Attack]:
-    if not isinstance(name, str) or name.lower() not in ATTACKS:
-        raise AuditorError(f"unknown attack {name!r}; known attacks: {', '.join(ATTACKS)}", where="attack")
-    return ATTACKS[name.lower()]
 
 
 def make_attack(name: str, **params) -> Attack:
     """Build the attack ``name`` with ``params`` (as given in a scenario file)."""
-    cls = _lookup(name)
+    cls = ATTACKS.get(name)
     allowed = attack_parameters(name)
     unknown = sorted(set(params) - set(allowed))
     if unknown:

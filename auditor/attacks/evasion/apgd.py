@@ -6,7 +6,7 @@ import numpy as np
 
 from ...errors import AuditorError
 from ...norms import normalize, project
-from .base import NO_CLAMP, Attack, Context, _bshape, check_choice, check_float, check_int
+from .base import register_attack, NO_CLAMP, Attack, Context, _bshape, check_choice, check_float, check_int
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -80,6 +80,7 @@ def dlr_value_and_grad(ctx: Context, x: np.ndarray, act: np.ndarray, labels: np.
     return value, grad, z
 
 
+@register_attack("apgd")
 class APGD(Attack):
     """Auto-PGD: PGD with momentum 0.75 and a step size that halves at checkpoints when the loss
     stops improving (Croce & Hein 2020, Algorithm 1).
@@ -102,7 +103,6 @@ class APGD(Attack):
     * ``rho=0.75`` — the checkpoint condition; ``momentum=0.75`` — the weight α of the new step.
     """
 
-    name = "apgd"
 
     def __init__(self, norm: str = "linf", steps: int = 100, restarts: int = 1, loss: str = "ce",
                  rho: float = 0.75, momentum: float = 0.75, batch_size: int = 256, progress: bool | None = None):
@@ -195,6 +195,7 @@ class APGD(Attack):
         return best, found
 
 
+@register_attack("apgd_t")
 class APGDT(APGD):
     """APGD-T: targeted APGD with the targeted DLR loss, run against the runner-up classes in turn
     (the 2nd, 3rd, ... largest clean logit), each only on the inputs no earlier target fooled;
@@ -205,7 +206,6 @@ class APGDT(APGD):
     ``steps=100``, ``restarts=1``, ``loss="dlr"`` (``"ce"`` for a targeted cross-entropy).
     """
 
-    name = "apgd_t"
 
     def __init__(self, norm: str = "linf", steps: int = 100, restarts: int = 1, loss: str = "dlr",
                  n_target_classes: int = 9, rho: float = 0.75, momentum: float = 0.75, batch_size: int = 256,

@@ -6,7 +6,7 @@ import numpy as np
 
 from ...norms import project
 from .apgd import APGD, APGDT
-from .base import Attack, AttackResult, Context, check_choice, check_int
+from .base import register_attack, Attack, AttackResult, Context, check_choice, check_int
 from .fab import FAB
 from .square import SquareAttack
 
@@ -14,6 +14,7 @@ from .square import SquareAttack
 STANDARD = ("apgd_ce", "apgd_t", "fab_t", "square")
 
 
+@register_attack("autoattack")
 class AutoAttack(Attack):
     """APGD-CE, then APGD-T, then FAB-T, then Square, each run only on the inputs that every
     earlier member left unbroken; an input counts as robust at ε only when no member fooled it.
@@ -31,7 +32,6 @@ class AutoAttack(Attack):
     * ``members`` — a subset of ``apgd_ce, apgd_t, fab_t, square`` (default: all four).
     """
 
-    name = "autoattack"
 
     def __init__(self, norm: str = "linf", steps: int = 100, n_target_classes: int = 9, n_queries: int = 5000,
                  members: list | None = None, batch_size: int = 256, progress: bool | None = None):

@@ -37,7 +37,13 @@ from ...errors import AuditorError
 from ...norms import norm as _norm
 from ...norms import project
 from ...progress import Progress
+from ..base import registrar
+from ...registry import Registry
 from ...runtime.classifier import Classifier
+
+#: every evasion attack, registered by its module under the name scenario files use
+ATTACKS: Registry[type["Attack"]] = Registry("attack")
+register_attack = registrar(ATTACKS)
 
 #: the margin value passed as ``kappa`` when an attack wants the *unclamped* C&W margin
 NO_CLAMP = np.float32(1e30)

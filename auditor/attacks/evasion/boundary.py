@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Attack, Context, check_float, check_int
+from .base import register_attack, Attack, Context, check_float, check_int
 from .hsj import HopSkipJump
 
 
+@register_attack("boundary")
 class BoundaryAttack(Attack):
     """Label-only random walk along the decision boundary towards the input.
 
@@ -26,7 +27,6 @@ class BoundaryAttack(Attack):
     ``step_adaptation=1.5``, ``stats_every=10``, ``init_trials=100``.
     """
 
-    name = "boundary"
     norm = "l2"
     minimal = True
     query_based = True

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import (NO_CLAMP, Attack, Context, _bshape, check_choice, check_float, check_int, next_const,
+from .base import (register_attack, NO_CLAMP, Attack, Context, _bshape, check_choice, check_float, check_int, next_const,
                    shrink_to_boundary)
 
 
+@register_attack("cw")
 class CarliniWagnerL2(Attack):
     """Minimise ‖δ‖₂² + c·f(x+δ) with Adam in tanh space, binary search on c per input.
 
@@ -36,7 +37,6 @@ class CarliniWagnerL2(Attack):
       the threshold.
     """
 
-    name = "cw"
     norm = "l2"
     minimal = True
 

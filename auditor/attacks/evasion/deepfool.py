@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Attack, Context, _bshape, check_float, check_int, shrink_to_boundary
+from .base import register_attack, Attack, Context, _bshape, check_float, check_int, shrink_to_boundary
 
 
+@register_attack("deepfool")
 class DeepFool(Attack):
     """Linearise the classifier around the current point and step to the nearest linearised
     decision boundary among the candidate classes, until the input is misclassified.
@@ -25,7 +26,6 @@ class DeepFool(Attack):
     * ``refine_steps=12`` — boundary bisection after the search (0 disables it).
     """
 
-    name = "deepfool"
     norm = "l2"
     minimal = True
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Attack, Context, _bshape, check_choice, check_float, check_int
+from .base import register_attack, Attack, Context, _bshape, check_choice, check_float, check_int
 
 
 def logit_jacobian(ctx: Context, x: np.ndarray, act: np.ndarray, classes: np.ndarray):
@@ -61,6 +61,7 @@ def project_hyperplane(w: np.ndarray, c: np.ndarray, lo: np.ndarray, hi: np.ndar
     return out
 
 
+@register_attack("fab")
 class FAB(Attack):
     """Fast Adaptive Boundary attack: at each step, linearise the decision boundary of the
     closest other class (untargeted) or of the target, project both the current iterate and the
@@ -82,7 +83,6 @@ class FAB(Attack):
     while none is known); ``eta=1.05``, ``beta=0.9``, ``alpha_max=0.1``; ``n_target_classes=0``.
     """
 
-    name = "fab"
     minimal = True
     #: set by an ensemble that only needs examples within this distance: inputs are dropped once
     #: one is found (None: keep refining the minimal perturbation)

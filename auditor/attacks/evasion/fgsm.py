@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from ...norms import normalize
-from .base import Attack, Context, check_choice
+from .base import register_attack, Attack, Context, check_choice
 from .pgd import steepest_ascent
 
 
+@register_attack("fgsm")
 class FGSM(Attack):
     """One gradient step of size ε: ``x + ε·sign(∇ CE(x, label))`` (untargeted) or
     ``x - ε·sign(∇ CE(x, target))`` (targeted), clipped to the pixel range.
@@ -21,7 +22,6 @@ class FGSM(Attack):
       ``"ce_raw"`` keeps the cross-entropy gradient as it is (the naive attack).
     """
 
-    name = "fgsm"
 
     def __init__(self, norm: str = "linf", loss: str = "ce", batch_size: int = 256, progress: bool | None = None):
         super().__init__(batch_size, progress)

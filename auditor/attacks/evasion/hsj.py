@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Attack, Context, _bshape, check_float, check_int
+from .base import register_attack, Attack, Context, _bshape, check_float, check_int
 
 
+@register_attack("hsj")
 class HopSkipJump(Attack):
     """Label-only attack: walk along the decision boundary, estimating the boundary's normal from
     the labels of random probes, stepping along it with a geometric step-size search, and
@@ -28,7 +29,6 @@ class HopSkipJump(Attack):
     The queries it spends are counted per input (``AttackResult.queries``).
     """
 
-    name = "hsj"
     norm = "l2"
     minimal = True
     query_based = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import AuditorError
-from .base import Attack, Context, check_choice, check_float
+from .base import register_attack, Attack, Context, check_choice, check_float
 
 
 def _best_pairs_py(alpha, beta, domain, sign):  # pragma: no cover - compiled
@@ -69,6 +69,7 @@ def _best_pairs():
     return _COMPILED[0]
 
 
+@register_attack("jsma")
 class JSMA(Attack):
     """Greedy L0 attack: repeatedly pick the pair of input features whose joint change most
     increases the logit of the class to reach while decreasing its competitor (a saliency map over
@@ -108,7 +109,6 @@ class JSMA(Attack):
     * ``saliency="margin"``.
     """
 
-    name = "jsma"
     norm = "l0"
     minimal = True
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Attack, Context, check_float, check_int
+from .base import register_attack, Attack, Context, check_float, check_int
 
 
+@register_attack("lsa")
 class LocalSearchAttack(Attack):
     """LocSearchAdv: a greedy local search over pixel locations guided by the model's scores.
 
@@ -24,7 +25,6 @@ class LocalSearchAttack(Attack):
     A round costs |P| + 1 queries (up to t·(2d+1)² + 1).
     """
 
-    name = "lsa"
     norm = "l0"
     minimal = True
     query_based = True

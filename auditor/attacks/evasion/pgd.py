@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...norms import normalize, project
-from .base import NO_CLAMP, Attack, Context, check_choice, check_float, check_int
+from .base import register_attack, NO_CLAMP, Attack, Context, check_choice, check_float, check_int
 
 
 def random_start(x: np.ndarray, eps: float, norm: str, rng: np.random.Generator,
@@ -49,6 +49,7 @@ def steepest_ascent(ctx: Context, x: np.ndarray, act: np.ndarray, loss: str):
     return (1.0 if ctx.targeted else -1.0) * np.nan_to_num(g), z
 
 
+@register_attack("pgd")
 class PGD(Attack):
     """Iterated gradient steps projected back onto the ε-ball and the pixel range.
 
@@ -77,7 +78,6 @@ class PGD(Attack):
       steps) or ``"cosine"`` (α·(1 + cos(π t/steps)), mean α).
     """
 
-    name = "pgd"
 
     def __init__(self, norm: str = "linf", steps: int = 40, rel_stepsize: float | None = None,
                  abs_stepsize: float | None = None, random_start: bool = False, restarts: int = 1,

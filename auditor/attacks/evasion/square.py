@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Attack, Context, _bshape, check_choice, check_float, check_int
+from .base import register_attack, Attack, Context, _bshape, check_choice, check_float, check_int
 
 
 def p_selection(p_init: float, it: int, n_iters: int) -> float:
@@ -39,6 +39,7 @@ def meta_pseudo_gaussian(s: int, rng: np.random.Generator) -> np.ndarray:
     return d.T.copy() if rng.random() > 0.5 else d
 
 
+@register_attack("square")
 class SquareAttack(Attack):
     """Random search over square-shaped perturbations: Linf at the corners of the ε-box, or L2
     on the ε-sphere.
@@ -65,7 +66,6 @@ class SquareAttack(Attack):
       ``targeted_loss="margin"``.
     """
 
-    name = "square"
     query_based = True
 
     def __init__(self, norm: str = "linf", n_queries: int = 5000, p_init: float = 0.8, restarts: int = 1,

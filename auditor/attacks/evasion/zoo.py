@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Attack, Context, check_choice, check_float, check_int, next_const, shrink_to_boundary
+from .base import register_attack, Attack, Context, check_choice, check_float, check_int, next_const, shrink_to_boundary
 
 
+@register_attack("zoo")
 class ZOO(Attack):
     """The C&W L2 objective ‖δ‖₂² + c·max(margin, -κ) optimised with only the model's scores:
     at each step a random subset of coordinates gets a symmetric finite-difference estimate of
@@ -39,7 +40,6 @@ class ZOO(Attack):
     Importance sampling and hierarchical resizing (for large images) are not implemented.
     """
 
-    name = "zoo"
     norm = "l2"
     minimal = True
     query_based = True
