@@ -5,9 +5,9 @@ executed by one onnxruntime ``InferenceSession`` built once from the node slice,
 approximated nodes, executed by :mod:`auditor.axfpm.kernels`.
 
 Node names: a node is identified by its ``name``; an unnamed node gets ``f"{op_type}_{index}"``
-(``index`` = position in ``graph.node``), and a name that is already taken gets ``f"_{index}"``
-appended, so every node has a unique deterministic name (:func:`assign_node_names`,
-:attr:`ApproxModel.node_names`).
+(``index`` = position in ``graph.node``), and a name that an earlier node holds gets ``f"_{index}"``
+appended, so every node has a unique deterministic name (the project's one rule,
+:func:`auditor.model.names.node_names`; :attr:`ApproxModel.node_names`).
 
 Operands: the weight (and bias) of an approximated node must be a graph initializer or the output of
 a Constant node; the weight is the multiplier's operand ``b``, the other (data) input the
@@ -33,6 +33,7 @@ from onnx import helper, numpy_helper
 
 from ..errors import AuditorError
 from ..model.load import constant_node_value
+from ..model.names import node_names as assign_node_names
 from . import finish_gemm, matmul
 from .kernels import (
     ConvWeight,
@@ -47,21 +48,6 @@ from .multiplier import variant_code
 APPROX_OPS = ("Conv", "Gemm", "MatMul")
 DEFAULT_APPROX_OPS = ("Conv", "Gemm")
 MIN_OPSET = 11
-
-
-def assign_node_names(graph: onnx.GraphProto) -> list[str]:
-    """Unique, deterministic names for ``graph.node`` (index -> name)."""
-    names: list[str] = []
-    taken: set[str] = set()
-    for index, node in enumerate(graph.node):
-        name = node.name or f"{node.op_type}_{index}"
-        if name in taken:
-            name = f"{name}_{index}"
-            while name in taken:
-                name += "_"
-        taken.add(name)
-        names.append(name)
-    return names
 
 
 def _subgraph_inputs(graph: onnx.GraphProto) -> set[str]:

@@ -24,6 +24,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .names import Names
+
 NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
               "Bernoulli", "DequantizeLinear", "Constant"}
 #: per-sample batch sizes used to tell batch-dependent values from constants
@@ -271,12 +273,9 @@ def _fold_once(model: onnx.ModelProto) -> bool:
                     need(i, producer[o], k)
 
     changed = False
-    taken = {t.name for t in g.initializer} | {o for n in g.node for o in n.output} | {i.name for i in g.input}
+    names = Names({t.name for t in g.initializer} | {o for n in g.node for o in n.output} | {i.name for i in g.input})
     for node, index, name, arr in rewrites:
-        new = name + "__folded"
-        while new in taken:
-            new += "_"
-        taken.add(new)
+        new = names.fresh(name + "__folded")
         new_inits[new] = arr
         node.input[index] = new
         changed = True

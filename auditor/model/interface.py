@@ -24,6 +24,19 @@ _FLOAT_INPUTS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
 _FLOAT_OUTPUTS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
 
 
+def default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    return 0
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """The graph inputs that are not initializers (the data inputs)."""
+    inits = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
 def _type_name(elem: int) -> str:
     try:
         return onnx.helper.tensor_dtype_to_np_dtype(elem).name if elem not in (0, onnx.TensorProto.STRING) else \
@@ -52,7 +65,6 @@ def _bytes(dims: list[int | None], elem: int) -> int:
 
 def check_classifier(model: onnx.ModelProto, where: str = "model") -> None:
     """Refuse a model the audit cannot run as an image classifier (see the module docstring)."""
-    from .load import graph_inputs
 
     inp = graph_inputs(model)[0]
     t = inp.type.tensor_type
@@ -90,7 +102,6 @@ def check_classifier(model: onnx.ModelProto, where: str = "model") -> None:
         if dims and dims[0] is not None and od[0] is not None and od[0] != dims[0]:
             raise AuditorError(f"output '{name}' has batch {od[0]} but input '{clip(inp.name)}' has batch "
                                f"{dims[0]}; expected one row of logits per input", where=where)
-    from .load import default_opset
 
     newest = onnx.defs.onnx_opset_version()
     if default_opset(model) > newest:
@@ -128,7 +139,6 @@ def check_sizes(model: onnx.ModelProto, where: str = "model") -> None:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # reported by the loader's own strict inference
         return
-    from .load import graph_inputs
 
     inputs = graph_inputs(inferred)
     batch = _dims(inputs[0])[0] if inputs and _dims(inputs[0]) else None
@@ -168,7 +178,6 @@ def _check_conv_channels(model: onnx.ModelProto, where: str) -> None:
 
 def input_channels(model: onnx.ModelProto, layout: str = "NCHW") -> int | None:
     """Channels of the image input (None when not static or not 4-D)."""
-    from .load import graph_inputs
 
     d = _dims(graph_inputs(model)[0])
     if not d or len(d) != 4:

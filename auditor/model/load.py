@@ -15,6 +15,10 @@ import onnx
 from onnx import numpy_helper, shape_inference
 
 from ..errors import AuditorError
+from ..files import read_bytes
+from .fold import fold, restore, skeleton
+from .interface import check_classifier, check_sizes, check_strings, default_opset, graph_inputs
+from .names import name_nodes
 
 MIN_OPSET = 11
 #: the largest .onnx file read, and the most bytes of external data its tensors may add
@@ -24,19 +28,11 @@ MAX_MODEL_BYTES = 1 << 30
 UPGRADE_OPSET = 13
 
 
-def default_opset(model: onnx.ModelProto) -> int:
-    for imp in model.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            return imp.version
-    return 0
-
-
 def load_model(path: str | os.PathLike, *, input_size=None, layout: str = "NCHW") -> onnx.ModelProto:
     """Read, validate and normalise an ONNX image classifier (see :func:`prepare`).
 
     Refuses external-data files outside the model's folder; ``input_size`` ([H, W]) fixes the
     spatial size of a model exported with dynamic height and width."""
-    from ..files import read_bytes
 
     p = Path(path)
     where = str(path)
@@ -49,7 +45,6 @@ def load_model(path: str | os.PathLike, *, input_size=None, layout: str = "NCHW"
         raise AuditorError(f"not a valid ONNX model (cannot parse protobuf: {_first_line(e)})", where=where) from None
     if not model.graph.node:
         raise AuditorError("not a valid ONNX model (the graph has no nodes)", where=where)
-    from .interface import check_classifier, check_sizes, check_strings
 
     check_strings(model, where)
     _load_external_data(model, p.parent.resolve(), where)
@@ -77,7 +72,6 @@ def prepare(model: onnx.ModelProto, where: str = "model", *, input_size=None,
     7. every node gets a unique name; onnx's checker and strict shape inference run;
     8. the model must have one data input whose per-sample shape is static.
     """
-    from .fold import fold, restore, skeleton
 
     model = _copy(model)
     _drop_unused_opsets(model)
@@ -107,7 +101,7 @@ def prepare(model: onnx.ModelProto, where: str = "model", *, input_size=None,
     if version < MIN_OPSET:
         model = upgrade(model, UPGRADE_OPSET, where)
         fold(model)  # the converter may add constant subgraphs (axes, scales)
-    _name_nodes(model)
+    name_nodes(model.graph)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:
@@ -132,7 +126,6 @@ def upgrade(model: onnx.ModelProto, target: int, where: str = "model") -> onnx.M
     the meaning of Upsample-9/Resize-10 kept (see :func:`_keep_resize10_semantics`)."""
     from onnx import version_converter
 
-    from .fold import restore, skeleton
 
     version = default_opset(model)
     light, big = skeleton(model)  # the converter copies the model several times: not its weights
@@ -274,12 +267,6 @@ def _require_static_input(model: onnx.ModelProto, where: str) -> None:
         raise AuditorError(f"the model's input '{inp.name}' has dynamic dimensions {dims}: set "
                            "preprocessing.input_size: [H, W] in the scenario (auditor inspect: --input-size H W)",
                            where=where)
-
-
-def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
-    """The graph inputs that are not initializers (the data inputs)."""
-    inits = {i.name for i in model.graph.initializer}
-    return [i for i in model.graph.input if i.name not in inits]
 
 
 def input_shape(model: onnx.ModelProto) -> list[int | str]:
@@ -435,15 +422,3 @@ def _drop_initializer_inputs(model: onnx.ModelProto) -> None:
         model.graph.input.extend(keep)
         if model.ir_version < 4:
             model.ir_version = 4
-
-
-def _name_nodes(model: onnx.ModelProto) -> None:
-    used = {n.name for n in model.graph.node if n.name}
-    seen = set()
-    for i, node in enumerate(model.graph.node):
-        if not node.name or node.name in seen:
-            name = f"{node.op_type}_{i}"
-            while name in used or name in seen:
-                name += "_"
-            node.name = name
-        seen.add(node.name)

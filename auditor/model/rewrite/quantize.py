@@ -28,6 +28,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ...errors import AuditorError
+from ..names import Names
 from .instrument import add_outputs
 from ...runtime.session import Runner
 
@@ -143,16 +144,7 @@ def _peaks(model: onnx.ModelProto, tensors: list[str], x: np.ndarray, preprocess
 
 def _insert_qdq(m: onnx.ModelProto, layers, scales: dict[str, float], bits: int) -> None:
     g = m.graph
-    taken = {o for n in g.node for o in n.output} | {i.name for i in g.input} | {t.name for t in g.initializer}
-
-    def fresh(hint):
-        k, name = 0, hint
-        while name in taken:
-            k += 1
-            name = f"{hint}_{k}"
-        taken.add(name)
-        return name
-
+    fresh = Names.of(m).fresh
     q = 2 ** (bits - 1) - 1
     replaced: dict[str, str] = {}
     new_nodes = []

@@ -12,7 +12,7 @@ initializers replaced, so the attacks, the cost models and onnxruntime all see t
   chosen layers (default: the last fully connected layer).
 
 Layers are named by their node name, or ``<op_type>_<index>`` (index in ``graph.node``) for
-unnamed nodes, as in :mod:`auditor.model.layers`; the weight initializer's name is accepted too.
+unnamed nodes, as in :func:`auditor.model.names.node_names`; the weight initializer's name is accepted too.
 Each rewrite appends a JSON record to the model's ``metadata_props`` key ``auditor.model.rewrite.reshape``.
 """
 
@@ -28,8 +28,10 @@ import onnx
 from onnx import numpy_helper
 
 from ...errors import AuditorError
+from ..graph import COMPUTE_OPS
+from ..load import load_model
+from ..names import node_names
 
-COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 FC_OPS = ("Gemm", "MatMul")
 META_KEY = "auditor.model.rewrite.reshape"
 
@@ -45,21 +47,15 @@ def _load(model) -> onnx.ModelProto:
         out.CopyFrom(model)
         return out
     if isinstance(model, (str, Path)):
-        from ..load import load_model  # validated, named and shape-inferred like every model
-
-        return load_model(model)
+        return load_model(model)  # validated, named and shape-inferred like every model
     raise AuditorError(f"expected an ONNX ModelProto or a path, got {type(model).__name__}", where="reshape")
-
-
-def node_name(node: onnx.NodeProto, index: int) -> str:
-    return node.name or f"{node.op_type}_{index}"
 
 
 def weight_layers(model: onnx.ModelProto) -> list[tuple[str, str, str]]:
     """(layer name, op_type, weight initializer name) of every compute node with a constant weight."""
     inits = {t.name for t in model.graph.initializer}
     out = []
-    for i, node in enumerate(model.graph.node):
+    for name, node in zip(node_names(model.graph), model.graph.node):
         if node.op_type not in COMPUTE_OPS or len(node.input) < 2:
             continue
         if node.op_type in ("Conv", "ConvTranspose"):
@@ -68,7 +64,7 @@ def weight_layers(model: onnx.ModelProto) -> list[tuple[str, str, str]]:
             cands = [node.input[1], node.input[0]]
         w = next((c for c in cands if c in inits), None)
         if w is not None:
-            out.append((node_name(node, i), node.op_type, w))
+            out.append((name, node.op_type, w))
     return out
 
 
