@@ -15,19 +15,8 @@ multiplier variant is used come from the hardware profile's ``approx:`` section
 
     Gradients (white-box attacks) are BPDA, Athalye et al. 2018: the forward pass is the
     approximate one and the backward pass is the exact network's vector-Jacobian product evaluated
-    at the approximate forward's intermediate values.  It is built as one ONNX gradient graph per
-    objective in which every approximated node ``y = f(a)`` (f linear in the activation ``a``
-    plus a bias) is rewritten to::
-
-        y = y_approx + f_nobias(a - a_fed)
-
-    where ``y_approx`` and ``a_fed`` are extra graph inputs fed with the approximate forward's
-    output and input of that node.  ``a`` in the graph equals ``a_fed`` bit for bit (everything
-    upstream is either exact ops on the same values or another rewritten node), so
-    ``a - a_fed == 0`` exactly, ``f_nobias(0) == 0`` exactly and ``y == y_approx`` bit for bit:
-    the objective and logits of the gradient graph *are* the approximate ones.  The graph inputs
-    are not differentiated (``grad.add_input_gradient`` only follows tensors that depend on the
-    input), so ``dy/da`` is exactly ``f``'s Jacobian - the straight-through rule of BPDA.  One
+    at the approximate forward's intermediate values, through one ONNX gradient graph per
+    objective built on the rewrite of :func:`auditor.model.rewrite.bpda.bpda_model`.  One
     BPDA step costs one approximate forward pass plus one onnxruntime forward+backward.
 
 :func:`approx_audit`
@@ -45,10 +34,9 @@ import time
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
 
 from ..attacks.evasion.base import default_epsilon, margins, top_margin
-from ..axfpm.execute import ApproxModel, assign_node_names
+from ..axfpm.execute import ApproxModel
 from ..errors import AuditorError
 from ..model.graph import tensor_shapes
 from ..model.load import graph_inputs, prepare
@@ -56,21 +44,17 @@ from ..norms import norm as _norm
 from ..norms import perturbation_stats
 from ..model.rewrite.preprocess import Preprocessing, prepend
 from ..model.rewrite.instrument import instrument
-from ..model.names import ns
+from ..model.names import name_nodes
+from ..model.rewrite.bpda import bpda_model
 from ..runtime.session import (GRAD_INPUT, OnnxClassifier, Runner, _as_model, build_timer, gradient_model, knob_feeds,
                       logits_head)
 from ..runtime.classifier import Classifier
-
-#: the bias operand of the rewritten node copies, by op type (dropped: the copy is f without bias)
-_BIAS_INPUT = {"Conv": 2, "Gemm": 2}
-
 
 def _named(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy whose nodes all carry the unique names ApproxModel and the layer table use."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    for node, name in zip(out.graph.node, assign_node_names(out.graph)):
-        node.name = name
+    name_nodes(out.graph)
     return out
 
 
@@ -92,74 +76,6 @@ def _approx_settings(approx) -> tuple[str, list[str] | None]:
             raise AuditorError(f"layers must be a list of node names, got {layers!r}", where="approx")
         layers = list(layers)
     return variant, layers
-
-
-def bpda_model(model: onnx.ModelProto, approx_nodes, node_names: list[str]
-               ) -> tuple[onnx.ModelProto, dict[str, str]]:
-    """``model`` with each approximated node ``y = f(a)`` rewritten to ``y = y_fed + f_nobias(a - a_fed)``.
-
-    Returns the new model and ``feeds``: new graph input name -> the tensor of the approximate
-    forward pass it must be fed with (the node's activation input or its output).
-    """
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    g = out.graph
-    consts = {t.name for t in g.initializer}
-    consts |= {o for n in g.node if n.op_type == "Constant" for o in n.output}
-    shapes = tensor_shapes(onnx.shape_inference.infer_shapes(model))
-    types = {vi.name: vi.type.tensor_type.elem_type
-             for vi in list(g.input) + list(g.value_info) + list(g.output)}
-    index = {n: i for i, n in enumerate(node_names)}
-    chosen = {index[n] for n in approx_nodes}
-    taken = {o for n in g.node for o in n.output} | {i.name for i in g.input} | consts
-    feeds: dict[str, str] = {}
-    new_inputs = []
-
-    def fresh(hint: str) -> str:
-        name, k = hint, 0
-        while name in taken:
-            k += 1
-            name = f"{hint}_{k}"
-        taken.add(name)
-        return name
-
-    def value_info(name: str, like: str):
-        shp = shapes.get(like)
-        dims = None if shp is None else ["N"] + list(shp[1:])
-        return helper.make_tensor_value_info(name, types.get(like, TensorProto.FLOAT), dims)
-
-    nodes = []
-    for i, node in enumerate(g.node):
-        if i not in chosen:
-            nodes.append(node)
-            continue
-        ins = list(node.input)
-        if node.op_type == "Conv":
-            act_pos = 0
-        else:  # Gemm / MatMul: the constant operand is the weight (ApproxModel's rule)
-            act_pos = 0 if (len(ins) > 1 and ins[1] in consts) else 1
-        a, y = ins[act_pos], node.output[0]
-        k = len(feeds) // 2
-        a_fed, y_fed = fresh(ns(f"bpda/act_{k}")), fresh(ns(f"bpda/out_{k}"))
-        diff, lin = fresh(ns(f"bpda/{y}/diff")), fresh(ns(f"bpda/{y}/lin"))
-        feeds[a_fed], feeds[y_fed] = a, y
-        new_inputs += [value_info(a_fed, a), value_info(y_fed, y)]
-        copy = onnx.NodeProto()
-        copy.CopyFrom(node)
-        copy.name = ns(f"bpda/{node.name}/lin")
-        bias = _BIAS_INPUT.get(node.op_type)
-        keep = ins[:bias] if bias is not None else ins
-        keep[act_pos] = diff
-        del copy.input[:]
-        copy.input.extend(keep)
-        del copy.output[:]
-        copy.output.append(lin)
-        nodes += [helper.make_node("Sub", [a, a_fed], [diff], name=ns(f"bpda/{node.name}/sub")), copy,
-                  helper.make_node("Add", [y_fed, lin], [y], name=ns(f"bpda/{node.name}/add"))]
-    del g.node[:]
-    g.node.extend(nodes)
-    g.input.extend(new_inputs)
-    return out, feeds
 
 
 class ApproxClassifier(Classifier):
@@ -257,7 +173,7 @@ class ApproxClassifier(Classifier):
     def bpda(self) -> tuple[onnx.ModelProto, dict[str, str]]:
         """The BPDA forward model (before the objective) and its feeds (input -> approximate tensor)."""
         if self._bpda is None:
-            self._bpda = bpda_model(self.model, self.approx_nodes, assign_node_names(self.model.graph))
+            self._bpda = bpda_model(self.model, self.approx_nodes)
         return self._bpda
 
     def _grad_runner(self, objective: str):
@@ -679,5 +595,5 @@ def approx_audit(exact: OnnxClassifier, approx: ApproxClassifier, x, y, attacks:
     return _jsonable(report)
 
 
-__all__ = ["ApproxClassifier", "ApproxLogits", "approx_audit", "bpda_model", "DEFAULT_TRANSFER",
+__all__ = ["ApproxClassifier", "ApproxLogits", "approx_audit", "DEFAULT_TRANSFER",
            "DEFAULT_SUBSTITUTE", "DEFAULT_WHITEBOX", "DEFAULT_QUERY", "DEFAULT_MINIMAL"]

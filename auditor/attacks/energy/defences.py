@@ -1,8 +1,8 @@
 """Defences against sparsity attacks (Krithivasan, Sen, Raghunathan, Section IV) and how to score them.
 
 * Activation thresholding — every ReLU(x) becomes x * (x > t_l): activations at or below a
-  per-layer threshold t_l are zeroed (t_l = 0 is the plain ReLU).  :func:`threshold_relus`
-  rewrites an ONNX model; :func:`tune_thresholds` picks t_l layer by layer — starting, as in the
+  per-layer threshold t_l are zeroed (t_l = 0 is the plain ReLU).
+  :func:`auditor.model.rewrite.threshold.threshold_relus` rewrites an ONNX model; :func:`tune_thresholds` picks t_l layer by layer — starting, as in the
   paper, at the layer's mean activation on the adversarial set, then doubling / bisecting — as
   high as a clean-accuracy loss budget allows.
 * Input quantisation — x_q = round(2^k x) / 2^k  (eq. 9), :func:`quantize_input`.
@@ -13,81 +13,14 @@
 from __future__ import annotations
 
 import io
-from typing import Callable, Mapping
+from typing import Callable
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from ...errors import AuditorError
-from ...model.names import ns
-
-# --------------------------------------------------------------------------------------------
-# Activation thresholding (ONNX rewrite)
-# --------------------------------------------------------------------------------------------
-
-
-def relu_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
-    """(node name, output tensor) of every Relu, in graph order (unnamed nodes: "Relu_<index>")."""
-    return [(n.name or f"Relu_{i}", n.output[0]) for i, n in enumerate(model.graph.node) if n.op_type == "Relu"]
-
-
-def _resolve(model: onnx.ModelProto, thresholds: Mapping[str, float]) -> dict[str, float]:
-    """Threshold per Relu output tensor, keyed by node name or output tensor name."""
-    by_key = {}
-    for name, out in relu_nodes(model):
-        by_key[name] = out
-        by_key[out] = out
-    res = {}
-    for k, t in thresholds.items():
-        if k not in by_key:
-            raise AuditorError(f"no Relu node or output named '{k}'; Relus: {', '.join(n for n, _ in relu_nodes(model))}")
-        t = float(t)
-        if not np.isfinite(t):
-            raise AuditorError(f"threshold for '{k}' must be finite, got {t}")
-        res[by_key[k]] = t
-    return res
-
-
-def threshold_input(relu_output: str) -> str:
-    """The graph input (or initializer) holding the threshold of the Relu writing ``relu_output``."""
-    return ns(f"threshold/{relu_output}")
-
-
-def threshold_relus(model: onnx.ModelProto, thresholds: Mapping[str, float], *, as_inputs: bool = False) -> onnx.ModelProto:
-    """A copy of ``model`` where each listed Relu(x) is x * Cast(Greater(x, t), float).
-
-    ``thresholds``: Relu node name or output tensor -> t (Relus not listed stay as they are).  The
-    output tensor names are kept, so probes and cost models see the same layer inputs.  With
-    ``as_inputs`` the thresholds become scalar graph inputs named ``auditor::threshold/<relu output>``
-    (for tuning with one onnxruntime session).
-    """
-    thr = _resolve(model, thresholds)
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    g = out.graph
-    new_nodes = []
-    for i, node in enumerate(g.node):
-        if node.op_type != "Relu" or node.output[0] not in thr:
-            new_nodes.append(node)
-            continue
-        y = node.output[0]
-        base = ns(f"threshold/{node.name or f'Relu_{i}'}")
-        t_name = threshold_input(y)
-        if as_inputs:
-            g.input.append(helper.make_tensor_value_info(t_name, TensorProto.FLOAT, []))
-        else:
-            g.initializer.append(numpy_helper.from_array(np.array(thr[y], np.float32), t_name))
-        x = node.input[0]
-        new_nodes += [
-            helper.make_node("Greater", [x, t_name], [f"{base}_mask"], name=f"{base}_greater"),
-            helper.make_node("Cast", [f"{base}_mask"], [f"{base}_maskf"], name=f"{base}_cast", to=TensorProto.FLOAT),
-            helper.make_node("Mul", [x, f"{base}_maskf"], [y], name=node.name or f"{base}_mul"),
-        ]
-    del g.node[:]
-    g.node.extend(new_nodes)
-    return out
-
+from ...model.rewrite.threshold import relu_nodes, threshold_input, threshold_relus
 
 def _session(model: onnx.ModelProto):
     import onnxruntime as ort
