@@ -253,15 +253,16 @@ def type_scenario_params(out: dict) -> dict:
     attacks = attack_catalog()
     ea = _obj(props.get("energy_attacks", {})).get("items")
     if isinstance(ea, dict):
-        ea["allOf"] = typed_entries("search", search_catalog())
+        ea["allOf"] = ea.get("allOf", []) + typed_entries("search", search_catalog())
     rob = _obj(props.get("robustness", {}))
-    ra = _obj(rob.get("properties", {}).get("attacks", {})).get("items") if isinstance(rob, dict) else None
-    if isinstance(ra, dict):
-        ra["allOf"] = typed_entries("attack", attacks)
+    lists = [_obj(rob.get("properties", {}).get("attacks", {}))] if isinstance(rob, dict) else []
     ax = _obj(props.get("approx", {}))
-    for key in ("transfer", "whitebox", "query", "minimal"):
-        it = _obj((ax.get("properties") or {}).get(key, {})).get("items") if isinstance(ax, dict) else None
+    if isinstance(ax, dict):
+        lists += [_obj((ax.get("properties") or {}).get(key, {})) for key in ("transfer", "whitebox", "query", "minimal")]
+    for lst in lists:  # every evasion entry: `attack:` (or its other spelling `name:`) types `params`
+        it = lst.get("items")
         if isinstance(it, dict):
-            it.setdefault("properties", {})["name"] = {"enum": list(attacks), "description": "attack name"}
-            it["allOf"] = typed_entries("name", attacks)
+            for key in ("attack", "name"):
+                it.setdefault("properties", {})[key] = dict(it["properties"].get(key, {}), enum=list(attacks))
+            it["allOf"] = it.get("allOf", []) + typed_entries("attack", attacks) + typed_entries("name", attacks)
     return out

@@ -110,6 +110,8 @@ def _rows(tp, prefix: str = "") -> list[str]:
             lo = f"{'>' if md.get('exclusive_minimum') else '>='} {schema.num_text(md['minimum'])}" if "minimum" in md else ""
             hi = f"<= {schema.num_text(md['maximum'])}" if "maximum" in md else ""
             doc += f" ({', '.join(b for b in (lo, hi) if b)})"
+        if md.get("aliases"):
+            doc += f" (also spelt {', '.join(f'`{a}`' for a in md['aliases'])})"
         src = md.get("source", "")
         rows.append(f"| `{prefix}{f.name}` | {schema._type_name(t).replace('|', 'or')} | `{_yaml_value(schema.to_dict(default)) if default not in ('(required)', '(section)') else default}` | {doc} | {src} |")
         for sub in inner:

@@ -38,9 +38,11 @@ class EnergyAttack:
 
 @dataclass
 class EvasionAttack:
-    """One evasion attack (see `auditor/attacks`)."""
+    """One evasion attack (see `auditor/attacks/evasion`), the same entry under `robustness.attacks`
+    and `approx.transfer/whitebox/query/minimal`; `name:` is another spelling of `attack:`."""
 
-    attack: str = schema.field(doc="attack name: fgsm, pgd, cw, deepfool, jsma, zoo, square, hsj, apgd, apgd_t, fab, autoattack, boundary, lsa")
+    attack: str = schema.field(doc="attack name: fgsm, pgd, cw, deepfool, jsma, zoo, square, hsj, apgd, apgd_t, fab, autoattack, boundary, lsa",
+                               aliases=("name",))
     params: dict[str, Any] = schema.field(default_factory=dict, doc="hyper-parameters of the attack")
     norm: Optional[Literal["linf", "l2", "l0"]] = schema.field(None, doc="perturbation norm the epsilons are measured in (absent = the attack's own)")
     epsilons: Optional[list[float]] = schema.field(None, doc="budgets; absent = RobustBench convention for the norm (MNIST: Linf 0.3, L2 2.0)",
@@ -87,14 +89,19 @@ class ApproxAudit:
 
     count: int = schema.field(16, doc="how many labelled inputs", minimum=1, maximum=MAX_COUNT)
     surrogate: Optional[str] = schema.field(None, doc="black-box substitute ONNX model (relative to the scenario file)")
-    transfer: Optional[list[dict[str, Any]]] = schema.field(
-        None, doc="attacks crafted on the exact model and replayed on the approximate one (default: FGSM, PGD, C&W, DeepFool, JSMA)",
+    transfer: Optional[list[EvasionAttack]] = schema.field(
+        None, doc="attacks crafted on the exact model and replayed on the approximate one, entries as under robustness.attacks "
+        "(default: FGSM, PGD, C&W, DeepFool, JSMA)",
         source="Guesmi et al., Table 2")
-    whitebox: Optional[list[dict[str, Any]]] = schema.field(None, doc="white-box attacks with BPDA gradients on the approximate model (default: PGD)")
-    query: Optional[list[dict[str, Any]]] = schema.field(None, doc="query attacks on the approximate model (default: Square, HopSkipJump)")
-    minimal: Optional[list[dict[str, Any]]] = schema.field(
+    whitebox: Optional[list[EvasionAttack]] = schema.field(None, doc="white-box attacks with BPDA gradients on the approximate model (default: PGD)")
+    query: Optional[list[EvasionAttack]] = schema.field(None, doc="query attacks on the approximate model (default: Square, HopSkipJump)")
+    minimal: Optional[list[EvasionAttack]] = schema.field(
         None, doc="minimal-norm attacks (BPDA vs exact): the perturbation each model needs (default: DeepFool, C&W)",
         source="Guesmi et al. (PSNR/MSE comparison)")
+
+    def sections(self) -> list[tuple[str, list[EvasionAttack] | None]]:
+        """(key, entries or None for the default) of every attack list."""
+        return [(k, getattr(self, k)) for k in ("transfer", "whitebox", "query", "minimal")]
 
 
 @dataclass
@@ -160,6 +167,15 @@ class Scenario:
             raise ValueError("batch_size must be positive")
         if self.chunk_size <= 0:
             raise ValueError("chunk_size must be positive")
+
+
+def attack_entry(a: EvasionAttack) -> dict:
+    """An evasion entry as the attack runners read it (:func:`auditor.pipeline.robustness.parse_attacks`)."""
+    return {"name": a.attack, "params": a.params, "norm": a.norm, "epsilons": a.epsilons, "targeted": a.targeted}
+
+
+def attack_entries(attacks: list[EvasionAttack] | None) -> list[dict] | None:
+    return None if attacks is None else [attack_entry(a) for a in attacks]
 
 
 def load_scenario(path: str | Path) -> Scenario:

@@ -26,11 +26,14 @@ MISSING = dataclasses.MISSING
 
 def field(default=MISSING, *, doc: str, unit: str | None = None, source: str | None = None,
           default_factory=MISSING, minimum: float | None = None, maximum: float | None = None,
-          exclusive_minimum: bool = False):
+          exclusive_minimum: bool = False, aliases: tuple[str, ...] = ()):
     """A documented dataclass field.  ``minimum``/``maximum`` bound a number (or every number of
     a list); ``exclusive_minimum`` excludes the minimum itself.  Integer fields without a declared
-    maximum are bounded by :data:`MAX_INT`."""
+    maximum are bounded by :data:`MAX_INT`.  ``aliases``: other keys the YAML may spell the field
+    with (one of them at most per mapping)."""
     meta = {"doc": doc}
+    if aliases:
+        meta["aliases"] = tuple(aliases)
     if unit:
         meta["unit"] = unit
     if source:
@@ -264,18 +267,22 @@ def build(tp, node: yaml.Node | None, file: str, path: str = ""):
         if not isinstance(node, yaml.MappingNode):
             fail(f"expected a mapping, got {_kind(node)}")
         fields = {f.name: f for f in dataclasses.fields(tp) if f.init}
+        alias = aliases_of(tp)
         values, seen = {}, {}
         for knode, vnode in node.value:
             k = _construct(knode)
             kname = k if isinstance(k, str) and len(k) <= 40 else short(k, 40)
             sub = f"{path}.{kname}" if path else kname
+            if isinstance(k, str) and k in alias:
+                k = alias[k]
             if not isinstance(k, str) or k not in fields:
-                close = _closest(str(k)[:100], fields)
+                close = _closest(str(k)[:100], list(fields) + list(alias))
                 hint = f" (did you mean '{close}'?)" if close else f" (known keys: {', '.join(fields)})"
                 raise AuditorError(f"{sub}: unknown key{hint}", where=str(_Loc(file, knode)))
             if k in seen:
-                raise AuditorError(f"{sub}: duplicate key", where=str(_Loc(file, knode)))
-            seen[k] = True
+                other = f" ('{seen[k]}' and '{kname}' both spell '{k}')" if kname != seen[k] else ""
+                raise AuditorError(f"{sub}: duplicate key{other}", where=str(_Loc(file, knode)))
+            seen[k] = kname
             values[k] = build(_hint(tp, k), vnode, file, sub)
             _check_bounds(fields[k], values[k], vnode, file, sub)
         for name, f in fields.items():
@@ -366,6 +373,11 @@ def _check_bounds(f: dataclasses.Field, value, node, file: str, key: str) -> Non
             raise AuditorError(f"{sub}: must be <= {num_text(top)}, got {short(v)}", where=where(file, vnode))
 
 
+def aliases_of(tp) -> dict[str, str]:
+    """{alias: field name} of a dataclass's fields (see the ``aliases`` of :func:`field`)."""
+    return {a: f.name for f in dataclasses.fields(tp) if f.init for a in f.metadata.get("aliases", ())}
+
+
 def _hint(tp, name: str):
     return typing.get_type_hints(tp)[name]
 
@@ -443,9 +455,17 @@ def json_schema(tp, title: str | None = None) -> dict:
                 else:
                     required.append(f.name)
                 props[f.name] = s
+                for a in md.get("aliases", ()):
+                    props[a] = dict(s, description=f"other spelling of `{f.name}`")
             out = {"type": "object", "properties": props, "additionalProperties": False}
-            if required:
-                out["required"] = required
+            spelt = {f.name: (f.name, *f.metadata.get("aliases", ())) for f in dataclasses.fields(t) if f.init}
+            plain = [r for r in required if len(spelt[r]) == 1]
+            if plain:
+                out["required"] = plain
+            # a required field with other spellings: exactly one of them
+            either = [{"oneOf": [{"required": [k]} for k in spelt[r]]} for r in required if len(spelt[r]) > 1]
+            if either:
+                out["allOf"] = either
             if t.__doc__ and not t.__doc__.startswith(t.__name__ + "("):
                 out["description"] = " ".join(t.__doc__.split())
             return out

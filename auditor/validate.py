@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import yaml
 
 from . import schema
-from .errors import AuditorError
+from .attacks.energy import search_class
+from .attacks.evasion.base import default_epsilon
+from .data import load_data
+from .errors import AuditorError, short
+from .hw.profile import load_profile
+from .pipeline.robustness import parse_attack
+from .scenario import attack_entry, load_scenario
 
 
 def detect_kind(path) -> str:
@@ -20,14 +28,9 @@ def detect_kind(path) -> str:
 def validate_file(path, kind: str = "auto") -> str:
     kind = detect_kind(path) if kind == "auto" else kind
     if kind == "hwprofile":
-        from .hw.profile import load_profile
-
         prof = load_profile(path)
         prof.build_cost_model()
         return "hardware profile"
-    from .data import load_data
-    from .scenario import load_scenario
-
     sc = load_scenario(path)
     node, file = schema.load_yaml(path)
     check_references(sc, node, file)
@@ -45,11 +48,6 @@ def check_scenario(sc, node, file: str, data_shape: tuple | None = None, model=N
     """What the schema alone cannot see: robustness checks that no attack can decide, budgets
     outside the pixel range, a per-channel mean/std that does not fit the data (``data_shape``,
     per input, NCHW) or the model's input channels.  Errors are located in the scenario file."""
-    import math
-
-    from .attacks.evasion.base import default_epsilon
-    from .pipeline.robustness import _parse_spec
-
     attacks = sc.robustness.attacks if sc.robustness is not None else []
     ch = sc.checks
     if not attacks:
@@ -61,18 +59,17 @@ def check_scenario(sc, node, file: str, data_shape: tuple | None = None, model=N
                       "checks", key)
     lo, hi = sc.preprocessing.bounds
     span = hi - lo
-    norms = []
-    for i, a in enumerate(attacks):
-        norm = _parse_spec({"name": a.attack, "params": a.params, "norm": a.norm, "epsilons": None,
-                            "targeted": a.targeted})["attack"].norm
-        norms.append(norm)
-        dims = int(math.prod(data_shape)) if data_shape else None
-        for j, e in enumerate(a.epsilons or []):
-            top = span if norm == "linf" else (span * math.sqrt(dims) if norm == "l2" and dims else
-                                                dims if norm == "l0" and dims else None)
-            if top is not None and e > top * (1 + 1e-9):
-                _fail(node, file, f"{e:g} exceeds the largest {norm} distance between two inputs in the pixel range "
-                      f"[{lo:g}, {hi:g}] ({top:g}): every input would be allowed", "robustness", "attacks", i, "epsilons", j)
+    dims = int(math.prod(data_shape)) if data_shape else None
+    for path, entries in evasion_lists(sc):
+        for i, a in enumerate(entries):
+            norm = parse_attack(dict(attack_entry(a), epsilons=None))["attack"].norm
+            for j, e in enumerate(a.epsilons or []):
+                top = span if norm == "linf" else (span * math.sqrt(dims) if norm == "l2" and dims else
+                                                    dims if norm == "l0" and dims else None)
+                if top is not None and e > top * (1 + 1e-9):
+                    _fail(node, file, f"{e:g} exceeds the largest {norm} distance between two inputs in the pixel range "
+                          f"[{lo:g}, {hi:g}] ({top:g}): every input would be allowed", *path, i, "epsilons", j)
+    norms = [parse_attack(dict(attack_entry(a), epsilons=None))["attack"].norm for a in attacks]
     for i, c in enumerate(ch.min_robust_accuracy):
         hits = [(a, n) for a, n in zip(attacks, norms) if a.attack.lower() == c.attack.lower()
                 and (c.norm is None or n == str(c.norm).lower())]
@@ -96,7 +93,7 @@ def check_scenario(sc, node, file: str, data_shape: tuple | None = None, model=N
     if data_shape is not None and len(data_shape) == 3:
         channels.append((data_shape[0], "the data"))
     if model is not None:
-        from .model.interface import input_channels
+        from .model.interface import input_channels  # onnx (2 s to import) only with a model
 
         c = input_channels(model, sc.preprocessing.layout)
         if c is not None:
@@ -111,8 +108,7 @@ def check_scenario(sc, node, file: str, data_shape: tuple | None = None, model=N
 
 def check_defence(d: dict) -> None:
     """An energy search's `defences:` entry: a known name and its parameters."""
-    from .errors import short
-    from .attacks.energy.defences import make_input_defence
+    from .attacks.energy.defences import make_input_defence  # imports onnx: only with defences
 
     d = dict(d)
     name = str(d.pop("name", "")).lower()
@@ -129,9 +125,6 @@ def check_defence(d: dict) -> None:
 
 def check_references(sc, node, file: str) -> None:
     """Search and attack names and parameters, surrogate models: errors located in the file."""
-    from .pipeline.robustness import _parse_spec
-    from .attacks.energy import search_class
-
     def fail(e: AuditorError, *path):
         msg = str(e)
         if e.where in ("attacks", "attack") and msg.startswith(e.where + ": "):  # the attack module's own prefix
@@ -168,10 +161,18 @@ def check_references(sc, node, file: str) -> None:
             load_model(sc.base_dir / sc.approx.surrogate)
         except AuditorError as e:
             fail(e, "approx", "surrogate")
-    if sc.robustness is not None:
-        for i, a in enumerate(sc.robustness.attacks):
+    for path, entries in evasion_lists(sc):
+        for i, a in enumerate(entries):
             try:
-                _parse_spec({"name": a.attack, "params": a.params, "norm": a.norm, "epsilons": a.epsilons,
-                             "targeted": a.targeted})
+                parse_attack(attack_entry(a))
             except AuditorError as e:
-                fail(e, "robustness", "attacks", i)
+                fail(e, *path, i)
+
+
+def evasion_lists(sc) -> list[tuple[tuple, list]]:
+    """(key path, entries) of every list of evasion attacks a scenario runs: `robustness.attacks`
+    and the `approx:` lists it gives (an absent one runs the defaults, which are valid)."""
+    out = [(("robustness", "attacks"), sc.robustness.attacks)] if sc.robustness is not None else []
+    if sc.approx is not None:
+        out += [(("approx", key), entries) for key, entries in sc.approx.sections() if entries]
+    return out

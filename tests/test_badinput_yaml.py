@@ -143,6 +143,30 @@ SCENARIOS = [
     ("attack-wrong-norm", "name: t\nrobustness:\n  attacks: [{attack: deepfool, norm: linf}]\n", "robustness.attacks[0]"),
     ("approx-surrogate-missing", "name: t\napprox: {surrogate: nothere.onnx}\n", "approx.surrogate: "),
     ("defence-unknown", "name: t\nenergy_attacks:\n  - {search: uniform, defences: [{name: magic}]}\n", "energy_attacks[0].defences[0]"),
+    # every evasion list is checked through the attack registry, whatever its section
+    ("approx-transfer-unknown", "name: t\napprox:\n  transfer: [{name: fgsmm, params: {stepz: 3}}]\n",
+     "approx.transfer[0]: unknown attack 'fgsmm'"),
+    ("approx-transfer-bad-param", "name: t\napprox:\n  transfer: [{attack: fgsm, params: {stepz: 3}}]\n",
+     "approx.transfer[0]: "),
+    ("approx-whitebox-bad-param", "name: t\napprox:\n  whitebox: [{name: pgd, params: {stepz: 3}}]\n",
+     "approx.whitebox[0]: "),
+    ("approx-query-unknown", "name: t\napprox:\n  query: [{attack: squar}]\n", "approx.query[0]: unknown attack"),
+    ("approx-minimal-wrong-norm", "name: t\napprox:\n  minimal: [{attack: deepfool, norm: linf}]\n", "approx.minimal[0]: "),
+    ("approx-unknown-key", "name: t\napprox:\n  transfer: [{attack: fgsm, epsilon: [0.1]}]\n",
+     "approx.transfer[0].epsilon: unknown key (did you mean 'epsilons'?)"),
+    ("approx-epsilon-over-range", "name: t\napprox:\n  transfer: [{attack: fgsm, epsilons: [8]}]\n",
+     "approx.transfer[0].epsilons[0]: 8 exceeds the largest linf distance"),
+    ("approx-no-attack", "name: t\napprox:\n  transfer: [{params: {steps: 3}}]\n", "missing required key 'attack'"),
+    ("attack-two-spellings", "name: t\nrobustness:\n  attacks: [{attack: fgsm, name: pgd}]\n",
+     "robustness.attacks[0].name: duplicate key ('attack' and 'name' both spell 'attack')"),
+    ("defence-jpg", "name: t\nenergy_attacks:\n  - {search: uniform, defences: [{name: jpg}]}\n",
+     "energy_attacks[0].defences[0]: unknown input defence 'jpg'"),
+    ("defence-bad-param", "name: t\nenergy_attacks:\n  - {search: uniform, defences: [{name: quantize, bitz: 3}]}\n",
+     "energy_attacks[0].defences[0]: input defence 'quantize' takes 'bits'"),
+    ("defence-threshold-budget", "name: t\nenergy_attacks:\n  - {search: uniform, defences: [{name: threshold, budget: 2}]}\n",
+     "energy_attacks[0].defences[0]: defence 'threshold': budget must be a number in [0, 1]"),
+    ("blackbox-no-surrogate", "name: t\nenergy_attacks:\n  - {search: BlackBox}\n",
+     "energy_attacks[0]: the search 'blackbox' needs 'surrogate:'"),
     ("data-file-missing", "name: t\ndata: {source: npy, path: nothere.npy}\n", "data file not found"),
 ]
 
@@ -159,7 +183,8 @@ def test_bad_scenario_validate(tmp_path, text, where):
 AUDIT_IDS = ["python-tag", "billion-laughs", "duplicate-nested", "count-negative", "clean-accuracy-95", "seed-negative",
              "mean-3-on-gray", "epsilons-8-16", "robust-check-no-section", "robust-check-eps-not-run", "deep-lists",
              "recursive-map", "unhashable-list-key", "population-huge", "size-huge", "growth-negative",
-             "approx-surrogate-missing", "defence-unknown", "latency-negative", "batch-huge"]
+             "approx-surrogate-missing", "defence-unknown", "latency-negative", "batch-huge",
+             "approx-transfer-unknown", "approx-whitebox-bad-param", "defence-jpg", "blackbox-no-surrogate"]
 
 
 @pytest.mark.parametrize("cid", AUDIT_IDS)

@@ -23,6 +23,24 @@ def test_default_scenario_loads():
     assert sc.data.source == "digits" and sc.checks.min_clean_accuracy is not None
 
 
+def test_evasion_entries_one_spelling_everywhere(tmp_path):
+    """`attack:` is the evasion entry's key under robustness and approx alike; `name:` still loads."""
+    from auditor import schema
+    from auditor.scenario import attack_entries
+
+    text = ("name: x\nrobustness:\n  attacks: [{attack: pgd, epsilons: [0.1]}, {name: fgsm}]\n"
+            "approx:\n  transfer: [{name: pgd, params: {steps: 3}}, {attack: deepfool}]\n  query: [{attack: square}]\n")
+    sc = load_scenario(write(tmp_path, text))
+    assert [a.attack for a in sc.robustness.attacks] == ["pgd", "fgsm"]
+    assert [a.attack for a in sc.approx.transfer] == ["pgd", "deepfool"] and sc.approx.whitebox is None
+    assert attack_entries(sc.approx.transfer)[0] == {"name": "pgd", "params": {"steps": 3}, "norm": None,
+                                                      "epsilons": None, "targeted": False}
+    assert attack_entries(None) is None
+    assert schema.aliases_of(type(sc.approx.query[0])) == {"name": "attack"}
+    sc = load_scenario("scenarios/approx.yaml")
+    assert [a.attack for a in sc.approx.transfer] == ["fgsm", "pgd", "deepfool"]
+
+
 @pytest.mark.parametrize("text,pattern", [
     ("name: x\ndata:\n  sorce: digits\n", r"s\.yaml:3:3: data\.sorce: unknown key \(did you mean 'source'\?\)"),
     ("name: x\nbatch_size: many\n", r"s\.yaml:2:13: batch_size: expected an integer, got 'many'"),

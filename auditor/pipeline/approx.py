@@ -328,9 +328,9 @@ class _Ctx:
         a smaller ε.
         """
         from ..attacks.evasion.base import AttackResult
-        from .robustness import _parse_spec, choose_targets
+        from .robustness import parse_attack, choose_targets
 
-        parsed = _parse_spec(spec)
+        parsed = parse_attack(spec)
         attack = parsed["attack"]
         per_eps = bool(per_eps and not attack.minimal)  # minimal attacks search once whatever the ε
         key = (model_key, _spec_key(spec), per_eps)

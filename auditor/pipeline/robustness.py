@@ -82,7 +82,10 @@ def summary(values) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def _parse_spec(spec) -> dict:
+def parse_attack(spec) -> dict:
+    """One evasion entry (a mapping ``{name, params, norm, epsilons, targeted}`` or a tuple in that
+    order) checked and built: ``{name, attack, epsilons, targeted}``; AuditorError when the name,
+    the parameters, the norm or the targeting are wrong."""
     if isinstance(spec, dict):
         unknown = set(spec) - {"name", "params", "norm", "epsilons", "targeted"}
         if unknown or "name" not in spec:
@@ -239,7 +242,7 @@ def robustness_audit(model: Classifier, x, y, attacks, verify: Classifier | None
         raise AuditorError(f"the model must be a Classifier, got {type(model).__name__}", where="robustness")
     verify = model if verify is None else verify
     x, y = check_labelled(x, y)
-    specs = [_parse_spec(s) for s in (attacks or [])]
+    specs = [parse_attack(s) for s in (attacks or [])]
     clean_logits = _batched_logits(verify, x)
     parts = []
     for k, spec in enumerate(specs):
@@ -264,7 +267,7 @@ def _batched_logits(verify: Classifier, x: np.ndarray) -> np.ndarray:
 
 def parse_attacks(attacks) -> list[dict]:
     """The checked attack entries (see :func:`robustness_audit`)."""
-    return [_parse_spec(s) for s in (attacks or [])]
+    return [parse_attack(s) for s in (attacks or [])]
 
 
 def attack_part(model: Classifier, verify: Classifier, x: np.ndarray, y: np.ndarray, spec: dict, *,
@@ -407,7 +410,7 @@ def transfer_audit(model_a: Classifier, model_b: Classifier, x, y, attack=("pgd"
     classifiers, default the models) whose attack succeeded on the source, those that also fool
     the other model; NaN-free: ``None`` when no input qualifies.
     """
-    spec = _parse_spec(attack)
+    spec = parse_attack(attack)
     att = spec["attack"]
     x = np.asarray(x, np.float32)
     y = np.asarray(y).astype(np.int64)

@@ -26,7 +26,7 @@ from ..model.load import default_opset, load_model, load_notes, model_hash, prep
 from ..environment import environment
 from ..report.core import SCHEMA_VERSION, Report, verdict_of
 from .sanity import sanity_warnings
-from ..scenario import Scenario, load_scenario
+from ..scenario import Scenario, attack_entries, load_scenario
 from .robustness import robustness_audit
 from ..model.rewrite.instrument import density_rule
 from ..runtime.session import OnnxClassifier, probability_warning
@@ -110,8 +110,7 @@ def run_robustness(clf: OnnxClassifier, verifier: OnnxClassifier, data, sc: Scen
 
 
 def _evasion_entries(sc: Scenario) -> list[dict]:
-    return [{"name": a.attack, "params": a.params, "norm": a.norm, "epsilons": a.epsilons, "targeted": a.targeted}
-            for a in sc.robustness.attacks]
+    return attack_entries(sc.robustness.attacks)
 
 
 def robustness_checks(rep: dict, sc: Scenario, profile: str) -> list[Check]:
@@ -156,8 +155,9 @@ def run_approx_audit(clf, data, sc: Scenario, seed: int, threads: int) -> dict:
     n = min(a.count, len(data.x))
     exact = OnnxClassifier(clf.base_model, sc.preprocessing, threads=threads, batch_size=sc.batch_size)
     sur = OnnxClassifier(sc.base_dir / a.surrogate, sc.preprocessing, threads=threads) if a.surrogate else None
-    rep = approx_audit(exact, clf, data.x[:n], data.y[:n], a.transfer, seed, sur,
-                       whitebox_attacks=a.whitebox, query_attacks=a.query, minimal_attacks=a.minimal,
+    rep = approx_audit(exact, clf, data.x[:n], data.y[:n], attack_entries(a.transfer), seed, sur,
+                       whitebox_attacks=attack_entries(a.whitebox), query_attacks=attack_entries(a.query),
+                       minimal_attacks=attack_entries(a.minimal),
                        substitute_attacks=None if sur is not None else [])
     rep["count"] = n
     return rep
