@@ -32,6 +32,7 @@ from ..attacks.evasion.base import default_epsilon, is_adversarial, margins, top
 from ..errors import AuditorError
 from ..norms import norm as _norm
 from ..norms import perturbation_stats
+from ..model.rewrite.preprocess import to_model_input
 from ..runtime.classifier import Classifier
 
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
@@ -181,19 +182,8 @@ class _OrtLogits(Classifier):
             h, w, c = self.input_shape
             self.input_shape = (c, h, w)
 
-    def _prep(self, x):
-        p = self.pre
-        if p is None:
-            return x
-        if hasattr(p, "apply"):
-            return np.asarray(p.apply(x), np.float32)
-        if callable(p):
-            return np.asarray(p(x), np.float32)
-        mean, std = p
-        return ((x - np.float32(mean)) / np.float32(std)).astype(np.float32)
-
     def _logits(self, x):
-        x = self._prep(x)
+        x = to_model_input(x, self.pre)
         return np.concatenate([self.session.run(None, {self.input_name: x[i:i + self.batch_size]})[0]
                                for i in range(0, len(x), self.batch_size)])
 

@@ -20,6 +20,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from ...errors import AuditorError
+from ...model.rewrite.preprocess import to_model_input
 from ...model.rewrite.threshold import relu_nodes, threshold_input, threshold_relus
 
 def _session(model: onnx.ModelProto):
@@ -32,13 +33,6 @@ def _session(model: onnx.ModelProto):
         return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001
         raise AuditorError(f"onnxruntime cannot load the model: {str(e).strip().splitlines()[0][:300]}") from None
-
-
-def _prep(x: np.ndarray, preprocess) -> np.ndarray:
-    if preprocess is None:
-        return np.ascontiguousarray(x, np.float32)
-    fn = preprocess.apply if hasattr(preprocess, "apply") else preprocess
-    return np.ascontiguousarray(fn(np.asarray(x, np.float32)), np.float32)
 
 
 def tune_thresholds(model: onnx.ModelProto, x_val: np.ndarray, labels: np.ndarray | None = None, *,
@@ -63,8 +57,8 @@ def tune_thresholds(model: onnx.ModelProto, x_val: np.ndarray, labels: np.ndarra
     outs = [o for _, o in relus]
     inp = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}][0]
     logits_name = model.graph.output[0].name
-    xv = _prep(x_val, preprocess)
-    xa = xv if x_attack is None else _prep(x_attack, preprocess)
+    xv = to_model_input(x_val, preprocess)
+    xa = xv if x_attack is None else to_model_input(x_attack, preprocess)
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)

@@ -78,22 +78,44 @@ class Preprocessing:
         return (self.scale == 1.0 and all(m == 0 for m in self.mean) and all(s == 1 for s in self.std)
                 and self.layout == "NCHW")
 
+    def channel_constants(self, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``scale`` (scalar), ``mean`` and ``std`` (1, channels, 1, 1), float32: the constants of
+        the transform, shared by the graph (:func:`prepend`) and numpy (:meth:`apply`) forms."""
+        mean = np.broadcast_to(np.asarray(self.mean, np.float32), (channels,)).reshape(1, channels, 1, 1)
+        std = np.broadcast_to(np.asarray(self.std, np.float32), (channels,)).reshape(1, channels, 1, 1)
+        return np.array(self.scale, np.float32), mean.copy(), std.copy()
+
     def apply(self, x: np.ndarray) -> np.ndarray:
-        """The same transform in numpy (an independent reference for tests and checks)."""
-        c = x.shape[1]
-        mean = np.broadcast_to(np.asarray(self.mean, np.float32), (c,)).reshape(1, c, 1, 1)
-        std = np.broadcast_to(np.asarray(self.std, np.float32), (c,)).reshape(1, c, 1, 1)
-        y = (x.astype(np.float32) * np.float32(self.scale) - mean) / std
+        """The same transform in numpy (the same float32 operations as the graph :func:`prepend` adds)."""
+        scale, mean, std = self.channel_constants(x.shape[1])
+        y = (x.astype(np.float32) * scale - mean) / std
         return y.transpose(0, 2, 3, 1) if self.layout == "NHWC" else y
 
 
+def to_model_input(x: np.ndarray, pre=None) -> np.ndarray:
+    """Raw inputs ``x`` as the model's input, float32 and contiguous: the one numpy entry point for
+    a raw -> model-input transform ``pre``, which is None (the identity), a :class:`Preprocessing`
+    (or anything with its ``apply``), a callable, or a ``(mean, std)`` pair (``(x - mean) / std``).
+    ``x`` is converted to float32 first."""
+    x = np.asarray(x, np.float32)
+    if pre is None:
+        y = x
+    elif hasattr(pre, "apply"):
+        y = pre.apply(x)
+    elif callable(pre):
+        y = pre(x)
+    else:
+        mean, std = pre
+        y = (x - np.float32(mean)) / np.float32(std)
+    return np.ascontiguousarray(y, np.float32)
+
+
 def prepend(model: onnx.ModelProto, pre: Preprocessing) -> onnx.ModelProto:
+    """A copy of ``model`` whose data input takes raw NCHW pixels (same input name)."""
     import onnx  # here, not at import time: checking a scenario (auditor validate) needs no onnx
     from onnx import helper, numpy_helper
 
-    from ..load import graph_inputs
-
-    """A copy of ``model`` whose data input takes raw NCHW pixels (same input name)."""
+    from ..interface import graph_inputs
     out = onnx.ModelProto()
     out.CopyFrom(model)
     if pre.is_identity:
@@ -118,14 +140,11 @@ def prepend(model: onnx.ModelProto, pre: Preprocessing) -> onnx.ModelProto:
     bad = pre.channel_mismatch(channels)
     if bad:
         raise AuditorError(f"{bad} of model input '{name}'")
-    k = max(len(pre.mean), len(pre.std)) if channels is None else channels
-    mean = np.broadcast_to(np.asarray(pre.mean, np.float32), (k,)).reshape(1, k, 1, 1)
-    std = np.broadcast_to(np.asarray(pre.std, np.float32), (k,)).reshape(1, k, 1, 1)
+    scale, mean, std = pre.channel_constants(max(len(pre.mean), len(pre.std)) if channels is None else channels)
     p = ns("pre/")
     check_free(graph_names(model), internal)
-    inits = [numpy_helper.from_array(np.array(pre.scale, np.float32), p + "scale"),
-             numpy_helper.from_array(mean.copy(), p + "mean"),
-             numpy_helper.from_array(std.copy(), p + "std")]
+    inits = [numpy_helper.from_array(scale, p + "scale"), numpy_helper.from_array(mean, p + "mean"),
+             numpy_helper.from_array(std, p + "std")]
     nodes = [helper.make_node("Mul", [name, p + "scale"], [p + "scaled"], name=p + "Mul"),
              helper.make_node("Sub", [p + "scaled", p + "mean"], [p + "centred"], name=p + "Sub"),
              helper.make_node("Div", [p + "centred", p + "std"],

@@ -30,6 +30,7 @@ from onnx import helper, numpy_helper
 from ...errors import AuditorError
 from ..names import Names
 from .instrument import add_outputs
+from .preprocess import to_model_input
 from ...runtime.session import Runner
 
 META_KEY = "auditor.model.rewrite.quantize"
@@ -130,9 +131,7 @@ def _peaks(model: onnx.ModelProto, tensors: list[str], x: np.ndarray, preprocess
     """max |t| over the calibration inputs for each tensor, from a plain onnxruntime session
     (batch by batch: only the running peaks are kept)."""
     runner = Runner(add_outputs(model, tensors))
-    xx = np.asarray(x, np.float32)
-    if preprocessing is not None:
-        xx = np.asarray(preprocessing.apply(xx), np.float32)
+    xx = to_model_input(x, preprocessing)
     peak = {t: 0.0 for t in tensors}
     for s in range(0, len(xx), runner.batch_size):
         outs = runner.run(xx[s:s + runner.batch_size], outputs=list(tensors))

@@ -31,6 +31,7 @@ from ...errors import AuditorError
 from ..graph import COMPUTE_OPS
 from ..load import load_model
 from ..names import node_names
+from .preprocess import to_model_input
 
 FC_OPS = ("Gemm", "MatMul")
 META_KEY = "auditor.model.rewrite.reshape"
@@ -234,7 +235,8 @@ def apply_reshaping(model, spec: dict | None) -> onnx.ModelProto:
 def clean_accuracy(model, x: np.ndarray, y: np.ndarray, preprocessing=None, batch_size: int = 512) -> float:
     """Top-1 accuracy of an ONNX model under onnxruntime (to report what a rewrite costs).
 
-    ``preprocessing``: None, a ``(mean, std)`` pair applied as ``(x - mean) / std``, or a callable.
+    ``preprocessing``: None, a ``(mean, std)`` pair applied as ``(x - mean) / std``, a callable or a
+    :class:`~auditor.model.rewrite.preprocess.Preprocessing` (:func:`~auditor.model.rewrite.preprocess.to_model_input`).
     """
     import onnxruntime as ort
 
@@ -243,13 +245,7 @@ def clean_accuracy(model, x: np.ndarray, y: np.ndarray, preprocessing=None, batc
     opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    x = np.asarray(x, np.float32)
-    if preprocessing is not None:
-        if callable(preprocessing):
-            x = np.asarray(preprocessing(x), np.float32)
-        else:
-            mean, std = preprocessing
-            x = ((x - np.float32(mean)) / np.float32(std)).astype(np.float32)
+    x = to_model_input(x, preprocessing)
     pred = np.concatenate([sess.run(None, {name: x[i:i + batch_size]})[0].argmax(axis=1)
                            for i in range(0, len(x), batch_size)])
     return float(np.mean(pred == np.asarray(y)))
