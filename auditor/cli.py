@@ -19,9 +19,12 @@ import click
 
 from . import __version__
 from .errors import AuditorError
+from .report.formats import FORMATS as _FORMATS
+from .report.formats import format_of, usual_suffixes
 
 EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
-FORMATS = ["text", "json", "junit", "markdown", "html"]
+#: the --format choices: every registered report format
+FORMATS = _FORMATS.names()
 
 
 def _guard(fn):
@@ -80,15 +83,15 @@ def _write_output(text: str, output: str | None, force: bool) -> None:
 
 def _plan_outputs(outputs: tuple[str, ...], fmt: str | None, force: bool) -> list[tuple[str | None, str]]:
     """[(path or None for stdout, format)]: each -o's format from its suffix (.html .json .xml .md
-    .txt), else --format; no -o: stdout in --format (default text).  Checked before any work."""
+    .txt: the format registry's), else --format; no -o: stdout in --format (default text).
+    Checked before any work."""
     from .files import check_output
-    from .report.core import SUFFIX_FORMATS
 
     if not outputs:
         return [(None, fmt or "text")]
     plan = []
     for o in outputs:
-        by_suffix = SUFFIX_FORMATS.get(Path(o).suffix.lower())
+        by_suffix = format_of(o)
         if fmt and len(outputs) == 1:
             f = fmt
         elif by_suffix:
@@ -96,7 +99,7 @@ def _plan_outputs(outputs: tuple[str, ...], fmt: str | None, force: bool) -> lis
         elif fmt:
             f = fmt
         else:
-            raise AuditorError(f"cannot tell the format of '{o}' from its suffix (use .html .json .xml .md .txt, "
+            raise AuditorError(f"cannot tell the format of '{o}' from its suffix (use {' '.join(usual_suffixes())}, "
                                "or --format)", where=o)
         check_output(o, force)
         plan.append((o, f))

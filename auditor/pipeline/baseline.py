@@ -80,14 +80,14 @@ def _unit(key: str) -> str:
 
 
 def _value(key: str, v) -> str:
-    from ..report.core import _fmt_num, _si
+    from ..report.numbers import fmt_num, si
 
     if not isinstance(v, (int, float)) or isinstance(v, bool):
         return str(v)
     if "accuracy" in key:
         return f"{100 * v:.2f}%"
     u = _unit(key)
-    return _si(v, u) if u else _fmt_num(v)
+    return si(v, u) if u else fmt_num(v)
 
 
 def _change(key: str, a, b) -> str:
@@ -109,7 +109,7 @@ def _profile_fingerprint(p: dict):
 def diff_entries(old: dict, new: dict) -> list[tuple[str, str, str]]:
     """(scope, what, change) for everything that changed between two reports: verdict, model,
     scenario and profile contents, summary numbers (with units), robust accuracies, checks."""
-    from ..report.core import check_status
+    from ..report.records import check_status
     from .sanity import _scenario_core
 
     E = []

@@ -163,22 +163,6 @@ def masking_diagnosis(model: Classifier, x, y, *, verify: Classifier | None = No
     return out
 
 
-def masking_lines(m: dict) -> list[str]:
-    """The text-report lines of a diagnosis."""
-    fired = m.get("fired") or []
-    head = f"gradient masking diagnosis (eps {m.get('epsilon', 0):g} {m.get('norm')}, {m.get('n_attacked')} inputs): "
-    out = [head + (f"GRADIENT MASKING ({', '.join(fired)})" if fired else "no sign of gradient masking")]
-    for c in m.get("checks", []):
-        out.append(f"  {'FIRED' if c['fired'] else 'ok   '} {c['check']}: {c['evidence']}")
-    def g(v):
-        return "n/a" if v is None else f"{v:.3g}"
-
-    for k, v in (m.get("minimal") or {}).items():
-        out.append(f"  minimal perturbation (DeepFool) on {k}: median L2 {g(v.get('l2'))}, MSE {g(v.get('mse'))}, "
-                   f"PSNR {g(v.get('psnr'))} dB ({v.get('n_success')}/{v.get('n_attacked')} found)")
-    return out
-
-
 def deployed_is_plain(profile) -> bool:
     """Whether a hardware profile deploys the model unchanged (no reshape:, exact arithmetic)."""
     r = getattr(profile, "reshape", None)
@@ -227,43 +211,3 @@ def masking_checks(section: dict, sc, profile: str) -> list:
     if not sc.checks.no_gradient_masking:
         return []
     return [make("no_gradient_masking", profile, float(len(section["fired"])), 0.0, "<=", ", ".join(section["fired"]))]
-
-
-def comparison_rows(d: dict) -> list[dict]:
-    """One row per diagnosed profile of a report: the precision / defence comparison (clean
-    accuracy, transfer from the exact model, white-box and Square success at the diagnosis ε,
-    mean clean energy and latency, the verdict)."""
-    rows = []
-    for p in d.get("profiles", []):
-        m = p.get("masking")
-        if not m:
-            continue
-        s = m.get("success", {})
-        wb = [v for v in (s.get("pgd_ce"), s.get("pgd_margin")) if v is not None]
-        rows.append({"profile": p.get("name"), "clean_accuracy": (p.get("clean") or {}).get("accuracy"),
-                     "epsilon": m.get("epsilon"), "transfer_from_exact": s.get("transfer_from_exact"),
-                     "whitebox": max(wb) if wb else None, "square": s.get("square"),
-                     "energy_j": (p.get("summary") or {}).get("clean_mean_energy_j"),
-                     "latency_s": (p.get("summary") or {}).get("clean_mean_latency_s"),
-                     "verdict": m.get("verdict")})
-    return rows
-
-
-def comparison_lines(d: dict) -> list[str]:
-    """The text table of :func:`comparison_rows` (empty when no profile was diagnosed)."""
-    rows = comparison_rows(d)
-    if not rows:
-        return []
-
-    def pct(v):
-        return "  n/a" if v is None else f"{100 * v:4.0f}%"
-
-    out = ["precision / defence comparison (attack success at the diagnosis eps; white-box = BPDA or",
-           "straight-through where the arithmetic is not differentiable):",
-           f"  {'profile':16s}{'clean':>7s}{'transfer':>9s}{'white-box':>10s}{'Square':>8s}{'energy':>11s}  verdict"]
-    for r in rows:
-        e = r["energy_j"]
-        out.append(f"  {str(r['profile'])[:16]:16s}{pct(r['clean_accuracy']):>7s}{pct(r['transfer_from_exact']):>9s}"
-                   f"{pct(r['whitebox']):>10s}{pct(r['square']):>8s}"
-                   f"{'n/a' if e is None else f'{e * 1e6:.3g} uJ':>11s}  {r['verdict']}")
-    return out

@@ -21,10 +21,13 @@ import math
 from html import escape
 from pathlib import Path
 
-from .core import _fmt_num, _si
+from .numbers import fmt_num as _fmt_num
+from .numbers import num as _num
+from .numbers import pct as _pct
+from .numbers import si as _si
+from .records import check_status, sorted_checks
+from .sections import Table, approx_blocks, generic_blocks, masking_blocks, warning_blocks
 from .sections import get as _d
-from .sections import num as _num
-from .sections import pct as _pct
 
 #: layout resolution (CSS pixels per inch of a figure); plots are stored at 2x for sharp text
 DPI = 100
@@ -576,15 +579,11 @@ def _header(d: dict) -> str:
 
 
 def _warnings(d: dict) -> str:
-    from .sections import warning_blocks
-
     blocks = warning_blocks(d)
     return '<section id="warnings" class="warnings">' + _blocks_html(blocks) + "</section>" if blocks else ""
 
 
 def _checks(d: dict) -> str:
-    from .core import check_status, sorted_checks
-
     checks = sorted_checks([c for c in d.get("checks") or [] if isinstance(c, dict)])
     out = ['<section id="checks"><h2>Checks</h2>']
     if not checks:
@@ -751,8 +750,6 @@ def _worst_inputs(p: dict, base_dir: Path | None) -> str:
 
 def _blocks_html(blocks: list, level: str = "h4") -> str:
     """Format-neutral section blocks (auditor.report.sections) as HTML."""
-    from .sections import Table
-
     out = []
     for b in blocks:
         if isinstance(b, Table):
@@ -850,8 +847,6 @@ def _draw_approx_success(approx):
 
 
 def _approx_section(approx) -> str:
-    from .sections import approx_blocks
-
     out = ['<h3 id="approx">Exact vs approximate hardware</h3>']
     if isinstance(approx, dict):
         out.append(_plot("approx-distributions", "confidence and logit-margin CDFs, exact vs approximate model",
@@ -861,16 +856,12 @@ def _approx_section(approx) -> str:
     out.append(_blocks_html(approx_blocks(approx)))
     cands = approx.get("candidates") if isinstance(approx, dict) else None
     if isinstance(cands, list) and cands:
-        from .sections import generic_blocks
-
         out.append("<details><summary>every attack candidate on the approximate model</summary>"
                    + _blocks_html(generic_blocks("candidates", cands)) + "</details>")
     return "".join(out)
 
 
 def _generic(title: str, v) -> str:
-    from .sections import generic_blocks
-
     return f"<h3>{_e(title)}</h3>" + _blocks_html(generic_blocks(title, v))
 
 
@@ -903,8 +894,6 @@ def _profile(p: dict, i: int, base_dir: Path | None) -> str:
     out.extend(plots)
     mk = p.get("masking")
     if isinstance(mk, dict):  # the gradient-masking diagnosis: verdict and each check's evidence
-        from .sections import masking_blocks
-
         out.append("<h3>Gradient-masking diagnosis</h3>" + _safe(_blocks_html, masking_blocks(mk)))
     if "approx" in p and p["approx"] is not None:
         out.append(_safe(_approx_section, p["approx"]))
@@ -987,7 +976,7 @@ def _robust_tables(d: dict) -> str:
     return "".join(out)
 
 
-def render_html(report: dict, *, base_dir: str | Path | None = None) -> str:
+def render_html(report: dict, *, base_dir: str | Path | None = None, **_options) -> str:
     """The audit report as one self-contained HTML document (inline CSS, plots as base64 PNG).
 
     ``report``: the JSON report dict (``Report.data``; a :class:`~auditor.report.core.Report` is

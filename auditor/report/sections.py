@@ -13,10 +13,10 @@ sub-tables under their key path; quantile summaries ``{count, mean, quantiles}``
 
 from __future__ import annotations
 
-import math
+import textwrap
 from dataclasses import dataclass, field
 
-from .core import _fmt_num, _si
+from .numbers import fmt, num, pct
 
 
 @dataclass
@@ -38,35 +38,6 @@ class Table:
 # ----------------------------------------------------------------------------------------------
 # value formatting
 # ----------------------------------------------------------------------------------------------
-
-
-def num(v) -> float | None:
-    if isinstance(v, bool):
-        return float(v)
-    if isinstance(v, (int, float)):
-        return float(v)
-    if isinstance(v, str) and v.strip().lower() in ("inf", "-inf", "+inf", "nan"):
-        return float(v.strip().lower())
-    return None
-
-
-def pct(v, digits: int = 1) -> str:
-    f = num(v)
-    return "n/a" if f is None or not math.isfinite(f) else f"{100 * f:.{digits}f}%"
-
-
-def fmt(v) -> str:
-    f = num(v)
-    if f is None:
-        return "n/a" if v is None or isinstance(v, (dict, list)) else str(v)
-    if not math.isfinite(f):
-        return "inf" if f > 0 else "-inf" if f < 0 else "n/a"
-    return _fmt_num(v)
-
-
-def si(v, unit: str) -> str:
-    f = num(v)
-    return "n/a" if f is None or not math.isfinite(f) else _si(f, unit)
 
 
 def get(v, *keys, default=None):
@@ -328,6 +299,62 @@ def masking_blocks(m) -> list:
     return out
 
 
+def masking_lines(m: dict) -> list[str]:
+    """The text-report lines of a diagnosis."""
+    fired = m.get("fired") or []
+    head = f"gradient masking diagnosis (eps {m.get('epsilon', 0):g} {m.get('norm')}, {m.get('n_attacked')} inputs): "
+    out = [head + (f"GRADIENT MASKING ({', '.join(fired)})" if fired else "no sign of gradient masking")]
+    for c in m.get("checks", []):
+        out.append(f"  {'FIRED' if c['fired'] else 'ok   '} {c['check']}: {c['evidence']}")
+    def g(v):
+        return "n/a" if v is None else f"{v:.3g}"
+
+    for k, v in (m.get("minimal") or {}).items():
+        out.append(f"  minimal perturbation (DeepFool) on {k}: median L2 {g(v.get('l2'))}, MSE {g(v.get('mse'))}, "
+                   f"PSNR {g(v.get('psnr'))} dB ({v.get('n_success')}/{v.get('n_attacked')} found)")
+    return out
+
+
+def comparison_rows(d: dict) -> list[dict]:
+    """One row per diagnosed profile of a report: the precision / defence comparison (clean
+    accuracy, transfer from the exact model, white-box and Square success at the diagnosis ε,
+    mean clean energy and latency, the verdict)."""
+    rows = []
+    for p in d.get("profiles", []):
+        m = p.get("masking")
+        if not m:
+            continue
+        s = m.get("success", {})
+        wb = [v for v in (s.get("pgd_ce"), s.get("pgd_margin")) if v is not None]
+        rows.append({"profile": p.get("name"), "clean_accuracy": (p.get("clean") or {}).get("accuracy"),
+                     "epsilon": m.get("epsilon"), "transfer_from_exact": s.get("transfer_from_exact"),
+                     "whitebox": max(wb) if wb else None, "square": s.get("square"),
+                     "energy_j": (p.get("summary") or {}).get("clean_mean_energy_j"),
+                     "latency_s": (p.get("summary") or {}).get("clean_mean_latency_s"),
+                     "verdict": m.get("verdict")})
+    return rows
+
+
+def comparison_lines(d: dict) -> list[str]:
+    """The text table of :func:`comparison_rows` (empty when no profile was diagnosed)."""
+    rows = comparison_rows(d)
+    if not rows:
+        return []
+
+    def pct(v):
+        return "  n/a" if v is None else f"{100 * v:4.0f}%"
+
+    out = ["precision / defence comparison (attack success at the diagnosis eps; white-box = BPDA or",
+           "straight-through where the arithmetic is not differentiable):",
+           f"  {'profile':16s}{'clean':>7s}{'transfer':>9s}{'white-box':>10s}{'Square':>8s}{'energy':>11s}  verdict"]
+    for r in rows:
+        e = r["energy_j"]
+        out.append(f"  {str(r['profile'])[:16]:16s}{pct(r['clean_accuracy']):>7s}{pct(r['transfer_from_exact']):>9s}"
+                   f"{pct(r['whitebox']):>10s}{pct(r['square']):>8s}"
+                   f"{'n/a' if e is None else f'{e * 1e6:.3g} uJ':>11s}  {r['verdict']}")
+    return out
+
+
 def warning_blocks(d: dict) -> list:
     return [Para(str(w.get("message") if isinstance(w, dict) else w), "warning") for w in d.get("warnings") or []]
 
@@ -412,8 +439,6 @@ def _clip(s: str, w: int) -> str:
 
 
 def text_table(t: Table, width: int = 80, indent: int = 2) -> list[str]:
-    import textwrap
-
     out = [_clip(t.title, width)] if t.title else []
     pad = " " * indent
     cols = len(t.head)
@@ -437,8 +462,6 @@ def text_table(t: Table, width: int = 80, indent: int = 2) -> list[str]:
 
 
 def text_blocks(blocks: list, width: int = 80) -> list[str]:
-    import textwrap
-
     out: list[str] = []
     for b in blocks:
         if isinstance(b, Table):
