@@ -3,8 +3,9 @@
 ``add_input_gradient(model, objective)`` returns a model whose outputs are the original ones plus
 d(sum(objective))/d(input), so onnxruntime computes forward and backward in one ``session.run``.
 ``differentiability(model)`` lists the nodes that block such a gradient.  The gradient rules (one
-small function per op) live in ``ops_elementwise``, ``ops_tensor`` and ``ops_nn``; ``RULES`` maps
-op types to them.
+small function per op) live in one module per op family (``ops_elementwise``, ``ops_tensor``,
+``ops_conv``, ``ops_matmul``, ``ops_norm``, ``ops_reduce``, ``ops_pool``, ``ops_quant``; the window
+geometry that convolutions and pooling share in ``window``); ``RULES`` maps op types to them.
 """
 
 from .backward import add_input_gradient, differentiability

@@ -15,7 +15,8 @@ from onnx import TensorProto, helper
 from auditor.errors import AuditorError
 from auditor.model.fold import node_inputs as _node_inputs
 
-from . import ops_elementwise, ops_nn, ops_quant, ops_tensor  # noqa: F401  (they register the rules)
+from . import (ops_conv, ops_elementwise, ops_matmul, ops_norm, ops_pool, ops_quant,  # noqa: F401
+               ops_reduce, ops_tensor)  # (they register the rules)
 from .builder import GraphBuilder, NotDifferentiable, default_opset
 from .canon import upgrade_opset, with_shapes
 from .registry import PIECEWISE_CONSTANT, RULES, STRAIGHT_THROUGH, GradNode
