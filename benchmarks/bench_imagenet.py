@@ -107,7 +107,7 @@ def table_row(name: str, path: Path, args) -> dict:
     del acts, la
     for obj in ("ce", "sparsity"):
         t0 = time.perf_counter()
-        g, obj_name, knobs = gradient_model(clf.model, clf._objective_spec(obj), clf.logits_name)
+        g, obj_name, _ = gradient_model(clf.model, clf._objective_spec(obj), clf.logits_name)
         t1 = time.perf_counter()
         s_g = session(g, args.threads)
         t2 = time.perf_counter()
@@ -116,7 +116,7 @@ def table_row(name: str, path: Path, args) -> dict:
         nw = len(clf.layer_tensors)
         values = {"target": np.zeros(batch, np.int64), "weights": np.full(nw, 1.0 / nw, np.float32),
                   "beta": np.float32(15.0), "c": np.float32(1.0)}
-        feed = dict(knob_feeds(obj, knobs, values), **{s_g.get_inputs()[0].name: x})
+        feed = dict(knob_feeds(obj, values), **{s_g.get_inputs()[0].name: x})
         outs = [obj_name, GRAD_INPUT]
         t_f, t_g = interleaved([lambda: s_fwd.run(None, {in_name: x}), lambda: s_g.run(outs, feed)], args.seconds)
         row[obj] = t_g / t_f

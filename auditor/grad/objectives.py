@@ -30,10 +30,16 @@ Objectives (value per sample ``n``; ``z`` = logits (N, C)):
   float scalar knob of that name, a number is a constant.
 
 Two terms may share a knob (e.g. one ``target`` for CE and CW) when they agree on its shape.
+
+The objectives that :meth:`Classifier.value_and_grad` takes by name (``"ce"``, ``"margin"``,
+``"logit"``, ``"sparsity"``, ``"act_l2"``) are the :data:`OBJECTIVES` registry: each entry builds
+its specification for a model's compute layers and declares its knobs (keyword, shape, type), from
+which :meth:`Objective.feeds` makes the graph feeds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,17 +49,28 @@ from onnx import TensorProto, helper
 from auditor.errors import AuditorError
 from auditor.grad.builder import GraphBuilder, NotDifferentiable
 from auditor.grad.canon import with_shapes
+from auditor.model.names import ns
+from auditor.registry import Registry
 
 # The doc_string of knob graph inputs: add_input_gradient skips them when it picks the input
 # to differentiate by default.
 KNOB_DOC = "auditor objective knob"
 
 # ---------------------------------------------------------------- specifications
+#
+# Each specification emits its own subgraph (``emit(em) -> name of the (N,) value``) through the
+# :class:`_Emitter` of the model it is appended to.
 
 
 @dataclass
 class CrossEntropy:
     target_input: str = "target"
+
+    def emit(self, em: _Emitter) -> str:
+        b = em.b
+        oh = em.onehot(em.label_knob(self.target_input))
+        logp = b.op("LogSoftmax", [em.logits], axis=1)
+        return b.op("Neg", [em.per_sample_sum(b.op("Mul", [logp, oh]))])
 
 
 @dataclass
@@ -62,10 +79,25 @@ class CWMargin:
     label_input: str = "target"
     targeted: bool = False
 
+    def emit(self, em: _Emitter) -> str:
+        b, z = em.b, em.logits
+        oh = em.onehot(em.label_knob(self.label_input))
+        kappa = em.float_knob(self.kappa_input, ())
+        z_t = em.per_sample_sum(b.op("Mul", [z, oh]))
+        is_t = b.op("Cast", [oh], to=TensorProto.BOOL)
+        lowest = b.scalar(np.finfo(b.np_dtype(z)).min, z)
+        others = b.reduce("ReduceMax", b.op("Where", [is_t, lowest, z]), [1], keepdims=0)
+        diff = b.op("Sub", [others, z_t] if self.targeted else [z_t, others])
+        return b.op("Max", [diff, b.op("Neg", [kappa])])
+
 
 @dataclass
 class Logit:
     index_input: str = "logit_index"
+
+    def emit(self, em: _Emitter) -> str:
+        oh = em.onehot(em.label_knob(self.index_input))
+        return em.per_sample_sum(em.b.op("Mul", [em.logits, oh]))
 
 
 @dataclass
@@ -75,15 +107,70 @@ class Sparsity:
     weights_input: str = "sparsity_weights"
     beta_input: str = "sparsity_beta"
 
+    def emit(self, em: _Emitter) -> str:
+        b = em.b
+        if self.f not in ("tanh", "sigmoid"):
+            raise AuditorError(f"Sparsity f must be 'tanh' or 'sigmoid', got {self.f!r}")
+        tensors = em.activations(self.tensors, "Sparsity")
+        weights = em.float_knob(self.weights_input, (len(tensors),))
+        beta = em.float_knob(self.beta_input, ())
+        k = sum(em.per_sample_size(t) for t in tensors)
+        fop = "Tanh" if self.f == "tanh" else "Sigmoid"
+        distinct = list(dict.fromkeys(tensors))
+        sums = []
+        for t in distinct:
+            bt_beta = beta if b.dtypes[t] == em.float_type else b.op("Cast", [beta], to=b.dtypes[t])
+            bt = b.op("Mul", [t, bt_beta])
+            sums.append(b.unsqueeze(em.in_float(em.per_sample_sum(b.op(fop, [bt]), b.rank(t)), t), [1]))
+        stacked = sums[0] if len(sums) == 1 else b.op("Concat", sums, axis=1)  # (N, distinct)
+        if len(distinct) < len(tensors):  # one column per listed tensor: (N, L)
+            column = {t: i for i, t in enumerate(distinct)}
+            stacked = b.op("Gather", [stacked, b.ints([column[t] for t in tensors])], axis=1)
+        weighted = b.op("MatMul", [stacked, weights])  # (N,)
+        return b.op("Mul", [weighted, b.scalar(-1.0 / k, em.logits)])
+
 
 @dataclass
 class ActivationL2:
     tensors: list[str]
 
+    def emit(self, em: _Emitter) -> str:
+        b = em.b
+        parts = []
+        for t in em.activations(self.tensors, "ActivationL2"):
+            rank = b.rank(t)
+            s = (b.op("Mul", [t, t]) if rank == 1 else
+                 b.reduce("ReduceSumSquare", t, list(range(1, rank)), keepdims=0))
+            parts.append(em.in_float(s, t))
+        return b.add_all(parts)
+
 
 @dataclass
 class WeightedSum:
     terms: list[tuple[str | float, object]] = field(default_factory=list)
+
+    def emit(self, em: _Emitter) -> str:
+        b = em.b
+        if not self.terms:
+            raise AuditorError("WeightedSum needs at least one term")
+        parts = []
+        for term in self.terms:
+            try:
+                coef, sub = term
+            except (TypeError, ValueError):
+                raise AuditorError(f"WeightedSum terms are (coef, spec) pairs, got {term!r}")
+            value = em.build(sub)
+            if isinstance(coef, str):
+                c = em.float_knob(coef, ())
+            elif isinstance(coef, (int, float)) and not isinstance(coef, bool):
+                if coef == 1:
+                    parts.append(value)
+                    continue
+                c = b.scalar(float(coef), em.logits)
+            else:
+                raise AuditorError(f"WeightedSum coefficient must be a knob name or a number, got {coef!r}")
+            parts.append(b.op("Mul", [value, c]))
+        return b.add_all(parts)
 
 
 Spec = CrossEntropy | CWMargin | Logit | Sparsity | ActivationL2 | WeightedSum
@@ -175,88 +262,21 @@ class _Emitter:
             raise AuditorError(f"activation {name!r} needs a static per-sample shape, got {shp}")
         return int(np.prod(dims)) if dims else 1
 
-    # objectives ------------------------------------------------------------
+    def activations(self, names: list[str], what: str) -> list[str]:
+        tensors = [self.activation(t) for t in names]
+        if not tensors:
+            raise AuditorError(f"{what} needs at least one activation tensor")
+        return tensors
+
+    def in_float(self, s: str, like: str) -> str:
+        """``s`` (computed in the element type of activation ``like``) in the logits' type."""
+        return s if self.b.dtypes[like] == self.float_type else self.b.op("Cast", [s], to=self.float_type)
+
     def build(self, spec) -> str:
-        b = self.b
-        z = self.logits
-        if isinstance(spec, CrossEntropy):
-            oh = self.onehot(self.label_knob(spec.target_input))
-            logp = b.op("LogSoftmax", [z], axis=1)
-            return b.op("Neg", [self.per_sample_sum(b.op("Mul", [logp, oh]))])
-        if isinstance(spec, CWMargin):
-            oh = self.onehot(self.label_knob(spec.label_input))
-            kappa = self.float_knob(spec.kappa_input, ())
-            z_t = self.per_sample_sum(b.op("Mul", [z, oh]))
-            is_t = b.op("Cast", [oh], to=TensorProto.BOOL)
-            lowest = b.scalar(np.finfo(b.np_dtype(z)).min, z)
-            others = b.reduce("ReduceMax", b.op("Where", [is_t, lowest, z]), [1], keepdims=0)
-            diff = b.op("Sub", [others, z_t] if spec.targeted else [z_t, others])
-            return b.op("Max", [diff, b.op("Neg", [kappa])])
-        if isinstance(spec, Logit):
-            oh = self.onehot(self.label_knob(spec.index_input))
-            return self.per_sample_sum(b.op("Mul", [z, oh]))
-        if isinstance(spec, Sparsity):
-            if spec.f not in ("tanh", "sigmoid"):
-                raise AuditorError(f"Sparsity f must be 'tanh' or 'sigmoid', got {spec.f!r}")
-            tensors = [self.activation(t) for t in spec.tensors]
-            if not tensors:
-                raise AuditorError("Sparsity needs at least one activation tensor")
-            weights = self.float_knob(spec.weights_input, (len(tensors),))
-            beta = self.float_knob(spec.beta_input, ())
-            k = sum(self.per_sample_size(t) for t in tensors)
-            fop = "Tanh" if spec.f == "tanh" else "Sigmoid"
-            distinct = list(dict.fromkeys(tensors))
-            sums = []
-            for t in distinct:
-                bt_beta = beta if b.dtypes[t] == self.float_type else b.op(
-                    "Cast", [beta], to=b.dtypes[t])
-                bt = b.op("Mul", [t, bt_beta])
-                s = self.per_sample_sum(b.op(fop, [bt]), b.rank(t))
-                if b.dtypes[t] != self.float_type:
-                    s = b.op("Cast", [s], to=self.float_type)
-                sums.append(b.unsqueeze(s, [1]))
-            stacked = sums[0] if len(sums) == 1 else b.op("Concat", sums, axis=1)  # (N, distinct)
-            if len(distinct) < len(tensors):  # one column per listed tensor: (N, L)
-                column = {t: i for i, t in enumerate(distinct)}
-                stacked = b.op("Gather", [stacked, b.ints([column[t] for t in tensors])], axis=1)
-            weighted = b.op("MatMul", [stacked, weights])  # (N,)
-            return b.op("Mul", [weighted, b.scalar(-1.0 / k, z)])
-        if isinstance(spec, ActivationL2):
-            tensors = [self.activation(t) for t in spec.tensors]
-            if not tensors:
-                raise AuditorError("ActivationL2 needs at least one activation tensor")
-            parts = []
-            for t in tensors:
-                rank = b.rank(t)
-                s = (b.op("Mul", [t, t]) if rank == 1 else
-                     b.reduce("ReduceSumSquare", t, list(range(1, rank)), keepdims=0))
-                if b.dtypes[t] != self.float_type:
-                    s = b.op("Cast", [s], to=self.float_type)
-                parts.append(s)
-            return b.add_all(parts)
-        if isinstance(spec, WeightedSum):
-            if not spec.terms:
-                raise AuditorError("WeightedSum needs at least one term")
-            parts = []
-            for term in spec.terms:
-                try:
-                    coef, sub = term
-                except (TypeError, ValueError):
-                    raise AuditorError(f"WeightedSum terms are (coef, spec) pairs, got {term!r}")
-                value = self.build(sub)
-                if isinstance(coef, str):
-                    c = self.float_knob(coef, ())
-                elif isinstance(coef, (int, float)) and not isinstance(coef, bool):
-                    if coef == 1:
-                        parts.append(value)
-                        continue
-                    c = b.scalar(float(coef), z)
-                else:
-                    raise AuditorError(f"WeightedSum coefficient must be a knob name or a number, "
-                                       f"got {coef!r}")
-                parts.append(b.op("Mul", [value, c]))
-            return b.add_all(parts)
-        raise AuditorError(f"unknown objective specification {spec!r}")
+        emit = getattr(spec, "emit", None)
+        if not callable(emit):
+            raise AuditorError(f"unknown objective specification {spec!r}")
+        return emit(self)
 
 
 def append_objective(model: onnx.ModelProto, spec, logits: str | None = None,
@@ -294,5 +314,103 @@ def append_objective(model: onnx.ModelProto, spec, logits: str | None = None,
     return out, name, dict(em.knobs)
 
 
+# ---------------------------------------------------------------- the named objectives
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A knob of a named objective: the keyword :meth:`Classifier.value_and_grad` takes, fed to the
+    graph input ``auditor::<name>``.  ``shape`` uses ``'N'`` for the batch and ``'L'`` for the
+    number of compute layers; ``label`` knobs are int64 labels or class indices, the others
+    float32 (the logits' type)."""
+
+    name: str
+    shape: tuple
+    label: bool = False
+    doc: str = ""
+
+    @property
+    def input(self) -> str:
+        return ns(self.name)
+
+    def feed(self, objective: str, value) -> np.ndarray:
+        v = np.asarray(value)
+        if self.label:
+            if not np.issubdtype(v.dtype, np.integer):
+                raise AuditorError(f"knob '{self.name}' of objective '{objective}' takes integer labels, "
+                                   f"got {v.dtype}")
+            return v.astype(np.int64)
+        if not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)):
+            raise AuditorError(f"knob '{self.name}' of objective '{objective}' takes numbers, got {v.dtype}")
+        return v.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A named objective: ``make(layer_tensors, f)`` builds its specification for the data inputs
+    of a model's compute layers (one per layer, ``Probes.layer_tensors``) and the sparsity
+    function ``f``; ``knobs`` are the graph inputs that specification adds."""
+
+    name: str
+    doc: str
+    knobs: tuple[Knob, ...]
+    make: Callable[[list[str], str], object]
+
+    def spec(self, layer_tensors, f: str = "tanh"):
+        return self.make(list(layer_tensors), f)
+
+    def feeds(self, values: dict) -> dict[str, np.ndarray]:
+        """Graph feeds of the knobs from ``values`` keyed by knob name (extra keys are ignored)."""
+        missing = [k.name for k in self.knobs if k.name not in values]
+        if missing:
+            raise AuditorError(f"objective '{self.name}' needs knob '{missing[0]}'")
+        return {k.input: k.feed(self.name, values[k.name]) for k in self.knobs}
+
+
+OBJECTIVES: Registry[Objective] = Registry("objective")
+
+TARGET = Knob("target", ("N",), label=True, doc="the label whose cross-entropy is taken")
+LABEL = Knob("label", ("N",), label=True, doc="the label whose margin is taken")
+KAPPA = Knob("kappa", (), doc="the margin's clamp: values below -kappa are -kappa")
+INDEX = Knob("index", ("N",), label=True, doc="the logit taken")
+WEIGHTS = Knob("weights", ("L",), doc="W_l, one per compute layer")
+BETA = Knob("beta", (), doc="the sharpness of F")
+C = Knob("c", (), doc="the weight of the cross-entropy term")
+
+
+def _objective(name: str, doc: str, *knobs: Knob):
+    def deco(make):
+        OBJECTIVES.add(name, Objective(name, doc, knobs, make))
+        return make
+    return deco
+
+
+@_objective("ce", "cross-entropy -log softmax(z)[target]", TARGET)
+def _ce(layer_tensors, f):
+    return CrossEntropy(target_input=TARGET.input)
+
+
+@_objective("margin", "C&W margin max(z[label] - max_{j != label} z[j], -kappa)", LABEL, KAPPA)
+def _margin(layer_tensors, f):
+    return CWMargin(kappa_input=KAPPA.input, label_input=LABEL.input, targeted=False)
+
+
+@_objective("logit", "the logit z[index]", INDEX)
+def _logit(layer_tensors, f):
+    return Logit(index_input=INDEX.input)
+
+
+@_objective("sparsity", "the sparsity-attack loss -(1/k) sum_l W_l sum_n F(beta a_{l,n}) + c CE(target) "
+            "over the compute layers' data inputs", WEIGHTS, BETA, C, TARGET)
+def _sparsity(layer_tensors, f):
+    return WeightedSum([(1.0, Sparsity(layer_tensors, f=f, weights_input=WEIGHTS.input, beta_input=BETA.input)),
+                        (C.input, CrossEntropy(target_input=TARGET.input))])
+
+
+@_objective("act_l2", "sum of squares of the compute layers' distinct input activations (Sponge L-BFGS)")
+def _act_l2(layer_tensors, f):
+    return ActivationL2(list(dict.fromkeys(layer_tensors)))
+
+
 __all__ = ["CrossEntropy", "CWMargin", "Logit", "Sparsity", "ActivationL2", "WeightedSum",
-           "append_objective"]
+           "append_objective", "OBJECTIVES", "Objective", "Knob"]

@@ -187,9 +187,9 @@ class ApproxClassifier(Classifier):
 
     def _value_and_grad(self, x, objective, knobs):
         self._check_deadline()
-        runner, obj_name, knob_specs = self._grad_runner(objective)
+        runner, obj_name, _ = self._grad_runner(objective)
         _, bpda_feeds = self.bpda
-        feeds = knob_feeds(objective, knob_specs, knobs)  # the exact classifier's knobs and types
+        feeds = knob_feeds(objective, knobs)  # the exact classifier's knobs and types
         if bpda_feeds:
             fwd = self._run(x, sorted(set(bpda_feeds.values())))
             for inp, tensor in bpda_feeds.items():

@@ -20,6 +20,8 @@ import onnxruntime as ort
 ort.set_default_logger_severity(3)  # onnxruntime warnings never reach stderr beside an error line
 
 from ..errors import AuditorError
+from ..grad import add_input_gradient
+from ..grad.objectives import OBJECTIVES, append_objective
 from ..model.load import default_opset, graph_inputs, load_model
 from ..model.names import check_free, graph_names, ns
 from ..model.rewrite.preprocess import Preprocessing, prepend
@@ -272,51 +274,26 @@ GRAD_INPUT, OBJECTIVE = ns("grad_input"), ns("objective")
 
 
 def objective_spec(objective: str, layer_tensors, sparsity_f: str = "tanh"):
-    """The objective specification of :meth:`Classifier.value_and_grad`'s objectives, with its
-    knobs (``target``, ``c``, ...) as graph inputs in the tool's namespace (``auditor::target``).
+    """The specification of the named objective ``objective`` (:data:`~auditor.grad.objectives.OBJECTIVES`),
+    its knobs (``target``, ``c``, ...) graph inputs in the tool's namespace (``auditor::target``).
     ``layer_tensors``: the data input of each compute layer, one per layer (``Probes.layer_tensors``;
     the sparsity objective's W_l follow it, activation L2 counts each distinct tensor once)."""
-    from ..grad import objectives as ob
-
-    if objective == "ce":
-        return ob.CrossEntropy(target_input=ns("target"))
-    if objective == "margin":
-        return ob.CWMargin(kappa_input=ns("kappa"), label_input=ns("label"), targeted=False)
-    if objective == "logit":
-        return ob.Logit(index_input=ns("index"))
-    if objective == "sparsity":
-        return ob.WeightedSum([(1.0, ob.Sparsity(list(layer_tensors), f=sparsity_f, weights_input=ns("weights"),
-                                                 beta_input=ns("beta"))),
-                               (ns("c"), ob.CrossEntropy(target_input=ns("target")))])
-    if objective == "act_l2":
-        return ob.ActivationL2(list(dict.fromkeys(layer_tensors)))
-    raise AuditorError(f"unknown objective '{objective}'")
+    return OBJECTIVES.get(objective).spec(layer_tensors, sparsity_f)
 
 
 def gradient_model(model: onnx.ModelProto, spec, logits: str, wrt: str | None = None
                    ) -> tuple[onnx.ModelProto, str, dict]:
     """``model`` + objective ``spec`` + its input gradient (``auditor::grad_input``)."""
-    from ..grad import add_input_gradient
-    from ..grad.objectives import append_objective
-
     check_free(graph_names(model), OBJECTIVE)
     m, obj_name, knobs = append_objective(model, spec, logits=logits, output_name=OBJECTIVE)
     g = add_input_gradient(m, obj_name, wrt=wrt, grad_name=GRAD_INPUT)
     return g, obj_name, knobs
 
 
-def knob_feeds(objective: str, knob_specs: dict, knobs: dict) -> dict[str, np.ndarray]:
-    """Graph feeds of an objective's knobs: ``knobs`` are keyed by the names of
-    :mod:`auditor.runtime.classifier` (``target``, ``c``, ...); labels and indices become int64, every other
-    knob float32 (the logits' type)."""
-    feeds = {}
-    for name in knob_specs:
-        key = name[len(ns("")):] if name.startswith(ns("")) else name
-        if key not in knobs:
-            raise AuditorError(f"objective '{objective}' needs knob '{key}'")
-        v = np.asarray(knobs[key])
-        feeds[name] = v.astype(np.int64) if np.issubdtype(v.dtype, np.integer) else v.astype(np.float32)
-    return feeds
+def knob_feeds(objective: str, knobs: dict) -> dict[str, np.ndarray]:
+    """Graph feeds of the named objective's knobs: ``knobs`` are keyed by the knob names
+    (``target``, ``c``, ...), cast to the declared types (labels int64, the rest float32)."""
+    return OBJECTIVES.get(objective).feeds(knobs)
 
 
 #: a gradient session takes about this many times as long to build as the plain session of the
@@ -415,7 +392,7 @@ class OnnxClassifier(Classifier):
 
     def _value_and_grad(self, x, objective, knobs):
         self._check_deadline()
-        runner, obj_name, knob_specs = self._grad_runner(objective)
-        feeds = knob_feeds(objective, knob_specs, knobs)
+        runner, obj_name, _ = self._grad_runner(objective)
+        feeds = knob_feeds(objective, knobs)
         out = runner.run(x, [obj_name, GRAD_INPUT, self.logits_name], feeds=feeds, check=self._check_deadline)
         return out[obj_name], out[GRAD_INPUT], out[self.logits_name]

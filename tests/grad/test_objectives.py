@@ -12,7 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 from auditor.errors import AuditorError
 from auditor.grad import add_input_gradient
 from auditor.grad.check import elementwise_fd
-from auditor.grad.objectives import (KNOB_DOC, ActivationL2, CrossEntropy, CWMargin, Logit, Sparsity,
+from auditor.model.names import ns
+from auditor.grad.objectives import (KNOB_DOC, OBJECTIVES, ActivationL2, CrossEntropy, CWMargin, Logit, Sparsity,
                                 WeightedSum, append_objective)
 
 N, C = 4, 5
@@ -207,3 +208,90 @@ def test_bad_logits():
         append_objective(tiny_model(), CrossEntropy(), logits="a1")
     with pytest.raises(AuditorError, match="no tensor named"):
         append_objective(tiny_model(), CrossEntropy(), logits="zzz")
+
+
+# ---------------------------------------------------------------- the registry of named objectives
+#
+# Every objective of OBJECTIVES gets the same battery on tiny_model, whose compute-layer inputs are
+# x, a1 (read by two layers) and a2: its value matches the numpy reference below, its input gradient
+# matches float64 finite differences, and the knobs it declares are exactly the graph inputs it adds
+# (names, shapes, types).  A registered objective without a reference fails here.
+
+LAYERS = ["x", "a1", "a1", "a2"]
+
+
+def _sparsity_reference(z, acts, k):
+    beta, w = float(k["beta"]), k["weights"].astype(np.float64)
+    F = np.tanh
+    tensors = [acts[t] for t in LAYERS]
+    total = sum(a[0].size for a in tensors)
+    lsp = -sum(w[i] * F(beta * a).reshape(N, -1).sum(1) for i, a in enumerate(tensors)) / total
+    return lsp + float(k["c"]) * -log_softmax(z)[np.arange(N), k["target"]]
+
+
+REFERENCE = {
+    "ce": lambda z, acts, k: -log_softmax(z)[np.arange(N), k["target"]],
+    "margin": lambda z, acts, k: np.maximum(
+        z[np.arange(N), k["label"]] - np.where(np.eye(C, dtype=bool)[k["label"]], -np.inf, z).max(1),
+        -float(k["kappa"])),
+    "logit": lambda z, acts, k: z[np.arange(N), k["index"]],
+    "sparsity": _sparsity_reference,
+    "act_l2": lambda z, acts, k: sum((acts[t] ** 2).reshape(N, -1).sum(1) for t in dict.fromkeys(LAYERS)),
+}
+
+
+def _knob_values(objective, rng):
+    """Values for the declared knobs: labels in range, floats away from the margin's clamp."""
+    values = {}
+    for k in objective.knobs:
+        shape = tuple(N if d == "N" else len(LAYERS) if d == "L" else d for d in k.shape)
+        if k.label:
+            values[k.name] = rng.integers(0, C, size=shape)  # platform ints: cast by the declaration
+        else:
+            values[k.name] = (0.5 + rng.random(shape)) * (10.0 if k.name == "kappa" else 1.0)
+    return values
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_registered_objective_contract(name):
+    objective = OBJECTIVES.get(name)
+    assert objective.name == name and objective.doc
+    m, obj, knobs = append_objective(tiny_model(), objective.spec(LAYERS), output_name=ns("objective"))
+    # the declared knobs are the graph inputs the specification adds, with the declared shapes and types
+    n_layers = {"N": "N", "L": len(LAYERS)}
+    assert knobs == {k.input: tuple(n_layers.get(d, d) for d in k.shape) for k in objective.knobs}
+    inputs = {i.name: i for i in m.graph.input}
+    for k in objective.knobs:
+        want = TensorProto.INT64 if k.label else TensorProto.FLOAT
+        assert inputs[k.input].type.tensor_type.elem_type == want, k.name
+    rng = np.random.default_rng(11)
+    values = _knob_values(objective, rng)
+    feeds = dict(objective.feeds(dict(values, unused=np.ones(3))), x=x_feed(12))
+    assert set(feeds) == set(knobs) | {"x"}
+    for name_, v in values.items():
+        assert feeds[ns(name_)].dtype == (np.int64 if np.issubdtype(v.dtype, np.integer) else np.float32)
+    acts_out = ("a1", "a2")
+    for t in acts_out:
+        m.graph.output.append(helper.make_tensor_value_info(t, TensorProto.FLOAT, None))
+    val, z, a1, a2 = (o.astype(np.float64) for o in _session(m).run([obj, "logits", *acts_out], feeds))
+    acts = {"x": feeds["x"].astype(np.float64), "a1": a1, "a2": a2}
+    ref_knobs = {k: np.asarray(v) for k, v in values.items()}
+    np.testing.assert_allclose(val, REFERENCE[name](z, acts, ref_knobs), rtol=1e-5, atol=1e-6)
+    g = add_input_gradient(m, obj)
+    grad = _session(g).run(["grad_input"], feeds)[0]
+    np.testing.assert_allclose(grad, elementwise_fd(m, obj, feeds, "x"), rtol=1e-4, atol=1e-6)
+
+
+def test_objective_registry_names_and_knob_errors():
+    assert list(OBJECTIVES) == list(REFERENCE)  # one reference per registered objective, in order
+    assert OBJECTIVES.get(" CE ") is OBJECTIVES.get("ce")
+    with pytest.raises(AuditorError, match="unknown objective 'cee'; known: ce, margin, logit"):
+        OBJECTIVES.get("cee")
+    ce = OBJECTIVES.get("ce")
+    with pytest.raises(AuditorError, match="objective 'ce' needs knob 'target'"):
+        ce.feeds({})
+    with pytest.raises(AuditorError, match="knob 'target' of objective 'ce' takes integer labels"):
+        ce.feeds({"target": np.zeros(N, np.float32)})
+    margin = OBJECTIVES.get("margin")  # an integer kappa is a float knob all the same
+    assert margin.feeds({"label": np.zeros(N, np.int32), "kappa": 0})[ns("kappa")].dtype == np.float32
+    assert margin.feeds({"label": np.zeros(N, np.int32), "kappa": 0})[ns("label")].dtype == np.int64
