@@ -63,8 +63,11 @@ def _prelu(b: GraphBuilder, n: GradNode):
 
 @rule("Clip")
 def _clip(b: GraphBuilder, n: GradNode):
+    # The mask lo < y < hi on the output y = clip(x) (for lo <= hi it is lo < x < hi; for
+    # lo > hi, y = hi is constant and the mask is 0).  Reading y, not x, lets onnxruntime keep
+    # Conv + Clip (ReLU6) fused.  At x == lo or x == hi the (sub)gradient is 0, as in PyTorch.
     n.only(0)
-    x = n.x(0)
+    x, y = n.x(0), n.y()
     lo = n.x(1) if len(n.node.input) > 1 and n.x(1) else None
     hi = n.x(2) if len(n.node.input) > 2 and n.x(2) else None
     if b.opset < 11:  # attributes (canonicalisation normally removes this case)
@@ -73,13 +76,13 @@ def _clip(b: GraphBuilder, n: GradNode):
         hi = b.scalar(hi_v, x) if hi_v is not None else None
     conds = []
     if lo is not None:
-        conds.append(b.op("GreaterOrEqual", [x, lo]))
+        conds.append(b.op("Greater", [y, lo]))
     if hi is not None:
-        conds.append(b.op("LessOrEqual", [x, hi]))
+        conds.append(b.op("Less", [y, hi]))
     if not conds:
         return [n.dy]
     cond = conds[0] if len(conds) == 1 else b.op("And", conds)
-    return [b.masked(n.dy, cond, x)]
+    return [b.masked(n.dy, cond, y)]
 
 
 @rule("Sigmoid")
