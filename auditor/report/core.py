@@ -10,8 +10,7 @@ from ..errors import AuditorError
 from ..files import read_bytes
 from .formats import FORMATS, suffix_formats
 from .html import render_summary_html
-from .records import (REPORT_SPEC, SCHEMA_VERSION, AuditReport, _Maybe, _Opt, check_report, check_status,  # noqa: F401
-                      render_json, sorted_checks, verdict_of)
+from .records import SCHEMA_VERSION, AuditReport, check_report, check_status, render_json, verdict_of  # noqa: F401 - SCHEMA_VERSION, verdict_of: for the pipeline
 from .text import render_text  # noqa: F401 - part of this module's interface
 
 #: keys that vary between identical runs: timestamps and durations (excluded when comparing)
@@ -97,16 +96,29 @@ class Report:
             raise AuditorError(f"not a JSON report ({e.__class__.__name__}: {str(e)[:120]})", where=str(path)) from None
         except RecursionError:
             raise AuditorError("not an auditor report: JSON nested too deeply", where=str(path)) from None
-        return cls.checked(data, str(path))
+        return cls.from_dict(data, str(path))
 
     @classmethod
-    def checked(cls, data, where: str = "report") -> "Report":
-        """A report from loaded JSON data, after :func:`check_report` (AuditorError naming
-        ``where`` and what is wrong)."""
+    def from_dict(cls, data, where: str = "report") -> "Report":
+        """A report from loaded JSON data, checked against the fields its records mark ``check``
+        (:func:`~auditor.report.records.check_report`; AuditorError naming ``where`` and what
+        is wrong); :attr:`records` are its sections parsed."""
         problem = check_report(data)
         if problem:
             raise AuditorError(f"not an auditor report: {problem}", where=where)
         return cls(data)
+
+    #: the former name of :meth:`from_dict`
+    checked = from_dict
+
+    @property
+    def records(self) -> AuditReport:
+        """The report as typed section records (read from :attr:`data` at each access)."""
+        return AuditReport.parse(self.data)
+
+    def to_dict(self) -> dict:
+        """The report dict written back from its records: equal to :attr:`data`, key order included."""
+        return self.records.to_dict()
 
 
 #: the largest report file read

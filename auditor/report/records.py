@@ -561,7 +561,8 @@ class Profile(Record):
 @dataclass
 class AuditReport(Record):
     ABOUT = "the report `auditor audit --format json` writes"
-    schema_version: int = fld(f"{SCHEMA_VERSION}", check=_REQ)
+    schema_version: int = fld(f"the schema version ({SCHEMA_VERSION}); a report of another version is refused",
+                              check=_REQ)
     tool: Tool = fld("the tool that wrote it", check=_REQ)
     seed: int = fld("the seed every random choice used (the scenario's, or `--seed`)", check=_REQ)
     environment: dict = fld("what the audit ran with: `python`, `implementation`, `platform`, `packages`, `cpu`, "

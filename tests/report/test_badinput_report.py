@@ -12,7 +12,8 @@ from badinput_harness import MODEL, base_files, check, run_cli, sparse_file
 
 import auditor
 from auditor.errors import AuditorError
-from auditor.report.core import REPORT_SPEC, Report, _Maybe, _Opt
+from auditor.report.core import Report
+from auditor.report.records import REPORT_SPEC, _Maybe, _Opt
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +275,9 @@ def test_render_html_of_a_crafted_report(real, tmp_path):
     o = run_cli(["render", p, "--format", "html", "-o", out], tmp_path, outputs=[out])
     assert o.code in (0, 1), o.stderr
     assert 'class="input"' not in out.read_text()
+
+
+def test_a_real_report_round_trips_through_its_records(real):
+    report, _ = real
+    text = json.dumps(report, indent=2)
+    assert json.dumps(Report.from_dict(json.loads(text)).to_dict(), indent=2) == text
