@@ -235,10 +235,13 @@ def params_schema(entry: dict) -> dict:
     return {"type": "object", "properties": props, "additionalProperties": False}
 
 
-def typed_entries(key: str, names: dict) -> list[dict]:
-    """``if {key: name} then params: {...}`` rules for a list entry schema."""
-    return [{"if": {"properties": {key: {"const": n}}, "required": [key]},
-             "then": {"properties": {"params": params_schema(e)}}} for n, e in names.items()]
+def typed_entries(key: str, names: dict, also: tuple[str, ...] = ()) -> list[dict]:
+    """``if {key: name} then params: {...}`` rules for a list entry schema; ``also``: other
+    spellings of ``key`` (the entry's schema requires exactly one of them)."""
+    def cond(n: str) -> dict:
+        c = {"properties": {k: {"const": n} for k in (key, *also)}}
+        return c if also else dict(c, required=[key])
+    return [{"if": cond(n), "then": {"properties": {"params": params_schema(e)}}} for n, e in names.items()]
 
 
 def type_scenario_params(out: dict) -> dict:
@@ -264,5 +267,5 @@ def type_scenario_params(out: dict) -> dict:
         if isinstance(it, dict):
             for key in ("attack", "name"):
                 it.setdefault("properties", {})[key] = dict(it["properties"].get(key, {}), enum=list(attacks))
-            it["allOf"] = it.get("allOf", []) + typed_entries("attack", attacks) + typed_entries("name", attacks)
+            it["allOf"] = it.get("allOf", []) + typed_entries("attack", attacks, also=("name",))
     return out

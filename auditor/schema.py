@@ -463,9 +463,11 @@ def json_schema(tp, title: str | None = None) -> dict:
             if plain:
                 out["required"] = plain
             # a required field with other spellings: exactly one of them
-            either = [{"oneOf": [{"required": [k]} for k in spelt[r]]} for r in required if len(spelt[r]) > 1]
-            if either:
-                out["allOf"] = either
+            either = [[{"required": [k]} for k in spelt[r]] for r in required if len(spelt[r]) > 1]
+            if len(either) == 1:
+                out["oneOf"] = either[0]
+            elif either:
+                out["anyOf"] = [{"allOf": [{"oneOf": e} for e in either]}]
             if t.__doc__ and not t.__doc__.startswith(t.__name__ + "("):
                 out["description"] = " ".join(t.__doc__.split())
             return out

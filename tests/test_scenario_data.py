@@ -41,6 +41,23 @@ def test_evasion_entries_one_spelling_everywhere(tmp_path):
     assert [a.attack for a in sc.approx.transfer] == ["fgsm", "pgd", "deepfool"]
 
 
+def test_json_schema_takes_either_spelling_once():
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    from auditor.docs import schema_for
+
+    s = schema_for("scenario")
+    d = yaml.safe_load(open("scenarios/approx.yaml"))
+    jsonschema.validate(d, s)
+    d["approx"]["transfer"] = [{"name": "pgd", "params": {"steps": 3}}]
+    jsonschema.validate(d, s)
+    for bad in ({"name": "fgsm", "params": {"stepz": 1}}, {"name": "fgsm", "attack": "fgsm"}, {"params": {}}):
+        d["approx"]["transfer"] = [bad]
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(d, s)
+
+
 @pytest.mark.parametrize("text,pattern", [
     ("name: x\ndata:\n  sorce: digits\n", r"s\.yaml:3:3: data\.sorce: unknown key \(did you mean 'source'\?\)"),
     ("name: x\nbatch_size: many\n", r"s\.yaml:2:13: batch_size: expected an integer, got 'many'"),
