@@ -1,8 +1,12 @@
-"""Per-sample norms, projections and perturbation statistics shared by every search."""
+"""Per-sample norms, densities, projections and perturbation statistics shared by every search."""
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
+
+from .errors import AuditorError
 
 NORMS = ("l2", "linf")
 
@@ -21,6 +25,28 @@ def norm(d: np.ndarray, kind: str) -> np.ndarray:
     if kind == "l0":
         return (f != 0).sum(axis=1).astype(np.float64)
     raise ValueError(f"unknown norm {kind!r}")
+
+
+def density(acts: np.ndarray | Mapping[str, np.ndarray], layer_weights=None) -> np.ndarray:
+    """Per-sample share of non-zero entries (N,): of one batch tensor (N, ...) (0 for a tensor of
+    no entries), or over all the tensors of a mapping name -> (N, ...), each tensor's counts
+    weighted by ``layer_weights`` (one per tensor, in mapping order): sum_l W_l nz_l / sum_l W_l n_l.
+    Sparsity is 1 - density."""
+    if not isinstance(acts, Mapping):
+        f = _flat(np.asarray(acts))
+        return np.count_nonzero(f, axis=1) / max(f.shape[1], 1)
+    names = list(acts)
+    if not names:
+        raise AuditorError("no activations to measure density on")
+    w = np.ones(len(names)) if layer_weights is None else np.asarray(layer_weights, np.float64).reshape(-1)
+    if len(w) != len(names):
+        raise AuditorError(f"{len(w)} layer weights for {len(names)} layers")
+    nz, tot = 0.0, 0.0
+    for wl, k in zip(w, names):
+        f = _flat(np.asarray(acts[k]))
+        nz = nz + wl * (f != 0).sum(axis=1)
+        tot = tot + wl * f.shape[1]
+    return np.asarray(nz / tot, dtype=np.float64)
 
 
 def project(x: np.ndarray, x0: np.ndarray, eps: float | np.ndarray | None, kind: str,

@@ -49,6 +49,7 @@ from ..model.rewrite.bpda import bpda_model
 from ..runtime.session import (GRAD_INPUT, OnnxClassifier, Runner, _as_model, build_timer, gradient_model, knob_feeds,
                       logits_head)
 from ..runtime.classifier import Classifier
+from .stats import perturbation_summary, summary
 
 def _named(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy whose nodes all carry the unique names ApproxModel and the layer table use."""
@@ -280,14 +281,6 @@ def _as_dict(spec) -> dict:
                        where="approx audit")
 
 
-def _stats(x_adv: np.ndarray, x: np.ndarray, mask: np.ndarray, data_range: float) -> dict:
-    from .robustness import summary
-
-    st = perturbation_stats(x_adv[mask], x[mask], data_range) if mask.any() else \
-        {k: np.zeros(0) for k in ("l0", "l2", "linf", "mse", "psnr")}
-    return {k: summary(st[k]) for k in ("l0", "l2", "linf", "mse", "psnr")}
-
-
 def _rate(mask: np.ndarray, among: np.ndarray) -> float | None:
     n = int(among.sum())
     return float((mask & among).sum() / n) if n else None
@@ -399,7 +392,7 @@ def _transfer_section(ctx: _Ctx, specs, source_key: str, source: Classifier, k0:
                  # paper Table 2 / 4: among the examples that fool the source model
                  "transfer_rate_exact": _rate(fooled_exact, both & on_source),
                  "transfer_rate_approx": _rate(fooled_approx, both & on_source),
-                 "perturbation": _stats(x_adv, ctx.x, both & on_source, ctx.range)}
+                 "perturbation": perturbation_summary(x_adv, ctx.x, both & on_source, ctx.range)}
             entry["results"].append(r)
             b = ctx.budget(norm, eps)
             within = fooled_approx & ((_norm(x_adv - ctx.x, norm) <= b * (1 + 1e-5) + 1e-6) if b is not None
@@ -433,9 +426,9 @@ def _direct_section(ctx: _Ctx, specs, k0: int, label: str) -> list[dict]:
             entry["results"].append({
                 "epsilon": None if eps is None else float(eps),
                 "approx": {"n_attacked": int(ctx.ok_approx.sum()), "success_rate": _rate(fa, ctx.ok_approx),
-                           "perturbation": _stats(ra.x_adv[j], ctx.x, fa & ctx.ok_approx, ctx.range)},
+                           "perturbation": perturbation_summary(ra.x_adv[j], ctx.x, fa & ctx.ok_approx, ctx.range)},
                 "exact": {"n_attacked": int(ctx.ok_exact.sum()), "success_rate": _rate(fe, ctx.ok_exact),
-                          "perturbation": _stats(re_.x_adv[j], ctx.x, fe & ctx.ok_exact, ctx.range)},
+                          "perturbation": perturbation_summary(re_.x_adv[j], ctx.x, fe & ctx.ok_exact, ctx.range)},
             })
             b = ctx.budget(norm, eps)
             within = fa & ((_norm(ra.x_adv[j] - ctx.x, norm) <= b * (1 + 1e-5) + 1e-6) if b is not None else True)
@@ -534,7 +527,7 @@ def approx_audit(exact: OnnxClassifier, approx: ApproxClassifier, x, y, attacks:
     if tuple(x.shape[1:]) != tuple(approx.input_shape) or tuple(exact.input_shape) != tuple(approx.input_shape):
         raise AuditorError(f"inputs of shape {tuple(x.shape[1:])} do not fit the models "
                            f"({tuple(exact.input_shape)} / {tuple(approx.input_shape)})", where="approx audit")
-    from .robustness import _jsonable, summary
+    from .robustness import _jsonable
 
     t_start = time.perf_counter()
     ctx = _Ctx(exact, approx, x, y, seed)

@@ -20,13 +20,7 @@ from ..norms import perturbation_stats
 from ..scenario import EnergyAttack
 from ..runtime.session import OnnxClassifier
 from ..validate import check_defence
-
-
-def _stats(v) -> dict:
-    v = np.asarray(v, dtype=np.float64)
-    if v.size == 0:
-        return {"mean": None, "worst": None}
-    return {"mean": float(v.mean()), "worst": float(v.max())}
+from .stats import sample_stats
 
 
 def make_energy_search(spec: EnergyAttack, base_dir: Path, preprocessing):
@@ -104,7 +98,7 @@ def energy_section(verifier: OnnxClassifier, cost_model, x_all: np.ndarray, clea
         changed = np.any(res_x != x, axis=tuple(range(1, x.ndim)))
         section.update({
             "label_kept_rate": float(kept.mean()),
-            "perturbation": {"l2": _stats(pert["l2"]), "linf": _stats(pert["linf"]), "eps": eps, "norm": norm},
+            "perturbation": {"l2": sample_stats(pert["l2"]), "linf": sample_stats(pert["linf"]), "eps": eps, "norm": norm},
             "changed": int(changed.sum()),
         })
         if bud.get("rule"):
@@ -122,8 +116,8 @@ def energy_section(verifier: OnnxClassifier, cost_model, x_all: np.ndarray, clea
         "density_clean": float(clean.model_density[:n].mean()),
         "density_attacked": float(ev.model_density[ok].mean()) if ok.any() else None,
         "density_attacked_worst": float(ev.model_density[ok].max()) if ok.any() else None,
-        "latency_s": _stats(lat), "energy_j": _stats(en), "edp": _stats(edp),
-        "clean_latency_s": _stats(clean.cost.latency_s[:n]), "clean_energy_j": _stats(clean.cost.energy_total_j[:n]),
+        "latency_s": sample_stats(lat), "energy_j": sample_stats(en), "edp": sample_stats(edp),
+        "clean_latency_s": sample_stats(clean.cost.latency_s[:n]), "clean_energy_j": sample_stats(clean.cost.energy_total_j[:n]),
         # what the checks gate: a search from clean inputs, the largest attacked / clean ratio of one
         # input (1.0 for an input it did not change); a search that makes its own inputs, the worst
         # found over the mean clean input of the whole data set
@@ -193,8 +187,8 @@ def skipped_section(search, spec: EnergyAttack, clean: Evaluation, n: int, fixed
         "verified": 0, "rejected": 0,
         "density_clean": float(clean.model_density[:n].mean()), "density_attacked": None,
         "density_attacked_worst": None,
-        "latency_s": _stats(lat), "energy_j": _stats(en), "edp": _stats(c.edp[:n]),
-        "clean_latency_s": _stats(lat), "clean_energy_j": _stats(en),
+        "latency_s": sample_stats(lat), "energy_j": sample_stats(en), "edp": sample_stats(c.edp[:n]),
+        "clean_latency_s": sample_stats(lat), "clean_energy_j": sample_stats(en),
         # measured: the same cost for every input
         "latency_increase": 1.0, "energy_increase": 1.0, "increase_of": "input",
         "mean_latency_ratio": 1.0, "mean_energy_ratio": 1.0,

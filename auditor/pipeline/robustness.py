@@ -34,18 +34,14 @@ from ..norms import norm as _norm
 from ..norms import perturbation_stats
 from ..model.rewrite.preprocess import to_model_input
 from ..runtime.classifier import Classifier
+from .stats import QUANTILES, summary  # noqa: F401 (QUANTILES re-exported)
+from .stats import finite_or_none as _f
 
-QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 
 
 # --------------------------------------------------------------------------------------------
 # JSON helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _f(v) -> float | None:
-    v = float(v)
-    return v if math.isfinite(v) else None
 
 
 def _jsonable(obj):
@@ -62,20 +58,6 @@ def _jsonable(obj):
     if isinstance(obj, np.ndarray):
         return _jsonable(obj.tolist())
     return obj
-
-
-def summary(values) -> dict:
-    """count, mean and quantiles of a sample (finite values only; ``n_infinite`` counts the rest)."""
-    v = np.asarray(values, np.float64).ravel()
-    fin = v[np.isfinite(v)]
-    out = {"count": int(len(v)), "n_infinite": int(len(v) - len(fin))}
-    if len(fin):
-        out["mean"] = _f(fin.mean())
-        out["quantiles"] = {f"{q:g}": _f(np.quantile(fin, q)) for q in QUANTILES}
-    else:
-        out["mean"] = None
-        out["quantiles"] = {f"{q:g}": None for q in QUANTILES}
-    return out
 
 
 # --------------------------------------------------------------------------------------------

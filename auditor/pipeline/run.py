@@ -30,6 +30,7 @@ from ..scenario import Scenario, attack_entries, load_scenario
 from .robustness import robustness_audit
 from ..model.rewrite.instrument import density_rule
 from ..runtime.session import OnnxClassifier, probability_warning
+from .stats import sample_stats
 from .units import AuditContext, Unit, cached, chunk_bounds, merge, unit_seed
 
 
@@ -59,12 +60,6 @@ def _load(model, profiles, scenario):
 
         bn_zero_thresholds(proto)  # its preconditions (constant BN parameters) fail before any search
     return model_path, proto, profs, sc
-
-
-def _stats(v: np.ndarray) -> dict:
-    v = np.asarray(v, dtype=np.float64)
-    return {"mean": float(v.mean()), "worst": float(v.max()), "min": float(v.min()),
-            "p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95))}
 
 
 def _layer_breakdown(clf: OnnxClassifier, ev: Evaluation, i: int) -> list[dict]:
@@ -342,12 +337,12 @@ def finish_unit(ctx: AuditContext, u: Unit, deadline):
             "accuracy": acc,
             "batch": batch_note(clf),
             "classes": getattr(clf, "num_classes", None),
-            "density": dict(_stats(ev.model_density), counted=sc.density_tensors, tensors=list(ev.counted),
-                            rule=density_rule(clf.probes, sc.density_tensors)),
+            "density": dict(sample_stats(ev.model_density, spread=True), counted=sc.density_tensors,
+                            tensors=list(ev.counted), rule=density_rule(clf.probes, sc.density_tensors)),
             "tensor_density": {t: float(v.mean()) for t, v in ev.densities.items()},
-            "latency_s": _stats(c.latency_s), "energy_j": _stats(c.energy_total_j), "edp": _stats(c.edp),
-            "cycles": _stats(c.total_cycles), "dense_cycles": _stats(c.dense_cycles.sum(axis=1)),
-            "speedup_over_dense": _stats(c.speedup),
+            **{k: sample_stats(v, spread=True) for k, v in (
+                ("latency_s", c.latency_s), ("energy_j", c.energy_total_j), ("edp", c.edp), ("cycles", c.total_cycles),
+                ("dense_cycles", c.dense_cycles.sum(axis=1)), ("speedup_over_dense", c.speedup))},
             "energy_breakdown_j": {k: float(v.mean()) for k, v in c.breakdown.items()},
             "layer_shares": c.shares(),
             "worst_input": {"index": worst, "layers": _layer_breakdown(clf, ev, worst)},

@@ -12,13 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..hw.base import CostResult
+from ..norms import density
 from .session import OnnxClassifier
-
-
-def density(a: np.ndarray) -> np.ndarray:
-    """Per-sample fraction of non-zero elements of a batch tensor."""
-    f = a.reshape(len(a), -1)
-    return np.count_nonzero(f, axis=1) / max(f.shape[1], 1)
 
 
 @dataclass

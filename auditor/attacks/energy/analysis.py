@@ -25,6 +25,7 @@ import onnx
 
 from ...errors import AuditorError
 from ...model.load import constant_value, load_model
+from ...norms import density
 
 # --------------------------------------------------------------------------------------------
 # Density
@@ -33,32 +34,7 @@ from ...model.load import constant_value, load_model
 
 def layer_density(acts: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per layer, the share of non-zero entries of each sample's activation: name -> (N,)."""
-    out = {}
-    for k, a in acts.items():
-        a = np.asarray(a)
-        out[k] = (a.reshape(len(a), -1) != 0).mean(axis=1).astype(np.float64)
-    return out
-
-
-def density(acts: Mapping[str, np.ndarray], layer_weights=None) -> np.ndarray:
-    """Per-sample activation density: non-zero entries / entries over all layers (N,).
-
-    With ``layer_weights`` (one per layer, in ``acts`` order) the layers' counts are weighted:
-    sum_l W_l nz_l / sum_l W_l n_l.  Sparsity is 1 - density.
-    """
-    names = list(acts)
-    if not names:
-        raise AuditorError("no activations to measure density on")
-    w = np.ones(len(names)) if layer_weights is None else np.asarray(layer_weights, np.float64).reshape(-1)
-    if len(w) != len(names):
-        raise AuditorError(f"{len(w)} layer weights for {len(names)} layers")
-    nz, tot = 0.0, 0.0
-    for wl, k in zip(w, names):
-        a = np.asarray(acts[k])
-        f = a.reshape(len(a), -1)
-        nz = nz + wl * (f != 0).sum(axis=1)
-        tot = tot + wl * f.shape[1]
-    return np.asarray(nz / tot, dtype=np.float64)
+    return {k: density(a) for k, a in acts.items()}
 
 
 def sparsity(acts: Mapping[str, np.ndarray], layer_weights=None) -> np.ndarray:
