@@ -13,6 +13,7 @@ from collections import Counter
 
 import onnx
 
+from ..grad import differentiability
 from .graph import COMPUTE_OPS, layer_table, skipped_compute_nodes
 from .load import default_opset, input_shape, load_model, load_notes, model_hash
 
@@ -33,13 +34,8 @@ def inspect_model(path, input_size=None, layout: str = "NCHW") -> dict:
     else:
         model = load_model(path, input_size=input_size, layout=layout)
     rows = layer_table(model)
-    try:
-        from ..grad import differentiability
-
-        blocking = [{"node": n, "op": o, "reason": r} for n, o, r in differentiability(model)]
-    except ImportError:  # pragma: no cover - the grad package is part of the project
-        blocking = None
-    block_nodes = {b["node"] for b in blocking or []}
+    blocking = [{"node": n, "op": o, "reason": r} for n, o, r in differentiability(model)]
+    block_nodes = {b["node"] for b in blocking}
     skipped = [{"node": n, "op": o, "reason": r} for n, o, r in skipped_compute_nodes(model)]
     n_compute = sum(r.role == "compute" for r in rows)
     return {
@@ -56,8 +52,8 @@ def inspect_model(path, input_size=None, layout: str = "NCHW") -> dict:
         "total_macs": sum(r.macs for r in rows),
         "not_compute_layers": skipped,
         "no_compute_reason": None if n_compute else _no_compute_reason(skipped),
-        "differentiable": None if blocking is None else not blocking,
-        "blocking_ops": blocking or [],
+        "differentiable": not blocking,
+        "blocking_ops": blocking,
         "load_notes": load_notes(model),
     }
 
