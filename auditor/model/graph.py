@@ -117,6 +117,37 @@ def compute_layers(model: onnx.ModelProto) -> list[ComputeLayer]:
     return layers
 
 
+@dataclass(frozen=True)
+class WeightOperand:
+    """A compute node whose weight is an initializer, for the rewrites that replace weights."""
+
+    index: int  # position in graph.node
+    node: onnx.NodeProto
+    data: int  # input index of the data (activation) operand
+    weight: int  # input index of the weight operand
+    initializer: onnx.TensorProto
+
+
+def weight_initializers(model: onnx.ModelProto, ops=COMPUTE_OPS) -> list[WeightOperand]:
+    """Every node of ``ops`` whose weight is an initializer, in graph order: the weight of a
+    Conv/ConvTranspose is input 1; of a Gemm/MatMul, the initializer operand (B when only B is
+    one, A when only A is one; none when both or neither are)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    out = []
+    for i, node in enumerate(model.graph.node):
+        if node.op_type not in ops or len(node.input) < 2:
+            continue
+        if node.op_type in ("Conv", "ConvTranspose"):
+            if node.input[1] in inits:
+                out.append(WeightOperand(i, node, 0, 1, inits[node.input[1]]))
+            continue
+        for wi, di in ((1, 0), (0, 1)):
+            if node.input[wi] in inits and node.input[di] not in inits:
+                out.append(WeightOperand(i, node, di, wi, inits[node.input[wi]]))
+                break
+    return out
+
+
 def skipped_compute_nodes(model: onnx.ModelProto) -> list[tuple[str, str, str]]:
     """``(node name, op type, reason)`` for every Conv/ConvTranspose/Gemm/MatMul node that
     :func:`compute_layers` does not count as a compute layer (its weight is not a constant, or

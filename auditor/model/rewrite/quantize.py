@@ -28,6 +28,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ...errors import AuditorError
+from ..graph import weight_initializers
 from ..names import Names
 from .instrument import add_outputs
 from .preprocess import to_model_input
@@ -68,20 +69,7 @@ def _weight_axis(node: onnx.NodeProto, weight_index: int, ndim: int) -> int:
 
 def _layers(model: onnx.ModelProto):
     """(node, data input index, weight input index, weight initializer) of every quantisable layer."""
-    inits = {t.name: t for t in model.graph.initializer}
-    out = []
-    for node in model.graph.node:
-        if node.op_type not in OPS or len(node.input) < 2:
-            continue
-        if node.op_type == "Conv":
-            if node.input[1] in inits:
-                out.append((node, 0, 1, inits[node.input[1]]))
-            continue
-        for wi, di in ((1, 0), (0, 1)):
-            if node.input[wi] in inits and node.input[di] not in inits:
-                out.append((node, di, wi, inits[node.input[wi]]))
-                break
-    return out
+    return [(w.node, w.data, w.weight, w.initializer) for w in weight_initializers(model, OPS)]
 
 
 def quantize_model(model: onnx.ModelProto, bits: int = 8, *, activations: bool = False, per_channel: bool = True,

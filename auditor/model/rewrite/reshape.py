@@ -28,7 +28,7 @@ import onnx
 from onnx import numpy_helper
 
 from ...errors import AuditorError
-from ..graph import COMPUTE_OPS
+from ..graph import weight_initializers
 from ..load import load_model
 from ..names import node_names
 from .preprocess import to_model_input
@@ -54,19 +54,8 @@ def _load(model) -> onnx.ModelProto:
 
 def weight_layers(model: onnx.ModelProto) -> list[tuple[str, str, str]]:
     """(layer name, op_type, weight initializer name) of every compute node with a constant weight."""
-    inits = {t.name for t in model.graph.initializer}
-    out = []
-    for name, node in zip(node_names(model.graph), model.graph.node):
-        if node.op_type not in COMPUTE_OPS or len(node.input) < 2:
-            continue
-        if node.op_type in ("Conv", "ConvTranspose"):
-            cands = [node.input[1]]
-        else:  # Gemm / MatMul: the constant operand, B preferred
-            cands = [node.input[1], node.input[0]]
-        w = next((c for c in cands if c in inits), None)
-        if w is not None:
-            out.append((name, node.op_type, w))
-    return out
+    names = node_names(model.graph)
+    return [(names[w.index], w.node.op_type, w.initializer.name) for w in weight_initializers(model)]
 
 
 def _select(model: onnx.ModelProto, layers, default: str, what: str) -> list[tuple[str, str, str]]:
