@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .interface import graph_inputs
 from .names import Names
 
 NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
@@ -52,13 +53,8 @@ def fold(model: onnx.ModelProto, max_rounds: int = 8) -> bool:
 # ---------------------------------------------------------------------------- analysis
 
 
-def _data_inputs(g: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
-    inits = {t.name for t in g.initializer}
-    return [i for i in g.input if i.name not in inits]
-
-
-def _batch_is_dynamic(g: onnx.GraphProto) -> bool:
-    for vi in _data_inputs(g):
+def _batch_is_dynamic(model: onnx.ModelProto) -> bool:
+    for vi in graph_inputs(model):
         dims = vi.type.tensor_type.shape.dim
         if dims and not (dims[0].HasField("dim_value") and dims[0].dim_value > 0):
             return True
@@ -172,7 +168,7 @@ def _fold_once(model: onnx.ModelProto) -> bool:
     const_nodes = {n.output[0]: n for n in g.node if n.op_type == "Constant" and n.output
                    and n.domain in ("", "ai.onnx") and not _has_subgraph(n)}
     known = set(inits) | set(const_nodes)
-    dynamic = _batch_is_dynamic(g)
+    dynamic = _batch_is_dynamic(model)
     trials = TRIAL_BATCHES if dynamic else (None,)
     shape_nodes = [n for n in g.node if n.op_type in ("Shape", "Size") and n.domain in ("", "ai.onnx")]
     shapes = [_static_shapes(model, b) for b in trials] if shape_nodes else [{}]
