@@ -19,7 +19,7 @@ from . import (ops_conv, ops_elementwise, ops_matmul, ops_norm, ops_pool, ops_qu
                ops_reduce, ops_tensor)  # (they register the rules)
 from .builder import GraphBuilder, NotDifferentiable, default_opset
 from .canon import upgrade_opset, with_shapes
-from .registry import PIECEWISE_CONSTANT, RULES, STRAIGHT_THROUGH, GradNode
+from .registry import FOLDED, PIECEWISE_CONSTANT, RULES, STRAIGHT_THROUGH, GradNode
 
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -108,7 +108,7 @@ def _run_rule(b: GraphBuilder, label: str, node: onnx.NodeProto, dys: list,
         dx = dxs[i] if i < len(dxs) else None
         if need and dx is None:
             raise NotDifferentiable(f"no gradient for input {i} ({node.input[i]!r})")
-        out.append(dx if need else None)
+        out.append(dx if need and dx is not FOLDED else None)
     return out
 
 

@@ -136,6 +136,7 @@ class GraphBuilder:
         self.opset = default_opset(model)
         self.prefix = prefix
         self.nodes: list[onnx.NodeProto] = []
+        self.emitted: dict[str, onnx.NodeProto] = {}  # output name -> the backward node computing it
         self.initializers: list[onnx.TensorProto] = []
         self.shapes: dict[str, Shape | None] = {}
         self.dtypes: dict[str, int] = {}
@@ -231,6 +232,7 @@ class GraphBuilder:
             op_type, list(inputs), outs, name=self.fresh(f"{op_type}_node"), **attrs
         )
         self.nodes.append(node)
+        self.emitted.update((o, node) for o in outs)
         return outs[0] if n_out == 1 else outs
 
     def const(self, value, dtype=None, hint: str = "const") -> str:

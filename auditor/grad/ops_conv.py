@@ -45,6 +45,10 @@ def _conv(b: GraphBuilder, n: GradNode):
     if n.need(0):
         wv = b.const_value(w)
         cin_per_group, cout = wshape[1], wshape[0]
+        dy, scale = _channel_scaled(b, n.dy, cout, rank) if wv is not None else (n.dy, None)
+        if scale is not None:  # dY = g * k[m]: the adjoint of W on k * g is that of k[m] W[m] on g
+            wv = (wv * scale.reshape((-1,) + (1,) * (rank - 1))).astype(wv.dtype)
+            w = b.const(wv, hint="conv_grad_scaled_weight")
         depthwise = cin_per_group == 1 and group == cout > 1
         pointwise = all(k == 1 for k in kernel) and group == 1 and cin_per_group % FLIPPED_CONV_CHANNELS == 0
         if (wv is not None and all(s == 1 for s in win.strides)
@@ -59,7 +63,7 @@ def _conv(b: GraphBuilder, n: GradNode):
             wf = b.const(_flipped_weight(wv, group), hint="conv_grad_weight")
             ext = win.extent
             dx = conv_any_pads(
-                b, n.dy, wf, win.out_size, kernel, [1] * len(kernel), win.dilations,
+                b, dy, wf, win.out_size, kernel, [1] * len(kernel), win.dilations,
                 [e - 1 - p for e, p in zip(ext, win.pad_begin)],
                 [e - 1 - p for e, p in zip(ext, win.pad_end)], group, win.in_size)
         elif (wv is not None and all(s == 1 for s in win.strides) and group == 1
@@ -68,11 +72,27 @@ def _conv(b: GraphBuilder, n: GradNode):
               and 4 * FLIPPED_CONV_CHANNELS <= 2 * cin_per_group <= cout):
             # Measured (1 thread, batch 64): 32->16 5x5 6-10% faster than ConvTranspose; 16->8
             # 5x5 even; with 3x3 kernels (50% more taps) 7-13% slower, hence kernel >= 5.
-            dx = _conv_adjoint_split(b, n.dy, wv, win)
+            dx = _conv_adjoint_split(b, dy, wv, win)
         else:  # ConvTranspose with the same weight is the adjoint of Conv.
-            dx = scatter_windows(b, n.dy, w, win, group)
+            dx = scatter_windows(b, dy, w, win, group)
     db = _bias_grad(b, n.dy, rank) if n.need(2) else None
     return [dx, None, db]
+
+
+def _channel_scaled(b: GraphBuilder, dy: str, channels: int, rank: int):
+    """``(g, k)`` when the gradient ``dy`` reaching a Conv output is ``g * k`` with ``k`` a constant
+    per output channel (the BatchNormalization rule's scale; inference-mode BN after a Conv), so
+    the Conv rule folds ``k`` into its weights instead of running that Mul; else ``(dy, None)``."""
+    node = b.emitted.get(dy)
+    if node is None or node.op_type != "Mul":
+        return dy, None
+    for i in (0, 1):
+        k = b.const_value(node.input[i])
+        g = node.input[1 - i]
+        if (k is not None and k.shape == (channels,) + (1,) * (rank - 2)
+                and b.static_shape(g) == b.static_shape(dy)):
+            return g, k.reshape(-1).astype(np.float64)
+    return dy, None
 
 
 def _conv_adjoint_split(b: GraphBuilder, dy: str, wv: np.ndarray, win: Window) -> str:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from .builder import GraphBuilder, NotDifferentiable
-from .registry import GradNode, rule
+from .registry import FOLDED, GradNode, rule
 
 # ---------------------------------------------------------------- pass-through
 
@@ -266,9 +266,29 @@ def _sub(b: GraphBuilder, n: GradNode):
             b.reduce_to(b.op("Neg", [n.dy]), y, n.x(1)) if n.need(1) else None]
 
 
+def _silu_gate(b: GraphBuilder, n: GradNode) -> int | None:
+    """The input index of s in y = x * s with s = Sigmoid(x) (SiLU / Swish), same shapes."""
+    for i in (0, 1):
+        s, x = n.x(i), n.x(1 - i)
+        p = b.producer(s)
+        if (p is not None and p.op_type == "Sigmoid" and p.domain in ("", "ai.onnx") and p.input[0] == x
+                and n.need(1 - i) and b.static_shape(x) is not None and b.static_shape(x) == b.static_shape(n.y())):
+            return i
+    return None
+
+
 @rule("Mul")
 def _mul(b: GraphBuilder, n: GradNode):
     y, a, c = n.y(), n.x(0), n.x(1)
+    gate = _silu_gate(b, n)
+    if gate is not None:
+        # d(x s)/dx = s + x s (1 - s) = s + y (1 - s): both paths (through s too) in four ops,
+        # reading s and y only; the Sigmoid node gets no gradient from this Mul.
+        s = n.x(gate)
+        d = b.op("Add", [s, b.op("Mul", [y, b.op("Sub", [b.scalar(1, y), s])])])
+        out = [FOLDED, FOLDED]
+        out[1 - gate] = b.op("Mul", [n.dy, d])
+        return out
     da = b.reduce_to(b.op("Mul", [n.dy, c]), y, a) if n.need(0) else None
     dc = b.reduce_to(b.op("Mul", [n.dy, a]), y, c) if n.need(1) else None
     return [da, dc]

@@ -3,7 +3,8 @@
 A rule receives the :class:`~auditor.grad.builder.GraphBuilder` and a :class:`GradNode` (the
 forward node, the names of the gradients arriving at its outputs, and which of its inputs need a
 gradient).  It emits backward nodes through the builder and returns, for every input, the name of
-the gradient tensor (or None where the input needs none).  A rule that cannot do its job raises
+the gradient tensor (or None where the input needs none; :data:`FOLDED` where the gradient through that
+input is already part of another input's, as in x * Sigmoid(x)).  A rule that cannot do its job raises
 :class:`~auditor.grad.builder.NotDifferentiable` with the reason; it never returns a wrong or
 silently-zero gradient.
 """
@@ -30,6 +31,15 @@ PIECEWISE_CONSTANT = {
 # Ops with an integer output through which the gradient still flows: the straight-through
 # estimator of quantisation (see ops_quant).
 STRAIGHT_THROUGH = {"QuantizeLinear"}
+
+
+class _Folded:
+    def __repr__(self) -> str:
+        return "FOLDED"
+
+
+#: returned by a rule for an input whose gradient contribution it has added to another input's
+FOLDED = _Folded()
 
 
 def rule(*op_types: str):

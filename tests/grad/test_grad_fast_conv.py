@@ -5,6 +5,7 @@ the same way, elementwise against float64 finite differences too."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from test_grad_ops import build, gradcheck, node, rnd
 
@@ -72,3 +73,29 @@ def test_grouped_not_depthwise_adjoint(group, cin, cout, strides):
     inits = {"w": rnd([cout, cin // group, 3, 3], cout)}
     gradcheck([node("Conv", ["x", "w"], kernel_shape=[3, 3], strides=strides, pads=[1, 0, 1, 2], group=group)],
               feeds, inits, linear=True)
+
+
+@pytest.mark.parametrize("cin,cout,group,kernel,strides,bias", [
+    (8, 8, 1, [3, 3], [1, 1], False),   # flipped-weight Conv
+    (16, 32, 1, [5, 5], [1, 1], True),  # split flipped Conv, and a bias gradient
+    (3, 4, 1, [3, 3], [2, 2], False),   # ConvTranspose
+    (4, 4, 4, [3, 3], [1, 1], False),   # depthwise
+])
+def test_batch_norm_scale_folded_into_conv_adjoint(cin, cout, group, kernel, strides, bias):
+    """Conv -> BatchNormalization (inference): the BN gradient's per-channel scale goes into the
+    adjoint's weights (no full-size Mul left); values checked against finite differences."""
+    rng = np.random.default_rng(cin + cout)
+    inits = {"w": rnd([cout, cin // group] + kernel, 3), "s": rnd([cout], 4), "bb": rnd([cout], 5),
+             "m": rnd([cout], 6), "v": (rng.random(cout) + 0.5).astype(np.float32)}
+    conv_in = ["x", "w"]
+    if bias:
+        inits["cb"] = rnd([cout], 7)
+        conv_in.append("cb")
+    nodes = [node("Conv", conv_in, ["c"], kernel_shape=kernel, strides=strides, group=group,
+                  pads=[k // 2 for k in kernel] * 2),
+             node("BatchNormalization", ["c", "s", "bb", "m", "v"], ["n"]), node("Relu", ["n"])]
+    feeds = {"x": rnd([2, cin, 7, 8], cin)}
+    gradcheck(nodes, feeds, inits)
+    g = add_input_gradient(build(nodes, feeds, inits), "obj")
+    scaled = [n for n in g.graph.node if n.op_type == "Mul" and any("bn_grad_scale" in i for i in n.input)]
+    assert not scaled

@@ -16,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from auditor.errors import AuditorError
-from auditor.grad import RULES, add_input_gradient, differentiability
+from auditor.grad import RULES, add_input_gradient, differentiability, ops_elementwise
 from auditor.grad.check import directional_check, elementwise_fd, float64_runner
 
 OPSET = 17
@@ -274,6 +274,29 @@ def test_unary_positive_domain(op):
 def test_prelu_broadcast_slope():
     gradcheck([node("PRelu", ["x", "s"])], {"x": rnd((2, 3, 4, 2), 5)},
               {"s": rnd((3, 1, 1), 6)})
+
+
+@pytest.mark.parametrize("case", ["silu", "silu_swapped", "gate_read_again", "broadcast_gate", "other_sigmoid"])
+def test_silu_and_sigmoid_gates(case, monkeypatch):
+    """x * Sigmoid(x) gets one fused rule (the gradient through Sigmoid folded in); the Sigmoid's
+    other readers still send it their gradient; gates that are not SiLU take the Mul rule."""
+    x = rnd((2, 3, 4), 21, scale=2.0)
+    nodes = {
+        "silu": [node("Sigmoid", ["x"], ["s"]), node("Mul", ["x", "s"])],
+        "silu_swapped": [node("Sigmoid", ["x"], ["s"]), node("Mul", ["s", "x"])],
+        "gate_read_again": [node("Sigmoid", ["x"], ["s"]), node("Mul", ["x", "s"], ["m"]),
+                            node("Mul", ["s", "s"], ["q"]), node("Add", ["m", "q"])],
+        "broadcast_gate": [node("ReduceMean", ["x"], ["r"], axes=[2]), node("Sigmoid", ["r"], ["s"]),
+                           node("Mul", ["x", "s"])],
+        "other_sigmoid": [node("Tanh", ["x"], ["t"]), node("Sigmoid", ["t"], ["s"]), node("Mul", ["x", "s"])],
+    }[case]
+    gradcheck(nodes, {"x": x})
+    m = build(nodes, {"x": x})
+    fused = len(add_input_gradient(m, "obj").graph.node)
+    monkeypatch.setattr(ops_elementwise, "_silu_gate", lambda b, n: None)
+    plain = len(add_input_gradient(m, "obj").graph.node)
+    if case != "gate_read_again":  # (there the Sigmoid rule runs as well: a check of the values only)
+        assert fused < plain if case.startswith("silu") else fused == plain
 
 
 @pytest.mark.parametrize("bounds", ["both", "min", "max", "none"])
