@@ -11,7 +11,6 @@ from .attacks.energy import search_class
 from .attacks.evasion.base import default_epsilon
 from .data import load_data
 from .errors import AuditorError, short
-from .hw.profile import load_profile
 from .pipeline.robustness import parse_attack
 from .scenario import attack_entry, load_scenario
 
@@ -28,6 +27,8 @@ def detect_kind(path) -> str:
 def validate_file(path, kind: str = "auto") -> str:
     kind = detect_kind(path) if kind == "auto" else kind
     if kind == "hwprofile":
+        from .hw.profile import load_profile  # its cost models' numba kernels: only for a profile
+
         prof = load_profile(path)
         prof.build_cost_model()
         return "hardware profile"
