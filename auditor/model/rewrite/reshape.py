@@ -84,6 +84,15 @@ def _select(model: onnx.ModelProto, layers, default: str, what: str) -> list[tup
     return chosen
 
 
+def _weights(model: onnx.ModelProto, layers, default: str, what: str):
+    """(layer name, weight initializer name, weight values) of each distinct weight of the chosen layers."""
+    done: set[str] = set()
+    for layer, _, wname in _select(model, layers, default, what):
+        if wname not in done:
+            done.add(wname)
+            yield layer, wname, numpy_helper.to_array(_initializer(model, wname))
+
+
 def _initializer(model: onnx.ModelProto, name: str) -> onnx.TensorProto:
     return next(t for t in model.graph.initializer if t.name == name)
 
@@ -141,13 +150,9 @@ def hashnet(model, ratio: float, layers=None, seed: int = 0) -> onnx.ModelProto:
         raise AuditorError(f"hashnet ratio must be in (0, 1], got {ratio!r}", where="hashnet")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise AuditorError(f"hashnet seed must be a non-negative integer, got {seed!r}", where="hashnet")
-    done: set[str] = set()
     report = []
-    for layer, _, wname in _select(m, layers, "all", "hashnet"):
-        if wname in done:
-            continue
-        done.add(wname)
-        V = numpy_helper.to_array(_initializer(m, wname)).astype(np.float64)
+    for layer, wname, V in _weights(m, layers, "all", "hashnet"):
+        V = V.astype(np.float64)
         n = V.size
         k = num_buckets(n, float(ratio))
         h, xi = hashnet_hashes(layer, n, k, seed)
@@ -171,14 +176,8 @@ def gradient_inhibition(model, tau: float, layers=None) -> onnx.ModelProto:
     if isinstance(tau, bool) or not isinstance(tau, (int, float, np.floating)) or not np.isfinite(tau) or tau < 0:
         raise AuditorError(f"gradient inhibition tau must be a finite number >= 0, got {tau!r}",
                            where="gradient_inhibition")
-    done: set[str] = set()
     names = []
-    for layer, _, wname in _select(m, layers, "last_fc", "gradient_inhibition"):
-        if wname in done:
-            continue
-        done.add(wname)
-        t = _initializer(m, wname)
-        W = numpy_helper.to_array(t)
+    for layer, wname, W in _weights(m, layers, "last_fc", "gradient_inhibition"):
         _replace(m, wname, W.astype(np.float64) + float(tau) * np.sign(W.astype(np.float64)))
         names.append(layer)
     _record(m, {"rewrite": "gradient_inhibition", "tau": float(tau), "layers": names})
