@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from auditor.hw import build_cost_model, probe  # noqa: E402
+from auditor.hw import build_cost_model  # noqa: E402
+from auditor.runtime.session import OnnxClassifier  # noqa: E402
 
 MODELS = {"plain_cnn": None, "lenet5": None, "bn_resnet": (0.1, 0.25)}
 PROFILES = ("cnvlutin", "dense", "sparce", "sparce_simd4")
@@ -63,13 +63,13 @@ def main(argv=None) -> int:
     print("-" * len(header))
     for mname, norm in MODELS.items():
         path = ROOT / "models" / f"{mname}.onnx"
-        model = onnx.load(str(path))
         x = (x_all - norm[0]) / norm[1] if norm else x_all
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         in_name = sess.get_inputs()[0].name
         t_fwd = best_time(lambda: sess.run(None, {in_name: x}), args.repeats)
-        layers = probe.compute_layers(model)
-        acts = probe.activations(model, layers, x, batch=args.batch)
+        clf = OnnxClassifier(path, batch_size=args.batch)
+        layers = list(clf.layers)
+        acts = clf.activations(x)
         for pname, cm in profiles.items():
             t_sim = best_time(lambda: cm.simulate(layers, acts), args.repeats)
             r = cm.simulate(layers, acts)

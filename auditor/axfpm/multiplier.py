@@ -16,13 +16,12 @@ from numba import types
 from numba.extending import intrinsic
 
 from ..errors import AuditorError
+from .variants import VARIANT_CODES
 
-VARIANT_DA = 0
-VARIANT_FLAT = 1
-VARIANT_EXACT = 2
-VARIANT_BF16 = 3
-VARIANT_CODES = {"da-reference": VARIANT_DA, "flat-ama5": VARIANT_FLAT, "exact": VARIANT_EXACT,
-                 "bfloat16": VARIANT_BF16}
+VARIANT_DA = VARIANT_CODES["da-reference"]
+VARIANT_FLAT = VARIANT_CODES["flat-ama5"]
+VARIANT_EXACT = VARIANT_CODES["exact"]
+VARIANT_BF16 = VARIANT_CODES["bfloat16"]
 
 
 def _compute_tiny_abs_bits() -> int:

@@ -350,6 +350,18 @@ def nonzero_mask(x: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     return (x != 0).view(np.uint8)
 
 
+@numba.njit(cache=True, inline="always")
+def inside_columns(x0: int, W: int, OW: int, sw: int) -> tuple[int, int]:
+    """Output columns [lo, hi) whose input column ox*sw + x0 lies inside [0, W) (not padding)."""
+    lo = 0
+    if x0 < 0:
+        lo = (-x0 + sw - 1) // sw
+    hi = 0
+    if W - 1 - x0 >= 0:
+        hi = min(OW, (W - 1 - x0) // sw + 1)
+    return lo, hi
+
+
 #: window reads (values x kernel taps) below which a layer's kernels run on the calling thread
 #: alone: a parallel region waits for its slowest thread, which on a loaded machine can be
 #: descheduled for milliseconds, far longer than a small layer takes on one thread

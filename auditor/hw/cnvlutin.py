@@ -74,7 +74,6 @@ Energy (dynamic, per event) + static power x time
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numba
@@ -82,81 +81,33 @@ import numpy as np
 
 from ..model.layers import ComputeLayer
 from ..schema import field
-from .base import ConvGeom, CostModel, CostResult, check_acts, kernel_threads, lower, nonzero_mask, window_reads
-
-_SRC_ATTACK = "Krithivasan et al., Adversarial Sparsity Attacks, Sec. V Fig. 10a"
-_SRC_CNV = "Albericio et al., Cnvlutin, ISCA 2016"
-_SRC_HOROWITZ = ("Horowitz, Computing's energy problem, ISSCC 2014 (45 nm energy table), "
-                 "scaled x1.8 to 65 nm (C*V^2: 65/45 x (1.0/0.9)^2; assumption)")
+from .base import ConvGeom, CostModel, CostResult, inside_columns, nonzero_mask, window_reads
+from .dadiannao import SRC_CNV, DaDianNaoParams, simulate
 
 
 @dataclass
-class CnvlutinParams:
+class CnvlutinParams(DaDianNaoParams):
     """Cnvlutin accelerator (Albericio et al., ISCA 2016) as simulated in the sparsity-attack paper."""
 
-    clock_hz: float = field(1.0e9, doc="clock frequency", unit="Hz", source=_SRC_ATTACK + " (1 GHz)")
-    units: int = field(16, doc="units (PEs / DaDianNao tiles); they process different filters", unit="count",
-                       source=_SRC_ATTACK + " (16 PEs); " + _SRC_CNV)
-    neuron_lanes: int = field(16, doc="neuron lanes per unit; each consumes one non-zero activation per cycle",
-                              unit="count", source=_SRC_CNV)
-    filter_lanes: int = field(16, doc="filter lanes per neuron lane (filters computed in parallel per unit)",
-                              unit="count", source=_SRC_CNV)
-    brick_size: int = field(16, doc="activations per brick (consecutive channels at one position) in ZFNAf",
-                            unit="activations", source=_SRC_CNV)
     min_slot_cycles: int = field(1, doc="cycles (and neuron-buffer entries) an all-zero brick still costs its lane; "
                                         "a brick costs max(nnz, min_slot_cycles)", unit="cycles",
-                                 source="assumption (the lane must receive and retire an empty brick; " + _SRC_CNV + ")")
-    pack_narrow_layers: bool = field(True, doc="when a group has fewer channels than brick_size (e.g. a grey-scale "
-                                               "or RGB image), its windows are cut into bricks of "
-                                               "min(brick_size, ceil(window values / neuron_lanes)) consecutive "
-                                               "values in (ky, kx, c) order instead of one short brick per position",
-                                     unit="bool", source="assumption (narrow inputs laid out window-packed, so their "
-                                                         "zeros can be skipped; " + _SRC_CNV + " bricks are 16 channels)")
+                                 source="assumption (the lane must receive and retire an empty brick; " + SRC_CNV + ")")
     skip_fc: bool = field(False, doc="skip zeros in fully connected (Gemm/MatMul) layers too; otherwise they run dense",
                           unit="bool", source="assumption (Cnvlutin targets convolutional layers)")
     zero_threshold: float = field(0.0, doc="activations with |a| <= threshold are ineffectual and skipped "
                                            "(0: exact zeros only)", unit="activation value",
-                                  source=_SRC_CNV + " (loosened ineffectual-neuron criterion)")
-    value_bits: int = field(16, doc="bits per activation and per weight (fixed point)", unit="bits",
-                            source=_SRC_CNV + " (16-bit fixed point, as DaDianNao)")
+                                  source=SRC_CNV + " (loosened ineffectual-neuron criterion)")
     offset_bits: int = field(4, doc="bits of the in-brick offset stored with each ZFNAf entry", unit="bits",
-                             source=_SRC_CNV + " (log2 of the brick size)")
-    e_mac_pj: float = field(1.6, doc="energy of one 16-bit fixed-point multiply-accumulate", unit="pJ",
-                            source=_SRC_HOROWITZ + "; 16b mult ~0.8 pJ (between 8b 0.2 and 32b 3.1) + 32b add 0.1")
-    e_synapse_read_pj_per_byte: float = field(2.25, doc="synapse buffer (weight eDRAM bank) read energy per byte",
-                                              unit="pJ/byte", source=_SRC_HOROWITZ + "; 8KB-bank 64-bit read 10 pJ")
-    e_neuron_read_pj_per_byte: float = field(2.25, doc="neuron memory / input buffer read energy per byte",
-                                             unit="pJ/byte", source=_SRC_HOROWITZ + "; 8KB-bank 64-bit read 10 pJ")
-    e_neuron_write_pj_per_byte: float = field(2.25, doc="neuron memory write energy per byte (layer outputs)",
-                                              unit="pJ/byte", source="assumption (= read energy)")
-    e_dram_pj_per_byte: float = field(244.0, doc="off-chip DRAM access energy per byte", unit="pJ/byte",
-                                      source="Horowitz ISSCC 2014: DRAM 1.3-2.6 nJ per 64-bit access (midpoint)")
-    weights_on_chip: bool = field(True, doc="all weights resident on chip (no per-inference DRAM weight traffic)",
-                                  unit="bool", source="DaDianNao (Chen et al., MICRO 2014): synapses in on-chip eDRAM")
-    static_power_w: float = field(2.5, doc="static (leakage) power of the chip", unit="W",
-                                  source="assumption (~10% of the peak dynamic power of this model at 1 GHz)")
+                             source=SRC_CNV + " (log2 of the brick size)")
 
     def validate(self) -> None:
-        check_machine_params(self)
+        super().validate()
         if not 0 <= self.min_slot_cycles <= self.brick_size:
             raise ValueError(f"min_slot_cycles must be in [0, brick_size], got {self.min_slot_cycles}")
         if self.offset_bits < 0:
             raise ValueError(f"offset_bits must be >= 0, got {self.offset_bits}")
         if self.zero_threshold < 0:
             raise ValueError(f"zero_threshold must be >= 0, got {self.zero_threshold}")
-
-
-def check_machine_params(p) -> None:
-    """Checks shared by the DaDianNao-organised machines (Cnvlutin and its dense baseline)."""
-    for name in ("units", "neuron_lanes", "filter_lanes", "brick_size", "value_bits"):
-        if getattr(p, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(p, name)}")
-    if p.clock_hz <= 0:
-        raise ValueError(f"clock_hz must be > 0, got {p.clock_hz}")
-    for name in ("e_mac_pj", "e_synapse_read_pj_per_byte", "e_neuron_read_pj_per_byte",
-                 "e_neuron_write_pj_per_byte", "e_dram_pj_per_byte", "static_power_w"):
-        if getattr(p, name) < 0:
-            raise ValueError(f"{name} must be >= 0, got {getattr(p, name)}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,18 +154,6 @@ def brick_counts_of(x: np.ndarray, group: int, brick: int, threshold: float = 0.
     if brick > 255:
         return brick_counts(nonzero_mask(x, threshold), group, brick)
     return _brick_counts(x, group, brick, np.float32(threshold))
-
-
-@numba.njit(cache=True, inline="always")
-def inside_columns(x0: int, W: int, OW: int, sw: int) -> tuple[int, int]:
-    """Output columns [lo, hi) whose input column ox*sw + x0 lies inside [0, W) (not padding)."""
-    lo = 0
-    if x0 < 0:
-        lo = (-x0 + sw - 1) // sw
-    hi = 0
-    if W - 1 - x0 >= 0:
-        hi = min(OW, (W - 1 - x0) // sw + 1)
-    return lo, hi
 
 
 @numba.njit(cache=True, parallel=True)
@@ -379,61 +318,10 @@ def cnv_windows_reference(x, geom: ConvGeom, lanes: int, brick: int, min_slot: i
     return out
 
 
-# ----------------------------------------------------------------------------------------------
-# Shared DaDianNao geometry (also used by the dense model)
-# ----------------------------------------------------------------------------------------------
-
-
-def window_occupancy(geom: ConvGeom, brick: int, packed: bool) -> np.ndarray:
-    """Occupancy (values held) of each brick of one window, in lane order."""
-    if packed:
-        kw = geom.KH * geom.KW * geom.Cg
-        occ = np.full(-(-kw // brick), brick, dtype=np.int64)
-        occ[-1] = kw - brick * (len(occ) - 1)
-        return occ
-    nb = -(-geom.Cg // brick)
-    occ = np.full(nb, brick, dtype=np.int64)
-    occ[-1] = geom.Cg - brick * (nb - 1)
-    return np.tile(occ, geom.KH * geom.KW)
-
-
-def is_packed(geom: ConvGeom, brick: int, pack_narrow: bool) -> bool:
-    """Whether the layer uses window-packed bricks (narrow groups with pack_narrow_layers)."""
-    return bool(pack_narrow) and geom.Cg < brick and geom.KH * geom.KW > 1
-
-
-def packed_brick_size(geom: ConvGeom, brick: int, lanes: int) -> int:
-    """Brick length of a window-packed layer: the window spread evenly over the lanes, at most ``brick``."""
-    return max(1, min(brick, -(-(geom.KH * geom.KW * geom.Cg) // lanes)))
-
-
-def dense_window_cycles(geom: ConvGeom, lanes: int, brick: int, packed: bool = False) -> int:
-    """Cycles of one window when every brick costs its occupancy (no skipping)."""
-    seq = window_occupancy(geom, brick, packed)
-    pad = (-len(seq)) % lanes
-    if pad:
-        seq = np.concatenate([seq, np.zeros(pad, dtype=np.int64)])
-    return int(seq.reshape(-1, lanes).max(axis=1).sum())
-
-
-def passes(geom: ConvGeom, units: int, filter_lanes: int) -> int:
-    """Passes over the input per group: ceil(M_g / (units * filter_lanes))."""
-    return -(-geom.Mg // (units * filter_lanes))
-
-
-@dataclass
-class _LayerEvents:
-    cycles: np.ndarray  # (N,) int64
-    dense_cycles: int
-    nnz_visits: np.ndarray  # (N,) activations multiplied (per filter of the group)
-    entries: np.ndarray  # (N,) neuron-buffer entries read over all passes
-    entry_bytes: float
-    out_bytes: float  # bytes written for the layer's output
-
-
-def _skip_schedule(x4, geom: ConvGeom, packed: bool, brick: int, neuron_lanes: int, min_slot: int,
+def skip_schedule(x4, geom: ConvGeom, packed: bool, brick: int, neuron_lanes: int, min_slot: int,
                    threshold: float) -> np.ndarray:
-    """(N, 3) schedule of one pass of a zero-skipping layer (the kernel that fits its bricks)."""
+    """(N, 3) schedule of one pass of a zero-skipping layer (the kernel that fits its bricks): the
+    :data:`~auditor.hw.dadiannao.Schedule` of the Cnvlutin machine."""
     if packed and brick == 1 and min_slot >= 1:
         r = cnv_windows_single(x4, geom, neuron_lanes, min_slot, threshold)
     elif packed:
@@ -446,71 +334,6 @@ def _skip_schedule(x4, geom: ConvGeom, packed: bool, brick: int, neuron_lanes: i
     return r
 
 
-def dadn_events(layer: ComputeLayer, x: np.ndarray, *, units: int, neuron_lanes: int, filter_lanes: int,
-                brick: int, value_bits: int, offset_bits: int, skip: bool, min_slot: int,
-                threshold: float, pack_narrow: bool) -> tuple[_LayerEvents, ConvGeom]:
-    """Cycle and event counts of one layer for a batch on the DaDianNao/Cnvlutin organisation."""
-    x4, geom = lower(layer, x)
-    n = len(x4)
-    npass = passes(geom, units, filter_lanes)
-    windows = geom.group * geom.OH * geom.OW
-    packed = is_packed(geom, brick, pack_narrow)
-    if packed:
-        brick = packed_brick_size(geom, brick, neuron_lanes)
-    dense = npass * windows * dense_window_cycles(geom, neuron_lanes, brick, packed)
-    vbytes = value_bits / 8.0
-    if skip:
-        with kernel_threads(x4.size * geom.KH * geom.KW):
-            r = _skip_schedule(x4, geom, packed, brick, neuron_lanes, min_slot, threshold)
-        cycles = r[:, 0] * npass
-        nnz = r[:, 1]
-        entries = r[:, 2] * npass
-        entry_bytes = (value_bits + offset_bits) / 8.0
-    else:
-        slots = windows * geom.KH * geom.KW * geom.Cg
-        cycles = np.full(n, dense, dtype=np.int64)
-        nnz = np.full(n, slots, dtype=np.int64)
-        entries = np.full(n, slots * npass, dtype=np.int64)
-        entry_bytes = vbytes
-    out_elems = geom.M * geom.OH * geom.OW
-    out_bytes = out_elems * (entry_bytes if skip else vbytes)
-    return _LayerEvents(cycles, dense, nnz, entries, entry_bytes, out_bytes), geom
-
-
-def dadn_simulate(layers, acts, p, *, skip_conv: bool, skip_fc: bool, min_slot: int, offset_bits: int,
-                  threshold: float) -> CostResult:
-    """Simulate a batch on the DaDianNao organisation (shared by the Cnvlutin and dense models)."""
-    n = check_acts(layers, acts)
-    L = len(layers)
-    cycles = np.zeros((n, L), dtype=np.int64)
-    dense = np.zeros((n, L), dtype=np.int64)
-    e = {k: np.zeros((n, L)) for k in ("mac", "synapse_buffer", "neuron_buffer", "offchip")}
-    pj = 1e-12
-    wbytes = p.value_bits / 8.0
-    for li, layer in enumerate(layers):
-        skip = skip_conv if layer.is_conv else skip_fc
-        ev, geom = dadn_events(layer, acts[layer.input], units=p.units, neuron_lanes=p.neuron_lanes,
-                               filter_lanes=p.filter_lanes, brick=p.brick_size, value_bits=p.value_bits,
-                               offset_bits=offset_bits, skip=skip, min_slot=min_slot, threshold=threshold,
-                               pack_narrow=p.pack_narrow_layers)
-        cycles[:, li] = ev.cycles
-        dense[:, li] = ev.dense_cycles
-        macs = ev.nnz_visits.astype(np.float64) * geom.Mg
-        e["mac"][:, li] = macs * p.e_mac_pj * pj
-        e["synapse_buffer"][:, li] = macs * wbytes * p.e_synapse_read_pj_per_byte * pj
-        e["neuron_buffer"][:, li] = (ev.entries * ev.entry_bytes * p.e_neuron_read_pj_per_byte
-                                     + ev.out_bytes * p.e_neuron_write_pj_per_byte) * pj
-        off = 0.0
-        if li == 0:
-            off += math.prod(layer.input_shape) * wbytes
-        if li == L - 1:
-            off += math.prod(layer.output_shape) * wbytes
-        if not p.weights_on_chip:
-            off += math.prod(layer.weight_shape) * wbytes
-        e["offchip"][:, li] = off * p.e_dram_pj_per_byte * pj
-    return CostResult.build([lay.name for lay in layers], cycles, dense, e, p.clock_hz, p.static_power_w)
-
-
 class CnvlutinModel(CostModel):
     """Cnvlutin: zero-skipping DaDianNao (see the module docstring for the model)."""
 
@@ -519,5 +342,5 @@ class CnvlutinModel(CostModel):
 
     def simulate(self, layers: list[ComputeLayer], acts: dict[str, np.ndarray]) -> CostResult:
         p = self.params
-        return dadn_simulate(layers, acts, p, skip_conv=True, skip_fc=p.skip_fc, min_slot=p.min_slot_cycles,
-                             offset_bits=p.offset_bits, threshold=p.zero_threshold)
+        return simulate(layers, acts, p, conv_schedule=skip_schedule, fc_schedule=skip_schedule if p.skip_fc else None,
+                        min_slot=p.min_slot_cycles, offset_bits=p.offset_bits, threshold=p.zero_threshold)

@@ -48,53 +48,43 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..axfpm.variants import BY_NAME, MULTIPLIERS, SOURCE as _SRC_DA, VARIANTS
 from ..errors import AuditorError
 from ..model.layers import ComputeLayer
 from ..schema import field
 from .base import CostModel, CostResult, check_acts, lower
+from .energies import energy_field
 
-_SRC_DA = ("Guesmi et al., Defensive Approximation: Securing CNNs using Approximate Computing, Table 7 "
-           "(45 nm PTM, Keysight ADS)")
-_SRC_HOROWITZ = ("Horowitz, Computing's energy problem, ISSCC 2014 (45 nm table, the node of the paper's "
-                 "multiplier results)")
-
-#: paper defaults (energy factor, delay factor) of each multiplier variant relative to the exact
-#: float32 multiplier; the model reads them from its Params (energy_factor_da, delay_factor_da)
-FACTORS = {
-    # Ax-FPM as built by the authors: Table 7 of the paper
-    "da-reference": (0.487, 0.29),
-    # the same AMA5 cells in a flat row-ripple array: the paper reports no figure for this
-    # layout; assumption: the same cell count and cell type as the hierarchical array, hence the
-    # same Table 7 factors
-    "flat-ama5": (0.487, 0.29),
-    "exact": (1.0, 1.0),
-    # the paper's bfloat16 multiplier (Ax-FPM-like architecture, Booth mantissa multiplier): Table 7
-    "bfloat16": (0.4, 0.4),
-}
+#: (energy factor, delay factor) of each multiplier variant relative to the exact float32
+#: multiplier (:data:`auditor.axfpm.variants.VARIANTS`); the model reads them from its Params
+#: (energy_factor_da, delay_factor_da, ...), whose defaults they are
+FACTORS = {v.name: (v.energy_factor, v.delay_factor) for v in VARIANTS}
 #: ops the Ax-FPM executes by default (as ApproxModel)
 DEFAULT_APPROX_OPS = ("Conv", "Gemm")
+
+
+def _factor(variant: str, which: str, doc: str):
+    """A Params field defaulting to the ``which`` ("energy" or "delay") factor of ``variant``."""
+    v = BY_NAME[variant]
+    note = "; flat-ama5: " + BY_NAME["flat-ama5"].source if variant == "da-reference" else ""
+    return field(getattr(v, f"{which}_factor"), doc=doc, unit="ratio", source=v.source + note)
 
 
 @dataclass
 class FpuParams:
     """In-order core with a scalar float32 FPU whose multiplier is exact or Ax-FPM."""
 
-    multiplier: str = field("da-reference", doc="multiplier of the FPU: da-reference (Ax-FPM as built by the "
-                                                "authors), flat-ama5 (flat AMA5 array; same factors assumed), "
-                                                "exact or bfloat16; selects the energy and delay factors",
+    multiplier: str = field("da-reference", doc="multiplier of the FPU: " + ", ".join(
+        f"{v.name} ({v.doc})" for v in VARIANTS) + "; selects the energy and delay factors",
                             unit="variant", source=_SRC_DA)
-    energy_factor_da: float = field(0.487, doc="energy of one Ax-FPM multiply relative to the exact multiplier "
-                                               "(used for da-reference and flat-ama5)", unit="ratio",
-                                    source=_SRC_DA + ": average energy 0.487; flat-ama5: assumption (same AMA5 cells)")
-    delay_factor_da: float = field(0.29, doc="delay of the Ax-FPM relative to the exact multiplier (used for "
-                                             "da-reference and flat-ama5)", unit="ratio",
-                                   source=_SRC_DA + ": average delay 0.29; flat-ama5: assumption (same AMA5 cells)")
-    energy_factor_bf16: float = field(0.4, doc="energy of one bfloat16 multiply relative to the exact float32 "
-                                               "multiplier (used for bfloat16)", unit="ratio",
-                                      source=_SRC_DA + ": Bfloat16 average energy 0.4")
-    delay_factor_bf16: float = field(0.4, doc="delay of the bfloat16 multiplier relative to the exact float32 "
-                                             "multiplier (used for bfloat16)", unit="ratio",
-                                     source=_SRC_DA + ": Bfloat16 average delay 0.4")
+    energy_factor_da: float = _factor("da-reference", "energy", "energy of one Ax-FPM multiply relative to the exact "
+                                                                "multiplier (used for da-reference and flat-ama5)")
+    delay_factor_da: float = _factor("da-reference", "delay", "delay of the Ax-FPM relative to the exact multiplier "
+                                                              "(used for da-reference and flat-ama5)")
+    energy_factor_bf16: float = _factor("bfloat16", "energy", "energy of one bfloat16 multiply relative to the exact "
+                                                              "float32 multiplier (used for bfloat16)")
+    delay_factor_bf16: float = _factor("bfloat16", "delay", "delay of the bfloat16 multiplier relative to the exact "
+                                                            "float32 multiplier (used for bfloat16)")
     clock_hz: float = field(1.0e+9, doc="core clock frequency (not changed by the multiplier: other paths set it)",
                             unit="Hz", source="assumption (the paper evaluates the multiplier alone)")
     fmul_cycles: int = field(4, doc="latency of the exact float32 multiplier", unit="cycles",
@@ -119,22 +109,18 @@ class FpuParams:
                                      unit="instructions", source="assumption")
     output_overhead_cycles: int = field(10, doc="cycles of those per-output instructions (incl. the bias fadd latency)",
                                         unit="cycles", source="assumption")
-    e_fmul_pj: float = field(3.7, doc="energy of one exact float32 multiply", unit="pJ",
-                             source=_SRC_HOROWITZ + ": 32-bit FP mult 3.7 pJ")
-    e_fadd_pj: float = field(0.9, doc="energy of one FP add (each product accumulated, and the bias)", unit="pJ",
-                             source=_SRC_HOROWITZ + ": 32-bit FP add 0.9 pJ (the emulation accumulates in float64: "
-                                                    "assumption that the hardware adder is float32)")
-    e_load_pj: float = field(20.0, doc="L1 data-cache access of a load or store", unit="pJ",
-                             source=_SRC_HOROWITZ + ": 32KB cache 64-bit access 20 pJ")
-    e_instruction_pj: float = field(70.0, doc="per executed instruction: fetch, decode, register file, control",
-                                    unit="pJ", source=_SRC_HOROWITZ + ": ~70 pJ instruction overhead of a RISC core")
-    e_alu_pj: float = field(0.1, doc="integer ALU / branch operation (loop control)", unit="pJ",
-                            source=_SRC_HOROWITZ + ": 32-bit int add 0.1 pJ")
-    static_power_w: float = field(0.1, doc="static (leakage) power of core and caches", unit="W", source="assumption")
+    e_fmul_pj: float = energy_field("core45.fp32_mul")
+    e_fadd_pj: float = energy_field("core45.fp32_add", "energy of one FP add (each product accumulated, and the bias)",
+                                    " (the emulation accumulates in float64: assumption that the hardware adder is "
+                                    "float32)")
+    e_load_pj: float = energy_field("core45.l1_access")
+    e_instruction_pj: float = energy_field("core45.instruction")
+    e_alu_pj: float = energy_field("core45.int_alu", "integer ALU / branch operation (loop control)")
+    static_power_w: float = energy_field("core45.static")
 
     def validate(self) -> None:
-        if self.multiplier not in FACTORS:
-            raise ValueError(f"multiplier must be one of {', '.join(FACTORS)}, got {self.multiplier!r}")
+        if self.multiplier not in MULTIPLIERS:
+            raise ValueError(f"multiplier must be one of {', '.join(MULTIPLIERS)}, got {self.multiplier!r}")
         if self.clock_hz <= 0:
             raise ValueError(f"clock_hz must be > 0, got {self.clock_hz}")
         for name in ("fmul_cycles", "unroll"):

@@ -14,6 +14,7 @@ from typing import Any, Literal, Optional
 import yaml
 
 from .. import schema
+from ..axfpm.variants import MULTIPLIERS
 from ..errors import AuditorError
 
 
@@ -47,7 +48,7 @@ class Reshape:
 class Approx:
     """Approximate multiplier used for the products of the compute layers (Defensive Approximation)."""
 
-    multiplier: Literal["da-reference", "flat-ama5", "exact", "bfloat16"] = schema.field(
+    multiplier: Literal[MULTIPLIERS] = schema.field(
         "da-reference", doc="multiplier variant: the authors' Ax-FPM implementation, a flat AMA5 array, exact, or bfloat16 "
         "(operands rounded to bfloat16, product in float32)", source="Guesmi et al.")
     layers: Optional[list[str]] = schema.field(None, doc="node names computed approximately (default: every Conv and Gemm)")

@@ -61,17 +61,18 @@ import numpy as np
 
 from ..model.layers import ComputeLayer
 from ..schema import field
-from .base import ConvGeom, CostModel, CostResult, check_acts, kernel_threads, lower, nonzero_mask, window_reads
-from .cnvlutin import inside_columns
+from .base import (ConvGeom, CostModel, CostResult, check_acts, inside_columns, kernel_threads, lower, nonzero_mask,
+                   window_reads)
+from .energies import energy_field
 
 _SRC_SPARCE = "Sen et al., SparCE, IEEE TC 2019"
 _SRC_ATTACK = "Krithivasan et al., Adversarial Sparsity Attacks, Sec. V Fig. 10b"
-_SRC_HOROWITZ = "Horowitz, Computing's energy problem, ISSCC 2014 (45 nm table; technology node of the core is an assumption)"
 
 
 @dataclass
 class SparceParams:
-    """In-order ARMv8-A core with SparCE extensions (Sen et al., IEEE TC 2019)."""
+    """In-order ARMv8-A core with SparCE extensions (Sen et al., IEEE TC 2019); its energies are the
+    45 nm ones of :mod:`auditor.hw.energies` (the core's technology node is an assumption)."""
 
     clock_hz: float = field(1.0e9, doc="core clock frequency", unit="Hz",
                             source="assumption (the attack paper gives no SparCE clock; 1 GHz as its Cnvlutin)")
@@ -104,15 +105,11 @@ class SparceParams:
                                                "per cycle", unit="cycles", source="assumption")
     im2col_cycles_per_element: int = field(3, doc="cycles per element written by im2col (load, store, index update), "
                                                   "one instruction per cycle", unit="cycles", source="assumption")
-    e_instruction_pj: float = field(70.0, doc="per executed instruction: fetch, decode, register file, control",
-                                    unit="pJ", source=_SRC_HOROWITZ + ": ~70 pJ instruction overhead of a RISC core")
-    e_load_pj: float = field(20.0, doc="L1 data-cache access of a load or store", unit="pJ",
-                             source=_SRC_HOROWITZ + ": 32KB cache 64-bit access 20 pJ")
-    e_mac_pj: float = field(4.6, doc="floating-point multiply-accumulate operation (all SIMD lanes)", unit="pJ",
-                            source=_SRC_HOROWITZ + ": fp32 mult 3.7 pJ + add 0.9 pJ")
-    e_alu_pj: float = field(0.1, doc="integer ALU / branch operation", unit="pJ",
-                            source=_SRC_HOROWITZ + ": 32-bit int add 0.1 pJ")
-    static_power_w: float = field(0.1, doc="static (leakage) power of core and caches", unit="W", source="assumption")
+    e_instruction_pj: float = energy_field("core45.instruction")
+    e_load_pj: float = energy_field("core45.l1_access")
+    e_mac_pj: float = energy_field("core45.fp32_mac")
+    e_alu_pj: float = energy_field("core45.int_alu")
+    static_power_w: float = energy_field("core45.static")
 
     def validate(self) -> None:
         if self.simd_width < 1:

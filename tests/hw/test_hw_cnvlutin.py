@@ -6,15 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 
 from auditor.errors import AuditorError
-from auditor.hw import CnvlutinModel, CnvlutinParams, CostResult, DenseModel, build_cost_model, lower, probe
-from auditor.hw.cnvlutin import (brick_counts, cnv_windows, cnv_windows_packed, cnv_windows_reference,
-                                 dense_window_cycles, is_packed)
+from auditor.hw import CnvlutinModel, CnvlutinParams, CostResult, DenseModel, build_cost_model, lower
+from auditor.hw.cnvlutin import brick_counts, cnv_windows, cnv_windows_packed, cnv_windows_reference
+from auditor.hw.dadiannao import dense_window_cycles, is_packed
 from auditor.hw.base import nonzero_mask
 from auditor.model.layers import ComputeLayer
+from auditor.runtime.session import OnnxClassifier
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -216,15 +216,14 @@ def test_conv_transpose_skips_inserted_zeros():
 
 @pytest.fixture(scope="module")
 def plain_cnn():
-    model = onnx.load(str(ROOT / "models" / "plain_cnn.onnx"))
-    layers = probe.compute_layers(model)
+    clf = OnnxClassifier(ROOT / "models" / "plain_cnn.onnx")
     x = np.load(ROOT / "auditor" / "data" / "digits28_test.npz")["x"][:16].astype(np.float32) / 255.0
-    return model, layers, x
+    return clf, list(clf.layers), x
 
 
 def test_sparser_activations_cost_fewer_cycles(plain_cnn):
-    model, layers, x = plain_cnn
-    acts = probe.activations(model, layers, x)
+    clf, layers, x = plain_cnn
+    acts = clf.activations(x)
     # the same inputs with extra zeros in every layer's activation: never slower, strictly faster overall
     rng = np.random.default_rng(0)
     sparser = {k: np.where(rng.random(v.shape) < 0.4, 0, v).astype(np.float32) for k, v in acts.items()}
@@ -240,18 +239,18 @@ def test_sparser_activations_cost_fewer_cycles(plain_cnn):
 
 
 def test_noisy_input_is_slower_than_clean(plain_cnn):
-    model, layers, x = plain_cnn
+    clf, layers, x = plain_cnn
     rng = np.random.default_rng(1)
     noisy = np.clip(x + rng.uniform(0, 0.3, x.shape).astype(np.float32), 0, 1)  # fills the zero background
-    a = CnvlutinModel().simulate(layers, probe.activations(model, layers, x))
-    b = CnvlutinModel().simulate(layers, probe.activations(model, layers, noisy))
+    a = CnvlutinModel().simulate(layers, clf.activations(x))
+    b = CnvlutinModel().simulate(layers, clf.activations(noisy))
     assert (b.total_cycles > a.total_cycles).all()
     assert (b.cycles[:, 0] > a.cycles[:, 0]).all()  # the first layer skips the input's zeros
 
 
 def test_energy_latency_arithmetic(plain_cnn):
-    model, layers, x = plain_cnn
-    acts = probe.activations(model, layers, x)
+    clf, layers, x = plain_cnn
+    acts = clf.activations(x)
     r = CnvlutinModel().simulate(layers, acts)
     assert r.cycles.shape == r.dense_cycles.shape == r.energy_j.shape == (len(x), len(layers))
     assert r.cycles.dtype == np.int64

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx.shape_inference import infer_shapes
 import pytest
 import yaml
 
-from auditor.hw import CnvlutinModel, CnvlutinParams, SparceModel, SparceParams, build_cost_model, lower, probe
+from auditor.model.graph import compute_layers
+from auditor.hw import CnvlutinModel, CnvlutinParams, SparceModel, SparceParams, build_cost_model, lower
 from auditor.hw.base import nonzero_mask, window_reads
-from auditor.hw.cnvlutin import (brick_counts, brick_counts_of, cnv_windows_reference, is_packed, packed_brick_size,
-                                 passes)
+from auditor.hw.cnvlutin import brick_counts, brick_counts_of, cnv_windows_reference
+from auditor.hw.dadiannao import is_packed, packed_brick_size, passes
 from auditor.hw.sparce import sparce_skips_reference
 from auditor.model.layers import ComputeLayer
 
@@ -128,7 +130,7 @@ STORED = {
 def test_bundled_models_match_stored_figures():
     got = {}
     for m in ("plain_cnn", "lenet5", "bn_resnet", "surrogate_cnn"):
-        layers = probe.compute_layers(onnx.load(str(ROOT / "models" / f"{m}.onnx")))
+        layers = compute_layers(infer_shapes(onnx.load(str(ROOT / "models" / f"{m}.onnx"))))
         rng = np.random.default_rng(5)
         acts = {}
         for layer in layers:

@@ -6,14 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import yaml
 
-from auditor.hw import SparceModel, SparceParams, build_cost_model, lower, probe
+from auditor.hw import SparceModel, SparceParams, build_cost_model, lower
 from auditor.hw.base import nonzero_mask
 from auditor.hw.sparce import sasa_coverage, sparce_skips, sparce_skips_reference
 from auditor.model.layers import ComputeLayer
+from auditor.runtime.session import OnnxClassifier
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,10 +129,9 @@ def bundled():
     x = np.load(ROOT / "auditor" / "data" / "digits28_test.npz")["x"].astype(np.float32) / 255.0
     out = {}
     for name, norm in MODELS.items():
-        model = onnx.load(str(ROOT / "models" / f"{name}.onnx"))
-        layers = probe.compute_layers(model)
+        clf = OnnxClassifier(ROOT / "models" / f"{name}.onnx")
         xi = (x - norm[0]) / norm[1] if norm else x
-        out[name] = (layers, probe.activations(model, layers, xi))
+        out[name] = (list(clf.layers), clf.activations(xi))
     return out
 
 
