@@ -81,7 +81,7 @@ import numpy as np
 
 from ..model.layers import ComputeLayer
 from ..schema import field
-from .base import ConvGeom, CostModel, CostResult, inside_columns, nonzero_mask, window_reads
+from .base import ConvGeom, CostModel, CostResult, nonzero_mask, window_reads
 from .dadiannao import SRC_CNV, DaDianNaoParams, simulate
 
 
@@ -165,91 +165,164 @@ def cnv_schedule(src, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, per_brick, 
     A window is the sequence (ky, kx, s), s fastest; every ``per_brick`` consecutive sources form a
     brick (the last one of the window may be short), every ``lanes`` consecutive bricks a step.
     A brick costs max(nnz, min_slot), a step the max over its bricks (at least min_slot: a step
-    has at least one brick).  Because this structure does not depend on the output position, the
-    kernel works on a whole row of output positions at once (one task per input and group, run in
-    parallel; small row buffers, no array views inside the loops).
+    has at least one brick).
 
     Returns (N, 3) int64: cycles of one pass over all windows, non-zero activation visits, and
     neuron-buffer entries read in one pass (sum over bricks of max(nnz, min_slot)).
+
+    How: the structure of a window does not depend on its output position, so the kernel works
+    on a band of output rows at once.  A band's sources are copied, zero-padded, into planes split
+    by stride phase (row phase a = input row mod sh, column phase b likewise), where output
+    position (oy, ox) of the band reads tap (ky, kx, s) at one fixed offset from index
+    oy * Wq + ox: every tap is one contiguous, vectorised pass over the band (the columns
+    ox >= OW of the full-width rows are computed and left out of the sums).  Non-zero visits, and
+    with one source per brick the entries, are counted once per source pixel, weighted by how
+    many windows of the band read it.  One task per (input, group, band), in parallel.
     """
     N, GS, H, W = src.shape
     S = GS // group
-    total = KH * KW * S
-    parts = np.zeros((N * group, 3), dtype=np.int64)
-    for task in numba.prange(N * group):
-        n = task // group
-        g = task - n * group
-        cur = np.zeros(OW, dtype=np.int32)   # non-zeros of the current brick, per position of the row
-        smax = np.empty(OW, dtype=np.int32)  # largest brick cost of the current step
-        cyc = 0
-        nnz = 0
-        ent = 0
-        for oy in range(OH):
-            for ox in range(OW):
-                smax[ox] = min_slot
-            filled = 0
+    Wq = OW + ((KW - 1) * dw) // sw      # phase columns the windows read
+    rext = ((KH - 1) * dh) // sh
+    band = max(1, min(OH, 4096 // Wq))   # output rows per task: its buffers stay in cache
+    PL = (band + rext + 1) * Wq          # one phase plane of one source (+1 row: the full-width reads)
+    nbands = (OH + band - 1) // band
+    ntap = KH * KW * S
+    toff = np.empty(ntap, dtype=np.int64)   # offset of each tap, in window order
+    need_a = np.zeros(sh, dtype=np.bool_)   # the phases some tap reads
+    need_b = np.zeros(sw, dtype=np.bool_)
+    t = 0
+    for ky in range(KH):
+        a = (ky * dh) % sh
+        need_a[a] = True
+        for kx in range(KW):
+            b = (kx * dw) % sw
+            need_b[b] = True
+            for s in range(S):
+                toff[t] = ((s * sh + a) * sw + b) * PL + ((ky * dh) // sh) * Wq + (kx * dw) // sw
+                t += 1
+    mx = np.zeros(W, dtype=np.int64)  # windows (ox, kx) reading each input column
+    for kx in range(KW):
+        for ox in range(OW):
+            ix = ox * sw - pl + kx * dw
+            if 0 <= ix < W:
+                mx[ix] += 1
+    ntask = N * group * nbands
+    nchunk = min(ntask, 64)
+    parts = np.zeros((ntask, 3), dtype=np.int64)
+    Q = band * Wq
+    for chunk in numba.prange(nchunk):
+        planes = np.empty(S * sh * sw * PL, dtype=np.int32)
+        cnt = np.empty(Q, dtype=np.int32)    # non-zeros of the current brick
+        smax = np.empty(Q, dtype=np.int32)   # largest brick of the current step
+        entp = np.empty(Q, dtype=np.int32)   # entries read, per position
+        cycp = np.empty(Q, dtype=np.int32)   # cycles, per position
+        for task in range(chunk * ntask // nchunk, (chunk + 1) * ntask // nchunk):
+            n = task // (group * nbands)
+            rest = task - n * (group * nbands)
+            g = rest // nbands
+            r0 = (rest - g * nbands) * band
+            R = min(band, OH - r0)
+            QR = R * Wq
+            planes[:] = 0
+            nnz = 0
+            ent = 0
+            reads = 0
+            # phase row j of row phase a is padded input row (r0 + j) * sh + a
+            for a in range(sh):
+                if not need_a[a]:
+                    continue
+                for j in range(R + rext):
+                    prow = (r0 + j) * sh + a
+                    iy = prow - pt
+                    if iy < 0 or iy >= H:
+                        continue
+                    my = 0  # windows (oy in the band, ky) reading this row
+                    for ky in range(KH):
+                        d = prow - ky * dh
+                        if d >= 0 and d % sh == 0 and r0 <= d // sh < r0 + R:
+                            my += 1
+                    if my == 0:
+                        continue
+                    for b in range(sw):
+                        if not need_b[b]:
+                            continue
+                        lo = max(0, (pl - b + sw - 1) // sw)   # phase columns inside the input
+                        hi = min(Wq, (W - 1 + pl - b) // sw + 1)
+                        if hi <= lo:
+                            continue
+                        off = lo * sw + b - pl
+                        for s in range(S):
+                            row = planes[((s * sh + a) * sw + b) * PL + j * Wq + lo:((s * sh + a) * sw + b) * PL + j * Wq + hi]
+                            sr = src[n, g * S + s, iy]
+                            for k in range(hi - lo):
+                                v = np.int32(sr[off + k * sw])
+                                row[k] = v
+                                w = my * mx[off + k * sw]
+                                nnz += v * w
+                                ent += max(v, min_slot) * w
+                                reads += w
+            sm = smax[:QR]
+            sm[:] = 0
+            cy = cycp[:QR]
+            cy[:] = 0
+            en = entp[:QR]
+            en[:] = 0
+            ct = cnt[:QR]
             in_step = 0
             t = 0
-            for ky in range(KH):
-                iy = oy * sh - pt + ky * dh
-                row_in = iy >= 0 and iy < H
-                for kx in range(KW):
-                    x0 = kx * dw - pl
-                    lo, hi = inside_columns(x0, W, OW, sw)
-                    if not row_in:
-                        hi = lo
-                    for si in range(S):
-                        c = g * S + si
-                        t += 1
-                        filled += 1
-                        close = filled == per_brick or t == total
-                        if per_brick == 1:
-                            # one source per brick: its count is the brick's, no accumulation;
-                            # positions outside the input cost min_slot (already in smax)
-                            ent += (OW - max(hi - lo, 0)) * min_slot
-                            if sw == 1:
-                                for ox in range(lo, hi):
-                                    v = np.int32(src[n, c, iy, ox + x0])
-                                    nnz += v
-                                    ent += v if v > min_slot else min_slot
-                                    if v > smax[ox]:
-                                        smax[ox] = v
-                            else:
-                                for ox in range(lo, hi):
-                                    v = np.int32(src[n, c, iy, ox * sw + x0])
-                                    nnz += v
-                                    ent += v if v > min_slot else min_slot
-                                    if v > smax[ox]:
-                                        smax[ox] = v
-                        else:
-                            if sw == 1:
-                                for ox in range(lo, hi):
-                                    cur[ox] += src[n, c, iy, ox + x0]
-                            else:
-                                for ox in range(lo, hi):
-                                    cur[ox] += src[n, c, iy, ox * sw + x0]
-                            if close:
-                                for ox in range(OW):
-                                    v = cur[ox]
-                                    nnz += v
-                                    ent += v if v > min_slot else min_slot
-                                    if v > smax[ox]:
-                                        smax[ox] = v
-                                    cur[ox] = 0
-                        if close:
-                            filled = 0
-                            in_step += 1
-                            if in_step == lanes or t == total:  # close the step
-                                for ox in range(OW):
-                                    cyc += smax[ox]
-                                    smax[ox] = min_slot
-                                in_step = 0
-        parts[task, 0] = cyc
-        parts[task, 1] = nnz
-        parts[task, 2] = ent
+            while t < ntap:
+                if per_brick == 1:
+                    p = planes[toff[t]:toff[t] + QR]
+                    for q in range(QR):
+                        sm[q] = max(sm[q], p[q])
+                    t += 1
+                elif per_brick == 2 and t + 1 < ntap:
+                    p0 = planes[toff[t]:toff[t] + QR]
+                    p1 = planes[toff[t + 1]:toff[t + 1] + QR]
+                    for q in range(QR):
+                        v = p0[q] + p1[q]
+                        en[q] += max(v, min_slot)
+                        sm[q] = max(sm[q], v)
+                    t += 2
+                else:
+                    t1 = min(t + per_brick, ntap)
+                    p = planes[toff[t]:toff[t] + QR]
+                    for q in range(QR):
+                        ct[q] = p[q]
+                    for u in range(t + 1, t1):
+                        p = planes[toff[u]:toff[u] + QR]
+                        for q in range(QR):
+                            ct[q] += p[q]
+                    for q in range(QR):
+                        v = ct[q]
+                        en[q] += max(v, min_slot)
+                        sm[q] = max(sm[q], v)
+                    t = t1
+                in_step += 1
+                if in_step == lanes or t >= ntap:  # close the step
+                    for q in range(QR):
+                        cy[q] += max(sm[q], min_slot)
+                        sm[q] = 0
+                    in_step = 0
+            cyc = 0
+            for r in range(R):
+                for ox in range(OW):
+                    cyc += cy[r * Wq + ox]
+            if per_brick == 1:
+                # one source per brick: its entries were counted per pixel; every (window, tap)
+                # that reads padding costs min_slot
+                ent += min_slot * (R * OW * ntap - reads)
+            else:
+                ent = 0
+                for r in range(R):
+                    for ox in range(OW):
+                        ent += en[r * Wq + ox]
+            parts[task, 0] = cyc
+            parts[task, 1] = nnz
+            parts[task, 2] = ent
     out = np.zeros((N, 3), dtype=np.int64)
-    for task in range(N * group):
-        n = task // group
+    for task in range(ntask):
+        n = task // (group * nbands)
         for k in range(3):
             out[n, k] += parts[task, k]
     return out
