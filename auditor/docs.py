@@ -17,18 +17,15 @@ def schema_for(kind: str, cost_model: str | None = None) -> dict:
         from .catalog import type_scenario_params
 
         return type_scenario_params(schema.json_schema(Scenario, "auditor scenario"))
-    from .errors import AuditorError
     from .hw import COST_MODELS
     from .hw.profile import HardwareProfile
 
     out = schema.json_schema(HardwareProfile, "auditor hardware profile")
-    if cost_model is not None and cost_model not in COST_MODELS:
-        raise AuditorError(f"unknown cost model '{cost_model}' (known: {', '.join(COST_MODELS)})")
-    models = [cost_model] if cost_model else list(COST_MODELS)
+    models = [COST_MODELS.canonical(cost_model)] if cost_model is not None else list(COST_MODELS)
     out["properties"]["cost_model"] = {"enum": models, "description": "cost model"}
     variants = []
     for name in models:
-        ps = schema.json_schema(COST_MODELS[name].Params)
+        ps = schema.json_schema(COST_MODELS.get(name).Params)
         ps.pop("$schema", None)
         variants.append({"if": {"properties": {"cost_model": {"const": name}}},
                          "then": {"properties": {"params": ps}}})

@@ -83,3 +83,16 @@ def zoo_model():
         helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1),
     ]
     return make_model(nodes, inits, in_shape=("N", 1, 8, 8), out_shape=["N", 10])
+
+
+def random_activations(layers, n: int, seed: int, zero_fraction: float) -> dict:
+    """{layer input: (n, ...) float32 normal values, about ``zero_fraction`` of them zeros} for
+    compute layers, drawn in layer order from one seeded generator (each input once)."""
+    rng = np.random.default_rng(seed)
+    acts = {}
+    for layer in layers:
+        if layer.input not in acts:
+            a = rng.normal(size=(n,) + tuple(layer.input_shape)).astype(np.float32)
+            a[rng.random(a.shape) < zero_fraction] = 0.0
+            acts[layer.input] = a
+    return acts

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -33,6 +34,7 @@ import numba
 import numpy as np
 
 from ..errors import AuditorError
+from ..registry import Registry
 from ..model.layers import ComputeLayer
 
 
@@ -167,11 +169,44 @@ class CostResult:
 # ----------------------------------------------------------------------------------------------
 
 
+#: every cost model, by the ``cost_model:`` name of a hardware profile (filled by :func:`cost_model`)
+COST_MODELS: Registry[type["CostModel"]] = Registry("cost model")
+
+
+def cost_model(name: str):
+    """Class decorator: register a :class:`CostModel` subclass as ``name`` (its ``kind``)."""
+    def deco(cls):
+        cls.kind = name
+        return COST_MODELS.add(name, cls)
+    return deco
+
+
 class CostModel:
     """Base class of the cost models (see the module docstring for the contract)."""
 
     kind: ClassVar[str] = ""
     Params: ClassVar[type]
+
+    @classmethod
+    def from_params(cls, params=None) -> "CostModel":
+        """The model with ``params``: a Params object, or an (already validated) mapping whose ints
+        (and numeric strings such as PyYAML's '1.0e9') for float fields become floats."""
+        if params is None or isinstance(params, cls.Params):
+            return cls(params)
+        hints = typing.get_type_hints(cls.Params)
+        values = {k: float(v) if hints.get(k) is float and not isinstance(v, bool) and isinstance(v, (int, str)) else v
+                  for k, v in dict(params).items()}
+        try:
+            p = cls.Params(**values)
+        except (TypeError, ValueError) as e:
+            raise AuditorError(f"params: {e}", where=cls.kind) from None
+        return cls(p)
+
+    @classmethod
+    def from_profile(cls, profile) -> "CostModel":
+        """The model of a hardware profile (:class:`auditor.hw.profile.HardwareProfile`); a model
+        that reads more of the profile than its ``params`` overrides this."""
+        return cls.from_params(profile.params)
 
     def __init__(self, params=None):
         if params is None:

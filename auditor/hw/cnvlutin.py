@@ -81,7 +81,7 @@ import numpy as np
 
 from ..model.layers import ComputeLayer
 from ..schema import field
-from .base import ConvGeom, CostModel, CostResult, nonzero_mask, window_reads
+from .base import ConvGeom, CostModel, CostResult, cost_model, nonzero_mask, window_reads
 from .dadiannao import SRC_CNV, DaDianNaoParams, simulate
 
 
@@ -407,10 +407,10 @@ def skip_schedule(x4, geom: ConvGeom, packed: bool, brick: int, neuron_lanes: in
     return r
 
 
+@cost_model("cnvlutin")
 class CnvlutinModel(CostModel):
     """Cnvlutin: zero-skipping DaDianNao (see the module docstring for the model)."""
 
-    kind = "cnvlutin"
     Params = CnvlutinParams
 
     def simulate(self, layers: list[ComputeLayer], acts: dict[str, np.ndarray]) -> CostResult:

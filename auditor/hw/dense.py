@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..model.layers import ComputeLayer
-from .base import CostModel, CostResult
+from .base import CostModel, CostResult, cost_model
 from .dadiannao import DaDianNaoParams, simulate
 
 
@@ -28,10 +28,10 @@ class DenseParams(DaDianNaoParams):
     """DaDianNao-like dense accelerator; defaults equal the Cnvlutin profile's machine."""
 
 
+@cost_model("dense")
 class DenseModel(CostModel):
     """DaDianNao-like machine without zero skipping: the cost is the same for every input."""
 
-    kind = "dense"
     Params = DenseParams
 
     @property

@@ -52,7 +52,7 @@ from ..axfpm.variants import BY_NAME, MULTIPLIERS, SOURCE as _SRC_DA, VARIANTS
 from ..errors import AuditorError
 from ..model.layers import ComputeLayer
 from ..schema import field
-from .base import CostModel, CostResult, check_acts, lower
+from .base import CostModel, CostResult, check_acts, cost_model, lower
 from .energies import energy_field
 
 #: (energy factor, delay factor) of each multiplier variant relative to the exact float32
@@ -157,10 +157,10 @@ class FpuParams:
         return 2 * self.load_cycles + self.mul_cycles(approximate) + self.fadd_cycles
 
 
+@cost_model("axfpm")
 class FpuModel(CostModel):
     """In-order FPU core with an exact or Ax-FPM multiplier: the cost is the same for every input."""
 
-    kind = "axfpm"
     Params = FpuParams
 
     @property

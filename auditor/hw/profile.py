@@ -15,6 +15,7 @@ import yaml
 
 from .. import schema
 from ..axfpm.variants import MULTIPLIERS
+from .base import COST_MODELS
 from ..errors import AuditorError
 
 
@@ -59,7 +60,7 @@ class HardwareProfile:
     """A hardware profile."""
 
     name: str = schema.field(doc="short name shown in reports")
-    cost_model: str = schema.field(doc="cost model: cnvlutin, sparce, dense, axfpm")
+    cost_model: str = schema.field(doc="cost model: " + ", ".join(COST_MODELS))
     description: str = schema.field("", doc="one line")
     params: Any = schema.field(None, doc="parameters of the cost model (see its Params)")
     reshape: Optional[Reshape] = schema.field(None, doc="model reshaping (HashNet, gradient inhibition)")
@@ -68,12 +69,7 @@ class HardwareProfile:
     path: str = dataclasses.field(default="", init=False, repr=False)
 
     def build_cost_model(self):
-        from . import COST_MODELS, build_cost_model
-
-        cls = COST_MODELS.get(self.cost_model)
-        if cls is not None and hasattr(cls, "from_profile"):  # models that also read other sections (approx:)
-            return cls.from_profile(self)
-        return build_cost_model(self.cost_model, self.params)
+        return COST_MODELS.get(self.cost_model).from_profile(self)
 
     def to_dict(self) -> dict:
         d = schema.to_dict(self)
@@ -82,15 +78,13 @@ class HardwareProfile:
 
 
 def load_profile(path: str | Path) -> HardwareProfile:
-    from . import COST_MODELS
-
     node, file = schema.load_yaml(path)
     prof = schema.build(HardwareProfile, node, file)
-    if prof.cost_model not in COST_MODELS:
-        knode = _child(node, "cost_model")
-        raise AuditorError(f"cost_model: unknown cost model '{prof.cost_model}' (known: {', '.join(COST_MODELS)})",
-                           where=_loc(file, knode))
-    params_cls = COST_MODELS[prof.cost_model].Params
+    try:
+        prof.cost_model = COST_MODELS.canonical(prof.cost_model)
+    except AuditorError as e:
+        raise AuditorError(f"cost_model: {e}", where=_loc(file, _child(node, "cost_model"))) from None
+    params_cls = COST_MODELS.get(prof.cost_model).Params
     prof.params = schema.build(params_cls, _child(node, "params"), file, "params")
     prof.path = str(path)
     return prof

@@ -61,8 +61,8 @@ import numpy as np
 
 from ..model.layers import ComputeLayer
 from ..schema import field
-from .base import (ConvGeom, CostModel, CostResult, check_acts, inside_columns, kernel_threads, lower, nonzero_mask,
-                   window_reads)
+from .base import (ConvGeom, CostModel, CostResult, check_acts, cost_model, inside_columns, kernel_threads, lower,
+                   nonzero_mask, window_reads)
 from .energies import energy_field
 
 _SRC_SPARCE = "Sen et al., SparCE, IEEE TC 2019"
@@ -239,10 +239,10 @@ def sasa_coverage(layers: list[ComputeLayer], p: SparceParams) -> list[int]:
     return cov
 
 
+@cost_model("sparce")
 class SparceModel(CostModel):
     """SparCE in-order core (see the module docstring for the loop and energy model)."""
 
-    kind = "sparce"
     Params = SparceParams
 
     @property

@@ -69,7 +69,7 @@ def test_registry():
 
 @pytest.mark.parametrize("kind", sorted(COST_MODELS))
 def test_params_are_declarative_and_documented(kind):
-    cls = COST_MODELS[kind].Params
+    cls = COST_MODELS.get(kind).Params
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         assert f.default is not dataclasses.MISSING, f.name
@@ -87,7 +87,7 @@ def test_bundled_profiles(name):
     data = yaml.safe_load(text)
     assert set(data) == {"name", "description", "cost_model", "params"}
     assert data["name"] == name
-    cls = COST_MODELS[data["cost_model"]].Params
+    cls = COST_MODELS.get(data["cost_model"]).Params
     # every parameter is spelled out (and commented) in the profile
     assert set(data["params"]) == {f.name for f in dataclasses.fields(cls)}
     assert text.count("\n  # ") >= len(data["params"])

@@ -21,6 +21,7 @@ from auditor.hw.cnvlutin import brick_counts, brick_counts_of, cnv_windows_refer
 from auditor.hw.dadiannao import is_packed, packed_brick_size, passes
 from auditor.hw.sparce import sparce_skips_reference
 from auditor.model.layers import ComputeLayer
+from builders import random_activations
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -131,13 +132,7 @@ def test_bundled_models_match_stored_figures():
     got = {}
     for m in ("plain_cnn", "lenet5", "bn_resnet", "surrogate_cnn"):
         layers = compute_layers(infer_shapes(onnx.load(str(ROOT / "models" / f"{m}.onnx"))))
-        rng = np.random.default_rng(5)
-        acts = {}
-        for layer in layers:
-            if layer.input not in acts:
-                a = rng.normal(size=(6,) + tuple(layer.input_shape)).astype(np.float32)
-                a[rng.random(a.shape) < 0.55] = 0.0
-                acts[layer.input] = a
+        acts = random_activations(layers, 6, 5, 0.55)
         for p in ("cnvlutin", "dense", "sparce", "sparce_simd4"):
             d = yaml.safe_load((ROOT / "hwprofiles" / f"{p}.yaml").read_text())
             r = build_cost_model(d["cost_model"], d["params"]).simulate(layers, acts)
