@@ -81,7 +81,7 @@ class Report:
         """The report in a registered format: text, json, junit, markdown or html (``base_dir``:
         where relative paths of saved worst inputs are looked up for html; ``color``: ANSI
         PASS/FAIL in text)."""
-        return FORMATS.get(fmt).render(self.data, base_dir=base_dir if base_dir is not None else self.files_dir,
+        return FORMATS.get(fmt).render(self.records, base_dir=base_dir if base_dir is not None else self.files_dir,
                                        color=color)
 
     @classmethod

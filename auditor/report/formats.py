@@ -1,8 +1,9 @@
 """The report formats: one :class:`~auditor.registry.Registry` of renderers, read by
 ``Report.render``, by the CLI for ``--format`` and for the format of each ``-o`` suffix.
 
-A renderer is ``render(d, *, base_dir=None, color=False) -> str`` over the report dict (the
-options a format has no use for it ignores).  Adding a format: its module next to this one, one
+A renderer is ``render(report, *, base_dir=None, color=False) -> str`` over the report's typed
+records (:class:`~auditor.report.records.AuditReport`; the options a format has no use for it
+ignores).  Adding a format: its module next to this one, one
 ``FORMATS.add`` line below, and the contract test (``tests/report/test_formats.py``) runs it over
 every section of the report.
 """
@@ -24,7 +25,7 @@ from .text import render_text
 @dataclass(frozen=True)
 class Format:
     name: str
-    #: ``render(d, *, base_dir=None, color=False) -> str``
+    #: ``render(report: AuditReport, *, base_dir=None, color=False) -> str``
     render: Callable[..., str]
     #: output file suffixes (``-o report.html``) that mean this format; the first is its usual one
     suffixes: tuple[str, ...]

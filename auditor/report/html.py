@@ -25,7 +25,7 @@ from .numbers import fmt_num as _fmt_num
 from .numbers import num as _num
 from .numbers import pct as _pct
 from .numbers import si as _si
-from .records import check_status, sorted_checks
+from .records import Approx, AuditReport, Masking, check_status, sorted_checks
 from .sections import Table, approx_blocks, generic_blocks, masking_blocks, warning_blocks
 from .sections import get as _d
 
@@ -579,7 +579,7 @@ def _header(d: dict) -> str:
 
 
 def _warnings(d: dict) -> str:
-    blocks = warning_blocks(d)
+    blocks = warning_blocks(AuditReport.parse(d))
     return '<section id="warnings" class="warnings">' + _blocks_html(blocks) + "</section>" if blocks else ""
 
 
@@ -853,7 +853,7 @@ def _approx_section(approx) -> str:
                          _draw_approx_dists, approx))
         out.append(_plot("approx-success", "attack success rate, exact vs approximate model", _draw_approx_success,
                          approx))
-    out.append(_blocks_html(approx_blocks(approx)))
+    out.append(_blocks_html(approx_blocks(Approx.parse(approx) if isinstance(approx, dict) else approx)))
     cands = approx.get("candidates") if isinstance(approx, dict) else None
     if isinstance(cands, list) and cands:
         out.append("<details><summary>every attack candidate on the approximate model</summary>"
@@ -894,7 +894,7 @@ def _profile(p: dict, i: int, base_dir: Path | None) -> str:
     out.extend(plots)
     mk = p.get("masking")
     if isinstance(mk, dict):  # the gradient-masking diagnosis: verdict and each check's evidence
-        out.append("<h3>Gradient-masking diagnosis</h3>" + _safe(_blocks_html, masking_blocks(mk)))
+        out.append("<h3>Gradient-masking diagnosis</h3>" + _safe(_blocks_html, masking_blocks(Masking.parse(mk))))
     if "approx" in p and p["approx"] is not None:
         out.append(_safe(_approx_section, p["approx"]))
     out.append(_safe(_worst_inputs, p, base_dir))
@@ -984,7 +984,7 @@ def render_html(report: dict, *, base_dir: str | Path | None = None, **_options)
     inputs, named relative to it or to the current directory); files resolving elsewhere, and
     every file when ``base_dir`` is None, are not embedded.
     """
-    d = getattr(report, "data", report)
+    d = report.to_dict() if isinstance(report, AuditReport) else getattr(report, "data", report)
     if base_dir is None:  # a Report of an audit: the folder it saved its inputs in
         base_dir = getattr(report, "files_dir", None)
     if not isinstance(d, dict):

@@ -78,6 +78,25 @@ class Record:
                 extra[k] = v
         return cls(_keys=tuple(d), _extra=extra, **kw)
 
+    @classmethod
+    def of(cls, v) -> "Record":
+        """``v`` when it is a ``cls`` record, else an empty one (every field None): renderers read
+        a malformed section as missing values instead of failing."""
+        return v if isinstance(v, cls) else cls()
+
+    @classmethod
+    def list_of(cls, v) -> list:
+        """The ``cls`` records of list ``v`` (nothing when ``v`` is no list; other entries left out)."""
+        return [x for x in v if isinstance(x, cls)] if isinstance(v, list) else []
+
+    def extra(self) -> dict:
+        """The keys this record does not declare (a newer report's sections), in order."""
+        return dict(self._extra)
+
+    def __bool__(self) -> bool:
+        """False for an empty section (``{}``), as the dict was."""
+        return bool(self._keys or self._extra) or any(getattr(self, f.name) is not None for f in self.declared())
+
     def has(self, name: str) -> bool:
         """Whether the section has the key ``name`` (a null value counts: it is there)."""
         return name in self._keys
@@ -343,6 +362,7 @@ class DefenceWhatIf(Record):
     clean_energy_change: Num = fld("mean clean energy defended over undefended (energy searches)", "ratio")
     clean_accuracy: Num = fld("clean accuracy without the defence (labelled data)", "fraction")
     defended_clean_accuracy: Num = fld("clean accuracy with it", "fraction")
+    clean_accuracy_loss: Num = fld("clean accuracy the defence costs (read when present)", "fraction")
     recovery: Num = fld("share of the attack's cost increase the defence removes: 1 fully recovered, 0 no effect, "
                         "< 0 worse (null when no input was verified)", "fraction", null=True)
 
@@ -478,6 +498,8 @@ class Robustness(Record):
     clean_margin: Quantiles = fld("top-1 − runner-up logit margin, clean", "logit")
     clean_label_margin: Quantiles = fld("label − best other logit margin, clean", "logit")
     attacks: list[EvasionAttack] = fld("per attack", check=_OPT)
+    seconds: Num = fld("run time", "s", volatile=True)
+    examples: list[dict] = fld("saved adversarial examples (read when present; see `results[].examples`)")
 
 
 @dataclass
@@ -509,22 +531,29 @@ class MaskingCheck(Record):
     check: str = fld("its name")
     fired: bool = fld("whether it found a sign of masking")
     evidence: str = fld("the figures it read")
+    stronger: JSON = fld("`naive_weaker_than_adaptive`: the adaptive attacks")
+    weaker: JSON = fld("`naive_weaker_than_adaptive`: the naive attacks")
 
 
 @dataclass
 class Masking(Record):
     ABOUT = "the gradient-masking diagnosis (`robustness.masking`)"
     epsilon: Num = fld("the diagnosis ε")
+    large_epsilon: Num = fld("the large ε of the unbounded-attack check")
     norm: str = fld("its norm")
-    n_attacked: int = fld("inputs attacked")
-    count: int = fld("inputs")
-    verdict: str = fld("`gradient masking` or `no sign of gradient masking`")
-    fired: list[str] = fld("the checks that fired")
+    n: int = fld("inputs")
+    n_attacked: int = fld("inputs attacked (clean-correct)")
+    tolerance: Num = fld("the tolerance of the checks")
+    steps: int = fld("PGD steps")
+    n_queries: int = fld("Square's query budget")
+    success: dict = fld("attack success per attack at ε (`pgd_ce`, `pgd_margin`, `square`, `transfer_from_exact`, "
+                        "...)", "fraction")
     checks: list[MaskingCheck] = fld("every check and its evidence")
-    success: dict = fld("attack success per attack at ε (`pgd_ce`, `pgd_margin`, `square`, `transfer_from_exact`)",
-                        "fraction")
-    minimal: dict = fld("per model: DeepFool's minimal perturbation `{n_success, n_attacked, median_l2, l2, mse, "
-                        "psnr}`")
+    fired: list[str] = fld("the checks that fired")
+    minimal: dict = fld("approximate hardware: per model, DeepFool's minimal perturbation `{median_l2, l2, mse, psnr, "
+                        "n_success, n_attacked}`")
+    verdict: str = fld("`gradient masking` or `no sign of gradient masking`")
+    count: int = fld("inputs diagnosed")
 
 
 @dataclass

@@ -17,6 +17,8 @@ import textwrap
 from dataclasses import dataclass, field
 
 from .numbers import fmt, num, pct
+from .records import (Approx, AuditReport, Clean, DefenceWhatIf, EnergySearch, EvasionAttack, EvasionResult, Masking,
+                      MaskingCheck, Profile, Record, Robustness, Summary, Warning_)
 
 
 @dataclass
@@ -85,17 +87,17 @@ def eps_label(e) -> str:
 
 
 def approx_blocks(ax) -> list:
-    if not isinstance(ax, dict):
+    if not isinstance(ax, Approx):
         return generic_blocks("approx", ax)
     out: list = []
-    cl = ax.get("clean") if isinstance(ax.get("clean"), dict) else {}
-    layers = ax.get("approx_layers")
-    out.append(Para(f"multiplier {ax.get('multiplier', 'n/a')} on "
-                    f"{len(layers) if isinstance(layers, list) else 'n/a'} layers, {fmt(ax.get('n'))} inputs: "
+    cl = ax.clean if isinstance(ax.clean, dict) else {}
+    layers = ax.approx_layers
+    out.append(Para(f"multiplier {ax.multiplier if ax.has('multiplier') else 'n/a'} on "
+                    f"{len(layers) if isinstance(layers, list) else 'n/a'} layers, {fmt(ax.n)} inputs: "
                     f"clean accuracy exact {pct(cl.get('exact_accuracy'))}, approximate {pct(cl.get('approx_accuracy'))}, "
                     f"top-1 agreement {pct(cl.get('agreement'))}, largest logit difference "
                     f"{fmt(cl.get('max_abs_logit_difference'))}"))
-    mg = ax.get("margins") if isinstance(ax.get("margins"), dict) else {}
+    mg = ax.margins if isinstance(ax.margins, dict) else {}
     sides = [(s, mg[s]) for s in ("exact", "approx") if isinstance(mg.get(s), dict)]
     if sides:
         out.append(Table("Top-1 confidence (softmax probability, 0-1)", ["model", "mean", "median", "min", "> 0.8"],
@@ -110,10 +112,11 @@ def approx_blocks(ax) -> list:
                          note=(f"the approximate model has the larger top-1 margin on "
                                f"{pct(mg.get('approx_more_confident'))} of the inputs"
                                if mg.get("approx_more_confident") is not None else "")))
-    for key, title, src in (("transfer", "Transfer from the exact model (crafted on exact, run on approximate)", "exact"),
-                            ("substitute", "Black-box substitute (crafted on the surrogate)", "surrogate")):
+    for key, entries, title, src in (
+            ("transfer", ax.transfer, "Transfer from the exact model (crafted on exact, run on approximate)", "exact"),
+            ("substitute", ax.substitute, "Black-box substitute (crafted on the surrogate)", "surrogate")):
         rows = []
-        for a in _records(ax.get(key)):
+        for a in _records(entries):
             for r in _records(a.get("results")):
                 p = r.get("perturbation") if isinstance(r.get("perturbation"), dict) else {}
                 rows.append([str(a.get("attack")), str(a.get("norm")), eps_label(r.get("epsilon")), fmt(r.get("n_attacked"))]
@@ -128,10 +131,11 @@ def approx_blocks(ax) -> list:
                              note=f"rates over the inputs both models classify correctly; transfer = share of the "
                                   f"{src} model's successes that also fool the approximate model; L2/MSE/PSNR: means "
                                   "over those"))
-    for key, title in (("whitebox_bpda", "White-box attacks with BPDA gradients (approximate vs exact model)"),
-                       ("query", "Query attacks on each model")):
+    for key, entries, title in (
+            ("whitebox_bpda", ax.whitebox_bpda, "White-box attacks with BPDA gradients (approximate vs exact model)"),
+            ("query", ax.query, "Query attacks on each model")):
         rows = []
-        for a in _records(ax.get(key)):
+        for a in _records(entries):
             qpi = a.get("queries_per_input") if isinstance(a.get("queries_per_input"), dict) else {}
             for r in _records(a.get("results")):
                 ra = r.get("approx") if isinstance(r.get("approx"), dict) else {}
@@ -149,7 +153,7 @@ def approx_blocks(ax) -> list:
                              note="success over each model's clean-correct inputs; L2/MSE/PSNR: means over the "
                                   "successful examples"))
     rows = []
-    for a in _records(ax.get("perturbation")):
+    for a in _records(ax.perturbation):
         for side in ("exact", "approx"):
             s = a.get(side) if isinstance(a.get(side), dict) else {}
             rows.append([str(a.get("attack")), str(a.get("norm")), side,
@@ -160,32 +164,27 @@ def approx_blocks(ax) -> list:
         note = "; ".join(f"{a.get('attack')}: over the {fmt(p.get('n'))} inputs found on both, median L2 ratio "
                          f"approx/exact {fmt(p.get('l2_ratio_median'))}, MSE ratio {fmt(p.get('mse_ratio'))}, PSNR drop "
                          f"{fmt(p.get('psnr_drop_db'))} dB"
-                         for a in _records(ax.get("perturbation")) for p in [a.get("paired")] if isinstance(p, dict))
+                         for a in _records(ax.perturbation) for p in [a.get("paired")] if isinstance(p, dict))
         out.append(Table("Minimal perturbation each model needs", ["attack", "norm", "model", "found", "median L2",
                                                                     "mean L2", "median MSE", "mean MSE",
                                                                     "median PSNR dB", "mean PSNR dB"],
                          rows, set(range(3, 10)), key="approx-perturbation", note=note))
-    wc = ax.get("worst_case")
+    wc = ax.worst_case
     if isinstance(wc, dict) and wc:
         out.append(Table("Worst case on the approximate model (union of all attacks per budget)",
                          ["norm", "ε", "success rate", "robust accuracy"],
                          [[str(get(v, "norm", default=k)), fmt(get(v, "epsilon")), pct(get(v, "success_rate")),
                            pct(get(v, "robust_accuracy"))] for k, v in wc.items() if isinstance(v, dict)],
                          {1, 2, 3}, key="approx-worst-case"))
-    st = ax.get("strongest")
+    st = ax.strongest
     if isinstance(st, dict):
         out.append(Para(f"strongest attack on the approximate model: {st.get('source')} {st.get('attack')} "
                         f"({st.get('norm')}, ε {fmt(st.get('epsilon'))}), success {pct(st.get('success_rate'))} "
                         f"({fmt(st.get('n_success'))}/{fmt(st.get('n_attacked'))})"))
-    q = ax.get("queries")
+    q = ax.queries
     if isinstance(q, dict):
         out.append(Para(f"model queries: exact {fmt(q.get('exact'))}, approximate {fmt(q.get('approx'))}", "note"))
-    known = {"n", "count", "multiplier", "approx_layers", "clean", "margins", "transfer", "substitute", "whitebox_bpda",
-             "query", "perturbation", "worst_case", "strongest", "candidates", "queries", "seconds"}
-    for k, v in ax.items():
-        if k not in known and v is not None:
-            out += generic_blocks(f"approx.{k}", v)
-    return out
+    return out + extra_blocks("approx.", ax)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,18 +193,20 @@ def approx_blocks(ax) -> list:
 
 
 def robustness_blocks(rob) -> list:
-    if not isinstance(rob, dict):
+    if not isinstance(rob, Robustness):
         return generic_blocks("robustness", rob)
-    out: list = [Para(f"clean accuracy {pct(rob.get('clean_accuracy'))} on {fmt(rob.get('count', rob.get('n')))} inputs")]
+    out: list = [Para(f"clean accuracy {pct(rob.clean_accuracy)} on {fmt(rob.count if rob.has('count') else rob.n)} "
+                      "inputs")]
+    attacks = EvasionAttack.list_of(rob.attacks)
     rows, mrows = [], []
-    for a in _records(rob.get("attacks")):
-        for r in _records(a.get("results")):
-            rows.append([str(a.get("attack")), str(a.get("norm")), fmt(r.get("epsilon")), pct(r.get("robust_accuracy")),
-                         pct(r.get("attack_success_rate")), f"{fmt(r.get('n_success'))}/{fmt(r.get('n_attacked'))}",
-                         fmt(r.get("n_unverified")), summ(get(r, "queries", "per_input", default=get(a, "queries", "per_input")))])
-        mp = a.get("minimal_perturbation")
+    for a in attacks:
+        for r in EvasionResult.list_of(a.results):
+            rows.append([str(a.attack), str(a.norm), fmt(r.epsilon), pct(r.robust_accuracy),
+                         pct(r.attack_success_rate), f"{fmt(r.n_success)}/{fmt(r.n_attacked)}",
+                         fmt(r.n_unverified), summ(get(r.queries, "per_input", default=get(a.queries, "per_input")))])
+        mp = a.minimal_perturbation
         if isinstance(mp, dict):
-            mrows.append([str(a.get("attack")), str(a.get("norm")), f"{fmt(mp.get('n_success'))}/{fmt(mp.get('n_attacked'))}",
+            mrows.append([str(a.attack), str(a.norm), f"{fmt(mp.get('n_success'))}/{fmt(mp.get('n_attacked'))}",
                           fmt(mp.get("median_l2")), summ(mp.get("l2"), "median"), summ(mp.get("linf"), "median"),
                           summ(mp.get("mse"), "median"), summ(mp.get("psnr"), "median")])
     if rows:
@@ -217,54 +218,58 @@ def robustness_blocks(rob) -> list:
                                                     "Linf median", "MSE median", "PSNR median"], mrows,
                          {2, 3, 4, 5, 6, 7}, key="minimal-perturbation"))
     en_rows = []
-    for a in _records(rob.get("attacks")):
-        for row in _records(a.get("ensemble")):
-            en_rows.append([str(a.get("attack")), fmt(row.get("epsilon")),
+    for a in attacks:
+        for row in _records(a.ensemble):
+            en_rows.append([str(a.attack), fmt(row.get("epsilon")),
                             ", ".join(f"{m.get('attack')} {fmt(m.get('n_broken'))}/{fmt(m.get('n_attacked'))}"
                                       for m in _records(row.get("members")))])
     if en_rows:
         out.append(Table("Ensemble members: inputs broken / attacked (each after the earlier ones)",
                          ["attack", "ε", "members"], en_rows, {1}, key="ensemble"))
     ex_rows = []
-    for a in _records(rob.get("attacks")):
-        found = [(r.get("epsilon"), ex) for r in _records(a.get("results")) for ex in _records(r.get("examples"))]
-        mp = a.get("minimal_perturbation") if isinstance(a.get("minimal_perturbation"), dict) else {}
+    for a in attacks:
+        found = [(r.epsilon, ex) for r in EvasionResult.list_of(a.results) for ex in _records(r.examples)]
+        mp = a.minimal_perturbation if isinstance(a.minimal_perturbation, dict) else {}
         found += [(None, ex) for ex in _records(mp.get("examples"))]
         for eps, ex in found:
             png = get(ex, "files", "adversarial")
-            ex_rows.append([str(a.get("attack")), eps_label(eps), fmt(ex.get("index")),
+            ex_rows.append([str(a.attack), eps_label(eps), fmt(ex.get("index")),
                             f"{fmt(ex.get('label'))} → {fmt(ex.get('prediction'))}", fmt(ex.get("l2")),
                             str(png[-1]) if isinstance(png, list) and png else "n/a"])
     if ex_rows:
         out.append(Table("Saved adversarial examples (--save-inputs)", ["attack", "ε", "input", "label → pred.", "L2",
                                                                       "adversarial image"], ex_rows, {1, 2, 4},
                          key="adversarial-examples"))
-    known = {"n", "count", "clean_accuracy", "clean_margin", "clean_label_margin", "attacks", "seconds", "examples"}
-    for k, v in rob.items():
-        if k not in known and v is not None:
-            out += generic_blocks(f"robustness.{k}", v)
+    return out + extra_blocks("robustness.", rob)
+
+
+def extra_blocks(prefix: str, rec: Record) -> list:
+    """The keys of a section that its record does not declare (a newer report's), as tables."""
+    out: list = []
+    for k, v in rec.extra().items():
+        if v is not None:
+            out += generic_blocks(f"{prefix}{k}", v)
     return out
 
 
 def energy_blocks(attacks) -> list:
     rows, drows, notes = [], [], []
-    for a in _records(attacks):
-        if a.get("cut_short"):
-            rows.append([str(a.get("search")), "cut short", "", "", "", "", ""])
+    for a in EnergySearch.list_of(attacks):
+        if a.cut_short:
+            rows.append([str(a.search), "cut short", "", "", "", "", ""])
             continue
-        if a.get("skipped"):
-            rows.append([str(a.get("search")), f"not run ({a['skipped']})", "1", "1", "", "", ""])
+        if a.skipped:
+            rows.append([str(a.search), f"not run ({a.skipped})", "1", "1", "", "", ""])
             continue
-        if a.get("note"):
-            notes.append(Para(f"{a.get('search')}: {a['note']}", "note"))
-        rows.append([str(a.get("search")), f"{fmt(a.get('verified'))}/{fmt(a.get('count'))}",
-                     fmt(a.get("latency_increase")), fmt(a.get("energy_increase")),
-                     f"{fmt(a.get('density_clean'))} → {fmt(a.get('density_attacked'))}",
-                     pct(a.get("label_kept_rate"), 0), fmt(get(a, "perturbation", "l2", "worst"))])
-        for df in _records(a.get("defences")):
-            drows.append([str(a.get("search")), str(df.get("defence")), fmt(df.get("recovery")),
-                          pct(df.get("clean_label_agreement"), 0),
-                          pct(df.get("clean_accuracy_loss")) if df.get("clean_accuracy_loss") is not None else "n/a"])
+        if a.note:
+            notes.append(Para(f"{a.search}: {a.note}", "note"))
+        rows.append([str(a.search), f"{fmt(a.verified)}/{fmt(a.count)}",
+                     fmt(a.latency_increase), fmt(a.energy_increase),
+                     f"{fmt(a.density_clean)} → {fmt(a.density_attacked)}",
+                     pct(a.label_kept_rate, 0), fmt(get(a.perturbation, "l2", "worst"))])
+        for df in DefenceWhatIf.list_of(a.defences):
+            drows.append([str(a.search), str(df.defence), fmt(df.recovery), pct(df.clean_label_agreement, 0),
+                          pct(df.clean_accuracy_loss) if df.clean_accuracy_loss is not None else "n/a"])
     out: list = []
     if rows:
         out.append(Table("Energy-latency searches", ["search", "verified", "latency x", "energy x",
@@ -280,17 +285,17 @@ def energy_blocks(attacks) -> list:
 
 def masking_blocks(m) -> list:
     """The gradient-masking diagnosis (auditor.pipeline.masking): verdict, each check and its evidence."""
-    if not isinstance(m, dict):
+    if not isinstance(m, Masking):
         return generic_blocks("masking", m)
-    fired = m.get("fired") or []
-    out: list = [Para(f"gradient-masking diagnosis (ε {fmt(m.get('epsilon'))} {m.get('norm')}, "
-                      f"{fmt(m.get('n_attacked', m.get('n')))} inputs): {m.get('verdict')}"
+    fired = m.fired or []
+    out: list = [Para(f"gradient-masking diagnosis (ε {fmt(m.epsilon)} {m.norm}, "
+                      f"{fmt(m.n_attacked if m.has('n_attacked') else m.n)} inputs): {m.verdict}"
                       + (f" ({', '.join(map(str, fired))})" if fired else ""), "warning" if fired else "")]
-    rows = [[str(c.get("check")), "FIRED" if c.get("fired") else "ok", str(c.get("evidence", ""))]
-            for c in _records(m.get("checks"))]
+    rows = [[str(c.check), "FIRED" if c.fired else "ok", str(c.evidence if c.has("evidence") else "")]
+            for c in MaskingCheck.list_of(m.checks)]
     if rows:
         out.append(Table("Gradient-masking checks", ["check", "result", "evidence"], rows, key="masking-checks"))
-    mins = m.get("minimal")
+    mins = m.minimal
     if isinstance(mins, dict) and mins:
         out.append(Table("Minimal perturbation (DeepFool)", ["model", "found", "median L2", "MSE", "PSNR dB"],
                          [[str(k), f"{fmt(get(v, 'n_success'))}/{fmt(get(v, 'n_attacked'))}", fmt(get(v, "l2")),
@@ -299,43 +304,44 @@ def masking_blocks(m) -> list:
     return out
 
 
-def masking_lines(m: dict) -> list[str]:
+def masking_lines(m: Masking) -> list[str]:
     """The text-report lines of a diagnosis."""
-    fired = m.get("fired") or []
-    head = f"gradient masking diagnosis (eps {m.get('epsilon', 0):g} {m.get('norm')}, {m.get('n_attacked')} inputs): "
+    fired = m.fired or []
+    head = f"gradient masking diagnosis (eps {m.epsilon if m.has('epsilon') else 0:g} {m.norm}, {m.n_attacked} inputs): "
     out = [head + (f"GRADIENT MASKING ({', '.join(fired)})" if fired else "no sign of gradient masking")]
-    for c in m.get("checks", []):
-        out.append(f"  {'FIRED' if c['fired'] else 'ok   '} {c['check']}: {c['evidence']}")
+    for c in MaskingCheck.list_of(m.checks):
+        out.append(f"  {'FIRED' if c.fired else 'ok   '} {c.check}: {c.evidence}")
     def g(v):
         return "n/a" if v is None else f"{v:.3g}"
 
-    for k, v in (m.get("minimal") or {}).items():
+    for k, v in (m.minimal or {}).items():
         out.append(f"  minimal perturbation (DeepFool) on {k}: median L2 {g(v.get('l2'))}, MSE {g(v.get('mse'))}, "
                    f"PSNR {g(v.get('psnr'))} dB ({v.get('n_success')}/{v.get('n_attacked')} found)")
     return out
 
 
-def comparison_rows(d: dict) -> list[dict]:
+def comparison_rows(d: AuditReport) -> list[dict]:
     """One row per diagnosed profile of a report: the precision / defence comparison (clean
     accuracy, transfer from the exact model, white-box and Square success at the diagnosis ε,
     mean clean energy and latency, the verdict)."""
     rows = []
-    for p in d.get("profiles", []):
-        m = p.get("masking")
+    for p in Profile.list_of(d.profiles):
+        m = p.masking
         if not m:
             continue
-        s = m.get("success", {})
+        m = Masking.of(m)
+        s = m.success if m.has("success") else {}
         wb = [v for v in (s.get("pgd_ce"), s.get("pgd_margin")) if v is not None]
-        rows.append({"profile": p.get("name"), "clean_accuracy": (p.get("clean") or {}).get("accuracy"),
-                     "epsilon": m.get("epsilon"), "transfer_from_exact": s.get("transfer_from_exact"),
+        summary = Summary.of(p.summary)
+        rows.append({"profile": p.name, "clean_accuracy": Clean.of(p.clean).accuracy,
+                     "epsilon": m.epsilon, "transfer_from_exact": s.get("transfer_from_exact"),
                      "whitebox": max(wb) if wb else None, "square": s.get("square"),
-                     "energy_j": (p.get("summary") or {}).get("clean_mean_energy_j"),
-                     "latency_s": (p.get("summary") or {}).get("clean_mean_latency_s"),
-                     "verdict": m.get("verdict")})
+                     "energy_j": summary.clean_mean_energy_j, "latency_s": summary.clean_mean_latency_s,
+                     "verdict": m.verdict})
     return rows
 
 
-def comparison_lines(d: dict) -> list[str]:
+def comparison_lines(d: AuditReport) -> list[str]:
     """The text table of :func:`comparison_rows` (empty when no profile was diagnosed)."""
     rows = comparison_rows(d)
     if not rows:
@@ -355,8 +361,8 @@ def comparison_lines(d: dict) -> list[str]:
     return out
 
 
-def warning_blocks(d: dict) -> list:
-    return [Para(str(w.get("message") if isinstance(w, dict) else w), "warning") for w in d.get("warnings") or []]
+def warning_blocks(d: AuditReport) -> list:
+    return [Para(str(w.message if isinstance(w, Warning_) else w), "warning") for w in d.warnings or []]
 
 
 # ----------------------------------------------------------------------------------------------
