@@ -18,11 +18,12 @@ the runs, so both sides see the same machine load):
 * ``build s``      time to build the cross-entropy gradient graph (append_objective +
   add_input_gradient) and its session;
 * ``audit GB``, ``inspect GB``  (with --rss) peak resident memory of ``auditor audit`` (clean
-  audit of --rss-count random inputs on cnvlutin + sparce) and ``auditor inspect`` in a child
-  process (os.wait4's ru_maxrss).
+  audit of --rss-count random inputs on cnvlutin + sparce) and ``auditor inspect``, each started
+  by a fresh launcher process (os.wait4's ru_maxrss); ``attack GB`` (with --rss-attack N) the same
+  audit with the white-box sparsity attack on N inputs (--rss-attack-iter iterations).
 
     python benchmarks/bench_imagenet.py [--models resnet18 ...] [--batch 8] [--threads 2]
-        [--seconds 4] [--rss] [--rss-count 256] [--no-light]
+        [--seconds 4] [--rss] [--rss-count 256] [--rss-attack 4] [--no-light]
 """
 
 from __future__ import annotations
@@ -124,16 +125,23 @@ def table_row(name: str, path: Path, args) -> dict:
     return row
 
 
+#: a small launcher process that starts the measured command and prints its peak RSS: on Linux a
+#: child's ru_maxrss starts at its parent's resident size at fork (kept across exec), so measuring a
+#: child forked from this process (which holds models and sessions) would report this process's size
+_LAUNCH = ("import os, subprocess, sys\n"
+           "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+           "_, status, ru = os.wait4(p.pid, 0)\n"
+           "print(ru.ru_maxrss, os.waitstatus_to_exitcode(status))\n")
+
+
 def peak_rss(cmd: list[str], cwd: Path) -> tuple[float, float, int]:
-    """(peak RSS GB, wall s, exit code) of a child process."""
+    """(peak RSS GB, wall s, exit code) of a command, measured by a fresh launcher process."""
     t = time.perf_counter()
-    p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, ru = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    err = p.stderr.read().decode()
-    if p.returncode not in (0, 1):
-        print(f"  {' '.join(cmd[:4])}: exit {p.returncode}: {err.strip().splitlines()[-1:]}", file=sys.stderr)
-    return ru.ru_maxrss / 2**20, time.perf_counter() - t, p.returncode
+    p = subprocess.run([sys.executable, "-c", _LAUNCH, *cmd], cwd=cwd, capture_output=True, text=True)
+    kib, code = (int(v) for v in p.stdout.split()[-2:])
+    if code not in (0, 1):
+        print(f"  {' '.join(cmd[:4])}: exit {code}: {p.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+    return kib / 2**20, time.perf_counter() - t, code
 
 
 def rss_row(name: str, path: Path, args, tmp: Path) -> dict:
@@ -143,15 +151,22 @@ def rss_row(name: str, path: Path, args, tmp: Path) -> dict:
     data = tmp / f"{name}_x{args.rss_count}.npy"
     if not data.exists():
         np.save(data, np.random.default_rng(0).integers(0, 256, (args.rss_count, *shape), dtype=np.uint8))
-    sc = tmp / f"{name}.yaml"
-    sc.write_text(yaml.safe_dump({"name": f"{name}-clean", "seed": 0,
-                                  "data": {"source": "npy", "path": data.name, "count": args.rss_count},
-                                  "batch_size": args.batch, "checks": {}}))
     py = [sys.executable, "-m", "auditor.cli"]
     hw = ["--hw", str(ROOT / "hwprofiles" / "cnvlutin.yaml"), "--hw", str(ROOT / "hwprofiles" / "sparce.yaml")]
-    a_gb, a_s, _ = peak_rss(py + ["audit", str(path), *hw, "--scenario", str(sc), "--threads", str(args.threads)], ROOT)
-    i_gb, i_s, _ = peak_rss(py + ["inspect", str(path)], ROOT)
-    return {"audit_gb": a_gb, "audit_s": a_s, "inspect_gb": i_gb, "inspect_s": i_s}
+    row = {}
+    runs = [("audit", {})]
+    if args.rss_attack:  # the white-box sparsity attack on a few inputs, a few iterations
+        runs.append(("attack", {"energy_attacks": [{"search": "whitebox", "count": args.rss_attack, "cost": "latency",
+                                                    "params": {"iterations": args.rss_attack_iter}}]}))
+    for col, extra in runs:
+        sc = tmp / f"{name}_{col}.yaml"
+        sc.write_text(yaml.safe_dump({"name": f"{name}-{col}", "seed": 0,
+                                      "data": {"source": "npy", "path": data.name, "count": args.rss_count},
+                                      "batch_size": args.batch, "checks": {}, **extra}))
+        row[f"{col}_gb"], row[f"{col}_s"], _ = peak_rss(py + ["audit", str(path), *hw, "--scenario", str(sc),
+                                                              "--threads", str(args.threads)], ROOT)
+    row["inspect_gb"], row["inspect_s"], _ = peak_rss(py + ["inspect", str(path)], ROOT)
+    return row
 
 
 def main(argv=None) -> int:
@@ -163,6 +178,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "auditor-imagenet"))
     ap.add_argument("--rss", action="store_true", help="also measure the peak RSS of audit and inspect")
     ap.add_argument("--rss-count", type=int, default=256)
+    ap.add_argument("--rss-attack", type=int, default=0, metavar="N",
+                    help="with --rss: also an audit with the white-box sparsity attack on N inputs")
+    ap.add_argument("--rss-attack-iter", type=int, default=5, help="its iterations")
     ap.add_argument("--no-table", action="store_true", help="only the RSS columns")
     ap.add_argument("--no-light", action="store_true", help="skip the onnx package's light models")
     args = ap.parse_args(argv)
@@ -176,7 +194,7 @@ def main(argv=None) -> int:
     print(f"onnxruntime {ort.__version__}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, batch {args.batch}, "
           f"{args.threads} threads", flush=True)
     cols = ("fwd_ms", "cnv", "sparce", "ce", "sparsity", "build_s", "session_s", "audit_gb", "audit_s",
-            "inspect_gb", "inspect_s")
+            "attack_gb", "attack_s", "inspect_gb", "inspect_s")
     print(f"{'model':16s} " + " ".join(f"{c:>10s}" for c in cols), flush=True)
     tmp = Path(args.cache)
     for name in names:

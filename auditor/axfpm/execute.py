@@ -32,6 +32,7 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from ..errors import AuditorError
+from ..runtime.engine import make_session
 from ..model.load import constant_node_value
 from ..model.names import node_names as assign_node_names
 from . import finish_gemm, matmul
@@ -395,18 +396,8 @@ class ApproxModel:
         sub_model = helper.make_model(sub, opset_imports=list(self._model.opset_import),
                                       ir_version=self._model.ir_version)
         sub_model.functions.extend(self._model.functions)
-        opts = ort.SessionOptions()
         # the numba kernels run between onnxruntime calls: idle ORT workers must not spin
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        if self._threads is not None:
-            opts.intra_op_num_threads = int(self._threads)
-            opts.inter_op_num_threads = 1
-        try:
-            sess = ort.InferenceSession(sub_model.SerializeToString(), opts,
-                                        providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise AuditorError(f"onnxruntime cannot load the model part: {e}") from None
+        sess = make_session(sub_model, self._threads, spin=False, what="the model part")
         return sess, inputs
 
     # ------------------------------------------------------------------------------------------

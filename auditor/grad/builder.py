@@ -14,6 +14,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..model.load import constant_node_value  # noqa: F401 (re-exported for the rules)
+from ..runtime.engine import make_session
 
 Dim = int | str | None  # a static dimension, a symbolic one (e.g. "batch"), or unknown
 Shape = tuple[Dim, ...]
@@ -37,8 +38,6 @@ def node_runner(op_type: str, inputs: dict, attrs: dict, opset: int, shape: Sequ
     the constant ``inputs`` (name -> array; an entry None leaves that input empty), executed by
     onnxruntime.  Rules use it to measure, at build time, what a linear op computes exactly as
     the runtime computes it.  NotDifferentiable if onnxruntime cannot run the node."""
-    import onnxruntime as ort
-
     np_dt = np.dtype(dtype)
     et = helper.np_dtype_to_tensor_dtype(np_dt)
     names = [k if v is not None else "" for k, v in inputs.items()]
@@ -51,12 +50,8 @@ def node_runner(op_type: str, inputs: dict, attrs: dict, opset: int, shape: Sequ
         [numpy_helper.from_array(np.asarray(v), k) for k, v in inputs.items() if v is not None])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = min(model.ir_version, 8)
-    so = ort.SessionOptions()
-    so.log_severity_level = 4  # a refusal is reported by the caller
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        sess = ort.InferenceSession(model.SerializeToString(), so,
-                                    providers=["CPUExecutionProvider"])
+    try:  # a refusal is reported by the caller
+        sess = make_session(model, None, optimize=False, log_severity=4)
         sess.run(None, {"x": np.zeros(shape, np_dt)})
     except Exception as e:
         raise NotDifferentiable(f"onnxruntime cannot run this {op_type}: {str(e)[:200]}") from None

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from ..runtime.engine import make_session
 from .builder import constant_node_value
 
 
@@ -54,12 +55,7 @@ def to_float64(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _ort_session(model: onnx.ModelProto):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.intra_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return make_session(model, 1)
 
 
 def float64_runner(model: onnx.ModelProto, prefer: str = "ort"

@@ -26,6 +26,7 @@ from onnx import helper, numpy_helper
 
 from .interface import graph_inputs
 from .names import Names
+from ..runtime.engine import make_session
 
 NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
               "Bernoulli", "DequantizeLinear", "Constant"}
@@ -339,8 +340,6 @@ def _evaluate(model: onnx.ModelProto, nodes: list[onnx.NodeProto], outputs: list
               fixed: dict[str, np.ndarray], inits: dict[str, onnx.TensorProto],
               const_nodes: dict[str, onnx.NodeProto]) -> dict[str, np.ndarray]:
     """Values of ``outputs`` of the constant subgraph ``nodes`` (onnxruntime, no optimisation)."""
-    import onnxruntime as ort
-
     produced = {o for n in nodes for o in n.output if o}
     needed = {i for n in nodes for i in n.input if i and i not in produced}
     want = [o for o in outputs if o not in fixed]
@@ -360,11 +359,7 @@ def _evaluate(model: onnx.ModelProto, nodes: list[onnx.NodeProto], outputs: list
             g.output.append(helper.make_empty_tensor_value_info(o))
     m = helper.make_model(g, opset_imports=list(model.opset_import))
     m.ir_version = max(model.ir_version, 4)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = make_session(m, 1, optimize=False, what="the constant sub-graph")
     names = [o.name for o in g.output]
     res = dict(zip(names, sess.run(names, {})))
     res.update({o: fixed[o] for o in outputs if o in fixed})

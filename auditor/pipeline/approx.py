@@ -50,6 +50,7 @@ from ..runtime.session import (GRAD_INPUT, OnnxClassifier, Runner, _as_model, bu
                       logits_head)
 from ..runtime.classifier import Classifier
 from .stats import perturbation_summary, summary
+from ..runtime.engine import run_batches
 
 def _named(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy whose nodes all carry the unique names ApproxModel and the layer table use."""
@@ -90,7 +91,7 @@ class ApproxClassifier(Classifier):
     def __init__(self, model, preprocessing: Preprocessing | None = None, approx=None, *,
                  threads: int = 0, batch_size: int = 64, sparsity_f: str = "tanh"):
         super().__init__()
-        self._seconds_per_sample = 0.0  # measured by _run: the estimate of the next batch's time
+        self._rate = [0.0]  # seconds per input measured by _run: the estimate of the next batch's time
         self.preprocessing = preprocessing or Preprocessing()
         self.variant, layers = _approx_settings(approx)
         if isinstance(model, onnx.ModelProto):
@@ -134,22 +135,8 @@ class ApproxClassifier(Classifier):
     # --- forward ---------------------------------------------------------------------------
     def _run(self, x: np.ndarray, outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         """Approximate run of the instrumented model over ``x`` in batches (graph outputs + ``outputs``)."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        n = len(x)
-        step = self.fixed_batch or self.batch_size
-        chunks: dict[str, list] = {}
-        for s in range(0, max(n, 1), step):
-            xb = x[s:s + step]
-            real = len(xb)
-            if self.fixed_batch and real < self.fixed_batch:
-                xb = np.concatenate([xb, np.repeat(xb[-1:], self.fixed_batch - real, axis=0)])
-            self._check_deadline(self._seconds_per_sample * len(xb))  # the time budget, batch by batch
-            t0 = time.monotonic()
-            res = self.approx_model.run(xb, outputs)
-            self._seconds_per_sample = max((time.monotonic() - t0) / max(len(xb), 1), 0.5 * self._seconds_per_sample)
-            for k, v in res.items():
-                chunks.setdefault(k, []).append(v[:real] if v.ndim and v.shape[0] == len(xb) else v)
-        return {k: (np.concatenate(v) if len(v) > 1 and v[0].ndim else v[0]) for k, v in chunks.items()}
+        return run_batches(lambda xb, _: self.approx_model.run(xb, outputs), x, self.batch_size,
+                           fixed_batch=self.fixed_batch, check=self._check_deadline, rate=self._rate)
 
     def forward(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Logits and every probed tensor (activations, compute-layer inputs), approximate execution."""
@@ -219,15 +206,10 @@ class ApproxLogits(Classifier):
         self.batch_size, self.fixed_batch = batch_size, fixed_batch
 
     def _logits(self, x):
-        step = self.fixed_batch or self.batch_size
-        parts = []
-        for s in range(0, len(x), step):
-            xb = x[s:s + step]
-            real = len(xb)
-            if self.fixed_batch and real < self.fixed_batch:
-                xb = np.concatenate([xb, np.repeat(xb[-1:], self.fixed_batch - real, axis=0)])
-            parts.append(self.approx_model.run(xb)[self.logits_name][:real])
-        return np.concatenate(parts) if parts else np.zeros((0, self.num_classes), np.float32)
+        if not len(x):
+            return np.zeros((0, self.num_classes), np.float32)
+        return run_batches(lambda xb, _: {"z": self.approx_model.run(xb)[self.logits_name]}, x, self.batch_size,
+                           fixed_batch=self.fixed_batch)["z"]
 
     def _value_and_grad(self, x, objective, knobs):
         raise AuditorError("the verification classifier has no gradients", where="approx")

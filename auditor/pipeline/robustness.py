@@ -36,6 +36,7 @@ from ..model.rewrite.preprocess import to_model_input
 from ..runtime.classifier import Classifier
 from .stats import QUANTILES, summary  # noqa: F401 (QUANTILES re-exported)
 from .stats import finite_or_none as _f
+from ..runtime.engine import Runner
 
 
 
@@ -140,21 +141,13 @@ class _OrtLogits(Classifier):
 
     def __init__(self, model, preprocessing=None, bounds=None, batch_size: int = 256):
         super().__init__()
-        import onnxruntime as ort
-
         from ..model.rewrite.reshape import _load
 
         proto = _load(model)
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        so.intra_op_num_threads = 1
-        self.session = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        inits = {t.name for t in proto.graph.initializer}
-        inp = next(i for i in proto.graph.input if i.name not in inits)
-        self.input_name = inp.name
-        dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
-        self.input_shape = tuple(int(d) for d in dims[1:])
-        self.num_classes = int(self.session.get_outputs()[0].shape[-1])
+        self.runner = Runner(proto, 1, batch_size)
+        self.logits_name = proto.graph.output[0].name
+        self.input_shape = tuple(int(d) for d in self.runner.input_shapes[self.runner.input_name][1:])
+        self.num_classes = int(self.runner.session.get_outputs()[0].shape[-1])
         self.pre = preprocessing
         if bounds is None:
             bounds = getattr(preprocessing, "bounds", (0.0, 1.0))
@@ -165,9 +158,7 @@ class _OrtLogits(Classifier):
             self.input_shape = (c, h, w)
 
     def _logits(self, x):
-        x = to_model_input(x, self.pre)
-        return np.concatenate([self.session.run(None, {self.input_name: x[i:i + self.batch_size]})[0]
-                               for i in range(0, len(x), self.batch_size)])
+        return self.runner.run(to_model_input(x, self.pre), [self.logits_name])[self.logits_name]
 
     def _value_and_grad(self, x, objective, knobs):
         raise AuditorError("the verification classifier has no gradients", where="robustness")

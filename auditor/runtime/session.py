@@ -14,9 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
-
-ort.set_default_logger_severity(3)  # onnxruntime warnings never reach stderr beside an error line
 
 from ..errors import AuditorError
 from ..grad import add_input_gradient
@@ -27,123 +24,7 @@ from ..model.rewrite.preprocess import Preprocessing, prepend
 from ..model.rewrite.head import LOGITS, Head, logits_head  # noqa: F401 (re-exported)
 from ..model.rewrite.instrument import Probes, instrument
 from .classifier import BudgetExceeded, Classifier  # noqa: F401 (BudgetExceeded re-exported)
-
-
-def session_options(threads: int = 0) -> ort.SessionOptions:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads)
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    return so
-
-
-def _ort_message(e: Exception) -> str:
-    """The informative part of an onnxruntime error (its node and status message), one line."""
-    text = " ".join(str(e).split())
-    for marker in ("Non-zero status code returned while running ", "FAIL : "):
-        if marker in text:
-            text = text.split(marker, 1)[1]
-            break
-    return text[:300]
-
-
-#: bytes of tensors one onnxruntime run may compute: a :class:`Runner` runs at most as many inputs
-#: together as fit in it (and never more than its batch_size), so that memory is bounded by the
-#: batch, not by the data, on ImageNet-sized models as on digits
-MEMORY_BUDGET = 384 * 2**20
-
-
-def tensor_bytes(model: onnx.ModelProto) -> int:
-    """Bytes per input of the tensors a model computes: every value_info/output with a known
-    element type and static dimensions after the batch axis (a lower bound when shapes are
-    missing; backward tensors of a gradient graph mirror forward ones and are not counted)."""
-    total = 0
-    g = model.graph
-    for vi in list(g.value_info) + list(g.output):
-        tt = vi.type.tensor_type
-        if not tt.elem_type or not tt.HasField("shape") or len(tt.shape.dim) < 1:
-            continue
-        n = 1
-        for d in tt.shape.dim[1:]:
-            if not d.HasField("dim_value"):
-                n = 0
-                break
-            n *= d.dim_value
-        if n:
-            total += n * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)).itemsize
-    return total
-
-
-class Runner:
-    """One onnxruntime CPU session over a model, run in batches of at most ``batch_size`` inputs,
-    fewer when their tensors (``tensor_bytes`` x ``factor`` per input) would exceed ``budget``
-    bytes (``batch_note`` says which)."""
-
-    def __init__(self, model: onnx.ModelProto, threads: int = 0, batch_size: int = 64,
-                 budget: int | None = MEMORY_BUDGET, factor: float = 1.0):
-        t0 = time.monotonic()
-        try:
-            self.session = ort.InferenceSession(model.SerializeToString(), session_options(threads),
-                                                providers=["CPUExecutionProvider"])
-        except Exception as e:
-            raise AuditorError(f"onnxruntime cannot load the model: {str(e).strip().splitlines()[0][:300]}") from None
-        self.build_seconds = time.monotonic() - t0  # how long onnxruntime took to build the session
-        self.inputs = [i.name for i in self.session.get_inputs()]
-        self.input_name = graph_inputs(model)[0].name
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        dim0 = self.session.get_inputs()[self.inputs.index(self.input_name)].shape[0]
-        self.fixed_batch = dim0 if isinstance(dim0, int) and dim0 > 0 else None
-        self.requested_batch = max(int(batch_size), 1)
-        self.input_bytes = int(tensor_bytes(model) * factor)
-        fit = self.requested_batch if not budget or not self.input_bytes else max(1, int(budget // self.input_bytes))
-        self.batch_size = self.fixed_batch or min(self.requested_batch, fit)
-        if self.fixed_batch:
-            self.batch_note = f"{self.fixed_batch} (the model's fixed batch size)"
-        elif self.batch_size < self.requested_batch:
-            self.batch_note = (f"{self.batch_size} (batch_size {self.requested_batch} lowered so that one run's tensors, "
-                               f"{self.input_bytes / 2**20:.1f} MiB per input, stay within {budget / 2**20:.0f} MiB)")
-        else:
-            self.batch_note = f"{self.batch_size} (the scenario's batch_size)"
-        self.seconds_per_sample = 0.0  # measured by run()
-
-    def run(self, x: np.ndarray, outputs: list[str] | None = None, feeds: dict | None = None,
-            check=None) -> dict[str, np.ndarray]:
-        """Outputs (all by default) for a batch ``x``; extra ``feeds`` (knobs) are per sample when
-        their first dimension equals len(x), else broadcast to every chunk.  ``check(seconds)`` is
-        called before every chunk with the estimated time of that chunk (the time budget)."""
-        names = outputs or self.output_names
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        n = len(x)
-        chunks: dict[str, list] = {k: [] for k in names}
-        for s in range(0, max(n, 1), self.batch_size):
-            xb = x[s:s + self.batch_size]
-            real = len(xb)
-            if check is not None:
-                check(self.seconds_per_sample * len(xb))
-            t0 = time.monotonic()
-            if self.fixed_batch and real < self.fixed_batch:
-                xb = np.concatenate([xb, np.repeat(xb[-1:], self.fixed_batch - real, axis=0)])
-            feed = {self.input_name: xb}
-            for k, v in (feeds or {}).items():
-                v = np.asarray(v)
-                if v.ndim and v.shape[0] == n and n != 1 or (v.ndim and v.shape[0] == n == 1):
-                    vb = v[s:s + self.batch_size]
-                    if self.fixed_batch and len(vb) < self.fixed_batch:
-                        vb = np.concatenate([vb, np.repeat(vb[-1:], self.fixed_batch - len(vb), axis=0)])
-                    feed[k] = vb
-                else:
-                    feed[k] = v
-            try:
-                res = self.session.run(names, feed)
-            except ort.capi.onnxruntime_pybind11_state.Fail as e:  # the model's own ops refuse the data
-                raise AuditorError(f"onnxruntime cannot run the model: {_ort_message(e)}") from None
-            # the slowest rate seen lately: the estimate of the next chunk's time
-            rate = (time.monotonic() - t0) / max(len(xb), 1)
-            self.seconds_per_sample = max(rate, 0.5 * self.seconds_per_sample)
-            for k, r in zip(names, res):
-                chunks[k].append(r[:real] if r.ndim and r.shape[0] == len(xb) else r)
-        return {k: (np.concatenate(v) if v and v[0].ndim and len(v) > 1 else v[0]) for k, v in chunks.items()}
+from .engine import MEMORY_BUDGET, Runner, tensor_bytes  # noqa: F401 (re-exported)
 
 
 # ------------------------------------------------------------------------------------------------

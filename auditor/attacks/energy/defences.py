@@ -22,17 +22,7 @@ from onnx import TensorProto, helper
 from ...errors import AuditorError
 from ...model.rewrite.preprocess import to_model_input
 from ...model.rewrite.threshold import relu_nodes, threshold_input, threshold_relus
-
-def _session(model: onnx.ModelProto):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.intra_op_num_threads = 1
-    try:
-        return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001
-        raise AuditorError(f"onnxruntime cannot load the model: {str(e).strip().splitlines()[0][:300]}") from None
+from ...runtime.engine import Runner
 
 
 def tune_thresholds(model: onnx.ModelProto, x_val: np.ndarray, labels: np.ndarray | None = None, *,
@@ -55,7 +45,6 @@ def tune_thresholds(model: onnx.ModelProto, x_val: np.ndarray, labels: np.ndarra
     if not relus:
         raise AuditorError("the model has no Relu to threshold")
     outs = [o for _, o in relus]
-    inp = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}][0]
     logits_name = model.graph.output[0].name
     xv = to_model_input(x_val, preprocess)
     xa = xv if x_attack is None else to_model_input(x_attack, preprocess)
@@ -66,25 +55,22 @@ def tune_thresholds(model: onnx.ModelProto, x_val: np.ndarray, labels: np.ndarra
     for o in outs:
         if o not in known:
             probe.graph.output.append(helper.make_tensor_value_info(o, TensorProto.FLOAT, None))
-    sess = _session(probe)
+    runner = Runner(probe, 1, batch_size)
     sums = {o: 0.0 for o in outs}
     counts = {o: 0 for o in outs}
-    for s in range(0, len(xa), batch_size):
-        res = sess.run(outs, {inp: xa[s:s + batch_size]})
-        for o, r in zip(outs, res):
-            sums[o] += float(r.sum())
-            counts[o] += r.size
+    for s in range(0, len(xa), runner.batch_size):  # only the running sums outlive a batch
+        res = runner.run(xa[s:s + runner.batch_size], outs)
+        for o in outs:
+            sums[o] += float(res[o].sum())
+            counts[o] += res[o].size
     mean_act = {o: sums[o] / max(counts[o], 1) for o in outs}
 
     tuned = threshold_relus(model, {o: 0.0 for o in outs}, as_inputs=True)
-    tsess = _session(tuned)
+    truns = Runner(tuned, 1, batch_size)
 
     def predict(th: dict[str, float]) -> np.ndarray:
         feeds = {threshold_input(o): np.array(th[o], np.float32) for o in outs}
-        preds = []
-        for s in range(0, len(xv), batch_size):
-            preds.append(tsess.run([logits_name], {inp: xv[s:s + batch_size], **feeds})[0].argmax(1))
-        return np.concatenate(preds)
+        return truns.run(xv, [logits_name], feeds=feeds)[logits_name].argmax(1)
 
     th = {o: 0.0 for o in outs}
     base_pred = predict(th)

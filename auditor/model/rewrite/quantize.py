@@ -32,7 +32,7 @@ from ..graph import weight_initializers
 from ..names import Names
 from .instrument import add_outputs
 from .preprocess import to_model_input
-from ...runtime.session import Runner
+from ...runtime.engine import Runner
 
 META_KEY = "auditor.model.rewrite.quantize"
 OPS = ("Conv", "Gemm", "MatMul")

@@ -28,6 +28,7 @@ import onnx
 from onnx import numpy_helper
 
 from ...errors import AuditorError
+from ...runtime.engine import Runner
 from ..graph import weight_initializers
 from ..load import load_model
 from ..names import node_names
@@ -226,14 +227,8 @@ def clean_accuracy(model, x: np.ndarray, y: np.ndarray, preprocessing=None, batc
     ``preprocessing``: None, a ``(mean, std)`` pair applied as ``(x - mean) / std``, a callable or a
     :class:`~auditor.model.rewrite.preprocess.Preprocessing` (:func:`~auditor.model.rewrite.preprocess.to_model_input`).
     """
-    import onnxruntime as ort
-
     m = _load(model)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
+    runner = Runner(m, 1, batch_size)
     x = to_model_input(x, preprocessing)
-    pred = np.concatenate([sess.run(None, {name: x[i:i + batch_size]})[0].argmax(axis=1)
-                           for i in range(0, len(x), batch_size)])
+    pred = runner.run(x, [m.graph.output[0].name])[m.graph.output[0].name].argmax(axis=1)
     return float(np.mean(pred == np.asarray(y)))

@@ -1,0 +1,323 @@
+"""The one place onnxruntime sessions are built and run.
+
+:func:`make_session` builds every ``InferenceSession`` of the tool with the options of
+:func:`session_options` (threads, graph optimisation, spinning, logging, CPU provider) and turns
+a refusal into an :class:`AuditorError`; ``initializers`` lets several sessions of one model share
+the weights' memory (``SessionOptions.add_initializer`` over one numpy buffer, see
+:class:`SharedWeights`).
+
+:class:`Runner` runs a session over a batch of inputs: in chunks of at most ``batch_size`` inputs
+(fewer when their tensors would exceed the memory budget), padded to the model's fixed batch size
+when it has one, with extra feeds (an objective's knobs) cast and shaped after the graph's declared
+input types: an int32 label array, a Python float or a 0-d array all feed an int64 (N,) label or a
+float32 scalar knob.  :func:`run_batches` is the same chunking and padding for any callable (the
+approximate-multiplier execution uses it).
+
+This module depends on onnx, onnxruntime and numpy only, so that every layer of the package (model
+loading, rewrites, cost models, attacks) builds its sessions here.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper
+
+from ..errors import AuditorError
+
+ort.set_default_logger_severity(3)  # onnxruntime warnings never reach stderr beside an error line
+
+#: bytes of tensors one onnxruntime run may compute: a :class:`Runner` runs at most as many inputs
+#: together as fit in it (and never more than its batch_size), so that memory is bounded by the
+#: batch, not by the data, on ImageNet-sized models as on digits
+MEMORY_BUDGET = 384 * 2**20
+
+#: numpy dtypes of onnxruntime's input type strings
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16,
+              "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+
+
+def session_options(threads: int | None = 0, *, optimize: bool = True, spin: bool = True,
+                    log_severity: int = 3) -> ort.SessionOptions:
+    """The session options of every session of the tool.
+
+    ``threads``: onnxruntime's intra-op threads (0 = its default, None = leave its defaults
+    alone); one inter-op thread, sequential execution.  ``optimize`` False disables graph
+    optimisations (constant folding of a sub-graph, probing one op: the graph must run as
+    written).  ``spin`` False stops idle workers from spinning (sessions run between numba
+    kernels)."""
+    so = ort.SessionOptions()
+    if threads is not None:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    so.log_severity_level = log_severity
+    return so
+
+
+def ort_message(e: Exception) -> str:
+    """The informative part of an onnxruntime error (its node and status message), one line."""
+    text = " ".join(str(e).split())
+    for marker in ("Non-zero status code returned while running ", "FAIL : "):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+            break
+    return text[:300]
+
+
+class SharedWeights:
+    """The large initializers of a model held once, as OrtValues over numpy buffers, for every
+    session built from the model or a rewrite of it (instrumented, gradient graphs): each session
+    is given the buffers through ``SessionOptions.add_initializer`` instead of copying the weights
+    from its serialized model.  ``strip(model)`` is the model without those initializers' data
+    (their graph entries kept, so the graph stays valid for the sessions that are given them)."""
+
+    #: initializers at least this large are shared (smaller ones are not worth the bookkeeping)
+    MIN_BYTES = 4096
+
+    def __init__(self, model: onnx.ModelProto):
+        self.arrays: dict[str, np.ndarray] = {}
+        self.values: dict[str, ort.OrtValue] = {}
+        for t in model.graph.initializer:
+            if t.data_location == onnx.TensorProto.EXTERNAL or t.data_type not in (onnx.TensorProto.FLOAT,):
+                continue
+            a = numpy_helper.to_array(t)
+            if a.nbytes < self.MIN_BYTES:
+                continue
+            a = np.ascontiguousarray(a)
+            self.arrays[t.name] = a
+            self.values[t.name] = ort.OrtValue.ortvalue_from_numpy(a)
+        self._fingerprint = {k: (a.shape, a.dtype) for k, a in self.arrays.items()}
+
+    def shared_in(self, model: onnx.ModelProto) -> list[str]:
+        """The shared initializers ``model`` has, unchanged (same name, shape and type)."""
+        out = []
+        for t in model.graph.initializer:
+            fp = self._fingerprint.get(t.name)
+            if fp is not None and tuple(t.dims) == fp[0] and t.data_type == onnx.TensorProto.FLOAT:
+                out.append(t.name)
+        return out
+
+    def strip(self, model: onnx.ModelProto) -> tuple[bytes, dict[str, ort.OrtValue]]:
+        """(serialized ``model`` without the shared initializers, the OrtValues to add for them)."""
+        names = set(self.shared_in(model))
+        if not names:
+            return model.SerializeToString(), {}
+        return _without_initializers(model, names).SerializeToString(), {k: self.values[k] for k in names}
+
+
+def _without_initializers(model: onnx.ModelProto, names: set[str]) -> onnx.ModelProto:
+    """``model`` whose initializers in ``names`` are marked as external data without their bytes
+    (onnxruntime takes them from ``add_external_initializers``), rebuilt without copying them."""
+    g = model.graph
+    inits = []
+    for t in g.initializer:
+        if t.name in names:
+            e = onnx.TensorProto(name=t.name, data_type=t.data_type, dims=list(t.dims))
+            e.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", _SHARED_LOCATION), ("offset", "0"), ("length", str(self_bytes(t)))):
+                entry = e.external_data.add()
+                entry.key, entry.value = key, value
+            t = e
+        inits.append(t)
+    graph = onnx.helper.make_graph(list(g.node), g.name, list(g.input), list(g.output), inits,
+                                   doc_string=g.doc_string, value_info=list(g.value_info),
+                                   sparse_initializer=list(g.sparse_initializer))
+    out = onnx.ModelProto()
+    out.ir_version = max(model.ir_version, 4)
+    out.producer_name, out.producer_version, out.domain = model.producer_name, model.producer_version, model.domain
+    out.opset_import.extend(model.opset_import)
+    out.functions.extend(model.functions)
+    out.metadata_props.extend(model.metadata_props)
+    out.graph.CopyFrom(graph)
+    return out
+
+
+#: the (never read) external-data file name of shared initializers
+_SHARED_LOCATION = "auditor-shared-weights.bin"
+
+
+def self_bytes(t: onnx.TensorProto) -> int:
+    return int(np.prod(t.dims, dtype=np.int64)) * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+
+
+def make_session(model: onnx.ModelProto | str | bytes, threads: int | None = 0, *, optimize: bool = True,
+                 spin: bool = True, providers=("CPUExecutionProvider",), shared: SharedWeights | None = None,
+                 log_severity: int = 3, what: str = "the model") -> ort.InferenceSession:
+    """An onnxruntime session over ``model`` (proto, serialized bytes or path) with the tool's
+    options (:func:`session_options`); ``shared``: weights held once for several sessions.  A
+    model onnxruntime refuses is bad input: :class:`AuditorError` naming ``what``."""
+    so = session_options(threads, optimize=optimize, spin=spin, log_severity=log_severity)
+    src = model
+    if isinstance(model, onnx.ModelProto):
+        if shared is not None:
+            src, values = shared.strip(model)
+            if values:
+                so.add_external_initializers(list(values), list(values.values()))
+        else:
+            src = model.SerializeToString()
+    elif not isinstance(model, bytes):
+        src = str(model)
+    try:
+        return ort.InferenceSession(src, so, providers=list(providers))
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise AuditorError(f"onnxruntime cannot load {what}: {str(e).strip().splitlines()[0][:300]}") from None
+
+
+def tensor_bytes(model: onnx.ModelProto) -> int:
+    """Bytes per input of the tensors a model computes: every value_info/output with a known
+    element type and static dimensions after the batch axis (a lower bound when shapes are
+    missing; backward tensors of a gradient graph mirror forward ones and are not counted)."""
+    total = 0
+    g = model.graph
+    for vi in list(g.value_info) + list(g.output):
+        tt = vi.type.tensor_type
+        if not tt.elem_type or not tt.HasField("shape") or len(tt.shape.dim) < 1:
+            continue
+        n = 1
+        for d in tt.shape.dim[1:]:
+            if not d.HasField("dim_value"):
+                n = 0
+                break
+            n *= d.dim_value
+        if n:
+            total += n * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)).itemsize
+    return total
+
+
+def pad_batch(a: np.ndarray, size: int) -> np.ndarray:
+    """``a`` (batch first) padded to ``size`` rows by repeating its last row."""
+    if len(a) >= size:
+        return a
+    return np.concatenate([a, np.repeat(a[-1:], size - len(a), axis=0)])
+
+
+def run_batches(run: Callable[[np.ndarray, dict], dict], x: np.ndarray, step: int, *, fixed_batch: int | None = None,
+                feeds: dict | None = None, per_sample: Callable[[str], bool] = lambda k: False,
+                check: Callable[[float], None] | None = None, rate: list | None = None) -> dict[str, np.ndarray]:
+    """``run(chunk, feeds)`` over ``x`` in chunks of ``step`` inputs (padded to ``fixed_batch``
+    when given), the results concatenated (the padding dropped).  ``feeds`` whose name
+    ``per_sample`` accepts are sliced (and padded) with the chunk, the others given whole.
+    ``check(seconds)`` is called before every chunk with its estimated time; ``rate``, a
+    one-element list, carries the seconds per input seen lately (the estimate) between calls."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = len(x)
+    step = fixed_batch or max(int(step), 1)
+    rate = rate if rate is not None else [0.0]
+    chunks: dict[str, list] = {}
+    for s in range(0, max(n, 1), step):
+        xb = x[s:s + step]
+        real = len(xb)
+        if check is not None:
+            check(rate[0] * real)
+        t0 = time.monotonic()
+        if fixed_batch:
+            xb = pad_batch(xb, fixed_batch)
+        feed = {}
+        for k, v in (feeds or {}).items():
+            if per_sample(k):
+                vb = v[s:s + step]
+                feed[k] = pad_batch(vb, len(xb)) if fixed_batch else vb
+            else:
+                feed[k] = v
+        res = run(xb, feed)
+        # the slowest rate seen lately: the estimate of the next chunk's time
+        rate[0] = max((time.monotonic() - t0) / max(len(xb), 1), 0.5 * rate[0])
+        for k, r in res.items():
+            chunks.setdefault(k, []).append(r[:real] if getattr(r, "ndim", 0) and r.shape[0] == len(xb) else r)
+    return {k: (np.concatenate(v) if len(v) > 1 and v[0].ndim else v[0]) for k, v in chunks.items()}
+
+
+class Runner:
+    """One onnxruntime CPU session over a model, run in batches of at most ``batch_size`` inputs,
+    fewer when their tensors (``tensor_bytes`` x ``factor`` per input) would exceed ``budget``
+    bytes (``batch_note`` says which).  ``shared``: weights held once for several runners."""
+
+    def __init__(self, model: onnx.ModelProto, threads: int = 0, batch_size: int = 64,
+                 budget: int | None = MEMORY_BUDGET, factor: float = 1.0, *, shared: SharedWeights | None = None,
+                 providers=("CPUExecutionProvider",)):
+        t0 = time.monotonic()
+        self.session = make_session(model, threads, shared=shared, providers=providers)
+        self.build_seconds = time.monotonic() - t0  # how long onnxruntime took to build the session
+        ins = self.session.get_inputs()
+        self.inputs = [i.name for i in ins]
+        inits = {t.name for t in model.graph.initializer}
+        self.input_name = next(i.name for i in model.graph.input if i.name not in inits)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        #: declared dtype and shape of every graph input (the feeds are cast and shaped to them)
+        self.input_types = {i.name: _ORT_TYPES.get(i.type, np.float32) for i in ins}
+        self.input_shapes = {i.name: list(i.shape) for i in ins}
+        dim0 = self.input_shapes[self.input_name][0] if self.input_shapes[self.input_name] else None
+        self.fixed_batch = dim0 if isinstance(dim0, int) and dim0 > 0 else None
+        self.requested_batch = max(int(batch_size), 1)
+        self.input_bytes = int(tensor_bytes(model) * factor)
+        fit = self.requested_batch if not budget or not self.input_bytes else max(1, int(budget // self.input_bytes))
+        self.batch_size = self.fixed_batch or min(self.requested_batch, fit)
+        if self.fixed_batch:
+            self.batch_note = f"{self.fixed_batch} (the model's fixed batch size)"
+        elif self.batch_size < self.requested_batch:
+            self.batch_note = (f"{self.batch_size} (batch_size {self.requested_batch} lowered so that one run's tensors, "
+                               f"{self.input_bytes / 2**20:.1f} MiB per input, stay within {budget / 2**20:.0f} MiB)")
+        else:
+            self.batch_note = f"{self.batch_size} (the scenario's batch_size)"
+        self._rate = [0.0]
+
+    @property
+    def seconds_per_sample(self) -> float:
+        """The slowest rate (seconds per input) seen lately: the estimate of the next chunk's time."""
+        return self._rate[0]
+
+    def _per_sample(self, name: str) -> bool:
+        shape = self.input_shapes.get(name) or []
+        return bool(shape) and not isinstance(shape[0], int)
+
+    def typed(self, feeds: dict | None, n: int) -> dict[str, np.ndarray]:
+        """``feeds`` cast to their graph inputs' types and shaped like them: a scalar or a
+        one-element array for a scalar input, a scalar broadcast to the ``n`` inputs of a
+        per-sample (batch-first) input.  A feed the graph does not take is bad input."""
+        out = {}
+        for k, v in (feeds or {}).items():
+            if k not in self.input_types:
+                raise AuditorError(f"the model has no input {k!r} to feed")
+            a = np.asarray(v)
+            if not np.can_cast(a.dtype, self.input_types[k], "same_kind") and a.dtype.kind not in "iub":
+                if not (a.dtype.kind == "f" and np.issubdtype(self.input_types[k], np.integer)
+                        and np.array_equal(a, np.round(a))):
+                    raise AuditorError(f"input {k!r} takes {np.dtype(self.input_types[k]).name}, got {a.dtype.name}")
+            a = a.astype(self.input_types[k], copy=False)
+            shape = self.input_shapes[k]
+            if not shape and a.size == 1:
+                a = a.reshape(())
+            elif self._per_sample(k) and a.ndim == len(shape) - 1:
+                a = np.broadcast_to(a, (n,) + a.shape)
+            out[k] = np.ascontiguousarray(a)
+        return out
+
+    def run(self, x: np.ndarray, outputs: list[str] | None = None, feeds: dict | None = None,
+            check=None) -> dict[str, np.ndarray]:
+        """Outputs (all by default) for a batch ``x``; extra ``feeds`` (knobs) are cast to the
+        graph's input types; those with a batch (symbolic first) dimension are per sample, the
+        others given to every chunk.  ``check(seconds)`` is called before every chunk with the
+        estimated time of that chunk (the time budget)."""
+        names = outputs or self.output_names
+        x = np.ascontiguousarray(x, dtype=np.float32)
+
+        def one(xb, feed):
+            try:
+                res = self.session.run(names, {self.input_name: xb, **feed})
+            except ort.capi.onnxruntime_pybind11_state.Fail as e:  # the model's own ops refuse the data
+                raise AuditorError(f"onnxruntime cannot run the model: {ort_message(e)}") from None
+            return dict(zip(names, res))
+
+        return run_batches(one, x, self.batch_size, fixed_batch=self.fixed_batch, feeds=self.typed(feeds, len(x)),
+                           per_sample=self._per_sample, check=check, rate=self._rate)

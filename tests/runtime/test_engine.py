@@ -1,0 +1,90 @@
+"""The session factory and Runner: feeds typed after the graph's inputs, fixed-batch padding,
+weights shared between sessions, refusals as AuditorError."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from auditor.errors import AuditorError
+from auditor.runtime.engine import Runner, SharedWeights, make_session, run_batches
+from builders import make_model, tiny_cnn, tiny_cnn_numpy
+
+
+def knob_model(batch="N"):
+    """y = x.sum(1) * scale + onehot(label) . w: an int64 per-sample knob, a float scalar knob and
+    a float (3,) knob."""
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], axes=[1], keepdims=0),
+             helper.make_node("Mul", ["s", "scale"], ["a"]),
+             helper.make_node("OneHot", ["label", "depth", "values"], ["oh"], axis=-1),
+             helper.make_node("MatMul", ["oh", "w"], ["b"]),
+             helper.make_node("Add", ["a", "b"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "knobs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3]),
+         helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+         helper.make_tensor_value_info("scale", TensorProto.FLOAT, []),
+         helper.make_tensor_value_info("w", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch])],
+        [onnx.numpy_helper.from_array(np.array(3, np.int64), "depth"),
+         onnx.numpy_helper.from_array(np.array([0.0, 1.0], np.float32), "values")])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    m.ir_version = 8
+    return m
+
+
+def expected(x, label, scale, w):
+    return x.sum(1) * scale + np.asarray(w, np.float32)[np.asarray(label)]
+
+
+def test_knob_feeds_take_their_types_and_shapes_from_the_graph():
+    x = np.arange(9, dtype=np.float32).reshape(3, 3)
+    r = Runner(knob_model(), batch_size=2)  # chunks of 2: per-sample knobs are sliced, the others are not
+    w = np.array([10.0, 20.0, 30.0])  # float64, and len(w) == len(x): still one (3,) knob
+    for label, scale in ((np.array([0, 1, 2], np.int32), 0.0),  # int32 labels, a Python float
+                         ([2, 1, 0], np.float64(2.0)),  # a list, a float64 scalar
+                         (np.int32(1), np.array([0.5])),  # a scalar label for every input, a (1,) scale
+                         (np.array([1.0, 2.0, 0.0]), 1)):  # integral floats as labels, an int scale
+        got = r.run(x, ["y"], feeds={"label": label, "scale": scale, "w": w})["y"]
+        lab = np.broadcast_to(np.asarray(label).astype(np.int64), (3,))
+        np.testing.assert_allclose(got, expected(x, lab, float(np.asarray(scale).ravel()[0]), w), rtol=1e-6)
+    with pytest.raises(AuditorError, match="takes int64"):
+        r.run(x, ["y"], feeds={"label": np.array([0.5, 1.0, 2.0]), "scale": 1.0, "w": w})
+    with pytest.raises(AuditorError, match="no input 'bogus'"):
+        r.run(x, ["y"], feeds={"bogus": 1.0})
+
+
+def test_fixed_batch_models_are_padded_and_the_padding_dropped():
+    x = np.random.default_rng(0).random((5, 3), dtype=np.float32)
+    r = Runner(knob_model(batch=2), batch_size=64)
+    assert r.fixed_batch == r.batch_size == 2 and "fixed batch" in r.batch_note
+    got = r.run(x, ["y"], feeds={"label": np.array([0, 1, 2, 0, 1]), "scale": 1.0, "w": [1.0, 2.0, 3.0]})["y"]
+    np.testing.assert_allclose(got, expected(x, [0, 1, 2, 0, 1], 1.0, [1.0, 2.0, 3.0]), rtol=1e-6)
+    seen = []
+    out = run_batches(lambda xb, f: seen.append((len(xb), f["k"].tolist())) or {"y": xb[:, 0]}, x, 64,
+                      fixed_batch=2, feeds={"k": np.arange(5)}, per_sample=lambda k: True)
+    assert seen == [(2, [0, 1]), (2, [2, 3]), (2, [4, 4])]
+    np.testing.assert_array_equal(out["y"], x[:, 0])
+
+
+def test_sessions_sharing_weights_compute_what_a_plain_session_computes(monkeypatch):
+    monkeypatch.setattr(SharedWeights, "MIN_BYTES", 1024)
+    model, inits = tiny_cnn(integer=False)
+    big = {k for k, v in inits.items() if v.nbytes >= SharedWeights.MIN_BYTES}
+    assert big == {"w2"}  # the 64x5 weight is shared, the small ones stay in the model
+    shared = SharedWeights(model)
+    assert shared.shared_in(model) == ["w2"]
+    x = np.random.default_rng(1).random((4, 1, 8, 8), dtype=np.float32)
+    want, _ = tiny_cnn_numpy(x, inits)
+    a, b = Runner(model, shared=shared), Runner(model, shared=shared)
+    for r in (a, b, Runner(model)):
+        np.testing.assert_allclose(r.run(x, ["y"])["y"], want, rtol=1e-4, atol=1e-4)
+    assert shared.arrays["w2"].ctypes.data == shared.values["w2"].data_ptr()  # one buffer, not a copy
+
+
+def test_a_model_onnxruntime_refuses_is_bad_input():
+    bad = make_model([helper.make_node("Relu", ["x", "x"], ["y"])], {})
+    with pytest.raises(AuditorError, match="onnxruntime cannot load the test model"):
+        make_session(bad, what="the test model")
