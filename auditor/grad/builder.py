@@ -132,6 +132,11 @@ class GraphBuilder:
         self.prefix = prefix
         self.nodes: list[onnx.NodeProto] = []
         self.emitted: dict[str, onnx.NodeProto] = {}  # output name -> the backward node computing it
+        # gradients that are a smaller tensor broadcast to full size times a constant (a reduction's
+        # gradient): name -> (small tensor, constant, the tensor whose shape it has) ...
+        self.broadcast_of: dict[str, tuple[str, float, str]] = {}
+        # ... and full-size gradients emitted as (full-size factor) * (small tensor): name -> both
+        self.factored: dict[str, tuple[str, str]] = {}
         self.initializers: list[onnx.TensorProto] = []
         self.shapes: dict[str, Shape | None] = {}
         self.dtypes: dict[str, int] = {}
@@ -351,6 +356,32 @@ class GraphBuilder:
         """``g`` where the boolean ``cond`` holds, 0 elsewhere (Mul by a cast mask: onnxruntime's
         Where is several times slower than Cast + Mul)."""
         return self.op("Mul", [g, self.op("Cast", [cond], to=self.dtypes[like])])
+
+    def times(self, dy: str, d: str, like: str) -> str:
+        """``dy * d`` for an elementwise factor ``d`` shaped like tensor ``like``.  When ``dy`` is a
+        reduction's gradient broadcast to full size (:attr:`broadcast_of`), ``d`` times the small
+        tensor instead: one full-size Mul instead of two."""
+        src = self.broadcast_of.get(dy)
+        shp = self.static_shape(like)
+        if src is not None and shp is not None and shp == self.static_shape(src[2]):
+            g, scale, _ = src
+            if scale != 1.0:
+                g = self.op("Mul", [g, self.scalar(scale, like)])
+            out = self.op("Mul", [d, g])
+            self.factored[out] = (d, g)
+            return out
+        return self.op("Mul", [dy, d])
+
+    def times_scalar(self, dy: str, c: str) -> str | None:
+        """``dy * c`` for a 0-d ``c`` when ``dy`` is :attr:`factored` (full * small): the small
+        factor times ``c`` (no full-size op); None otherwise."""
+        if dy not in self.factored or self.static_shape(c) != ():
+            return None
+        full, small = self.factored[dy]
+        small = self.op("Mul", [small, c])
+        out = self.op("Mul", [full, small])
+        self.factored[out] = (full, small)
+        return out
 
     def relu_mask(self, g: str, y: str) -> str:
         """``g`` where the Relu output ``y`` is positive.  ``y`` >= 0, so y > 0 is y != 0, which

@@ -88,13 +88,13 @@ def _clip(b: GraphBuilder, n: GradNode):
 @rule("Sigmoid")
 def _sigmoid(b: GraphBuilder, n: GradNode):
     y = n.y()
-    return [b.op("Mul", [n.dy, b.op("Mul", [y, b.op("Sub", [b.scalar(1, y), y])])])]
+    return [b.times(n.dy, b.op("Mul", [y, b.op("Sub", [b.scalar(1, y), y])]), y)]
 
 
 @rule("Tanh")
 def _tanh(b: GraphBuilder, n: GradNode):
     y = n.y()
-    return [b.op("Mul", [n.dy, b.op("Sub", [b.scalar(1, y), b.op("Mul", [y, y])])])]
+    return [b.times(n.dy, b.op("Sub", [b.scalar(1, y), b.op("Mul", [y, y])]), y)]
 
 
 @rule("HardSigmoid")
@@ -289,8 +289,9 @@ def _mul(b: GraphBuilder, n: GradNode):
         out = [FOLDED, FOLDED]
         out[1 - gate] = b.op("Mul", [n.dy, d])
         return out
-    da = b.reduce_to(b.op("Mul", [n.dy, c]), y, a) if n.need(0) else None
-    dc = b.reduce_to(b.op("Mul", [n.dy, a]), y, c) if n.need(1) else None
+    # by a 0-d factor (the sparsity objective's beta), a factored dY keeps its full-size op count
+    da = (b.times_scalar(n.dy, c) or b.reduce_to(b.op("Mul", [n.dy, c]), y, a)) if n.need(0) else None
+    dc = (b.times_scalar(n.dy, a) or b.reduce_to(b.op("Mul", [n.dy, a]), y, c)) if n.need(1) else None
     return [da, dc]
 
 

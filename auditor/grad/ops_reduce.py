@@ -64,7 +64,9 @@ def expand(b: GraphBuilder, g: str, like: str, axes: list[int], scale: float = 1
         first = min(axes)
         const = np.full([shp[a] if a in axes else 1 for a in range(first, len(shp))], scale,
                         dtype=b.np_dtype(like))
-        return b.op("Mul", [g, b.const(const, hint="broadcast")])
+        out = b.op("Mul", [g, b.const(const, hint="broadcast")])
+        b.broadcast_of[out] = (g, scale, like)
+        return out
     if scale != 1.0:
         g = b.op("Mul", [g, b.scalar(scale, like)])
     return b.op("Expand", [g, b.shape_of(like)])

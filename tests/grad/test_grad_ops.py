@@ -299,6 +299,20 @@ def test_silu_and_sigmoid_gates(case, monkeypatch):
         assert fused < plain if case.startswith("silu") else fused == plain
 
 
+@pytest.mark.parametrize("op", ["Tanh", "Sigmoid"])
+def test_reduction_of_activation_keeps_gradient_small(op):
+    """sum(F(beta * x)) per sample (the sparsity objective's form): the reduction's gradient is not
+    broadcast to full size before F's derivative, and beta multiplies the small factor."""
+    x = rnd((2, 3, 4, 5), 31)
+    nodes = [node("Mul", ["x", "beta"], ["bx"]), node(op, ["bx"], ["f"]),
+             node("ReduceSum", ["f", "axes"], keepdims=0)]
+    inits = {"beta": np.array(1.7, np.float32), "axes": np.array([1, 2, 3], np.int64)}
+    gradcheck(nodes, {"x": x}, inits)
+    g = add_input_gradient(build(nodes, {"x": x}, inits), "obj")
+    full = [n for n in g.graph.node if n.op_type == "Mul" and "broadcast" in " ".join(n.input)]
+    assert not full
+
+
 @pytest.mark.parametrize("bounds", ["both", "min", "max", "none"])
 def test_clip(bounds):
     lo, hi = np.array(-0.5, np.float32), np.array(0.7, np.float32)
