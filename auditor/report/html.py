@@ -25,7 +25,9 @@ from .numbers import fmt_num as _fmt_num
 from .numbers import num as _num
 from .numbers import pct as _pct
 from .numbers import si as _si
-from .records import Approx, AuditReport, Masking, check_status, sorted_checks
+from .records import (Approx, AuditReport, Baseline, Check, Clean, DataInfo, Density, EnergySearch, EvasionAttack,
+                      EvasionResult, LayerCost, Masking, Model, Profile, Quantiles, Robustness, ScenarioEcho,
+                      SearchLayer, SearchWorstInput, Stats, Summary, Timing, Tool, WorstInput, sorted_checks)
 from .sections import Table, approx_blocks, generic_blocks, masking_blocks, warning_blocks
 from .sections import get as _d
 
@@ -36,12 +38,6 @@ SCALE = 2
 MAX_EMBED_BYTES = 2_000_000
 #: most rows of a key/value table of unknown data
 MAX_KV_ROWS = 120
-
-_KNOWN_TOP = {"schema_version", "tool", "seed", "model", "scenario", "data", "profiles", "checks", "verdict",
-              "timing", "baseline"}
-_KNOWN_TOP = _KNOWN_TOP | {"warnings", "environment", "budget"}
-_KNOWN_PROFILE = {"name", "path", "cost_model", "description", "profile", "clean", "attacks", "summary",
-                  "robustness", "checks", "timing", "cut_short", "zero_thresholds", "masking", "notes"}
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0 auto;max-width:1100px;
@@ -237,21 +233,21 @@ _COLORS = ["#444444", "#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8
            "#17becf", "#bcbd22", "#7f7f7f"]
 
 
-def _series_cost(p: dict) -> list[tuple[str, dict]]:
+def _series_cost(p: Profile) -> list[tuple[str, dict]]:
     """[(label, per_input)] for clean and each attack with per-input data."""
     out = []
-    pi = _d(p, "clean", "per_input")
+    pi = Clean.of(p.clean).per_input
     if isinstance(pi, dict):
         out.append(("clean", pi))
-    atts = [a for a in p.get("attacks") or [] if isinstance(a, dict)]
-    labels = _unique_labels([str(a.get("search", f"attack {i}")) for i, a in enumerate(atts)])
+    atts = EnergySearch.list_of(p.attacks)
+    labels = _unique_labels([str(a.search if a.has("search") else f"attack {i}") for i, a in enumerate(atts)])
     for lab, a in zip(labels, atts):
-        if isinstance(a.get("per_input"), dict):
-            out.append((lab, a["per_input"]))
+        if isinstance(a.per_input, dict):
+            out.append((lab, a.per_input))
     return out
 
 
-def _draw_cost(p: dict):
+def _draw_cost(p: Profile):
     series = _series_cost(p)
     if len(series) < 2 or series[0][0] != "clean":
         return None  # nothing attacked: the figures table says it all
@@ -288,7 +284,7 @@ def _draw_cost(p: dict):
     return fig
 
 
-def _layer_series(p: dict) -> tuple[list[str], list[tuple[str, dict]]]:
+def _layer_series(p: Profile) -> tuple[list[str], list[tuple[str, dict]]]:
     series = [(lab, pi["layer_density"]) for lab, pi in _series_cost(p) if isinstance(pi.get("layer_density"), dict)]
     layers: list[str] = []
     for _, ld in series:
@@ -298,7 +294,7 @@ def _layer_series(p: dict) -> tuple[list[str], list[tuple[str, dict]]]:
     return layers, series
 
 
-def _draw_layer_density(p: dict):
+def _draw_layer_density(p: Profile):
     from matplotlib.patches import Patch
 
     layers, series = _layer_series(p)
@@ -334,14 +330,15 @@ def _draw_layer_density(p: dict):
         fig.tight_layout()
         return fig
     # no per-input data (an older report): the per-layer mean densities of the attack sections
-    atts = [a for a in p.get("attacks") or [] if isinstance(a, dict) and isinstance(a.get("layers"), list) and a["layers"]]
+    atts = [a for a in EnergySearch.list_of(p.attacks) if isinstance(a.layers, list) and a.layers]
     if not atts:
         return None
-    names = [str(r.get("layer")) for r in atts[0]["layers"] if isinstance(r, dict)]
-    labels = ["clean"] + _unique_labels([str(a.get("search", "attack")) for a in atts])
-    cols = [[_num(r.get("density_clean")) for r in atts[0]["layers"] if isinstance(r, dict)]]
+    first = SearchLayer.list_of(atts[0].layers)
+    names = [str(r.layer) for r in first]
+    labels = ["clean"] + _unique_labels([str(a.search if a.has("search") else "attack") for a in atts])
+    cols = [[_num(r.density_clean) for r in first]]
     for a in atts:
-        by = {str(r.get("layer")): _num(r.get("density_attacked")) for r in a["layers"] if isinstance(r, dict)}
+        by = {str(r.layer): _num(r.density_attacked) for r in SearchLayer.list_of(a.layers)}
         cols.append([by.get(n) for n in names])
     k = len(cols)
     width = 0.8 / k
@@ -361,30 +358,29 @@ def _draw_layer_density(p: dict):
     return fig
 
 
-def _rob_attacks(p: dict) -> list[dict]:
-    return [a for a in _d(p, "robustness", "attacks", default=[]) or [] if isinstance(a, dict)]
+def _rob_attacks(p: Profile) -> list[EvasionAttack]:
+    return EvasionAttack.list_of(Robustness.of(p.robustness).attacks)
 
 
-def _draw_robust_curve(p: dict):
-    atts = [a for a in _rob_attacks(p) if any(_num(_d(r, "epsilon")) is not None for r in a.get("results") or [])]
+def _draw_robust_curve(p: Profile):
+    atts = [a for a in _rob_attacks(p) if any(_num(r.epsilon) is not None for r in EvasionResult.list_of(a.results))]
     if not atts:
         return None
     norms: list[str] = []
     for a in atts:
-        if str(a.get("norm")) not in norms:
-            norms.append(str(a.get("norm")))
+        if str(a.norm) not in norms:
+            norms.append(str(a.norm))
     norms = norms[:4]
-    clean = _num(_d(p, "robustness", "clean_accuracy"))
+    clean = _num(Robustness.of(p.robustness).clean_accuracy)
     fig = _figure(6.0 if len(norms) < 3 else 8.0, 3.0)
     axes = fig.subplots(1, len(norms), squeeze=False, sharey=True)[0]
-    labels = _unique_labels([f"{a.get('attack')}" + (" (targeted)" if a.get("targeted") else "") for a in atts])
+    labels = _unique_labels([f"{a.attack}" + (" (targeted)" if a.targeted else "") for a in atts])
     for ax, norm in zip(axes, norms):
         for i, (lab, a) in enumerate(zip(labels, atts)):
-            if str(a.get("norm")) != norm:
+            if str(a.norm) != norm:
                 continue
-            pts = sorted((_num(r.get("epsilon")), _num(r.get("robust_accuracy"))) for r in a.get("results") or []
-                         if isinstance(r, dict) and _num(r.get("epsilon")) is not None
-                         and _num(r.get("robust_accuracy")) is not None)
+            pts = sorted((_num(r.epsilon), _num(r.robust_accuracy)) for r in EvasionResult.list_of(a.results)
+                         if _num(r.epsilon) is not None and _num(r.robust_accuracy) is not None)
             color = _COLORS[(i + 1) % len(_COLORS)]
             if clean is not None and pts and pts[0][0] > 0:  # from the clean accuracy at ε = 0 (not measured)
                 ax.plot([0.0, pts[0][0]], [100 * clean, 100 * pts[0][1]], ls=":", color=color)
@@ -403,14 +399,21 @@ def _draw_robust_curve(p: dict):
 
 
 def _cdf_points(summary) -> tuple[list[float], list[float]] | None:
-    """(values, probabilities) from a summary dict {count, n_infinite, quantiles: {q: value}}."""
-    if not isinstance(summary, dict) or not isinstance(summary.get("quantiles"), dict):
+    """(values, probabilities) from a quantile summary {count, n_infinite, quantiles: {q: value}}
+    (a :class:`Quantiles` record or its dict)."""
+    if isinstance(summary, Quantiles):
+        count, n_inf, quantiles = summary.count, summary.n_infinite, summary.quantiles
+    elif isinstance(summary, dict):
+        count, n_inf, quantiles = summary.get("count"), summary.get("n_infinite"), summary.get("quantiles")
+    else:
         return None
-    count = _num(summary.get("count"))
-    n_inf = _num(summary.get("n_infinite")) or 0.0
+    if not isinstance(quantiles, dict):
+        return None
+    count = _num(count)
+    n_inf = _num(n_inf) or 0.0
     frac = (count - n_inf) / count if count and count > 0 else 1.0
     pts = []
-    for q, v in summary["quantiles"].items():
+    for q, v in quantiles.items():
         qf, vf = _num(q), _num(v)
         if qf is None:
             try:
@@ -445,16 +448,16 @@ def _cdf_axes(ax, curves: list[tuple[str, tuple[list[float], list[float]]]], xla
     ax.legend(fontsize=8)
 
 
-def _draw_margin_cdf(p: dict):
-    clean = _cdf_points(_d(p, "robustness", "clean_margin"))
+def _draw_margin_cdf(p: Profile):
+    clean = _cdf_points(Robustness.of(p.robustness).clean_margin)
     panels = []
     atts = _rob_attacks(p)
-    for lab, a in zip(_unique_labels([f"{a.get('attack')} ({a.get('norm')})" for a in atts]), atts):
+    for lab, a in zip(_unique_labels([f"{a.attack} ({a.norm})" for a in atts]), atts):
         curves = [("clean", clean)] if clean else []
-        for r in a.get("results") or []:
-            pts = _cdf_points(_d(r, "margin"))
+        for r in EvasionResult.list_of(a.results):
+            pts = _cdf_points(r.margin)
             if pts:
-                curves.append((f"ε={_fmt_num(r.get('epsilon'))}", pts))
+                curves.append((f"ε={_fmt_num(r.epsilon)}", pts))
         if len(curves) > (1 if clean else 0):
             panels.append((lab, curves))
     if not panels:
@@ -476,127 +479,69 @@ def _draw_margin_cdf(p: dict):
     return fig
 
 
-def _find_summaries(v, path: str = "", out: list | None = None, depth: int = 0) -> list[tuple[str, dict]]:
-    """Every quantile summary ({..., quantiles: {...}}) inside ``v``, with its key path."""
-    out = [] if out is None else out
-    if depth > 6 or len(out) >= 12:
-        return out
-    if isinstance(v, dict):
-        if isinstance(v.get("quantiles"), dict):
-            out.append((path or "value", v))
-            return out
-        for k, x in v.items():
-            _find_summaries(x, f"{path}.{k}" if path else str(k), out, depth + 1)
-    elif isinstance(v, list):
-        for i, x in enumerate(v[:20]):
-            _find_summaries(x, f"{path}[{i}]", out, depth + 1)
-    return out
-
-
-def _find_raw_margins(v, path: str = "", out: list | None = None, depth: int = 0) -> list[tuple[str, list]]:
-    """Lists of numbers stored under a key naming a margin (raw per-input margins)."""
-    out = [] if out is None else out
-    if depth > 6 or len(out) >= 12:
-        return out
-    if isinstance(v, dict):
-        for k, x in v.items():
-            p = f"{path}.{k}" if path else str(k)
-            if "margin" in str(k).lower() and isinstance(x, list) and len(_finite(x)) >= 2:
-                out.append((p, x))
-            else:
-                _find_raw_margins(x, p, out, depth + 1)
-    elif isinstance(v, list):
-        for i, x in enumerate(v[:20]):
-            _find_raw_margins(x, f"{path}[{i}]", out, depth + 1)
-    return out
-
-
-def _draw_approx_cdf(approx):
-    curves = []
-    for path, s in _find_summaries(approx):
-        pts = _cdf_points(s)
-        if pts:
-            curves.append((path, pts))
-    for path, vals in _find_raw_margins(approx):
-        v = sorted(_finite(vals))
-        curves.append((path, (v, [(i + 1) / len(v) for i in range(len(v))])))
-    curves = [c for c in curves if "margin" in c[0].lower()] or curves
-    if not curves:
-        return None
-    fig = _figure(6.0, 3.0)
-    ax = fig.subplots()
-    _cdf_axes(ax, curves[:12], "value (confidence margin where labelled so)")
-    ax.set_title("exact vs approximate hardware: distributions (CDF)", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
 # ----------------------------------------------------------------------------------------------
 # sections
 # ----------------------------------------------------------------------------------------------
 
 
-def _header(d: dict) -> str:
-    verdict = str(d.get("verdict", "n/a"))
+def _header(d: AuditReport) -> str:
+    verdict = str(d.verdict if d.has("verdict") else "n/a")
     cls = "pass" if verdict == "PASS" else "fail"
-    checks = [c for c in d.get("checks") or [] if isinstance(c, dict)]
-    n_fail = sum(not c.get("passed") and c.get("decided", True) for c in checks)
-    model = d.get("model") or {}
-    sha = str(model.get("sha256") or "")
-    data = d.get("data") or {}
-    tool = d.get("tool") or {}
-    sc = d.get("scenario") or {}
+    checks = Check.list_of(d.checks)
+    n_fail = sum(c.status == "FAIL" for c in checks)
+    model, data, tool, sc = Model.of(d.model), DataInfo.of(d.data), Tool.of(d.tool), ScenarioEcho.of(d.scenario)
+    sha = str(model.sha256 or "")
     summary = (f"{n_fail} of {len(checks)} checks failed" if n_fail else
                f"all {len(checks)} checks passed" if checks else "no checks declared")
     out = [f'<header class="banner {cls}" id="verdict"><h1>{_e(verdict)}</h1>'
-           f"<p>{_e(summary)} — model <code>{_e(model.get('path'))}</code></p></header>"]
+           f"<p>{_e(summary)} — model <code>{_e(model.path)}</code></p></header>"]
     rows = [
-        ("model", f"<code>{_e(model.get('path'))}</code> (sha256 <code>{_e(sha[:12])}</code>"
-                  + (f", opset {_e(model.get('opset'))}" if model.get("opset") is not None else "") + ")"),
-        ("scenario", _e(sc.get("name")) + (f" — {_e(sc.get('description'))}" if sc.get("description") else "")),
-        ("seed", _e(d.get("seed"))),
-        ("data", f"{_e(data.get('description'))}, {_e(data.get('count'))} inputs"
-                 + ("" if data.get("labels", True) else " (no labels)")
-                 + (f", shape {_e(data.get('shape'))}" if data.get("shape") else "")),
-        ("tool", f"{_e(tool.get('name', 'auditor'))} {_e(tool.get('version'))}"),
+        ("model", f"<code>{_e(model.path)}</code> (sha256 <code>{_e(sha[:12])}</code>"
+                  + (f", opset {_e(model.opset)}" if model.opset is not None else "") + ")"),
+        ("scenario", _e(sc.name) + (f" — {_e(sc.description)}" if sc.description else "")),
+        ("seed", _e(d.seed)),
+        ("data", f"{_e(data.description)}, {_e(data.count)} inputs"
+                 + ("" if (data.labels if data.has("labels") else True) else " (no labels)")
+                 + (f", shape {_e(data.shape)}" if data.shape else "")),
+        ("tool", f"{_e(tool.name if tool.has('name') else 'auditor')} {_e(tool.version)}"),
     ]
-    if isinstance(d.get("baseline"), dict):
-        b = d["baseline"]
-        rows.append(("baseline", f"<code>{_e(b.get('path'))}</code> (model sha256 "
-                                 f"<code>{_e(str(b.get('model_sha256') or '')[:12])}</code>)"))
-    env = d.get("environment")
+    if isinstance(d.baseline, Baseline):
+        b = d.baseline
+        rows.append(("baseline", f"<code>{_e(b.path)}</code> (model sha256 "
+                                 f"<code>{_e(str(b.model_sha256 or '')[:12])}</code>)"))
+    env = d.environment
     if isinstance(env, dict):
         pk = env.get("packages") if isinstance(env.get("packages"), dict) else {}
         rows.append(("environment", _e(f"Python {env.get('python')}, " + ", ".join(f"{k} {v}" for k, v in pk.items())
                                        + f"; {env.get('cpu')}, {env.get('cpus_usable')} CPUs usable, threads "
                                        + f"{env.get('threads') or 'all'}")))
-    if isinstance(d.get("timing"), dict):
-        t = d["timing"]
-        rows.append(("run", f"started {_e(t.get('started'))}, {_e(_fmt_num(t.get('seconds')))} s"))
+    if isinstance(d.timing, Timing):
+        t = d.timing
+        rows.append(("run", f"started {_e(t.started)}, {_e(_fmt_num(t.seconds))} s"))
     out.append('<table class="meta"><tbody>' + "".join(f"<tr><td>{_e(k)}</td><td>{v}</td></tr>" for k, v in rows)
                + "</tbody></table>")
     return "".join(out)
 
 
-def _warnings(d: dict) -> str:
-    blocks = warning_blocks(AuditReport.parse(d))
+def _warnings(d: AuditReport) -> str:
+    blocks = warning_blocks(d)
     return '<section id="warnings" class="warnings">' + _blocks_html(blocks) + "</section>" if blocks else ""
 
 
-def _checks(d: dict) -> str:
-    checks = sorted_checks([c for c in d.get("checks") or [] if isinstance(c, dict)])
+def _checks(d: AuditReport) -> str:
+    checks = sorted_checks(Check.list_of(d.checks))
     out = ['<section id="checks"><h2>Checks</h2>']
     if not checks:
         out.append('<p class="note">(no checks declared in the scenario)</p>')
     else:
         rows, cls = [], []
         for c in checks:
-            st = check_status(c)
-            name = _e(c.get("name"))
-            if c.get("detail"):
-                name += f' <span class="note">({_e(c["detail"])})</span>'
+            st = c.status
+            name = _e(c.name)
+            if c.detail:
+                name += f' <span class="note">({_e(c.detail)})</span>'
             mark = {"PASS": "pass", "FAIL": "fail"}.get(st, "nd")
-            rows.append([_e(c.get("profile")), name, _n(c.get("measured")), _e(c.get("op")), _n(c.get("threshold")),
+            rows.append([_e(c.profile), name, _n(c.measured), _e(c.op), _n(c.threshold),
                          f'<span class="mark {mark}">{_e(st)}</span>'])
             cls.append("fail" if st == "FAIL" else "")
         out.append(_table(["profile", "check", "measured", "op", "threshold", "result"], rows, row_classes=cls,
@@ -605,46 +550,45 @@ def _checks(d: dict) -> str:
     return "".join(out)
 
 
-def render_summary_html(d: dict) -> str:
-    """A short HTML fragment (no document): verdict, warnings and the checks table (notebooks)."""
-    verdict = str(d.get("verdict", "n/a"))
+def render_summary_html(d) -> str:
+    """A short HTML fragment (no document): verdict, warnings and the checks table (notebooks);
+    ``d``: the report's records or its dict."""
+    if isinstance(d, dict):
+        d = AuditReport.parse(d)
+    verdict = str(d.verdict if d.has("verdict") else "n/a")
     cls = {"PASS": "pass"}.get(verdict, "fail")
     return (f"<div><style>{_CSS}</style><div class=\"banner {cls}\"><b>{_e(verdict)}</b> — "
-            f"<code>{_e(_d(d, 'model', 'path'))}</code> on "
-            f"{_e(', '.join(str(p.get('name')) for p in d.get('profiles') or [] if isinstance(p, dict)))}</div>"
+            f"<code>{_e(Model.of(d.model).path)}</code> on "
+            f"{_e(', '.join(str(p.name) for p in Profile.list_of(d.profiles)))}</div>"
             + _safe(_warnings, d) + _safe(_checks, d) + "</div>")
 
 
-def _profile_figures(p: dict) -> str:
-    c = p.get("clean") or {}
-    s = p.get("summary") or {}
-    dens = c.get("density") or {}
-    out = [f"<p>clean accuracy <b>{_e(_pct(c.get('accuracy')) if c.get('accuracy') is not None else 'n/a')}</b>; "
-           f"density ({_e(dens.get('counted', 'activations'))}) mean <b>{_n(dens.get('mean'))}</b>, "
-           f"worst {_n(dens.get('worst'))}</p>"]
+def _profile_figures(p: Profile) -> str:
+    c, s = Clean.of(p.clean), Summary.of(p.summary)
+    dens = Density.of(c.density)
+    out = [f"<p>clean accuracy <b>{_e(_pct(c.accuracy) if c.accuracy is not None else 'n/a')}</b>; "
+           f"density ({_e(dens.counted if dens.has('counted') else 'activations')}) mean <b>{_n(dens.mean)}</b>, "
+           f"worst {_n(dens.worst)}</p>"]
     rows = []
-    for key, unit, label, skey in (("latency_s", "s", "latency", "worst_latency_s"),
-                                   ("energy_j", "J", "energy", "worst_energy_j"),
-                                   ("edp", "Js", "EDP", "worst_edp")):
-        st = c.get(key) or {}
-        rows.append([_e(label), _s(st.get("mean"), unit), _s(st.get("p95"), unit), _s(st.get("worst"), unit),
-                     _s(s.get(skey), unit)])
-    rows.append(["density", _n(dens.get("mean")), _n(dens.get("p95")), _n(dens.get("worst")),
-                 _n(s.get("worst_density"))])
-    sp = c.get("speedup_over_dense")
-    if isinstance(sp, dict):
+    for st, unit, label, worst in ((c.latency_s, "s", "latency", s.worst_latency_s),
+                                   (c.energy_j, "J", "energy", s.worst_energy_j),
+                                   (c.edp, "Js", "EDP", s.worst_edp)):
+        st = Stats.of(st)
+        rows.append([_e(label), _s(st.mean, unit), _s(st.p95, unit), _s(st.worst, unit), _s(worst, unit)])
+    rows.append(["density", _n(dens.mean), _n(dens.p95), _n(dens.worst), _n(s.worst_density)])
+    sp = c.speedup_over_dense
+    if isinstance(sp, Stats):
         # the worst speed-up is the smallest
-        rows.append(["speed-up vs dense", _n(sp.get("mean")), _n(sp.get("p50")), _n(sp.get("min")), "—"])
+        rows.append(["speed-up vs dense", _n(sp.mean), _n(sp.p50), _n(sp.min), "—"])
     out.append(_table(["", "clean mean", "clean p95", "clean worst", "worst incl. attacks"], rows,
                       num_cols={1, 2, 3, 4}))
-    br = c.get("energy_breakdown_j")
+    br = c.energy_breakdown_j
     if isinstance(br, dict) and br:
         out.append("<details><summary>mean energy breakdown (clean)</summary>"
                    + _table(["component", "energy"], [[_e(k), _s(v, "J")] for k, v in br.items()], num_cols={1})
                    + "</details>")
-    prof = p.get("profile")
-    if isinstance(prof, dict):
-        out.append("<details><summary>hardware profile parameters</summary>" + _kv_table(prof) + "</details>")
+    if isinstance(p.profile, dict):
+        out.append("<details><summary>hardware profile parameters</summary>" + _kv_table(p.profile) + "</details>")
     return "".join(out)
 
 
@@ -690,13 +634,13 @@ def _embed_png(files, base_dir: Path | None, alt: str) -> str:
 MAX_EXAMPLES_SHOWN = 8
 
 
-def _adversarial_examples(p: dict, base_dir: Path | None) -> str:
+def _adversarial_examples(p: Profile, base_dir: Path | None) -> str:
     found = []
     for a in _rob_attacks(p):
-        for r in a.get("results") or []:
-            for ex in (r.get("examples") if isinstance(r, dict) else None) or []:
-                found.append((a, r.get("epsilon"), ex))
-        mp = a.get("minimal_perturbation")
+        for r in EvasionResult.list_of(a.results):
+            for ex in r.examples if isinstance(r.examples, list) else []:
+                found.append((a, r.epsilon, ex))
+        mp = a.minimal_perturbation
         for ex in (mp.get("examples") if isinstance(mp, dict) else None) or []:
             found.append((a, None, ex))
     found = [f for f in found if isinstance(f[2], dict)]
@@ -708,7 +652,7 @@ def _adversarial_examples(p: dict, base_dir: Path | None) -> str:
         files = ex.get("files") if isinstance(ex.get("files"), dict) else {}
         imgs = [_embed_png(files.get(k), base_dir, f"{k} input #{ex.get('index')}") for k in
                 ("clean", "adversarial", "difference")]
-        rows.append([_e(a.get("attack")), _e(a.get("norm")), "minimal" if eps is None else _n(eps), _e(ex.get("index")),
+        rows.append([_e(a.attack), _e(a.norm), "minimal" if eps is None else _n(eps), _e(ex.get("index")),
                      f"{_e(ex.get('label'))} → <b>{_e(ex.get('prediction'))}</b>", _n(ex.get("l2")), _n(ex.get("linf")),
                      *imgs])
     return ("<h4>adversarial examples (verified by an independent forward pass; smallest L2 first)</h4>"
@@ -718,31 +662,25 @@ def _adversarial_examples(p: dict, base_dir: Path | None) -> str:
               "mid-grey = unchanged, scaled to the largest change.</p>")
 
 
-def _worst_inputs(p: dict, base_dir: Path | None) -> str:
+def _worst_inputs(p: Profile, base_dir: Path | None) -> str:
     out = []
-    atts = [a for a in p.get("attacks") or [] if isinstance(a, dict) and isinstance(a.get("worst_input"), dict)]
+    atts = [a for a in EnergySearch.list_of(p.attacks) if isinstance(a.worst_input, SearchWorstInput)]
     rows = []
-    for lab, a in zip(_unique_labels([str(a.get("search", "attack")) for a in atts]), atts):
-        w = a["worst_input"]
-        img = _embed_png(w.get("files"), base_dir, "worst input of " + lab)
-        rows.append([_e(lab), _e(w.get("index")), _s(w.get("latency_s"), "s"), _s(w.get("energy_j"), "J"),
-                     _n(w.get("density")), img])
+    for lab, a in zip(_unique_labels([str(a.search if a.has("search") else "attack") for a in atts]), atts):
+        w = a.worst_input
+        img = _embed_png(w.files, base_dir, "worst input of " + lab)
+        rows.append([_e(lab), _e(w.index), _s(w.latency_s, "s"), _s(w.energy_j, "J"), _n(w.density), img])
     adv = _adversarial_examples(p, base_dir)
     if adv:
         out.append(adv)
     if rows:
         out.append("<h4>worst attacked inputs (verified)</h4>")
         out.append(_table(["search", "index", "latency", "energy", "density", "image"], rows, num_cols={1, 2, 3, 4}))
-    w = _d(p, "clean", "worst_input")
-    if isinstance(w, dict) and isinstance(w.get("layers"), list):
-        out.append(f"<h4>worst clean input #{_e(w.get('index'))}, per layer</h4>")
-        rows = []
-        for r in w["layers"]:
-            if not isinstance(r, dict):
-                continue
-            rows.append([f"<code>{_e(r.get('layer'))}</code>", _e(r.get("op")), _n(r.get("macs")),
-                         _n(r.get("input_density")), _n(r.get("cycles")), _n(r.get("dense_cycles")),
-                         _s(r.get("energy_j"), "J")])
+    w = Clean.of(p.clean).worst_input
+    if isinstance(w, WorstInput) and isinstance(w.layers, list):
+        out.append(f"<h4>worst clean input #{_e(w.index)}, per layer</h4>")
+        rows = [[f"<code>{_e(r.layer)}</code>", _e(r.op), _n(r.macs), _n(r.input_density), _n(r.cycles),
+                 _n(r.dense_cycles), _s(r.energy_j, "J")] for r in LayerCost.list_of(w.layers)]
         out.append(_table(["layer", "op", "MACs", "input density", "cycles", "dense cycles", "energy"], rows,
                           num_cols={2, 3, 4, 5, 6}))
     return "<h3>Evidence: worst inputs and adversarial examples</h3>" + "".join(out) if out else ""
@@ -769,8 +707,11 @@ def _blocks_html(blocks: list, level: str = "h4") -> str:
 
 
 def _draw_approx_dists(approx):
-    """Two panels on their own axes: top-1 confidence (a probability, 0-1) and the logit margins."""
-    mg = approx.get("margins") if isinstance(approx, dict) else None
+    """Two panels on their own axes: top-1 confidence (a probability, 0-1) and the logit margins
+    (``approx``: the section's record or its dict)."""
+    if isinstance(approx, dict):
+        approx = Approx.parse(approx)
+    mg = approx.margins if isinstance(approx, Approx) else None
     if not isinstance(mg, dict):
         return None
     conf, marg = [], []
@@ -803,11 +744,11 @@ def _draw_approx_dists(approx):
 
 def _approx_success_rows(approx) -> list[tuple[str, float | None, float | None]]:
     rows = []
-    if not isinstance(approx, dict):
+    if not isinstance(approx, Approx):
         return rows
-    for key, tag in (("transfer", "transfer"), ("substitute", "substitute"), ("whitebox_bpda", "BPDA"),
-                     ("query", "query")):
-        for a in approx.get(key) or []:
+    for key, entries, tag in (("transfer", approx.transfer, "transfer"), ("substitute", approx.substitute, "substitute"),
+                              ("whitebox_bpda", approx.whitebox_bpda, "BPDA"), ("query", approx.query, "query")):
+        for a in entries or []:
             if not isinstance(a, dict):
                 continue
             for r in a.get("results") or []:
@@ -848,13 +789,13 @@ def _draw_approx_success(approx):
 
 def _approx_section(approx) -> str:
     out = ['<h3 id="approx">Exact vs approximate hardware</h3>']
-    if isinstance(approx, dict):
+    if isinstance(approx, Approx):
         out.append(_plot("approx-distributions", "confidence and logit-margin CDFs, exact vs approximate model",
                          _draw_approx_dists, approx))
         out.append(_plot("approx-success", "attack success rate, exact vs approximate model", _draw_approx_success,
                          approx))
-    out.append(_blocks_html(approx_blocks(Approx.parse(approx) if isinstance(approx, dict) else approx)))
-    cands = approx.get("candidates") if isinstance(approx, dict) else None
+    out.append(_blocks_html(approx_blocks(approx)))
+    cands = approx.candidates if isinstance(approx, Approx) else None
     if isinstance(cands, list) and cands:
         out.append("<details><summary>every attack candidate on the approximate model</summary>"
                    + _blocks_html(generic_blocks("candidates", cands)) + "</details>")
@@ -865,14 +806,13 @@ def _generic(title: str, v) -> str:
     return f"<h3>{_e(title)}</h3>" + _blocks_html(generic_blocks(title, v))
 
 
-def _profile(p: dict, i: int, base_dir: Path | None) -> str:
-    name = p.get("name", f"profile {i}")
+def _profile(p: Profile, i: int, base_dir: Path | None) -> str:
+    name = p.name if p.has("name") else f"profile {i}"
     out = [f'<section class="profile" id="profile-{i}"><h2>Profile: {_e(name)}'
-           + (f" <small>({_e(p.get('cost_model'))})</small>" if p.get("cost_model") else "") + "</h2>"]
-    if p.get("description"):
-        out.append(f'<p class="note">{_e(p["description"])}'
-                   + (f" — <code>{_e(p.get('path'))}</code>" if p.get("path") else "") + "</p>")
-    for note in p.get("notes") or []:
+           + (f" <small>({_e(p.cost_model)})</small>" if p.cost_model else "") + "</h2>"]
+    if p.description:
+        out.append(f'<p class="note">{_e(p.description)}' + (f" — <code>{_e(p.path)}</code>" if p.path else "") + "</p>")
+    for note in p.notes or []:
         out.append(f'<p class="note">note: {_e(note)}</p>')
     out.append(_safe(_profile_figures, p))
     plots = []
@@ -881,46 +821,40 @@ def _profile(p: dict, i: int, base_dir: Path | None) -> str:
         plots.append("<h3>Latency and energy, clean vs attacked</h3>" + cost)
     dens = _plot("layer-density", f"{name}: per-layer density", _draw_layer_density, p)
     if dens:
-        attacked = any(isinstance(a, dict) and not a.get("cut_short") for a in p.get("attacks") or [])
+        attacked = any(not a.cut_short for a in EnergySearch.list_of(p.attacks))
         plots.append(f"<h3>Per-layer density{', clean vs attacked' if attacked else ''}</h3>" + dens)
-    rob = p.get("robustness")
-    if isinstance(rob, dict):
-        plots.append(f"<h3>Robustness</h3><p>clean accuracy on the {_e(rob.get('count', rob.get('n')))} robustness "
-                     f"inputs: <b>{_e(_pct(rob.get('clean_accuracy')))}</b></p>")
+    rob = p.robustness
+    if isinstance(rob, Robustness):
+        plots.append(f"<h3>Robustness</h3><p>clean accuracy on the {_e(rob.count if rob.has('count') else rob.n)} "
+                     f"robustness inputs: <b>{_e(_pct(rob.clean_accuracy))}</b></p>")
         plots.append(_plot("robust-accuracy", f"{name}: robust accuracy vs epsilon", _draw_robust_curve, p))
         m = _plot("margin-cdf", f"{name}: confidence-margin CDF", _draw_margin_cdf, p)
         if m:
             plots.append(m)
     out.extend(plots)
-    mk = p.get("masking")
-    if isinstance(mk, dict):  # the gradient-masking diagnosis: verdict and each check's evidence
-        out.append("<h3>Gradient-masking diagnosis</h3>" + _safe(_blocks_html, masking_blocks(Masking.parse(mk))))
-    if "approx" in p and p["approx"] is not None:
-        out.append(_safe(_approx_section, p["approx"]))
+    if isinstance(p.masking, Masking):  # the gradient-masking diagnosis: verdict and each check's evidence
+        out.append("<h3>Gradient-masking diagnosis</h3>" + _safe(_blocks_html, masking_blocks(p.masking)))
+    if p.approx is not None:
+        out.append(_safe(_approx_section, p.approx))
     out.append(_safe(_worst_inputs, p, base_dir))
-    for k, v in p.items():
-        if k in _KNOWN_PROFILE or k == "approx" or v is None:
-            continue
-        out.append(_safe(_generic, k, v))
+    for k, v in p.extra().items():
+        if v is not None:
+            out.append(_safe(_generic, k, v))
     out.append("</section>")
     return "".join(out)
 
 
-def _energy_table(d: dict) -> str:
+def _energy_table(d: AuditReport) -> str:
     rows = []
-    for p in d.get("profiles") or []:
-        atts = [a for a in (p.get("attacks") or []) if isinstance(a, dict)]
-        for a in atts:
-            kept = a.get("label_kept_rate")
-            l2 = _d(a, "perturbation", "l2") or {}
+    for p in Profile.list_of(d.profiles):
+        for a in EnergySearch.list_of(p.attacks):
+            kept = a.label_kept_rate
+            l2 = _d(a.perturbation, "l2") or {}
             pert = "—" if not l2 else f"{_n(l2.get('mean'))} / {_n(l2.get('worst'))}"
-            rows.append([_e(p.get("name")), _e(a.get("search")), _e(a.get("cost")),
-                         f"{_e(a.get('verified'))}/{_e(a.get('count'))}",
-                         _n(a.get("latency_increase")), _n(a.get("energy_increase")),
-                         _n(a.get("mean_latency_ratio")), _n(a.get("mean_energy_ratio")),
-                         f"{_n(a.get('density_clean'))} → {_n(a.get('density_attacked'))}",
-                         "n/a" if kept is None else _e(_pct(kept)), pert, _n(a.get("queries")),
-                         _n(a.get("seconds"))])
+            rows.append([_e(p.name), _e(a.search), _e(a.cost), f"{_e(a.verified)}/{_e(a.count)}",
+                         _n(a.latency_increase), _n(a.energy_increase), _n(a.mean_latency_ratio),
+                         _n(a.mean_energy_ratio), f"{_n(a.density_clean)} → {_n(a.density_attacked)}",
+                         "n/a" if kept is None else _e(_pct(kept)), pert, _n(a.queries), _n(a.seconds)])
     if not rows:
         return ""
     return ("<h3>Energy-latency attacks</h3>"
@@ -938,24 +872,21 @@ def _q(summary, key="0.5"):
     return _d(summary, "quantiles", key)
 
 
-def _robust_tables(d: dict) -> str:
+def _robust_tables(d: AuditReport) -> str:
     rows, mrows = [], []
-    for p in d.get("profiles") or []:
+    for p in Profile.list_of(d.profiles):
         for a in _rob_attacks(p):
-            aq = _d(a, "queries", "per_input", "mean")
-            for r in a.get("results") or []:
-                if not isinstance(r, dict):
-                    continue
-                q = _d(r, "queries", "per_input", "mean", default=aq)
-                qs = _d(r, "queries", "to_success", "mean")
-                rows.append([_e(p.get("name")), _e(a.get("attack")), _e(a.get("norm")),
-                             _e(a.get("targeted") or "no"), _n(r.get("epsilon")), _e(_pct(r.get("robust_accuracy"))),
-                             f"{_e(_pct(r.get('attack_success_rate')))} ({_e(r.get('n_success'))}/"
-                             f"{_e(r.get('n_attacked'))})",
-                             _n(r.get("n_unverified")), _n(q), _n(qs)])
-            mp = a.get("minimal_perturbation")
+            aq = _d(a.queries, "per_input", "mean")
+            for r in EvasionResult.list_of(a.results):
+                q = _d(r.queries, "per_input", "mean", default=aq)
+                qs = _d(r.queries, "to_success", "mean")
+                rows.append([_e(p.name), _e(a.attack), _e(a.norm), _e(a.targeted or "no"), _n(r.epsilon),
+                             _e(_pct(r.robust_accuracy)),
+                             f"{_e(_pct(r.attack_success_rate))} ({_e(r.n_success)}/{_e(r.n_attacked)})",
+                             _n(r.n_unverified), _n(q), _n(qs)])
+            mp = a.minimal_perturbation
             if isinstance(mp, dict):
-                mrows.append([_e(p.get("name")), _e(a.get("attack")), _e(a.get("norm")),
+                mrows.append([_e(p.name), _e(a.attack), _e(a.norm),
                               f"{_e(mp.get('n_success'))}/{_e(mp.get('n_attacked'))}",
                               _n(mp.get("median_distance")), _n(mp.get("median_l2")),
                               _n(_d(mp, "l2", "mean")), _n(_q(mp.get("l2"))), _n(_q(mp.get("linf"))),
@@ -976,22 +907,24 @@ def _robust_tables(d: dict) -> str:
     return "".join(out)
 
 
-def render_html(report: dict, *, base_dir: str | Path | None = None, **_options) -> str:
+def render_html(report, *, base_dir: str | Path | None = None, **_options) -> str:
     """The audit report as one self-contained HTML document (inline CSS, plots as base64 PNG).
 
-    ``report``: the JSON report dict (``Report.data``; a :class:`~auditor.report.core.Report` is
-    accepted too).  ``base_dir``: the folder whose files may be embedded (the saved worst
-    inputs, named relative to it or to the current directory); files resolving elsewhere, and
-    every file when ``base_dir`` is None, are not embedded.
+    ``report``: the report's records (:class:`~auditor.report.records.AuditReport`), its JSON
+    dict or a :class:`~auditor.report.core.Report`.  ``base_dir``: the folder whose files may be
+    embedded (the saved worst inputs, named relative to it or to the current directory); files
+    resolving elsewhere, and every file when ``base_dir`` is None, are not embedded.
     """
-    d = report.to_dict() if isinstance(report, AuditReport) else getattr(report, "data", report)
+    d = report if isinstance(report, AuditReport) else getattr(report, "data", report)
     if base_dir is None:  # a Report of an audit: the folder it saved its inputs in
         base_dir = getattr(report, "files_dir", None)
-    if not isinstance(d, dict):
+    if isinstance(d, dict):
+        d = AuditReport.parse(d)
+    if not isinstance(d, AuditReport):
         raise TypeError(f"render_html needs a report dict, got {type(d).__name__}")
     bd = Path(base_dir) if base_dir is not None else None
-    profiles = [p for p in d.get("profiles") or [] if isinstance(p, dict)]
-    title = f"auditor report — {d.get('verdict', 'n/a')} — {_d(d, 'model', 'path', default='')}"
+    profiles = Profile.list_of(d.profiles)
+    title = f"auditor report — {d.verdict if d.has('verdict') else 'n/a'} — {Model.of(d.model).path or ''}"
     out = ['<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
            '<meta name="viewport" content="width=device-width, initial-scale=1">'
            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"]
@@ -1000,21 +933,21 @@ def render_html(report: dict, *, base_dir: str | Path | None = None, **_options)
     out.append(_safe(_checks, d))
     tables = _safe(_energy_table, d) + _safe(_robust_tables, d)
     if len(profiles) > 1:
-        out.append("<nav>profiles: " + "".join(f'<a href="#profile-{i}">{_e(p.get("name", i))}</a>'
+        out.append("<nav>profiles: " + "".join(f'<a href="#profile-{i}">{_e(p.name if p.has("name") else i)}</a>'
                                                for i, p in enumerate(profiles))
                    + ('<a href="#attacks">attack tables</a>' if tables else "") + "</nav>")
     for i, p in enumerate(profiles):
         out.append(_safe(_profile, p, i, bd))
     if tables:
         out.append(f'<section id="attacks"><h2>Attack details</h2>{tables}</section>')
-    extra = {k: v for k, v in d.items() if k not in _KNOWN_TOP and v is not None}
+    extra = {k: v for k, v in d.extra().items() if v is not None}
     if extra:
         out.append('<section id="other"><h2>Other report fields</h2>'
                    + "".join(_safe(_generic, k, v) for k, v in extra.items()) + "</section>")
-    sc = d.get("scenario")
-    if isinstance(sc, dict):
-        out.append("<details><summary>scenario (as run)</summary>" + _safe(_kv_table, sc) + "</details>")
-    out.append(f"<footer>generated by {_e(_d(d, 'tool', 'name', default='auditor'))} "
-               f"{_e(_d(d, 'tool', 'version', default=''))}; report schema {_e(d.get('schema_version'))}</footer>")
+    if isinstance(d.scenario, ScenarioEcho):
+        out.append("<details><summary>scenario (as run)</summary>" + _safe(_kv_table, d.scenario.to_dict()) + "</details>")
+    tool = Tool.of(d.tool)
+    out.append(f"<footer>generated by {_e(tool.name if tool.has('name') else 'auditor')} "
+               f"{_e(tool.version if tool.has('version') else '')}; report schema {_e(d.schema_version)}</footer>")
     out.append("</body></html>\n")
     return "".join(out)
