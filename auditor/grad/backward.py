@@ -126,7 +126,7 @@ def _single_input(graph: onnx.GraphProto) -> str:
 
 
 def add_input_gradient(model: onnx.ModelProto, objective: str, wrt: str | None = None,
-                       grad_name: str = "grad_input") -> onnx.ModelProto:
+                       grad_name: str = "grad_input", in_place: bool = False) -> onnx.ModelProto:
     """A new model with all outputs of ``model`` plus ``grad_name`` = d(sum(objective))/d(wrt).
 
     ``objective`` is the name of a tensor of the model (normally a per-sample objective of shape
@@ -135,8 +135,10 @@ def add_input_gradient(model: onnx.ModelProto, objective: str, wrt: str | None =
     :func:`auditor.grad.objectives.append_objective` adds).  Nodes that the gradient does not flow
     through need no rule; a node it does flow through without a rule raises AuditorError naming it.
     Models below opset 13 are upgraded first (the returned model is at the upgraded opset).
+    ``in_place``: the result is ``model`` itself, extended (for a caller's own intermediate model:
+    no copy of a large model's weights).
     """
-    base = upgrade_opset(model, copy=False)  # read only: the result is a new model
+    base = upgrade_opset(model, copy=False)  # read only until the backward is built
     inferred = with_shapes(base)
     graph = base.graph
     if wrt is None:
@@ -176,8 +178,10 @@ def add_input_gradient(model: onnx.ModelProto, objective: str, wrt: str | None =
         total = b.zeros_like(wrt)
     b.nodes.append(helper.make_node("Identity", [total], [grad_name], name=b.fresh("grad_out")))
 
-    out = onnx.ModelProto()
-    out.CopyFrom(base)
+    out = base
+    if base is model and not in_place:  # (an upgraded model is a new one already)
+        out = onnx.ModelProto()
+        out.CopyFrom(base)
     nodes = _live(b.nodes, grad_name)
     out.graph.node.extend(nodes)
     used = {i for node in nodes for i in node.input}

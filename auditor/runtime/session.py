@@ -66,7 +66,7 @@ def gradient_model(model: onnx.ModelProto, spec, logits: str, wrt: str | None = 
     """``model`` + objective ``spec`` + its input gradient (``auditor::grad_input``)."""
     check_free(graph_names(model), OBJECTIVE)
     m, obj_name, knobs = append_objective(model, spec, logits=logits, output_name=OBJECTIVE)
-    g = add_input_gradient(m, obj_name, wrt=wrt, grad_name=GRAD_INPUT)
+    g = add_input_gradient(m, obj_name, wrt=wrt, grad_name=GRAD_INPUT, in_place=True)  # m is ours
     return g, obj_name, knobs
 
 

@@ -695,3 +695,15 @@ def test_control_flow_on_the_path_is_reported():
     assert [(n, op) for n, op, _ in differentiability(m)] == [("branch", "If")]
     with pytest.raises(AuditorError, match="If node 'branch'.*control flow"):
         add_input_gradient(m, "obj")
+
+
+def test_in_place_gradient_extends_the_model_itself():
+    feeds = {"x": rnd((2, 3), 41)}
+    m = build([node("Tanh", ["x"])], feeds)
+    before = m.SerializeToString()
+    ref = add_input_gradient(m, "obj")
+    assert m.SerializeToString() == before  # a new model by default
+    own = onnx.ModelProto()
+    own.CopyFrom(m)
+    g = add_input_gradient(own, "obj", in_place=True)
+    assert g is own and g.SerializeToString() == ref.SerializeToString()
