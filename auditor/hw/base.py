@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -419,6 +420,28 @@ class kernel_threads:
         numba.set_num_threads(self.saved)
 
 
+def per_layer(fn, count: int, work) -> list:
+    """``[fn(i) for i in range(count)]``, the layers spread over numba's thread count of Python
+    threads, each running its kernels (which release the GIL) on one numba thread, the largest
+    ``work[i]`` first.  Whole layers in parallel need one join per batch, where kernels parallel
+    inside a layer need one per layer and each waits for its slowest thread (on a loaded machine,
+    the one the scheduler left waiting).  With one thread, or fewer layers than two per thread,
+    the layers run in turn (their kernels parallel inside when large, :class:`kernel_threads`)."""
+    threads = numba.get_num_threads()
+    if threads <= 1 or count < 2 * threads:
+        return [fn(i) for i in range(count)]
+
+    def one(i):
+        numba.set_num_threads(1)  # per Python thread
+        return i, fn(i)
+
+    out = [None] * count
+    with ThreadPoolExecutor(threads) as pool:
+        for i, r in pool.map(one, sorted(range(count), key=lambda i: -work[i])):
+            out[i] = r
+    return out
+
+
 def window_multiplicity(size: int, k: int, s: int, p0: int, d: int, out: int) -> np.ndarray:
     """(size,) int64: for each input row (or column), how many (output position, kernel offset)
     pairs of a convolution read it (oy * s - p0 + ky * d == iy).  The windows' reads of a layer
@@ -431,7 +454,7 @@ def window_multiplicity(size: int, k: int, s: int, p0: int, d: int, out: int) ->
     return m
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _weighted_counts(x, my, mx, threshold):
     """sum over n's values v of [|v| > threshold] * my[iy] * mx[ix], per input n."""
     N, C, H, W = x.shape

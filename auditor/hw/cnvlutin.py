@@ -128,7 +128,7 @@ def brick_counts(nz: np.ndarray, group: int, brick: int) -> np.ndarray:
     return out.astype(np.uint8) if brick <= 255 else out
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _brick_counts(x, group, brick, threshold):
     N, C, H, W = x.shape
     cg = C // group
@@ -156,7 +156,7 @@ def brick_counts_of(x: np.ndarray, group: int, brick: int, threshold: float = 0.
     return _brick_counts(x, group, brick, np.float32(threshold))
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def cnv_schedule(src, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, per_brick, lanes, min_slot):
     """Zero-skipping schedule of every window of a layer, for every input.
 

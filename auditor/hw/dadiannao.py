@@ -23,7 +23,7 @@ import numpy as np
 
 from ..model.layers import ComputeLayer
 from ..schema import field
-from .base import ConvGeom, CostResult, check_acts, kernel_threads, lower
+from .base import ConvGeom, CostResult, check_acts, kernel_threads, lower, per_layer
 from .energies import energy_field
 
 SRC_ATTACK = "Krithivasan et al., Adversarial Sparsity Attacks, Sec. V Fig. 10a"
@@ -179,9 +179,12 @@ def simulate(layers, acts, p: DaDianNaoParams, *, conv_schedule: Optional[Schedu
     e = {k: np.zeros((n, L)) for k in ("mac", "synapse_buffer", "neuron_buffer", "offchip")}
     pj = 1e-12
     wbytes = p.value_bits / 8.0
+    events = per_layer(lambda li: layer_events(layers[li], acts[layers[li].input], p,
+                                               conv_schedule if layers[li].is_conv else fc_schedule,
+                                               offset_bits=offset_bits, min_slot=min_slot, threshold=threshold),
+                       L, [acts[lay.input].size * math.prod(lay.kernel) for lay in layers])
     for li, layer in enumerate(layers):
-        ev, geom = layer_events(layer, acts[layer.input], p, conv_schedule if layer.is_conv else fc_schedule,
-                                offset_bits=offset_bits, min_slot=min_slot, threshold=threshold)
+        ev, geom = events[li]
         cycles[:, li] = ev.cycles
         dense[:, li] = ev.dense_cycles
         macs = ev.nnz_visits.astype(np.float64) * geom.Mg

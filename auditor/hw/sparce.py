@@ -54,6 +54,7 @@ instructions are never fetched and cost nothing.  Plus ``static_power_w`` x time
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numba
@@ -62,7 +63,7 @@ import numpy as np
 from ..model.layers import ComputeLayer
 from ..schema import field
 from .base import (ConvGeom, CostModel, CostResult, check_acts, cost_model, inside_columns, kernel_threads, lower,
-                   nonzero_mask, window_reads)
+                   nonzero_mask, per_layer, window_reads)
 from .energies import energy_field
 
 _SRC_SPARCE = "Sen et al., SparCE, IEEE TC 2019"
@@ -132,7 +133,7 @@ class SparceParams:
 # ----------------------------------------------------------------------------------------------
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def sparce_skips(nz, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, V, unroll, covered):
     """Skippable inner-loop iterations of one filter, summed over groups and output positions.
 
@@ -263,8 +264,22 @@ class SparceModel(CostModel):
         iter_cyc = (2 * p.load_cycles + p.mac_cycles + p.pointer_instructions * p.alu_cycles
                     + p.loop_instructions * p.branch_cycles)
         iter_alu = p.pointer_instructions + p.loop_instructions
+        def skips_of(li):  # skipped inner-loop iterations of layer li, all filters; its geometry
+            x4, g = lower(layers[li], acts[layers[li].input])
+            if cov[li] >= p.unroll and V == 1:
+                # every iteration may skip, and one iteration reads one value: the skips are the
+                # zero (or padding) reads of all windows
+                with kernel_threads(x4.size):
+                    return g, (g.group * g.Cg * g.KH * g.KW * g.OH * g.OW - window_reads(x4, g)) * g.Mg
+            if cov[li] > 0:
+                with kernel_threads(x4.size * g.KH * g.KW):
+                    return g, sparce_skips(nonzero_mask(x4), g.group, g.KH, g.KW, g.sh, g.sw, g.pt, g.pl, g.dh, g.dw,
+                                           g.OH, g.OW, V, p.unroll, cov[li]) * g.Mg
+            return g, np.zeros(n, dtype=np.int64)
+
+        per = per_layer(skips_of, L, [acts[lay.input].size * math.prod(lay.kernel) for lay in layers])
         for li, layer in enumerate(layers):
-            x4, g = lower(layer, acts[layer.input])
+            g, skips = per[li]
             P = g.OH * g.OW
             kg = g.Cg * g.KH * g.KW
             iters = -(-kg // V)
@@ -273,17 +288,6 @@ class SparceModel(CostModel):
             if layer.is_conv and not (g.KH == g.KW == 1 and g.sh == g.sw == 1 and g.pt == g.pl == g.pb == g.pr == 0):
                 im2col = g.group * kg * P
             d = outputs * (iters * iter_cyc + p.output_overhead_cycles) + im2col * p.im2col_cycles_per_element
-            if cov[li] >= p.unroll and V == 1:
-                # every iteration may skip, and one iteration reads one value: the skips are the
-                # zero (or padding) reads of all windows
-                with kernel_threads(x4.size):
-                    skips = (g.group * kg * P - window_reads(x4, g)) * g.Mg
-            elif cov[li] > 0:
-                with kernel_threads(x4.size * g.KH * g.KW):
-                    skips = sparce_skips(nonzero_mask(x4), g.group, g.KH, g.KW, g.sh, g.sw, g.pt, g.pl, g.dh, g.dw,
-                                         g.OH, g.OW, V, p.unroll, cov[li]) * g.Mg  # skipped iterations, all filters
-            else:
-                skips = np.zeros(n, dtype=np.int64)
             dense[:, li] = d
             cycles[:, li] = d - skips * skip_cyc
             # executed instructions

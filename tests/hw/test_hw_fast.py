@@ -5,6 +5,7 @@ stored before the fast paths existed."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from auditor.model.graph import compute_layers
+from auditor.errors import AuditorError
 from auditor.hw import CnvlutinModel, CnvlutinParams, SparceModel, SparceParams, build_cost_model, lower
 from auditor.hw.base import nonzero_mask, window_reads
 from auditor.hw.cnvlutin import brick_counts, brick_counts_of, cnv_windows_reference
@@ -139,3 +141,28 @@ def test_bundled_models_match_stored_figures():
             data = r.cycles.astype(np.int64).tobytes() + r.energy_j.astype(np.float64).tobytes()
             got[(m, p)] = hashlib.sha256(data).hexdigest()[:20]
     assert got == STORED
+
+
+def test_layers_in_parallel_match_one_thread():
+    """per_layer spreads whole layers over Python threads (two per numba thread or more): the same
+    figures as one thread, and a bad activation is still the one-line error."""
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one numba thread")
+    layers = [dataclasses.replace(conv(**g), name=f"c{i}", input=f"x{i}", output=f"y{i}") for i, g in enumerate(GEOMS)]
+    acts = {layer.input: sparse_input(layer, 30 + i) for i, layer in enumerate(layers)}
+    saved = numba.get_num_threads()
+    try:
+        for model in (CnvlutinModel(), SparceModel(), SparceModel(SparceParams(simd_width=4))):
+            numba.set_num_threads(1)
+            one = model.simulate(layers, acts)
+            numba.set_num_threads(2)
+            two = model.simulate(layers, acts)
+            np.testing.assert_array_equal(one.cycles, two.cycles)
+            np.testing.assert_array_equal(one.energy_j, two.energy_j)
+            bad = dict(acts, x3=np.full_like(acts["x3"], np.nan))
+            with pytest.raises(AuditorError, match="layer c3.*NaN"):
+                model.simulate(layers, bad)
+    finally:
+        numba.set_num_threads(saved)
