@@ -33,6 +33,21 @@ _OUTRO = """## Renderings
 (80 columns), Markdown and HTML share one layout per section (`auditor/report/sections.py`): the
 energy searches and defences, robust accuracy per ε, minimal perturbations, ensemble members, the
 gradient-masking diagnosis, and the exact-vs-approximate section.
+
+## Adding a report format
+
+1. `auditor/report/NAME.py`: `render_NAME(report: AuditReport, **options) -> str`, reading the
+   records above (`report.profiles[0].clean.latency_s.mean`; `Record.of` / `Record.list_of` read
+   a malformed section as missing values; `Record.extra()` holds the keys a record does not
+   declare);
+2. one line in `auditor/report/formats.py`: `_add("NAME", render_NAME, (".suffix",), "what it is
+   for")` — `--format`, the `-o` suffixes and `Report.render` all read that registry;
+3. its own test next to `tests/report/test_formats.py`, whose contract test already renders every
+   registered format over the every-section report and minimal ones (deterministic, suffix
+   mapped).
+
+A new field of a section: a field with `fld(meaning, unit)` on its record in
+`auditor/report/records.py`, then `python -m auditor.report.reference > docs/report-format.md`.
 """
 
 

@@ -50,7 +50,7 @@ def test_every_format_renders_every_report_deterministically(name, which, every_
     before = copy.deepcopy(d)
     rep = Report.checked(copy.deepcopy(d), which)
     one, two = rep.render(name, base_dir=DATA), rep.render(name, base_dir=DATA)
-    assert isinstance(one, str) and one.endswith("\n") and len(one) > 100
+    assert isinstance(one, str) and one.endswith("\n") and one.strip()
     assert one == two, f"{name} is not deterministic"
     assert rep.data == before, f"{name} changed the report it rendered"
     if name == "junit":  # no verdict line: one testcase per check
