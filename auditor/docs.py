@@ -117,6 +117,7 @@ def _rows(tp, prefix: str = "") -> list[str]:
 
 
 def reference_markdown() -> str:
+    from .catalog import catalog_markdown
     from .hw import COST_MODELS
     from .hw.profile import HardwareProfile
     from .scenario import Scenario
@@ -127,7 +128,7 @@ def reference_markdown() -> str:
          "## Scenario", "", head, *_rows(Scenario), "", "## Hardware profile", "", head, *_rows(HardwareProfile)]
     for name, cls in COST_MODELS.items():
         L += ["", f"### `params` of cost model `{name}`", "", head, *_rows(cls.Params, "params.")]
-    return "\n".join(L) + "\n"
+    return "\n".join(L) + "\n" + catalog_markdown()
 
 
 if __name__ == "__main__":

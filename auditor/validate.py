@@ -10,7 +10,7 @@ from . import schema
 from .attacks.energy import search_class
 from .attacks.evasion.base import default_epsilon
 from .data import load_data
-from .errors import AuditorError, short
+from .errors import AuditorError
 from .pipeline.robustness import parse_attack
 from .scenario import attack_entry, load_scenario
 
@@ -109,19 +109,10 @@ def check_scenario(sc, node, file: str, data_shape: tuple | None = None, model=N
 
 def check_defence(d: dict) -> None:
     """An energy search's `defences:` entry: a known name and its parameters."""
-    from .attacks.energy.defences import make_input_defence  # imports onnx: only with defences
+    from .attacks.energy.defences import make_defence  # imports onnx: only with defences
 
     d = dict(d)
-    name = str(d.pop("name", "")).lower()
-    if name in ("threshold", "activation_threshold"):
-        extra = set(d) - {"budget"}
-        if extra:
-            raise AuditorError(f"defence 'threshold' takes 'budget', got {short(sorted(map(str, extra)))}")
-        b = d.get("budget", 0.01)
-        if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b <= 1:
-            raise AuditorError(f"defence 'threshold': budget must be a number in [0, 1], got {short(b)}")
-        return
-    make_input_defence(name, **d)
+    make_defence(str(d.pop("name", "")), **d)
 
 
 def check_references(sc, node, file: str) -> None:

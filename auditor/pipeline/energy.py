@@ -19,7 +19,6 @@ from ..runtime.evaluate import Evaluation, cost_fn, evaluate, per_input
 from ..norms import perturbation_stats
 from ..scenario import EnergyAttack
 from ..runtime.session import OnnxClassifier
-from ..validate import check_defence
 from .stats import sample_stats
 
 
@@ -178,7 +177,7 @@ def skipped_section(search, spec: EnergyAttack, clean: Evaluation, n: int, fixed
     c = clean.cost
     lat, en = c.latency_s[:n], c.energy_total_j[:n]
     return {
-        "search": search.name, "params": {k: v for k, v in search.params.items() if search.PARAMS[k].kind != "object"},
+        "search": search.name, "params": search.settings(),
         "cost": spec.cost, "count": 0, "queries": 0, "seconds": 0.0, "seconds_per_input": 0.0,
         "skipped": "input-independent cost",
         "note": (f"not run: the cost model does not depend on the input values (every one of the "
@@ -202,7 +201,7 @@ def _explain(verifier, cost_model, x_all, clean: Evaluation, ev: Evaluation, x_a
     scenario's input defences as what-ifs (share of the cost increase they recover, and the
     clean accuracy / label agreement they cost)."""
     from ..attacks.energy.analysis import kendall_tau, uniformity
-    from ..attacks.energy.defences import make_input_defence, recovery
+    from ..attacks.energy.defences import make_defence, recovery
 
     x = x_all[:n]  # the attacked clean inputs; defences are tuned and scored on all the clean data
     out: dict = {"uniformity": {"clean": float(uniformity(x).mean()),
@@ -217,19 +216,13 @@ def _explain(verifier, cost_model, x_all, clean: Evaluation, ev: Evaluation, x_a
     pick = (lambda c: c.latency_s) if what == "latency" else (lambda c: c.energy_total_j)  # noqa: E731
     for d in spec.defences:
         d = dict(d)
-        name = str(d.pop("name", "")).lower()
-        if name in ("threshold", "activation_threshold"):
-            # per-layer ReLU thresholds tuned to a clean-accuracy loss budget: a defended model
-            from ..runtime.session import OnnxClassifier
-            from ..attacks.energy.defences import tune_thresholds
-
-            check_defence({"name": name, **d})
-            defended, _, _ = tune_thresholds(verifier.base_model, x_all, clean.pred, budget=float(d.get("budget", 0.01)),
-                                             preprocess=verifier.preprocessing)
-            dclf = OnnxClassifier(defended, verifier.preprocessing)
-            f, run_on = (lambda v: v), dclf  # noqa: E731
-        else:
-            f, run_on = make_input_defence(name, bounds=verifier.bounds, **d), verifier
+        defence = make_defence(str(d.pop("name", "")), **d)
+        name = defence.name
+        if defence.on_input:
+            f, run_on = (lambda v, defence=defence: defence(v, verifier.bounds)), verifier
+        else:  # e.g. per-layer ReLU thresholds tuned to a clean-accuracy loss budget: a defended model
+            defended = defence.defend(verifier.base_model, x_all, clean.pred, verifier.preprocessing)
+            f, run_on = (lambda v: v), OnnxClassifier(defended, verifier.preprocessing)  # noqa: E731
         clean_def = evaluate(run_on, f(x_all), cost_model, density_tensors)
         entry = {"defence": name, **d,
                  "clean_label_agreement": float((clean_def.pred == clean.pred).mean()),

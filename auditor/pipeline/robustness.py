@@ -89,7 +89,7 @@ def parse_attack(spec) -> dict:
     norm = s.get("norm")
     if norm is not None:
         norm = str(norm).lower()
-        if "norm" in _init_params(cls):
+        if "norm" in cls.PARAMS:
             if "norm" in params and params["norm"] != norm:
                 raise AuditorError(f"attack {name!r}: norm {norm!r} contradicts params.norm {params['norm']!r}",
                                    where="attacks")
@@ -107,12 +107,6 @@ def parse_attack(spec) -> dict:
     if eps is not None and np.isscalar(eps):
         eps = [eps]
     return {"name": name, "attack": attack, "epsilons": eps, "targeted": targeted}
-
-
-def _init_params(cls) -> set:
-    import inspect
-
-    return set(inspect.signature(cls.__init__).parameters) - {"self"}
 
 
 def choose_targets(kind: str, labels: np.ndarray, clean_logits: np.ndarray, seed: int) -> np.ndarray:

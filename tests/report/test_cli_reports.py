@@ -156,7 +156,7 @@ def test_list_commands():
     rules = s["properties"]["robustness"]["anyOf"][0]["properties"]["attacks"]["items"]["allOf"]
     pgd = next(r["then"]["properties"]["params"] for r in rules if r["if"]["properties"]["attack"]["const"] == "pgd")
     assert pgd["properties"]["steps"] == {"type": "integer", "description": pgd["properties"]["steps"]["description"],
-                                          "default": 40}
+                                          "default": 40, "minimum": 1, "maximum": 1_000_000}  # the bounds validate checks
     assert pgd["additionalProperties"] is False
 
 

@@ -29,7 +29,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import SEARCHES, Param, Search, SearchResult
+from ..base import Param
+from .base import SEARCHES, Search, SearchResult
 
 #: the modules of this package that define no search (imported where they are used: they need onnx)
 _NOT_SEARCHES = {"analysis", "defences"}

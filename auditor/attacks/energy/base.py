@@ -18,10 +18,9 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from ...errors import AuditorError, short
-from ...progress import Progress
+from ...errors import AuditorError
 from ...registry import Registry
-from ..base import registrar
+from ..base import Configurable, Param, bounds_of, check_inputs, registrar
 
 #: every energy-latency search, registered by its module (names and other spellings)
 SEARCHES: "Registry[type[Search]]" = Registry("search")
@@ -83,113 +82,18 @@ class SearchResult:
 
 
 # --------------------------------------------------------------------------------------------
-# Parameters
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Param:
-    """One tunable of a search: kind, default, allowed range, a line of documentation.
-
-    kinds: "int", "float", "float?" (None allowed = unlimited; "auto" too where it is the default:
-    the search resolves it from its input), "bool", "choice", "floats"
-    (a list of floats), "object" (passed through, e.g. a surrogate Classifier).
-    """
-
-    kind: str
-    default: Any
-    doc: str = ""
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False  # low excluded
-    choices: tuple = ()
-
-
-def _num(value, name: str, where: str) -> float:
-    if isinstance(value, bool):
-        raise AuditorError(f"parameter '{name}' must be a number, got {short(value)}", where)
-    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise AuditorError(f"parameter '{name}' must be a number, got {short(value)}", where) from None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise AuditorError(f"parameter '{name}' must be a number, got {short(value)}", where) from None
-    if not np.isfinite(out):
-        raise AuditorError(f"parameter '{name}' must be finite, got {short(value)}", where)
-    return out
-
-
-def coerce(spec: Param, name: str, value, where: str):
-    """Check and convert one parameter value (AuditorError on bad input)."""
-    if spec.kind == "object":
-        return value
-    if spec.kind == "float?" and (value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "inf"))):
-        return None
-    if spec.kind == "float?" and spec.default == "auto" and isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"  # resolved by the search from the input it is given
-    if spec.kind == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "false", "no", "off"):
-            return value.strip().lower() in ("true", "yes", "on")
-        raise AuditorError(f"parameter '{name}' must be true or false, got {short(value)}", where)
-    if spec.kind == "choice":
-        v = str(value).strip().lower() if isinstance(value, str) else value
-        if v not in spec.choices:
-            raise AuditorError(f"parameter '{name}' must be one of {', '.join(map(str, spec.choices))}; got {short(value)}", where)
-        return v
-    if spec.kind == "floats":
-        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            value = [value]
-        try:
-            vals = [_num(v, name, where) for v in value]
-        except TypeError:
-            raise AuditorError(f"parameter '{name}' must be a list of numbers, got {short(value)}", where) from None
-        if not vals:
-            raise AuditorError(f"parameter '{name}' must not be empty", where)
-        for v in vals:
-            _check_range(spec, name, v, where)
-        return vals
-    v = _num(value, name, where)
-    if spec.kind == "int":
-        if v != int(v):
-            raise AuditorError(f"parameter '{name}' must be an integer, got {short(value)}", where)
-        v = int(v)
-    _check_range(spec, name, v, where)
-    return v
-
-
-#: an integer parameter without a declared maximum may not exceed this (sizes and counts beyond
-#: it only exhaust memory or time)
-MAX_INT_PARAM = 1_000_000
-
-
-def _check_range(spec: Param, name: str, v: float, where: str) -> None:
-    if spec.kind == "int" and spec.high is None and abs(v) > MAX_INT_PARAM:
-        raise AuditorError(f"parameter '{name}' must be <= {MAX_INT_PARAM}, got {v}", where)
-    if spec.low is not None and (v < spec.low or (spec.low_open and v == spec.low)):
-        rel = ">" if spec.low_open else ">="
-        raise AuditorError(f"parameter '{name}' must be {rel} {spec.low}, got {v}", where)
-    if spec.high is not None and v > spec.high:
-        raise AuditorError(f"parameter '{name}' must be <= {spec.high}, got {v}", where)
-
-
-# --------------------------------------------------------------------------------------------
 # Base class
 # --------------------------------------------------------------------------------------------
 
 
-class Search:
-    """Base of all searches: parameter handling and the checks of the uniform call.
+class Search(Configurable):
+    """Base of all searches: the checks of the uniform call and its accounting.
 
-    Subclasses declare ``name``, ``PARAMS`` (name -> :class:`Param`) and implement :meth:`_run`.
+    Subclasses are registered with ``@register_search("name", aliases=(...))``, declare
+    ``PARAMS`` (their tunables, :class:`auditor.attacks.base.Param`) and implement :meth:`_run`.
     """
 
-    name: ClassVar[str] = "search"
-    PARAMS: ClassVar[dict[str, Param]] = {}
+    kind = "search"
     #: fields of its scenario entry (besides ``params``) the search cannot run without, e.g. the
     #: black-box search's ``surrogate`` model; ``auditor validate`` and the audit both read it
     needs: ClassVar[frozenset[str]] = frozenset()
@@ -199,32 +103,9 @@ class Search:
     #: inputs in chunks); false for searches over a population, a grid or a ranking of them all
     per_input: ClassVar[bool] = True
 
-    def __init__(self, **params):
-        where = f"search '{self.name}'"
-        unknown = sorted(set(params) - set(self.PARAMS))
-        if unknown:
-            raise AuditorError(f"unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(self.PARAMS))}", where)
-        self.params: dict[str, Any] = {}
-        for k, spec in self.PARAMS.items():
-            self.params[k] = coerce(spec, k, params[k], where) if k in params else spec.default
-        self._check_params(where)
-
-    def _check_params(self, where: str) -> None:
-        """Cross-parameter checks of a subclass."""
-
-    def __getattr__(self, item):
-        params = self.__dict__.get("params")
-        if params is not None and item in params:
-            return params[item]
-        raise AttributeError(item)
-
-    def __repr__(self) -> str:
-        shown = {k: v for k, v in self.params.items() if self.PARAMS[k].kind != "object"}
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
-
     # the uniform call --------------------------------------------------------------------------
     def __call__(self, model, x_clean, *, cost_fn: CostFn, layer_weights=None, labels=None, seed: int = 0) -> SearchResult:
-        where = f"search '{self.name}'"
+        where = self.where
         x_clean = check_inputs(model, x_clean, where)
         if not callable(cost_fn):
             raise AuditorError("cost_fn must be callable", where)
@@ -244,7 +125,7 @@ class Search:
         res.info.setdefault("model_queries", mq)
         res.info.setdefault("cost_queries", budget.samples)
         res.queries = int(res.info["model_queries"] + res.info["cost_queries"])
-        res.info.setdefault("params", {k: v for k, v in self.params.items() if self.PARAMS[k].kind != "object"})
+        res.info.setdefault("params", self.settings())
         res.info.setdefault("seed", seed)
         return res
 
@@ -252,10 +133,6 @@ class Search:
 
     def _run(self, model, x_clean, cost_fn: "_Counter", layer_weights, labels, seed) -> SearchResult:
         raise NotImplementedError
-
-    def progress(self, label: str, total: int) -> Progress:
-        enabled = self.params.get("progress")
-        return Progress(label, total, enabled=None if enabled is None else bool(enabled))
 
 
 class _Counter:
@@ -279,27 +156,6 @@ class _Counter:
         self.samples += len(x)
         self.calls += 1
         return c
-
-
-def check_inputs(model, x, where: str) -> np.ndarray:
-    x = np.asarray(x)
-    shape = tuple(getattr(model, "input_shape", x.shape[1:]) or x.shape[1:])
-    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
-        raise AuditorError(f"inputs must have shape (N, {', '.join(map(str, shape))}), got {x.shape}", where)
-    if len(x) == 0:
-        raise AuditorError("no inputs given", where)
-    x = x.astype(np.float32)
-    if not np.all(np.isfinite(x)):
-        raise AuditorError("inputs contain NaN or infinite values", where)
-    lo, hi = bounds_of(model)
-    if x.min() < lo - 1e-6 or x.max() > hi + 1e-6:
-        raise AuditorError(f"inputs must lie in the pixel range [{lo}, {hi}], got [{x.min():.4g}, {x.max():.4g}]", where)
-    return np.clip(x, lo, hi)
-
-
-def bounds_of(model) -> tuple[float, float]:
-    b = getattr(model, "bounds", (0.0, 1.0)) or (0.0, 1.0)
-    return float(b[0]), float(b[1])
 
 
 def chunks(n: int, size: int):

@@ -28,7 +28,8 @@ import numpy as np
 
 from ...errors import AuditorError
 from ...norms import perturbation_stats, project
-from .base import register_search, Param, Search, SearchResult, bounds_of, chunks, log_softmax, resolve_layer_weights
+from ..base import Param, bounds_of
+from .base import register_search, Search, SearchResult, chunks, log_softmax, resolve_layer_weights
 from .whitebox import COMMON, budget, sparsity_descent
 
 
@@ -61,7 +62,7 @@ class BlackBoxSparsity(Search):
 
     def _run(self, model, x_clean, cost_fn, layer_weights, labels, seed) -> SearchResult:
         p = self.params
-        where = f"search '{self.name}'"
+        where = self.where
         sur = p["surrogate"]
         if sur is None:
             raise AuditorError("needs a surrogate model (parameter 'surrogate')", where)
@@ -80,7 +81,7 @@ class BlackBoxSparsity(Search):
         w_sur = resolve_layer_weights(sur, None, x_clean, where)
         x1 = np.empty_like(x_clean)
         n_chunks = len(range(0, n, p["batch_size"]))
-        with self.progress("black-box stage 1 (surrogate)", n_chunks * (p["iterations"] + 1)) as bar:
+        with self._bar("black-box stage 1 (surrogate)", n_chunks * (p["iterations"] + 1)) as bar:
             for sl in chunks(n, p["batch_size"]):
                 t_sur = sur.predict(x_clean[sl]).astype(np.int64)
                 _, _, bx, _, _, _, _ = sparsity_descent(
@@ -151,7 +152,7 @@ class BlackBoxSparsity(Search):
         b1, b2 = 0.9, 0.999
         max_steps = p["query_budget"] // per_step
         group = max(1, (1 << 24) // (per_step * d))  # keep a probe batch under ~64 MB
-        with self.progress("black-box stage 2 (ZOO)", max(max_steps, 1)) as bar:
+        with self._bar("black-box stage 2 (ZOO)", max(max_steps, 1)) as bar:
             for _ in range(max_steps):
                 act = np.flatnonzero(~done)
                 if not len(act):

@@ -1,4 +1,4 @@
-"""Defences against sparsity attacks (Krithivasan, Sen, Raghunathan, Section IV) and how to score them.
+"""Defences against sparsity attacks (Krithivasan et al., Section IV) and how to score them.
 
 * Activation thresholding — every ReLU(x) becomes x * (x > t_l): activations at or below a
   per-layer threshold t_l are zeroed (t_l = 0 is the plain ReLU).
@@ -8,12 +8,16 @@
 * Input quantisation — x_q = round(2^k x) / 2^k  (eq. 9), :func:`quantize_input`.
 * Input compression — JPEG re-encoding at quality q (Pillow), :func:`jpeg_compress`.
 * :func:`recovery` — the share of an attack's cost increase that a defence removes.
+
+The defences a scenario names (``defences:`` of an energy search) are registered in ``DEFENCES``
+with their parameters declared once (:class:`auditor.attacks.base.Param`), as attacks and
+searches are; :func:`make_defence` builds one.
 """
 
 from __future__ import annotations
 
 import io
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import onnx
@@ -22,7 +26,9 @@ from onnx import TensorProto, helper
 from ...errors import AuditorError
 from ...model.rewrite.preprocess import to_model_input
 from ...model.rewrite.threshold import relu_nodes, threshold_input, threshold_relus
+from ...registry import Registry
 from ...runtime.engine import Runner
+from ..base import Configurable, Param, registrar
 
 
 def tune_thresholds(model: onnx.ModelProto, x_val: np.ndarray, labels: np.ndarray | None = None, *,
@@ -162,34 +168,77 @@ def jpeg_compress(x: np.ndarray, quality: int, bounds: tuple[float, float] = (0.
     return (out.astype(np.float64) / 255.0 * (hi - lo) + lo).astype(np.float32)
 
 
-INPUT_DEFENCES: dict[str, tuple[Callable, str]] = {
-    "quantize": (quantize_input, "bits"),
-    "jpeg": (jpeg_compress, "quality"),
-}
+# --------------------------------------------------------------------------------------------
+# The defences a scenario can name
+# --------------------------------------------------------------------------------------------
+
+#: every defence a scenario's ``defences:`` entry can name (names and other spellings)
+DEFENCES: "Registry[type[Defence]]" = Registry("defence")
+register_defence = registrar(DEFENCES)
+
+
+class Defence(Configurable):
+    """A defence and its parameters.  An *input* defence maps raw inputs to raw inputs
+    (``defence(x, bounds)``); a *model* defence (``on_input = False``) builds a defended model
+    (:meth:`defend`)."""
+
+    kind = "defence"
+    on_input: ClassVar[bool] = True
+
+    def __call__(self, x: np.ndarray, bounds: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+        raise AuditorError("is not an input defence", self.where)
+
+    def defend(self, model: "onnx.ModelProto", x_val: np.ndarray, labels: np.ndarray | None, preprocess=None):
+        raise AuditorError("is not a model defence", self.where)
+
+
+@register_defence("quantize", aliases=("quantise", "quantization", "quantisation"))
+class InputQuantization(Defence):
+    """input quantisation to k bits: x_q = round(2^k x) / 2^k"""
+
+    PARAMS = {"bits": Param("int", None, "bits per pixel kept", low=1, high=24, required=True)}
+
+    def __call__(self, x, bounds=(0.0, 1.0)):
+        return quantize_input(x, self.bits, bounds)
+
+
+@register_defence("jpeg", aliases=("compression", "jpeg_compression"))
+class JPEGCompression(Defence):
+    """JPEG compression of the input at a quality"""
+
+    PARAMS = {"quality": Param("int", None, "JPEG quality", low=1, high=100, required=True)}
+
+    def __call__(self, x, bounds=(0.0, 1.0)):
+        return jpeg_compress(x, self.quality, bounds)
+
+
+@register_defence("threshold", aliases=("activation_threshold",))
+class ActivationThreshold(Defence):
+    """per-layer ReLU thresholds tuned to a clean-accuracy loss budget"""
+
+    on_input = False
+    PARAMS = {"budget": Param("float", 0.01, "clean-accuracy loss allowed, e.g. 0.01", low=0.0, high=1.0)}
+
+    def defend(self, model, x_val, labels, preprocess=None):
+        """The defended model (thresholds tuned on ``x_val``): see :func:`tune_thresholds`."""
+        return tune_thresholds(model, x_val, labels, budget=self.budget, preprocess=preprocess)[0]
+
+
+def make_defence(name: str, **params) -> Defence:
+    """The defence called ``name`` with ``params`` (AuditorError for unknown names or parameters)."""
+    return DEFENCES.get(name)(**params)
 
 
 def make_input_defence(name: str, **params) -> Callable[[np.ndarray], np.ndarray]:
     """``make_input_defence("quantize", bits=4)`` / ``("jpeg", quality=75)`` -> x -> x' (raw domain).
 
-    Optional ``bounds`` (the pixel range).  AuditorError for unknown names or parameters."""
-    key = str(name).strip().lower()
-    key = {"quantise": "quantize", "quantization": "quantize", "quantisation": "quantize",
-           "compression": "jpeg", "jpeg_compression": "jpeg"}.get(key, key)
-    if key not in INPUT_DEFENCES:
-        raise AuditorError(f"unknown input defence '{name}'; known: {', '.join(INPUT_DEFENCES)}")
-    fn, arg = INPUT_DEFENCES[key]
-    extra = set(params) - {arg, "bounds"}
-    if extra or arg not in params:
-        raise AuditorError(f"input defence '{key}' takes '{arg}' (and optional 'bounds'); got {sorted(params)}")
-    try:
-        value = int(params[arg])
-    except (TypeError, ValueError):
-        raise AuditorError(f"'{arg}' must be an integer, got {params[arg]!r}") from None
-    if value != params[arg] and not isinstance(params[arg], str):
-        raise AuditorError(f"'{arg}' must be an integer, got {params[arg]!r}")
-    bounds = tuple(params.get("bounds", (0.0, 1.0)))
-    fn(np.zeros((1, 1, 8, 8), np.float32) + bounds[0], value, bounds)  # validates the value now
-    return lambda x: fn(x, value, bounds)
+    Optional ``bounds`` (the pixel range).  AuditorError for unknown names or parameters, and for
+    a defence that is not an input defence."""
+    bounds = tuple(params.pop("bounds", (0.0, 1.0)))
+    defence = make_defence(name, **params)
+    if not defence.on_input:
+        raise AuditorError("is a model defence, not an input defence", defence.where)
+    return lambda x: defence(x, bounds)
 
 
 # --------------------------------------------------------------------------------------------

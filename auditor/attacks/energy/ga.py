@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import register_search, Param, Search, SearchResult, bounds_of
+from ..base import Param, bounds_of, plumbing
+from .base import register_search, Search, SearchResult
 
 
 @register_search("sponge_ga", aliases=('ga', 'sponge-ga', 'spongega'))
@@ -35,7 +36,7 @@ class SpongeGA(Search):
         "crossover": Param("choice", "mixed", "how two parents are combined", choices=("mask", "blend", "mixed")),
         "mutation_rate": Param("float", 0.05, "share of pixels mutated per child", low=0.0, high=1.0),
         "mutation_sigma": Param("float", 0.1, "std of the mutation noise (pixel-range units)", low=0.0),
-        "progress": Param("bool", None, "show a progress bar"),
+        **plumbing(),
     }
 
     def _run(self, model, x_clean, cost_fn, layer_weights, labels, seed) -> SearchResult:
@@ -50,7 +51,7 @@ class SpongeGA(Search):
         fit = cost_fn(pop)
         best_hist, mean_hist = [float(fit.max())], [float(fit.mean())]
         span = hi - lo
-        with self.progress("Sponge-GA", p["generations"]) as bar:
+        with self._bar("Sponge-GA", p["generations"]) as bar:
             for _ in range(p["generations"]):
                 order = np.argsort(-fit, kind="stable")
                 pop, fit = pop[order], fit[order]

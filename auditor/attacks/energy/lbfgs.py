@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import register_search, Param, Search, SearchResult, bounds_of, chunks
+from ..base import Param, bounds_of, plumbing
+from .base import register_search, Search, SearchResult, chunks
 
 
 @register_search("sponge_lbfgs", aliases=('lbfgs', 'l-bfgs', 'sponge-l-bfgs', 'sponge_l_bfgs', 'spongelbfgs'))
@@ -25,7 +26,7 @@ class SpongeLBFGS(Search):
         "max_iter": Param("int", 100, "L-BFGS-B iterations per chunk", low=1),
         "batch_size": Param("int", 32, "samples optimised together", low=1),
         "init": Param("choice", "uniform", "start from uniform noise or from the given inputs", choices=("uniform", "clean")),
-        "progress": Param("bool", None, "show a progress bar"),
+        **plumbing(),
     }
 
     def _run(self, model, x_clean, cost_fn, layer_weights, labels, seed) -> SearchResult:
@@ -41,7 +42,7 @@ class SpongeLBFGS(Search):
         a_init = np.empty(n)
         a_out = np.empty(n)
         iters, nfev = 0, 0
-        with self.progress("Sponge-L-BFGS", len(range(0, n, p["batch_size"])) * p["max_iter"]) as bar:
+        with self._bar("Sponge-L-BFGS", len(range(0, n, p["batch_size"])) * p["max_iter"]) as bar:
             for sl in chunks(n, p["batch_size"]):
                 x0 = x_init[sl]
                 m = len(x0)

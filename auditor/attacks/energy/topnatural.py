@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import register_search, Param, Search, SearchResult, chunks
+from ...errors import AuditorError
+from ..base import Param, plumbing
+from .base import register_search, Search, SearchResult, chunks
 
 
 @register_search("top_natural", aliases=('top-natural', 'topnatural', 'top_k'))
@@ -22,12 +24,11 @@ class TopNatural(Search):
     PARAMS = {
         "k": Param("float?", 100, "inputs kept (None = all, ranked)", low=1),
         "batch_size": Param("int", 256, "inputs measured together", low=1),
-        "progress": Param("bool", None, "show a progress bar"),
+        **plumbing(),
     }
 
-    def _check_params(self, where):
-        from ...errors import AuditorError
-
+    def _configure(self):
+        where = self.where
         k = self.params["k"]
         if k is not None and k != int(k):
             raise AuditorError(f"parameter 'k' must be an integer, got {k}", where)
@@ -38,7 +39,7 @@ class TopNatural(Search):
         k = n if p["k"] is None else min(int(p["k"]), n)
         cost = np.empty(n)
         steps = len(range(0, n, p["batch_size"]))
-        with self.progress("top-natural ranking", steps) as bar:
+        with self._bar("top-natural ranking", steps) as bar:
             for sl in chunks(n, p["batch_size"]):
                 cost[sl] = cost_fn(x_clean[sl])
                 bar.update()

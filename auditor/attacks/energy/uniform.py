@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import register_search, Param, Search, SearchResult, bounds_of
+from ..base import Param, bounds_of, plumbing
+from .base import register_search, Search, SearchResult
 
 
 @register_search("uniform", aliases=('uniform_sampling', 'uniform-sampling', 'uniformsampling'))
@@ -30,7 +31,7 @@ class UniformSampling(Search):
         "grid": Param("floats", [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
                       "candidate means, as fractions of the pixel range"),
         "grid_samples": Param("int", 4, "samples measured per grid value", low=1, high=10_000),
-        "progress": Param("bool", None, "show a progress bar"),
+        **plumbing(),
     }
 
     def _run(self, model, x_clean, cost_fn, layer_weights, labels, seed) -> SearchResult:
@@ -51,7 +52,7 @@ class UniformSampling(Search):
         if p["mu"] is None:
             grid = [lo + g * span for g in p["grid"]]
             k = p["grid_samples"]
-            with self.progress("uniform sampling", 2) as bar:
+            with self._bar("uniform sampling", 2) as bar:
                 xg = np.concatenate([sample(mu, k) for mu in grid])
                 cg = cost_fn(xg).reshape(len(grid), k)  # one measurement batch for the whole grid
                 bar.update()

@@ -47,7 +47,8 @@ import numpy as np
 
 from ...errors import AuditorError
 from ...norms import normalize, perturbation_stats, project
-from .base import register_search, Param, Search, SearchResult, bounds_of, chunks, cross_entropy, resolve_layer_weights
+from ..base import Param, bounds_of, plumbing
+from .base import register_search, Search, SearchResult, chunks, cross_entropy, resolve_layer_weights
 
 #: the input the paper's defaults were set for: 28x28x1 pixels in [0, 1] (MNIST)
 REFERENCE_ELEMENTS = 28 * 28
@@ -65,7 +66,7 @@ COMMON = {
     "beta": Param("float", 15.0, "steepness of the tanh step approximation", low=0.0, low_open=True),
     "momentum": Param("float", 0.9, "momentum mu", low=0.0, high=1.0),
     "batch_size": Param("int", 64, "inputs attacked together", low=1),
-    "progress": Param("bool", None, "show a progress bar (default: when stderr is a terminal)"),
+    **plumbing(),
 }
 
 
@@ -193,14 +194,15 @@ class WhiteBoxSparsity(Search):
         "select_every": Param("int", 1, "select=cost: measure the candidates every this many iterations (and the last)", low=1),
     }
 
-    def _check_params(self, where):
+    def _configure(self):
+        where = self.where
         p = self.params
         if not p["c_min"] <= p["c_in"] <= p["c_max"]:
             raise AuditorError(f"need c_min <= c_in <= c_max, got {p['c_min']}, {p['c_in']}, {p['c_max']}", where)
 
     def _run(self, model, x_clean, cost_fn, layer_weights, labels, seed) -> SearchResult:
         p = self.params
-        where = f"search '{self.name}'"
+        where = self.where
         n = len(x_clean)
         weights = resolve_layer_weights(model, layer_weights, x_clean, where)
         target = labels if labels is not None else model.predict(x_clean).astype(np.int64)
@@ -214,7 +216,7 @@ class WhiteBoxSparsity(Search):
         c_final = np.full(n, p["c_in"])
         history = []
         steps = (p["iterations"] + 1) * p["outer"]
-        with self.progress("white-box sparsity attack", steps * len(range(0, n, p["batch_size"]))) as bar:
+        with self._bar("white-box sparsity attack", steps * len(range(0, n, p["batch_size"]))) as bar:
             for sl in chunks(n, p["batch_size"]):
                 x0, t = x_clean[sl], target[sl]
                 m = len(x0)

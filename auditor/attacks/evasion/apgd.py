@@ -6,7 +6,8 @@ import numpy as np
 
 from ...errors import AuditorError
 from ...norms import normalize, project
-from .base import register_attack, NO_CLAMP, Attack, Context, _bshape, check_choice, check_float, check_int
+from ..base import Param, plumbing
+from .base import Attack, _bshape, Context, NO_CLAMP, register_attack
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -92,27 +93,22 @@ class APGD(Attack):
     improved since.  Inputs are frozen at their first adversarial iterate (every iterate is
     checked: the logits come with the gradient); the best-loss point is returned for the rest.
 
-    Parameters and defaults (Croce & Hein; ``autoattack`` standard version):
-
-    * ``norm`` — ``"linf"`` or ``"l2"``.
-    * ``steps=100`` — gradient iterations (plus one at the start).
-    * ``restarts=1`` — runs per input (only inputs not yet fooled are restarted).
-    * ``loss="ce"`` — cross-entropy (APGD-CE) or ``"dlr"``, the Difference of Logits Ratio
-      (APGD-DLR; targeted runs use the targeted DLR). A DLR step costs 2 gradient queries
-      (targeted 3-4; see :func:`dlr_value_and_grad`).
-    * ``rho=0.75`` — the checkpoint condition; ``momentum=0.75`` — the weight α of the new step.
+    Defaults: Croce & Hein, the ``autoattack`` standard version (a DLR step's gradient queries:
+    :func:`dlr_value_and_grad`).
     """
 
-
-    def __init__(self, norm: str = "linf", steps: int = 100, restarts: int = 1, loss: str = "ce",
-                 rho: float = 0.75, momentum: float = 0.75, batch_size: int = 256, progress: bool | None = None):
-        super().__init__(batch_size, progress)
-        self.norm = check_choice("norm", norm, ("linf", "l2"))
-        self.steps = check_int("steps", steps, 1)
-        self.restarts = check_int("restarts", restarts, 1)
-        self.loss = check_choice("loss", loss, ("ce", "dlr"))
-        self.rho = check_float("rho", rho, 0, 1)
-        self.momentum = check_float("momentum", momentum, 0, 1)
+    PARAMS = {
+        "norm": Param("choice", "linf", "the threat model: `linf` or `l2`", choices=("linf", "l2")),
+        "steps": Param("int", 100, "gradient iterations (plus one at the start)", low=1),
+        "restarts": Param("int", 1, "runs per input (only inputs not yet fooled are restarted)", low=1),
+        "loss": Param("choice", "ce", "cross-entropy `ce` (APGD-CE) or `dlr`, the Difference of Logits Ratio (APGD-DLR; "
+                      "targeted runs use the targeted DLR).  A DLR step costs 2 gradient queries (targeted 3-4)",
+                      choices=("ce", "dlr")),
+        "rho": Param("float", 0.75, "the checkpoint condition: halve the step where fewer than rho·(w_j - w_{j-1}) "
+                     "steps since the last checkpoint increased the loss", low=0.0, high=1.0),
+        "momentum": Param("float", 0.75, "the weight α of the new step against the previous one", low=0.0, high=1.0),
+        **plumbing(batch_size=256),
+    }
 
     def _iterations(self) -> int:
         return self.steps * self.restarts
@@ -202,16 +198,19 @@ class APGDT(APGD):
     success is any misclassification (AutoAttack's ``apgd-t``).  With ``targets`` given it is one
     plain targeted run.
 
-    Parameters and defaults (``autoattack`` standard version): ``n_target_classes=9``,
-    ``steps=100``, ``restarts=1``, ``loss="dlr"`` (``"ce"`` for a targeted cross-entropy).
+    Defaults: the ``autoattack`` standard version.
     """
 
-
-    def __init__(self, norm: str = "linf", steps: int = 100, restarts: int = 1, loss: str = "dlr",
-                 n_target_classes: int = 9, rho: float = 0.75, momentum: float = 0.75, batch_size: int = 256,
-                 progress: bool | None = None):
-        super().__init__(norm, steps, restarts, loss, rho, momentum, batch_size, progress)
-        self.n_target_classes = check_int("n_target_classes", n_target_classes, 1)
+    PARAMS = {
+        **{k: p for k, p in APGD.PARAMS.items() if k not in ("loss", "rho", "momentum", "batch_size", "progress")},
+        "loss": Param("choice", "dlr", "the targeted DLR loss `dlr`, or `ce` for a targeted cross-entropy",
+                      choices=("ce", "dlr")),
+        "n_target_classes": Param("int", 9, "runner-up classes targeted in turn", low=1),
+        "rho": Param("float", 0.75, "the checkpoint condition: halve the step where fewer than rho·(w_j - w_{j-1}) "
+                     "steps since the last checkpoint increased the loss", low=0.0, high=1.0),
+        "momentum": Param("float", 0.75, "the weight α of the new step against the previous one", low=0.0, high=1.0),
+        **plumbing(batch_size=256),
+    }
 
     def _iterations(self) -> int:
         return self.steps * self.restarts * self.n_target_classes

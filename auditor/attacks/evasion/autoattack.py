@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from ...norms import project
+from ..base import Param, plumbing
 from .apgd import APGD, APGDT
-from .base import register_attack, Attack, AttackResult, Context, check_choice, check_int
+from .base import Attack, AttackResult, Context, register_attack
 from .fab import FAB
 from .square import SquareAttack
 
@@ -23,35 +24,26 @@ class AutoAttack(Attack):
     gives per ε how many inputs each member was run on and how many it broke, its queries, and
     the members skipped (the DLR members need at least 3 classes).
 
-    Parameters and defaults (``autoattack`` ``version="standard"``, as RobustBench evaluates):
-
-    * ``norm`` — ``"linf"`` or ``"l2"``.
-    * ``steps=100`` — APGD-CE, APGD-T and FAB-T iterations.
-    * ``n_target_classes=9`` — target classes of APGD-T and FAB-T (capped at classes - 1).
-    * ``n_queries=5000`` — Square's query budget.
-    * ``members`` — a subset of ``apgd_ce, apgd_t, fab_t, square`` (default: all four).
+    Defaults: ``autoattack`` ``version="standard"``, as RobustBench evaluates.
     """
 
+    PARAMS = {
+        "norm": Param("choice", "linf", "the threat model: `linf` or `l2`", choices=("linf", "l2")),
+        "steps": Param("int", 100, "APGD-CE, APGD-T and FAB-T iterations", low=1),
+        "n_target_classes": Param("int", 9, "target classes of APGD-T and FAB-T (capped at classes - 1)", low=1),
+        "n_queries": Param("int", 5000, "Square's query budget", low=1),
+        "members": Param("choices", None, "a subset of the members to run, in the standard order (default: all four)",
+                         choices=STANDARD),
+        **plumbing(batch_size=256),
+    }
 
-    def __init__(self, norm: str = "linf", steps: int = 100, n_target_classes: int = 9, n_queries: int = 5000,
-                 members: list | None = None, batch_size: int = 256, progress: bool | None = None):
-        super().__init__(batch_size, progress)
-        self.norm = check_choice("norm", norm, ("linf", "l2"))
-        self.steps = check_int("steps", steps, 1)
-        self.n_target_classes = check_int("n_target_classes", n_target_classes, 1)
-        self.n_queries = check_int("n_queries", n_queries, 1)
-        chosen = list(STANDARD) if members is None else list(members)
-        for m in chosen:
-            check_choice("members", m, STANDARD)
-        if not chosen:
-            check_choice("members", None, STANDARD)
-        self.members = [m for m in STANDARD if m in chosen]
-        big = 1 << 30
+    def _configure(self) -> None:
+        self.members = [m for m in STANDARD if self.members is None or m in self.members]
         self._attacks: dict[str, Attack] = {
-            "apgd_ce": APGD(self.norm, self.steps, loss="ce", batch_size=big),
-            "apgd_t": APGDT(self.norm, self.steps, n_target_classes=self.n_target_classes, batch_size=big),
-            "fab_t": FAB(self.norm, self.steps, n_target_classes=self.n_target_classes, batch_size=big),
-            "square": SquareAttack(self.norm, self.n_queries, batch_size=big),
+            "apgd_ce": APGD(norm=self.norm, steps=self.steps, loss="ce"),
+            "apgd_t": APGDT(norm=self.norm, steps=self.steps, n_target_classes=self.n_target_classes),
+            "fab_t": FAB(norm=self.norm, steps=self.steps, n_target_classes=self.n_target_classes),
+            "square": SquareAttack(norm=self.norm, n_queries=self.n_queries),
         }
         self._log: dict = {}
 

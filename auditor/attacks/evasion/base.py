@@ -27,7 +27,6 @@ one sample evaluated, forward or forward+backward).
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -36,8 +35,7 @@ import numpy as np
 from ...errors import AuditorError
 from ...norms import norm as _norm
 from ...norms import project
-from ...progress import Progress
-from ..base import registrar
+from ..base import Configurable, check_inputs, plumbing, registrar
 from ...registry import Registry
 from ...runtime.classifier import Classifier
 
@@ -259,46 +257,20 @@ def shrink_to_boundary(ctx: Context, x_adv: np.ndarray, found: np.ndarray, steps
 
 
 # --------------------------------------------------------------------------------------------
-# parameter checking
-# --------------------------------------------------------------------------------------------
-
-
-def check_int(name: str, value, lo: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise AuditorError(f"parameter {name} must be an integer >= {lo}, got {value!r}", where="attack")
-    return int(value)
-
-
-def check_float(name: str, value, lo: float = 0.0, hi: float = np.inf, open_lo: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(value) or value < lo or value > hi or (open_lo and value == lo):
-        bound = f"> {lo}" if open_lo else f">= {lo}"
-        raise AuditorError(f"parameter {name} must be a finite number {bound}"
-                           + (f" and <= {hi}" if np.isfinite(hi) else "") + f", got {value!r}", where="attack")
-    return float(value)
-
-
-def check_choice(name: str, value, choices) -> str:
-    if value not in choices:
-        raise AuditorError(f"parameter {name} must be one of {', '.join(map(str, choices))}, got {value!r}",
-                           where="attack")
-    return value
-
-
-# --------------------------------------------------------------------------------------------
 # the base class
 # --------------------------------------------------------------------------------------------
 
 
-class Attack:
-    """Base class: validation, batching, ε handling, query counting and the final verification.
+class Attack(Configurable):
+    """Base class: batching, ε handling, query counting and the final verification.
 
-    Subclasses set ``name``, ``norm``, ``minimal``, ``query_based`` and implement
-    :meth:`_attack_eps` (fixed-budget) or :meth:`_minimize` (minimal-norm), plus
+    Subclasses are registered with ``@register_attack("name")``, declare ``PARAMS`` (their
+    tunables, :class:`auditor.attacks.base.Param`) and ``norm``, ``minimal``, ``query_based``, and
+    implement :meth:`_attack_eps` (fixed-budget) or :meth:`_minimize` (minimal-norm), plus
     :meth:`_iterations` for the progress bar.
     """
 
-    name = "attack"
+    kind = "attack"
     norm = "linf"
     minimal = False
     query_based = False
@@ -306,21 +278,7 @@ class Attack:
     #: (else they are lengthened by 0.01 %, 0.1 % or 1 %, the first that does), so that examples
     #: found right at the boundary survive an independent re-evaluation (float32 noise)
     boundary_tol = 1e-5
-
-    def __init__(self, batch_size: int = 256, progress: bool | None = None):
-        self.batch_size = check_int("batch_size", batch_size, 1)
-        self.progress = progress
-
-    # --- introspection -------------------------------------------------------------------
-
-    @property
-    def params(self) -> dict:
-        """The constructor parameters and their current values."""
-        sig = inspect.signature(type(self).__init__)
-        return {k: getattr(self, k) for k in sig.parameters if k != "self" and hasattr(self, k)}
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
+    PARAMS = plumbing(batch_size=256)
 
     # --- to implement --------------------------------------------------------------------
 
@@ -349,7 +307,7 @@ class Attack:
         nb = max(1, -(-n // self.batch_size))
         runs = 1 if self.minimal else len(epsilons)
         total = runs * nb * max(self._iterations(), 1)
-        with Progress(f"{self.name} attack", total=total, enabled=self.progress) as bar:
+        with self._bar(f"{self.name} attack", total) as bar:
             def tick(k: int = 1) -> None:
                 bar.update(k)
 
@@ -441,28 +399,11 @@ class Attack:
     # --- input checking ------------------------------------------------------------------
 
     def _validate(self, model, x, labels, epsilons, targets, seed):
-        where = f"{self.name} attack"
+        where = self.where
         if not isinstance(model, Classifier):
             raise AuditorError(f"the model must be a Classifier, got {type(model).__name__}", where=where)
-        try:
-            x = np.asarray(x, dtype=np.float32)
-        except (TypeError, ValueError) as e:
-            raise AuditorError(f"inputs are not numeric: {e}", where=where) from None
-        shape = tuple(getattr(model, "input_shape", x.shape[1:]) or x.shape[1:])
-        if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
-            expect = ", ".join(map(str, shape))
-            raise AuditorError(f"inputs have shape {tuple(x.shape)}, the model expects (N, {expect})",
-                               where=where)
-        if len(x) == 0:
-            raise AuditorError("no inputs to attack", where=where)
-        if not np.all(np.isfinite(x)):
-            raise AuditorError("inputs contain NaN or infinite values", where=where)
-        lo, hi = model.bounds
-        tol = 1e-5 * max(1.0, float(hi - lo))
-        if x.min() < lo - tol or x.max() > hi + tol:
-            raise AuditorError(f"inputs lie outside the valid pixel range [{lo}, {hi}] "
-                               f"(min {x.min():.4g}, max {x.max():.4g})", where=where)
-        x = np.clip(x, lo, hi).astype(np.float32)
+        x = check_inputs(model, x, where)
+        shape, (lo, hi) = tuple(x.shape[1:]), model.bounds
         num_classes = getattr(model, "num_classes", None)
         if not num_classes:  # a model with a symbolic class dimension: ask it once
             num_classes = int(np.asarray(model.logits(x[:1])).shape[1])

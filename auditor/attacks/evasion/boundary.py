@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import register_attack, Attack, Context, check_float, check_int
+from ..base import Param, plumbing
+from .base import Attack, Context, register_attack
 from .hsj import HopSkipJump
 
 
@@ -22,25 +23,24 @@ class BoundaryAttack(Attack):
     than half of the last 100 spherical candidates were adversarial and shrink below 20 %; the
     source step alone grows above 25 % and shrinks below 10 % success of the last 30 candidates.
 
-    Parameters and defaults (Brendel et al.; foolbox 3 ``BoundaryAttack``, which uses 25 000
-    steps): ``steps=5000`` (2 queries each), ``spherical_step=0.01``, ``source_step=0.01``,
-    ``step_adaptation=1.5``, ``stats_every=10``, ``init_trials=100``.
+    Defaults: Brendel et al.; foolbox 3 ``BoundaryAttack`` (which uses 25 000 steps).
     """
 
     norm = "l2"
     minimal = True
     query_based = True
 
-    def __init__(self, steps: int = 5000, spherical_step: float = 0.01, source_step: float = 0.01,
-                 step_adaptation: float = 1.5, stats_every: int = 10, init_trials: int = 100,
-                 batch_size: int = 256, progress: bool | None = None):
-        super().__init__(batch_size, progress)
-        self.steps = check_int("steps", steps, 1)
-        self.spherical_step = check_float("spherical_step", spherical_step, 0, open_lo=True)
-        self.source_step = check_float("source_step", source_step, 0, 1, open_lo=True)
-        self.step_adaptation = check_float("step_adaptation", step_adaptation, 1.0, open_lo=True)
-        self.stats_every = check_int("stats_every", stats_every, 1)
-        self.init_trials = check_int("init_trials", init_trials, 0)
+    PARAMS = {
+        "steps": Param("int", 5000, "random-walk steps (2 queries each; foolbox 3 uses 25 000)", low=1),
+        "spherical_step": Param("float", 0.01, "the orthogonal step, relative to the current distance",
+                                low=0.0, low_open=True),
+        "source_step": Param("float", 0.01, "the step towards the input, relative to the current distance",
+                             low=0.0, high=1.0, low_open=True),
+        "step_adaptation": Param("float", 1.5, "the factor both step sizes grow or shrink by", low=1.0, low_open=True),
+        "stats_every": Param("int", 10, "steps between step-size adaptations", low=1),
+        "init_trials": Param("int", 100, "random-noise draws for the start", low=0),
+        **plumbing(batch_size=256),
+    }
 
     def _iterations(self) -> int:
         return self.steps

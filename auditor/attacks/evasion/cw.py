@@ -4,8 +4,27 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import (register_attack, NO_CLAMP, Attack, Context, _bshape, check_choice, check_float, check_int, next_const,
-                   shrink_to_boundary)
+from ..base import Param, plumbing
+from .base import Attack, _bshape, Context, next_const, NO_CLAMP, register_attack, shrink_to_boundary
+
+
+def trade_off_params(binary_search_steps: int, initial_const: float, source: str) -> dict[str, Param]:
+    """The tunables of the C&W objective ‖δ‖₂² + c·max(margin, -κ) that C&W and ZOO share: the
+    binary search on c, Adam's step and κ (defaults and their ``source`` as the attack sets them)."""
+    return {
+        "binary_search_steps": Param("int", binary_search_steps, "rounds of the per-input binary search on the "
+                                     f"trade-off constant c ({source})", low=1),
+        "initial_const": Param("float", initial_const, f"c of the first round ({source})", low=0.0, low_open=True),
+        "learning_rate": Param("float", 0.01, f"Adam step size ({source})", low=0.0, low_open=True),
+        "confidence": Param("float", 0.0, f"κ: the margin an example must clear to count ({source})", low=0.0),
+    }
+
+
+def adaptive_lr_param(auto: str) -> Param:
+    """``adaptive_lr`` of C&W and ZOO; ``auto``: when the automatic choice adapts, and why."""
+    return Param("bool?", None, "per-input step-size adaptation (null: auto): after a step that lowers the loss the "
+                 "learning rate doubles, after one that raises it the step is undone and the rate halved (the role of "
+                 f"ART's learning-rate line search, at no extra query); auto adapts when {auto}")
 
 
 @register_attack("cw")
@@ -19,40 +38,26 @@ class CarliniWagnerL2(Attack):
     back along the segment to the decision boundary (``refine_steps`` bisection queries), which
     can only shorten it.
 
-    Parameters and defaults:
-
-    * ``binary_search_steps=9``, ``initial_const=1e-3``, ``learning_rate=0.01``, ``confidence=0``,
-      ``abort_early=True`` — Carlini & Wagner's reference code and foolbox 3.
-    * ``steps=100`` — Adam steps per value of c (reference code 10 000, foolbox 10 000, ART 10,
-      torchattacks 50); raise it for a more precise minimum.
-    * ``refine_steps=12`` — boundary bisection after the search (0 disables it).
-    * ``adaptive_lr=None`` (auto) — per-input step-size adaptation: after a step that lowers the
-      loss the learning rate doubles, after one that raises it the step is undone and the rate
-      halved (the role of ART's learning-rate line search, at no extra query).  With a fixed rate
-      Adam moves a tanh-space coordinate by at most ``learning_rate·steps``, far too little for
-      few-step budgets (pixels at 0 or 1 sit at |w| ≈ 7.25), so *auto* adapts when
-      ``learning_rate·steps < 0.5``.  Measured on 100 bundled-model test images: at 10 steps ×
-      10 binary steps (ART's defaults) success went from 5 % to 100 % (median L2 1.46 on lenet5,
-      ART 1.64); at 50 and 100 steps the fixed rate gave 3 % and 1 % smaller medians, hence
-      the threshold.
+    Defaults: Carlini & Wagner's reference code and foolbox 3, but for ``steps``.
     """
 
     norm = "l2"
     minimal = True
 
-    def __init__(self, steps: int = 100, binary_search_steps: int = 9, initial_const: float = 1e-3,
-                 learning_rate: float = 0.01, confidence: float = 0.0, abort_early: bool = True,
-                 refine_steps: int = 12, adaptive_lr: bool | None = None, batch_size: int = 256,
-                 progress: bool | None = None):
-        super().__init__(batch_size, progress)
-        self.steps = check_int("steps", steps, 1)
-        self.binary_search_steps = check_int("binary_search_steps", binary_search_steps, 1)
-        self.initial_const = check_float("initial_const", initial_const, 0, open_lo=True)
-        self.learning_rate = check_float("learning_rate", learning_rate, 0, open_lo=True)
-        self.confidence = check_float("confidence", confidence, 0)
-        self.abort_early = bool(abort_early)
-        self.refine_steps = check_int("refine_steps", refine_steps, 0)
-        self.adaptive_lr = check_choice("adaptive_lr", adaptive_lr, (None, True, False))
+    PARAMS = {
+        "steps": Param("int", 100, "Adam steps per value of c (reference code 10 000, foolbox 10 000, ART 10, "
+                       "torchattacks 50); raise it for a more precise minimum", low=1),
+        **trade_off_params(9, 1e-3, "reference code, foolbox 3"),
+        "abort_early": Param("bool", True, "end a round when the loss stops falling (reference code, foolbox 3)"),
+        "refine_steps": Param("int", 12, "boundary bisection after the search (0 disables it)", low=0),
+        "adaptive_lr": adaptive_lr_param(
+            "`learning_rate·steps < 0.5`: with a fixed rate Adam moves a tanh-space coordinate by at most "
+            "`learning_rate·steps`, far too little for few-step budgets (pixels at 0 or 1 sit at |w| ≈ 7.25).  "
+            "Measured on 100 bundled-model test images: at 10 steps × 10 binary steps (ART's defaults) success went "
+            "from 5 % to 100 % (median L2 1.46 on lenet5, ART 1.64); at 50 and 100 steps the fixed rate gave 3 % and "
+            "1 % smaller medians, hence the threshold"),
+        **plumbing(batch_size=256),
+    }
 
     def _iterations(self) -> int:
         return self.steps * self.binary_search_steps

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import register_attack, Attack, Context, _bshape, check_float, check_int, shrink_to_boundary
+from ..base import Param, plumbing
+from .base import Attack, _bshape, Context, register_attack, shrink_to_boundary
 
 
 @register_attack("deepfool")
@@ -16,26 +17,21 @@ class DeepFool(Attack):
     overshoot is followed by a bisection back to the boundary along the segment (can only shorten
     the perturbation), so on a linear model the result is the exact distance to the hyperplane.
 
-    Parameters and defaults (foolbox 3 ``L2DeepFoolAttack``; torchattacks uses the same
-    ``steps``/``overshoot``, ART ``DeepFool`` ``max_iter=100, nb_grads=10, epsilon=1e-6``):
-
-    * ``steps=50`` — maximum linearisation steps.
-    * ``candidates=10`` — classes considered, the most likely ones at the clean input (label
-      included); each step costs one gradient per candidate.
-    * ``overshoot=0.02``.
-    * ``refine_steps=12`` — boundary bisection after the search (0 disables it).
+    Defaults: foolbox 3 ``L2DeepFoolAttack`` (torchattacks uses the same ``steps``/``overshoot``, ART
+    ``DeepFool`` ``max_iter=100, nb_grads=10, epsilon=1e-6``).
     """
 
     norm = "l2"
     minimal = True
 
-    def __init__(self, steps: int = 50, candidates: int = 10, overshoot: float = 0.02, refine_steps: int = 12,
-                 batch_size: int = 256, progress: bool | None = None):
-        super().__init__(batch_size, progress)
-        self.steps = check_int("steps", steps, 1)
-        self.candidates = check_int("candidates", candidates, 2)
-        self.overshoot = check_float("overshoot", overshoot, 0)
-        self.refine_steps = check_int("refine_steps", refine_steps, 0)
+    PARAMS = {
+        "steps": Param("int", 50, "maximum linearisation steps", low=1),
+        "candidates": Param("int", 10, "classes considered, the most likely ones at the clean input (label included); "
+                            "each step costs one gradient per candidate", low=2),
+        "overshoot": Param("float", 0.02, "relative overshoot past the linearised boundary", low=0.0),
+        "refine_steps": Param("int", 12, "boundary bisection after the search (0 disables it)", low=0),
+        **plumbing(batch_size=256),
+    }
 
     def _iterations(self) -> int:
         return self.steps

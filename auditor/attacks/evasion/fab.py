@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import register_attack, Attack, Context, _bshape, check_choice, check_float, check_int
+from ..base import Param, plumbing
+from .base import Attack, Context, register_attack
 
 
 def logit_jacobian(ctx: Context, x: np.ndarray, act: np.ndarray, classes: np.ndarray):
@@ -77,10 +78,7 @@ class FAB(Attack):
     one targeted run whose plane is the target against the current top class (one more gradient
     query where that is not the label).
 
-    Parameters and defaults (Croce & Hein; ``autoattack``): ``norm``; ``steps=100``;
-    ``restarts=1`` (restarts after the first start at a random point of the ε-ball of the best
-    distance found, or of radius ``start_eps`` (absolute; default 0.3·range Linf, 1.0·range L2)
-    while none is known); ``eta=1.05``, ``beta=0.9``, ``alpha_max=0.1``; ``n_target_classes=0``.
+    Defaults: Croce & Hein, ``autoattack``.
     """
 
     minimal = True
@@ -88,18 +86,22 @@ class FAB(Attack):
     #: one is found (None: keep refining the minimal perturbation)
     stop_distance: float | None = None
 
-    def __init__(self, norm: str = "linf", steps: int = 100, restarts: int = 1, eta: float = 1.05,
-                 beta: float = 0.9, alpha_max: float = 0.1, n_target_classes: int = 0, start_eps: float | None = None,
-                 batch_size: int = 256, progress: bool | None = None):
-        super().__init__(batch_size, progress)
-        self.norm = check_choice("norm", norm, ("linf", "l2"))
-        self.steps = check_int("steps", steps, 1)
-        self.restarts = check_int("restarts", restarts, 1)
-        self.eta = check_float("eta", eta, 1.0)
-        self.beta = check_float("beta", beta, 0, 1, open_lo=True)
-        self.alpha_max = check_float("alpha_max", alpha_max, 0, 1)
-        self.n_target_classes = check_int("n_target_classes", n_target_classes, 0)
-        self.start_eps = None if start_eps is None else check_float("start_eps", start_eps, 0, open_lo=True)
+    PARAMS = {
+        "norm": Param("choice", "linf", "the threat model: `linf` or `l2`", choices=("linf", "l2")),
+        "steps": Param("int", 100, "iterations per run", low=1),
+        "restarts": Param("int", 1, "runs per input; restarts after the first start at a random point of the ε-ball "
+                          "of the best distance found, or of radius `start_eps` while none is known", low=1),
+        "eta": Param("float", 1.05, "overshoot η of the step to the projection on the linearised boundary", low=1.0),
+        "beta": Param("float", 0.9, "after a success, the factor β of the step back towards the original",
+                      low=0.0, high=1.0, low_open=True),
+        "alpha_max": Param("float", 0.1, "the largest weight α of the projection of the original in a step",
+                           low=0.0, high=1.0),
+        "n_target_classes": Param("int", 0, "0: untargeted FAB; k > 0: FAB-T against the k runner-up classes in turn",
+                                  low=0),
+        "start_eps": Param("float?", None, "radius of the random restarts while no distance is known (absolute; "
+                           "None: 0.3·range Linf, 1.0·range L2)", low=0.0, low_open=True),
+        **plumbing(batch_size=256),
+    }
 
     def _iterations(self) -> int:
         return self.steps * self.restarts * max(self.n_target_classes, 1)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from ...norms import normalize
-from .base import register_attack, Attack, Context, check_choice
+from ..base import Param, plumbing
+from .base import Attack, Context, register_attack
+
+
 from .pgd import steepest_ascent
 
 
@@ -14,19 +17,16 @@ class FGSM(Attack):
     """One gradient step of size ε: ``x + ε·sign(∇ CE(x, label))`` (untargeted) or
     ``x - ε·sign(∇ CE(x, target))`` (targeted), clipped to the pixel range.
 
-    Parameters (defaults as in foolbox 3 ``FGSM``/``FGM``, ART ``FastGradientMethod``):
-
-    * ``norm`` — ``"linf"`` (FGSM, sign of the gradient) or ``"l2"`` (FGM, gradient / ‖gradient‖₂).
-    * ``loss`` — ``"ce"`` cross-entropy (Goodfellow et al.) or ``"margin"`` (C&W margin); a
-      saturated cross-entropy (zero gradient in float32) falls back to the margin for that input;
-      ``"ce_raw"`` keeps the cross-entropy gradient as it is (the naive attack).
+    Defaults as in foolbox 3 ``FGSM``/``FGM``, ART ``FastGradientMethod``.
     """
 
-
-    def __init__(self, norm: str = "linf", loss: str = "ce", batch_size: int = 256, progress: bool | None = None):
-        super().__init__(batch_size, progress)
-        self.norm = check_choice("norm", norm, ("linf", "l2"))
-        self.loss = check_choice("loss", loss, ("ce", "margin", "ce_raw"))
+    PARAMS = {
+        "norm": Param("choice", "linf", "`linf` (FGSM, sign of the gradient) or `l2` (FGM, gradient / ‖gradient‖₂)", choices=("linf", "l2")),
+        "loss": Param("choice", "ce", "`ce` cross-entropy (Goodfellow et al.) or `margin` (C&W margin); a saturated "
+                      "cross-entropy (zero gradient in float32) falls back to the margin for that input; `ce_raw` keeps "
+                      "the cross-entropy gradient as it is (the naive attack)", choices=("ce", "margin", "ce_raw")),
+        **plumbing(batch_size=256),
+    }
 
     def _attack_eps(self, ctx: Context, eps: float) -> np.ndarray:
         g, _ = steepest_ascent(ctx, ctx.x, np.arange(len(ctx.x)), self.loss)

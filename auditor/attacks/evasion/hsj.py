@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import register_attack, Attack, Context, _bshape, check_float, check_int
+from ..base import Param, plumbing
+from .base import Attack, _bshape, Context, register_attack
 
 
 @register_attack("hsj")
@@ -17,14 +18,8 @@ class HopSkipJump(Attack):
     other input of the batch that the model already labels adversarially (for targeted runs: one
     labelled as the target); inputs with no adversarial start fail.
 
-    Parameters and defaults (foolbox 3 ``HopSkipJumpAttack``; reference code and ART
-    ``HopSkipJump`` use 40 / 50 iterations):
-
-    * ``steps=64`` — boundary iterations.
-    * ``init_evals=100``, ``max_evals=10000`` — probes per gradient estimate: init_evals·√t,
-      capped (reference code, foolbox, ART).
-    * ``gamma=1.0`` — bisection threshold θ = γ / d^{3/2} (reference code, foolbox, ART).
-    * ``init_trials=100`` — random-noise draws for the start (ART ``init_size``).
+    Defaults: foolbox 3 ``HopSkipJumpAttack`` (the reference code and ART ``HopSkipJump`` use 40 / 50
+    iterations).
 
     The queries it spends are counted per input (``AttackResult.queries``).
     """
@@ -33,14 +28,17 @@ class HopSkipJump(Attack):
     minimal = True
     query_based = True
 
-    def __init__(self, steps: int = 64, init_evals: int = 100, max_evals: int = 10000, gamma: float = 1.0,
-                 init_trials: int = 100, batch_size: int = 256, progress: bool | None = None):
-        super().__init__(batch_size, progress)
-        self.steps = check_int("steps", steps, 1)
-        self.init_evals = check_int("init_evals", init_evals, 1)
-        self.max_evals = check_int("max_evals", max_evals, 1)
-        self.gamma = check_float("gamma", gamma, 0, open_lo=True)
-        self.init_trials = check_int("init_trials", init_trials, 0)
+    PARAMS = {
+        "steps": Param("int", 64, "boundary iterations", low=1),
+        "init_evals": Param("int", 100, "probes of the first gradient estimate; iteration t uses init_evals·√t, capped "
+                            "at `max_evals` (reference code, foolbox, ART)", low=1),
+        "max_evals": Param("int", 10000, "the most probes of one gradient estimate (reference code, foolbox, ART)",
+                           low=1),
+        "gamma": Param("float", 1.0, "bisection threshold θ = γ / d^{3/2} (reference code, foolbox, ART)",
+                       low=0.0, low_open=True),
+        "init_trials": Param("int", 100, "random-noise draws for the start (ART `init_size`)", low=0),
+        **plumbing(batch_size=256),
+    }
 
     def _iterations(self) -> int:
         return self.steps

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import AuditorError
-from .base import register_attack, Attack, Context, check_choice, check_float
+from ..base import Param, plumbing
+from .base import Attack, Context, register_attack
 
 
 def _best_pairs_py(alpha, beta, domain, sign):  # pragma: no cover - compiled
@@ -99,27 +100,25 @@ class JSMA(Attack):
     =====================  ==================  ============  ============  ==========
 
     Targeted by design.  Without targets success is any change of the label.
-
-    Parameters and defaults:
-
-    * ``theta=1.0`` — change per pick, as a fraction of the pixel range (Papernot et al. and
-      cleverhans: +1, i.e. set to the maximum; ART uses 0.1); negative values decrease features.
-    * ``gamma=1.0`` — largest fraction of features that may be changed (cleverhans and ART: 1.0;
-      Papernot et al. used 0.145 on MNIST).
-    * ``saliency="margin"``.
     """
 
     norm = "l0"
     minimal = True
 
-    def __init__(self, theta: float = 1.0, gamma: float = 1.0, saliency: str = "margin", batch_size: int = 256,
-                 progress: bool | None = None):
-        super().__init__(batch_size, progress)
-        self.theta = check_float("theta", theta, -1.0, 1.0)
+    PARAMS = {
+        "theta": Param("float", 1.0, "change per pick, as a fraction of the pixel range (Papernot et al. and "
+                       "cleverhans: +1, i.e. set to the maximum; ART uses 0.1); negative values decrease features; not 0",
+                       low=-1.0, high=1.0),
+        "gamma": Param("float", 1.0, "largest fraction of features that may be changed (cleverhans and ART: 1.0; "
+                       "Papernot et al. used 0.145 on MNIST)", low=0.0, high=1.0, low_open=True),
+        "saliency": Param("choice", "margin", "the saliency map: `margin` or the original `papernot` (above)",
+                          choices=("margin", "papernot")),
+        **plumbing(batch_size=256),
+    }
+
+    def _configure(self) -> None:
         if self.theta == 0:
-            raise AuditorError("parameter theta must be non-zero", where="attack")
-        self.gamma = check_float("gamma", gamma, 0, 1.0, open_lo=True)
-        self.saliency = check_choice("saliency", saliency, ("margin", "papernot"))
+            raise AuditorError("parameter 'theta' must be non-zero", self.where)
 
     def _max_iter(self, d: int) -> int:
         return max(int(np.floor(self.gamma * d / 2)), 1) * int(np.ceil(1.0 / abs(self.theta)))

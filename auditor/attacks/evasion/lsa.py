@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import register_attack, Attack, Context, check_float, check_int
+from ..base import Param, plumbing
+from .base import Attack, Context, register_attack
 
 
 @register_attack("lsa")
@@ -20,8 +21,7 @@ class LocalSearchAttack(Attack):
     (2d+1)×(2d+1) neighbourhoods of those ``t`` pixels.  The first P is a random ``init_fraction``
     of the pixels.  The result is scored by the number of changed values (``norm="l0"``).
 
-    Parameters and defaults (Narodytska & Kasiviswanathan, §5: r = 1.5, d = 5, t = 5, R = 150,
-    10 % initial pixels): ``r=1.5``, ``d=5``, ``t=5``, ``rounds=150``, ``init_fraction=0.1``.
+    Defaults: Narodytska & Kasiviswanathan, §5 (r = 1.5, d = 5, t = 5, R = 150, 10 % initial pixels).
     A round costs |P| + 1 queries (up to t·(2d+1)² + 1).
     """
 
@@ -29,14 +29,15 @@ class LocalSearchAttack(Attack):
     minimal = True
     query_based = True
 
-    def __init__(self, r: float = 1.5, d: int = 5, t: int = 5, rounds: int = 150, init_fraction: float = 0.1,
-                 batch_size: int = 64, progress: bool | None = None):
-        super().__init__(batch_size, progress)
-        self.r = check_float("r", r, 0, open_lo=True)
-        self.d = check_int("d", d, 0)
-        self.t = check_int("t", t, 1)
-        self.rounds = check_int("rounds", rounds, 1)
-        self.init_fraction = check_float("init_fraction", init_fraction, 0, 1, open_lo=True)
+    PARAMS = {
+        "r": Param("float", 1.5, "the CYCLIC perturbation's factor: centred value v ← r·v", low=0.0, low_open=True),
+        "d": Param("int", 5, "half-width of the neighbourhood of a perturbed pixel ((2d+1)×(2d+1) locations)", low=0),
+        "t": Param("int", 5, "locations perturbed per round", low=1),
+        "rounds": Param("int", 150, "rounds R", low=1),
+        "init_fraction": Param("float", 0.1, "the share of the pixels in the first candidate set",
+                               low=0.0, high=1.0, low_open=True),
+        **plumbing(batch_size=64),
+    }
 
     def _iterations(self) -> int:
         return self.rounds

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...norms import normalize, project
-from .base import register_attack, NO_CLAMP, Attack, Context, check_choice, check_float, check_int
+from ..base import Param, plumbing
+from .base import Attack, Context, NO_CLAMP, register_attack
 
 
 def random_start(x: np.ndarray, eps: float, norm: str, rng: np.random.Generator,
@@ -57,41 +58,29 @@ class PGD(Attack):
     implementation at the same budget because every iterate is checked (the logits come with the
     gradient): an input is frozen at the first adversarial iterate, and the iterate with the lowest
     margin is returned for inputs that resist.
-
-    Parameters and defaults:
-
-    * ``norm`` — ``"linf"`` or ``"l2"``.
-    * ``steps=40`` — Madry et al. MNIST (40 steps; foolbox ``LinfPGD`` also uses 40).
-    * ``rel_stepsize=None`` → α = 2.5·ε/steps (Madry et al., the ``robustness`` library and
-      RobustBench's PGD evaluations); ``abs_stepsize`` overrides it with an absolute α.
-    * ``random_start=False`` — the first run starts at the clean input; ``True`` starts it at a
-      uniform point of the ball (Madry et al., foolbox, torchattacks).  On the four bundled models
-      (Linf 0.05 and 0.1, L2 1.5; 360 inputs) starting at the clean input left an equal or lower
-      robust accuracy than a random start in 12 of 12 settings at 40 steps (11 of 12 at 10
-      steps), hence the default.
-      Inputs whose gradient vanishes at the clean input are started at a random point anyway.
-    * ``restarts=1`` — runs per input; runs after the first always start at a random point, and
-      only inputs not yet fooled are restarted.
-    * ``loss="ce"`` — cross-entropy (Madry et al.); ``"margin"`` is the C&W margin loss;
-      ``"ce_raw"`` the cross-entropy without the margin fallback where it saturates.
-    * ``schedule="constant"`` — or ``"step"`` (α, then α/2 after 50 % and α/4 after 75 % of the
-      steps) or ``"cosine"`` (α·(1 + cos(π t/steps)), mean α).
     """
 
-
-    def __init__(self, norm: str = "linf", steps: int = 40, rel_stepsize: float | None = None,
-                 abs_stepsize: float | None = None, random_start: bool = False, restarts: int = 1,
-                 loss: str = "ce", schedule: str = "constant", batch_size: int = 256,
-                 progress: bool | None = None):
-        super().__init__(batch_size, progress)
-        self.norm = check_choice("norm", norm, ("linf", "l2"))
-        self.steps = check_int("steps", steps, 1)
-        self.rel_stepsize = None if rel_stepsize is None else check_float("rel_stepsize", rel_stepsize, 0, open_lo=True)
-        self.abs_stepsize = None if abs_stepsize is None else check_float("abs_stepsize", abs_stepsize, 0, open_lo=True)
-        self.random_start = check_choice("random_start", random_start, (True, False))
-        self.restarts = check_int("restarts", restarts, 1)
-        self.loss = check_choice("loss", loss, ("ce", "margin", "ce_raw"))
-        self.schedule = check_choice("schedule", schedule, ("constant", "step", "cosine"))
+    PARAMS = {
+        "norm": Param("choice", "linf", "the threat model: `linf` or `l2`", choices=("linf", "l2")),
+        "steps": Param("int", 40, "gradient steps: Madry et al. MNIST (40 steps; foolbox `LinfPGD` also uses 40)", low=1),
+        "rel_stepsize": Param("float?", None, "step α relative to ε; None → α = 2.5·ε/steps (Madry et al., the "
+                              "`robustness` library and RobustBench's PGD evaluations)", low=0.0, low_open=True),
+        "abs_stepsize": Param("float?", None, "an absolute step α, overriding `rel_stepsize`", low=0.0, low_open=True),
+        "random_start": Param("bool", False, "start the first run at a uniform point of the ball (Madry et al., "
+                              "foolbox, torchattacks) instead of the clean input.  On the four bundled models (Linf 0.05 "
+                              "and 0.1, L2 1.5; 360 inputs) starting at the clean input left an equal or lower robust "
+                              "accuracy than a random start in 12 of 12 settings at 40 steps (11 of 12 at 10 steps), "
+                              "hence the default.  Inputs whose gradient vanishes at the clean input are started at a "
+                              "random point anyway"),
+        "restarts": Param("int", 1, "runs per input; runs after the first always start at a random point, and only "
+                          "inputs not yet fooled are restarted", low=1),
+        "loss": Param("choice", "ce", "cross-entropy `ce` (Madry et al.); `margin` is the C&W margin loss; `ce_raw` the "
+                      "cross-entropy without the margin fallback where it saturates", choices=("ce", "margin", "ce_raw")),
+        "schedule": Param("choice", "constant", "step-size schedule: `constant`, `step` (α, then α/2 after 50 % and "
+                          "α/4 after 75 % of the steps) or `cosine` (α·(1 + cos(π t/steps)), mean α)",
+                          choices=("constant", "step", "cosine")),
+        **plumbing(batch_size=256),
+    }
 
     def _iterations(self) -> int:
         return self.steps * self.restarts

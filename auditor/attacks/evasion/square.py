@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import register_attack, Attack, Context, _bshape, check_choice, check_float, check_int
+from ..base import Param, plumbing
+from .base import Attack, _bshape, Context, register_attack
 
 
 def p_selection(p_init: float, it: int, n_iters: int) -> float:
@@ -56,28 +57,22 @@ class SquareAttack(Attack):
     (and the unused budget) into a fresh pattern in the first, sets the second to zero and rescales
     the perturbation to ε (then clips to the pixel range); the window side follows
     :func:`p_selection`, odd and at least 3 pixels.
-
-    * ``norm="linf"`` — or ``"l2"``.
-    * ``n_queries=5000`` — query budget per input (AutoAttack and torchattacks: 5000).
-    * ``p_init=0.8`` — initial fraction of pixels in a square (AutoAttack, torchattacks, ART).
-    * ``restarts=1``.
-    * ``loss="margin"`` — the margin loss for untargeted runs; targeted runs use cross-entropy of
-      the target (as in the reference code) unless ``loss="margin"`` is forced with
-      ``targeted_loss="margin"``.
     """
 
     query_based = True
 
-    def __init__(self, norm: str = "linf", n_queries: int = 5000, p_init: float = 0.8, restarts: int = 1,
-                 loss: str = "margin",
-                 targeted_loss: str = "ce", batch_size: int = 256, progress: bool | None = None):
-        super().__init__(batch_size, progress)
-        self.norm = check_choice("norm", norm, ("linf", "l2"))
-        self.n_queries = check_int("n_queries", n_queries, 1)
-        self.p_init = check_float("p_init", p_init, 0, 1, open_lo=True)
-        self.restarts = check_int("restarts", restarts, 1)
-        self.loss = check_choice("loss", loss, ("margin", "ce"))
-        self.targeted_loss = check_choice("targeted_loss", targeted_loss, ("margin", "ce"))
+    PARAMS = {
+        "norm": Param("choice", "linf", "the threat model: `linf` or `l2`", choices=("linf", "l2")),
+        "n_queries": Param("int", 5000, "query budget per input (AutoAttack and torchattacks: 5000)", low=1),
+        "p_init": Param("float", 0.8, "initial fraction of pixels in a square (AutoAttack, torchattacks, ART)",
+                        low=0.0, high=1.0, low_open=True),
+        "restarts": Param("int", 1, "runs per input (only inputs not yet fooled are restarted)", low=1),
+        "loss": Param("choice", "margin", "the loss of untargeted runs: the `margin` loss or `ce`",
+                      choices=("margin", "ce")),
+        "targeted_loss": Param("choice", "ce", "the loss of targeted runs: cross-entropy of the target `ce` (as in the "
+                               "reference code) or `margin`", choices=("margin", "ce")),
+        **plumbing(batch_size=256),
+    }
 
     def _iterations(self) -> int:
         return self.n_queries * self.restarts

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import register_attack, Attack, Context, check_choice, check_float, check_int, next_const, shrink_to_boundary
+from ..base import Param, plumbing
+from .base import Attack, Context, next_const, register_attack, shrink_to_boundary
+from .cw import adaptive_lr_param, trade_off_params
 
 
 @register_attack("zoo")
@@ -19,23 +21,8 @@ class ZOO(Attack):
     The margin on logits equals the paper's margin on log-probabilities (log-softmax differences
     are logit differences).
 
-    Parameters and defaults (Chen et al. 2017 / ART ``ZooAttack``):
-
-    * ``coordinates=128`` — coordinates estimated per step (ZOO and ART ``nb_parallel``).
-    * ``learning_rate=0.01``, ``confidence=0``, ``abort_early=True`` — ZOO/ART.
-    * ``h=1e-3`` — finite-difference step (ZOO and ART use 1e-4 in float64; 1e-3 keeps the
-      estimate above float32 rounding noise of ONNX logits).
-    * ``steps=200``, ``binary_search_steps=5``, ``initial_const=1.0`` — chosen for a CPU query
-      budget (ART: 10 / 1 / 1e-3, the paper: thousands of steps with 9 binary steps); each step
-      costs 2·coordinates + 1 queries per input.
-    * ``refine_steps=12`` — boundary bisection after the search (0 disables it).
-    * ``adaptive_lr=None`` (auto) — per-input step-size adaptation (double after a step that
-      lowers the loss, undo and halve after one that raises it) for budgets where the fixed rate
-      cannot move a coordinate far: a coordinate is updated about ``steps·coordinates/d`` times
-      by at most ``learning_rate`` each, and *auto* adapts when that product is below 0.1.  On
-      20 lenet5 test images at 20 steps × 3 binary steps the success rate went from 15 % to
-      100 % (median L2 3.2; ART 1.20 at the same settings: 60 %, 4.3); at 100 steps the fixed
-      rate was better (median 1.36 against 2.94), hence the threshold.
+    Defaults: Chen et al. 2017 / ART ``ZooAttack``, but for the CPU query budget of ``steps``,
+    ``binary_search_steps`` and ``initial_const``.
 
     Importance sampling and hierarchical resizing (for large images) are not implemented.
     """
@@ -44,21 +31,23 @@ class ZOO(Attack):
     minimal = True
     query_based = True
 
-    def __init__(self, steps: int = 200, binary_search_steps: int = 5, initial_const: float = 1.0,
-                 learning_rate: float = 0.01, confidence: float = 0.0, coordinates: int = 128, h: float = 1e-3,
-                 abort_early: bool = True, refine_steps: int = 12, adaptive_lr: bool | None = None,
-                 batch_size: int = 64, progress: bool | None = None):
-        super().__init__(batch_size, progress)
-        self.steps = check_int("steps", steps, 1)
-        self.binary_search_steps = check_int("binary_search_steps", binary_search_steps, 1)
-        self.initial_const = check_float("initial_const", initial_const, 0, open_lo=True)
-        self.learning_rate = check_float("learning_rate", learning_rate, 0, open_lo=True)
-        self.confidence = check_float("confidence", confidence, 0)
-        self.coordinates = check_int("coordinates", coordinates, 1)
-        self.h = check_float("h", h, 0, open_lo=True)
-        self.abort_early = bool(abort_early)
-        self.refine_steps = check_int("refine_steps", refine_steps, 0)
-        self.adaptive_lr = check_choice("adaptive_lr", adaptive_lr, (None, True, False))
+    PARAMS = {
+        "steps": Param("int", 200, "Adam steps per value of c, each costing 2·coordinates + 1 queries per input "
+                       "(chosen for a CPU query budget; ART: 10, the paper: thousands)", low=1),
+        **trade_off_params(5, 1.0, "ART: 1 round, c 1e-3; the paper: 9 rounds"),
+        "coordinates": Param("int", 128, "coordinates estimated per step (ZOO and ART `nb_parallel`)", low=1),
+        "h": Param("float", 0.001, "finite-difference step (ZOO and ART use 1e-4 in float64; 1e-3 keeps the estimate "
+                   "above float32 rounding noise of ONNX logits)", low=0.0, low_open=True),
+        "abort_early": Param("bool", True, "end a round when the loss stops falling (ZOO, ART)"),
+        "refine_steps": Param("int", 12, "boundary bisection after the search (0 disables it)", low=0),
+        "adaptive_lr": adaptive_lr_param(
+            "`steps·coordinates/d·learning_rate` < 0.1, for budgets where the fixed rate cannot move a coordinate far "
+            "(a coordinate is updated about `steps·coordinates/d` times by at most `learning_rate` each).  On 20 lenet5 "
+            "test images at 20 steps × 3 binary steps the success rate went from 15 % to 100 % (median L2 3.2; ART "
+            "1.20 at the same settings: 60 %, 4.3); at 100 steps the fixed rate was better (median 1.36 against 2.94), "
+            "hence the threshold"),
+        **plumbing(batch_size=64),
+    }
 
     def _iterations(self) -> int:
         return self.steps * self.binary_search_steps
