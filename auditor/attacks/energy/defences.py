@@ -21,9 +21,9 @@ from typing import Callable, ClassVar
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
 
 from ...errors import AuditorError
+from ...model.rewrite.instrument import add_outputs
 from ...model.rewrite.preprocess import to_model_input
 from ...model.rewrite.threshold import relu_nodes, threshold_input, threshold_relus
 from ...registry import Registry
@@ -55,13 +55,7 @@ def tune_thresholds(model: onnx.ModelProto, x_val: np.ndarray, labels: np.ndarra
     xv = to_model_input(x_val, preprocess)
     xa = xv if x_attack is None else to_model_input(x_attack, preprocess)
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    known = {o.name for o in probe.graph.output}
-    for o in outs:
-        if o not in known:
-            probe.graph.output.append(helper.make_tensor_value_info(o, TensorProto.FLOAT, None))
-    runner = Runner(probe, 1, batch_size)
+    runner = Runner(add_outputs(model, outs), 1, batch_size)
     sums = {o: 0.0 for o in outs}
     counts = {o: 0 for o in outs}
     for s in range(0, len(xa), runner.batch_size):  # only the running sums outlive a batch
