@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Optional
 
 from .. import schema
-from .checks import Check, make
+from .checks import Check, evaluate, robust_accuracies
 from ..errors import AuditorError
 
 
@@ -30,43 +31,15 @@ def _profile_map(d: dict) -> dict:
     return {p["name"]: p for p in d.get("profiles", [])}
 
 
-def _robust(p: dict) -> dict:
-    out = {}
-    for a in (p.get("robustness") or {}).get("attacks", []):
-        for r in a.get("results", []):
-            out[(a.get("attack"), a.get("norm"), r.get("epsilon"))] = r.get("robust_accuracy")
-    return out
-
-
 def regression_checks(reg: Regression, old: dict, new: dict) -> list[Check]:
+    """The `regression:` checks (:data:`auditor.pipeline.checks.CHECKS`) of every profile of report
+    ``new`` that the baseline report ``old`` has too."""
     if old.get("schema_version") != new.get("schema_version"):
         raise AuditorError(f"baseline report has schema version {old.get('schema_version')}, expected {new.get('schema_version')}")
-    out: list[Check] = []
     olds = _profile_map(old)
-    for name, p in _profile_map(new).items():
-        o = olds.get(name)
-        if o is None:
-            continue
-        s, os_ = p["summary"], o["summary"]
-        for key, field_, rel in (("max_latency_growth", "worst_latency_s", True), ("max_energy_growth", "worst_energy_j", True),
-                                 ("max_density_growth", "worst_density", False)):
-            thr = getattr(reg, key)
-            if thr is None:
-                continue
-            a, b = os_.get(field_), s.get(field_)
-            growth = None if a is None or b is None else ((b - a) / a if rel and a else b - a)
-            out.append(make(f"regression.{key}", name, growth, thr, "<=", f"baseline {a:.4g}, now {b:.4g}" if growth is not None else ""))
-        if reg.max_accuracy_drop is not None:
-            a, b = os_.get("clean_accuracy"), s.get("clean_accuracy")
-            out.append(make("regression.max_accuracy_drop", name, None if a is None or b is None else a - b,
-                            reg.max_accuracy_drop, "<="))
-        if reg.max_robust_accuracy_drop is not None:
-            ro, rn = _robust(o), _robust(p)
-            common = set(ro) & set(rn)
-            drop = max((ro[k] - rn[k] for k in common), default=None)
-            out.append(make("regression.max_robust_accuracy_drop", name, drop, reg.max_robust_accuracy_drop, "<=",
-                            "" if common else "no common attack results"))
-    return out
+    holder = SimpleNamespace(regression=reg)
+    return [ch for p in new.get("profiles", []) if p["name"] in olds
+            for ch in evaluate(holder, "regression", p["name"], p, olds[p["name"]])]
 
 
 def _unit(key: str) -> str:
@@ -152,7 +125,7 @@ def diff_entries(old: dict, new: dict) -> list[tuple[str, str, str]]:
             a, b = so.get(k), sn.get(k)
             if a != b:
                 E.append((name, k, _change(k, a, b)))
-        ro, rn = _robust(olds[name]), _robust(news[name])
+        ro, rn = robust_accuracies(olds[name]), robust_accuracies(news[name])
         for k in sorted(set(ro) | set(rn), key=str):
             if ro.get(k) != rn.get(k):
                 E.append((name, f"robust accuracy {k[0]} {k[1]} ε={k[2]}", _change("accuracy", ro.get(k), rn.get(k))))

@@ -202,12 +202,3 @@ def run_masking(clf: Classifier, verifier: Classifier, proto, profile, data, sc,
                                 seed=seed)
     section["count"] = n
     return section
-
-
-def masking_checks(section: dict, sc, profile: str) -> list:
-    """``no_gradient_masking``: fails the profile when any diagnosis check fired."""
-    from .checks import make
-
-    if not sc.checks.no_gradient_masking:
-        return []
-    return [make("no_gradient_masking", profile, float(len(section["fired"])), 0.0, "<=", ", ".join(section["fired"]))]

@@ -17,7 +17,7 @@ forward pass through ``verify`` (a different Classifier over the same model) mus
 adversarial class, and the perturbation must respect the pixel range and the ε-ball.
 
 Everything returned is JSON-serialisable (plain floats, ints, lists, dicts; non-finite numbers
-become ``None``).  The check helpers turn a report into ``{measured, threshold, passed}`` rows.
+become ``None``).  The checks that read it are declared in :mod:`auditor.pipeline.checks`.
 """
 
 from __future__ import annotations
@@ -386,84 +386,3 @@ def transfer_audit(model_a: Classifier, model_b: Classifier, x, y, attack=("pgd"
                      "n_source_success_a": int((ra.success[k] & both).sum()),
                      "n_source_success_b": int((rb.success[k] & both).sum())})
     return {"attack": spec["name"], "norm": att.norm, "n_common_correct": int(both.sum()), "results": rows}
-
-
-# --------------------------------------------------------------------------------------------
-# checks
-# --------------------------------------------------------------------------------------------
-
-
-def _entry(report: dict, attack: str, norm: str | None, what: str) -> dict:
-    hits = [a for a in report.get("attacks", []) if a["attack"] == str(attack).lower()
-            and (norm is None or a["norm"] == str(norm).lower())]
-    if not hits:
-        raise AuditorError(f"no {attack}{'/' + norm if norm else ''} attack in the robustness report", where=what)
-    return hits[0]
-
-
-def _eps_result(entry: dict, epsilon: float, what: str) -> dict:
-    for r in entry["results"]:
-        if math.isclose(r["epsilon"], float(epsilon), rel_tol=1e-6, abs_tol=1e-9):
-            return r
-    have = ", ".join(f"{r['epsilon']:g}" for r in entry["results"]) or "none"
-    raise AuditorError(f"{entry['attack']} was not run at epsilon {epsilon:g} (have: {have})", where=what)
-
-
-def _row(check: str, entry: dict, eps, measured, threshold, passed) -> dict:
-    return {"check": check, "attack": entry["attack"], "norm": entry["norm"],
-            "epsilon": None if eps is None else float(eps), "measured": measured,
-            "threshold": float(threshold), "passed": bool(passed)}
-
-
-def check_min_robust_accuracy(report: dict, attack: str, norm: str | None, epsilon: float, threshold: float) -> dict:
-    """Passes when robust accuracy under ``attack`` at ``epsilon`` is at least ``threshold``."""
-    e = _entry(report, attack, norm, "min_robust_accuracy")
-    m = _eps_result(e, epsilon, "min_robust_accuracy")["robust_accuracy"]
-    return _row("min_robust_accuracy", e, epsilon, m, threshold, m >= threshold)
-
-
-def check_max_attack_success_rate(report: dict, attack: str, norm: str | None, epsilon: float,
-                                  threshold: float) -> dict:
-    """Passes when the attack success rate at ``epsilon`` is at most ``threshold``."""
-    e = _entry(report, attack, norm, "max_attack_success_rate")
-    m = _eps_result(e, epsilon, "max_attack_success_rate")["attack_success_rate"]
-    return _row("max_attack_success_rate", e, epsilon, m, threshold, m <= threshold)
-
-
-def check_min_median_l2(report: dict, attack: str, threshold: float) -> dict:
-    """Passes when the median L2 norm of the minimal adversarial perturbations found by a
-    minimal-norm ``attack`` (failures count as infinitely far; ``None`` in the report) is at least
-    ``threshold``."""
-    e = _entry(report, attack, None, "min_median_l2")
-    if "minimal_perturbation" not in e:
-        raise AuditorError(f"{attack} is not a minimal-norm attack; min_median_l2 needs cw, deepfool, zoo, hsj "
-                           "or jsma", where="min_median_l2")
-    m = e["minimal_perturbation"]["median_l2"]
-    passed = True if m is None else m >= threshold
-    return _row("min_median_l2", e, None, m, threshold, passed)
-
-
-CHECKS = {
-    "min_robust_accuracy": check_min_robust_accuracy,
-    "max_attack_success_rate": check_max_attack_success_rate,
-    "min_median_l2": check_min_median_l2,
-}
-
-
-def evaluate_checks(report: dict, checks) -> list[dict]:
-    """Evaluate check mappings such as ``{check: min_robust_accuracy, attack: pgd, norm: linf,
-    epsilon: 0.3, threshold: 0.5}``."""
-    rows = []
-    for c in checks or []:
-        if not isinstance(c, dict) or c.get("check") not in CHECKS:
-            raise AuditorError(f"unknown robustness check {c!r}; known: {', '.join(CHECKS)}", where="checks")
-        kind = c["check"]
-        try:
-            if kind == "min_median_l2":
-                rows.append(check_min_median_l2(report, c["attack"], float(c["threshold"])))
-            else:
-                rows.append(CHECKS[kind](report, c["attack"], c.get("norm"), float(c["epsilon"]),
-                                         float(c["threshold"])))
-        except KeyError as err:
-            raise AuditorError(f"check {kind} needs {err.args[0]}", where="checks") from None
-    return rows

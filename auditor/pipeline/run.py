@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, progress, schema
-from .checks import Check, hardware_checks
+from .checks import Check, evaluate as evaluate_checks
 from ..data import load_data
 from ..errors import AuditorError
 from ..runtime.evaluate import Evaluation, batch_note, evaluate, per_input
@@ -92,41 +92,8 @@ def reshape_model(proto, r, calibration=None, preprocessing=None):
     return m
 
 
-def run_robustness(clf: OnnxClassifier, verifier: OnnxClassifier, data, sc: Scenario, seed: int, profile: str) -> tuple[dict, list[Check]]:
-    """The scenario's evasion attacks on one deployed model in one piece, and the robustness checks
-    (the audit runs the same attacks chunk by chunk: evasion units, then robustness_checks)."""
-    rb = sc.robustness
-    if data.y is None:
-        raise AuditorError("robustness attacks need labelled data", where="scenario robustness")
-    n = min(rb.count, len(data.x))
-    rep = robustness_audit(clf, data.x[:n], data.y[:n], _evasion_entries(sc), verify=verifier, seed=seed)
-    rep["count"] = n
-    return rep, robustness_checks(rep, sc, profile)
-
-
 def _evasion_entries(sc: Scenario) -> list[dict]:
     return attack_entries(sc.robustness.attacks)
-
-
-def robustness_checks(rep: dict, sc: Scenario, profile: str) -> list[Check]:
-    """The scenario's robustness checks on a robustness report."""
-    from .checks import make
-    from .robustness import check_min_robust_accuracy
-
-    checks: list[Check] = []
-    for c in sc.checks.min_robust_accuracy:
-        row = check_min_robust_accuracy(rep, c.attack, c.norm, c.epsilon, c.threshold)
-        checks.append(make(f"min_robust_accuracy[{c.attack}@{c.epsilon:g}]", profile, row["measured"], c.threshold, ">="))
-    if sc.checks.max_attack_success_rate is not None:
-        rates = [r["attack_success_rate"] for a in rep["attacks"] for r in a["results"]]
-        checks.append(make("max_attack_success_rate", profile, max(rates) if rates else None,
-                           sc.checks.max_attack_success_rate, "<=", "" if rates else "no evasion attack ran"))
-    if sc.checks.min_median_l2 is not None:
-        meds = [a["minimal_perturbation"]["median_l2"] for a in rep["attacks"] if "minimal_perturbation" in a]
-        meds = [float("inf") if m is None else m for m in meds]
-        checks.append(make("min_median_l2", profile, min(meds) if meds else None, sc.checks.min_median_l2, ">=",
-                           "" if meds else "no minimal-norm attack ran"))
-    return checks
 
 
 def profile_classifier(proto, profile: HardwareProfile, sc: Scenario, threads: int = 0, calibration=None):
@@ -180,36 +147,12 @@ class Deadline:
         return float("inf") if self.at is None else self.at - self.reserve - time.time()
 
 
-#: the checks that need searches (all checks but the clean accuracy and the clean means)
-SEARCH_CHECKS = {"max_latency_increase", "max_energy_increase", "worst_case_latency_ms", "worst_case_energy_uj",
-                 "worst_case_edp", "max_density", "max_attack_success_rate", "min_median_l2"}
-
-
-def not_decided(ch: Check, why: str) -> Check:
-    """Mark a check that the time budget left undecided: never a pass (``decided: false``)."""
-    ch.passed, ch.decided, ch.detail = False, False, why
-    return ch
-
-
-def _robustness_undecided(sc: Scenario, profile: str, why: str) -> list[Check]:
-    out = [Check(f"min_robust_accuracy[{r.attack}@{r.epsilon:g}]", profile, None, r.threshold, ">=", False)
-           for r in sc.checks.min_robust_accuracy]
-    for key, op in (("max_attack_success_rate", "<="), ("min_median_l2", ">=")):
-        if getattr(sc.checks, key) is not None:
-            out.append(Check(key, profile, None, float(getattr(sc.checks, key)), op, False))
-    return [not_decided(ch, why) for ch in out]
-
-
 def cut_profile(prof: HardwareProfile, sc: Scenario) -> tuple[dict, list[Check]]:
     """The report of a profile whose clean evaluation the budget cut short: every check undecided."""
-    why = "cut short by --max-seconds before the clean evaluation ended"
-    checks = [not_decided(ch, why) for ch in hardware_checks(sc.checks, prof.name, {})]
-    checks += _robustness_undecided(sc, prof.name, why) if _runs_evasion(sc) else []
-    if getattr(sc.checks, "no_gradient_masking", None):
-        checks.append(not_decided(Check("no_gradient_masking", prof.name, None, 0.0, "<=", False), why))
     pr = {"name": prof.name, "path": prof.path, "cost_model": prof.cost_model, "description": prof.description,
-          "profile": prof.to_dict(), "cut_short": ["clean"], "summary": {}, "attacks": [],
-          "checks": [ch.to_dict() for ch in checks]}
+          "profile": prof.to_dict(), "cut_short": ["clean"], "summary": {}, "attacks": []}
+    checks = evaluate_checks(sc, "checks", prof.name, pr)
+    pr["checks"] = [ch.to_dict() for ch in checks]
     return pr, checks
 
 
@@ -399,7 +342,6 @@ def finish_unit(ctx: AuditContext, u: Unit, deadline):
         # outputs zero; many negative thresholds = a layer that is easy to make dense
         pr["zero_thresholds"] = zero_threshold_summary(clf.base_model)
     pr["summary"] = summary
-    pr_checks = hardware_checks(sc.checks, prof.name, summary)
     if _runs_evasion(sc):
         if evasion is None:
             cut_short.append("robustness")
@@ -410,7 +352,6 @@ def finish_unit(ctx: AuditContext, u: Unit, deadline):
             rep = robustness_report(parse_attacks(_evasion_entries(sc)), evasion, data.y[:n])
             rep["count"] = n
             pr["robustness"] = rep
-            pr_checks += robustness_checks(rep, sc, prof.name)
     if approx == "cut":
         cut_short.append("approx")
     elif approx is not None:
@@ -418,22 +359,12 @@ def finish_unit(ctx: AuditContext, u: Unit, deadline):
     if masking == "cut":
         cut_short.append("masking")
     elif masking is not None:
-        from .masking import masking_checks
-
         pr["masking"] = masking
-        pr_checks += masking_checks(masking, sc, prof.name)
     if cut_short:
         # a search stopped by the budget never turns a failure into a pass: every check that
-        # depends on the searches fails, saying why
+        # reads a stage cut short is not decided (auditor.pipeline.checks)
         pr["cut_short"] = cut_short
-        why = f"cut short by --max-seconds: {', '.join(cut_short)}"
-        for ch in pr_checks:
-            if ch.name in SEARCH_CHECKS or ch.name.startswith("min_robust_accuracy"):
-                not_decided(ch, why)
-        if "masking" in cut_short and sc.checks.no_gradient_masking:
-            pr_checks.append(not_decided(Check("no_gradient_masking", prof.name, None, 0.0, "<=", False), why))
-        if "robustness" in cut_short:
-            pr_checks += _robustness_undecided(sc, prof.name, why)
+    pr_checks = evaluate_checks(sc, "checks", prof.name, pr)
     pr["checks"] = [ch.to_dict() for ch in pr_checks]
     return pr, pr_checks, worst_inputs
 

@@ -10,8 +10,8 @@ import pytest
 from auditor.attacks.evasion import ATTACKS, PGD
 from auditor.attacks.evasion.fgsm import FGSM
 from auditor.errors import AuditorError
-from auditor.pipeline.robustness import (check_max_attack_success_rate, check_min_median_l2, check_min_robust_accuracy,
-                                evaluate_checks, robustness_audit, transfer)
+from auditor.pipeline.checks import CHECKS, check_min_robust_accuracy
+from auditor.pipeline.robustness import robustness_audit, transfer
 from auditor.runtime.classifier import Classifier
 from analytic import make_mlp
 
@@ -124,29 +124,27 @@ def test_transfer_between_models():
 
 
 def test_checks(audited):
+    """The robustness checks of the check registry on a robustness report (the per-attack
+    success-rate and median-L2 variants, used by no scenario, are gone: the scenario's
+    max_attack_success_rate is over every attack and epsilon, min_median_l2 over every
+    minimal-norm attack)."""
     _, _, _, rep = audited
     row = check_min_robust_accuracy(rep, "pgd", "linf", 0.05, 0.5)
     assert set(row) == {"check", "attack", "norm", "epsilon", "measured", "threshold", "passed"}
     assert row["passed"] == (row["measured"] >= 0.5)
-    row = check_max_attack_success_rate(rep, "fgsm", "linf", 0.02, 0.99)
-    assert row["measured"] == rep["attacks"][0]["results"][0]["attack_success_rate"] and row["passed"]
-    row = check_min_median_l2(rep, "deepfool", 10.0)
-    assert not row["passed"] and row["measured"] == rep["attacks"][3]["minimal_perturbation"]["median_l2"]
-    rows = evaluate_checks(rep, [
-        {"check": "min_robust_accuracy", "attack": "pgd", "norm": "l2", "epsilon": 0.1, "threshold": 0.0},
-        {"check": "min_median_l2", "attack": "deepfool", "threshold": 0.001},
-    ])
-    assert [r["passed"] for r in rows] == [True, True]
+    pr = {"robustness": rep}
+    [(name, measured, thr, _)] = CHECKS.get("max_attack_success_rate").measure(0.99, pr, None)
+    assert measured == max(r["attack_success_rate"] for a in rep["attacks"] for r in a["results"]) and thr == 0.99
+    [(name, measured, thr, _)] = CHECKS.get("min_median_l2").measure(10.0, pr, None)
+    meds = [a["minimal_perturbation"]["median_l2"] for a in rep["attacks"] if "minimal_perturbation" in a]
+    assert measured == min(float("inf") if m is None else m for m in meds) and not measured >= 10.0
+    assert check_min_robust_accuracy(rep, "pgd", "l2", 0.1, 0.0)["passed"]
     with pytest.raises(AuditorError, match="epsilon"):
         check_min_robust_accuracy(rep, "pgd", "linf", 0.3, 0.5)
     with pytest.raises(AuditorError, match="no cw"):
         check_min_robust_accuracy(rep, "cw", None, 0.3, 0.5)
-    with pytest.raises(AuditorError, match="minimal-norm"):
-        check_min_median_l2(rep, "pgd", 1.0)
-    with pytest.raises(AuditorError, match="unknown robustness check"):
-        evaluate_checks(rep, [{"check": "max_queries"}])
-    with pytest.raises(AuditorError, match="needs"):
-        evaluate_checks(rep, [{"check": "min_robust_accuracy", "attack": "pgd"}])
+    with pytest.raises(AuditorError, match="unknown check 'max_queries'"):
+        CHECKS.get("max_queries")
 
 
 def test_bad_attack_entries():
