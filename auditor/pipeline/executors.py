@@ -19,8 +19,15 @@ input cancels the rest and fails the audit with its message (:class:`AuditorErro
 
 from __future__ import annotations
 
+import logging
+import multiprocessing as mp
+import multiprocessing.forkserver  # noqa: F401 - mp.forkserver below
 import os
+import signal
 import socket
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from ..errors import AuditorError
 from ..progress import Progress
@@ -28,6 +35,9 @@ from .units import AuditContext, Unit, run_unit
 
 #: Ray retries a task whose worker process died this many times
 MAX_RETRIES = 3
+#: seconds a local pool waits, once the budget is spent, for running units to stop by themselves
+#: before it terminates their worker processes (the budget's reserve for the report covers it)
+GRACE_S = 0.5
 
 
 def _progress(label: str, total: int) -> Progress:
@@ -81,8 +91,6 @@ def _pool_run(unit: Unit, deadline):
 def _mp_context():
     """Workers forked from a fork server that imported the pipeline once (not one import per
     worker, and no threads or sessions inherited from the driver); spawned where there is none."""
-    import multiprocessing as mp
-
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["auditor.pipeline.run"])
@@ -90,33 +98,114 @@ def _mp_context():
     return mp.get_context("spawn")
 
 
+def _signal(pid: int, sig) -> None:
+    try:
+        os.kill(pid, sig)
+    except OSError:  # gone already
+        pass
+
+
+def _children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc; none where there is no /proc)."""
+    out = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return out
+    for name in names:
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) "
+            if len(fields) > 1 and fields[1] == str(pid):
+                out.append(int(name))
+    return out
+
+
 class PoolExecutor:
-    """The units on ``jobs`` local processes (no state inherited from the driver)."""
+    """The units on ``jobs`` local processes (no state inherited from the driver).
+
+    The units are handed to the pool by a thread of their own: starting a worker waits for the
+    fork server to import the pipeline (seconds), and the budget must not wait with it.  Once
+    the budget is spent, running units get :data:`GRACE_S` seconds to stop on their own
+    deadline; then the fork server (if still starting) and the worker processes still busy (a
+    worker still starting up, a unit in an onnxruntime call that cannot be interrupted) are
+    stopped, their units cut short, and the units of later phases run in this process (as
+    :class:`SerialExecutor`)."""
 
     def __init__(self, ctx: AuditContext, jobs: int):
         self.ctx, self.workers = ctx, int(jobs)
         self.pool = None
+        self._submitter = None
 
     def __enter__(self):
-        from concurrent.futures import ProcessPoolExecutor
-
         self.pool = ProcessPoolExecutor(self.workers, mp_context=_mp_context(),
                                         initializer=_pool_init, initargs=(self.ctx,))
         return self
 
     def __exit__(self, *exc):
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _stop_workers(self) -> None:
+        """Stop what the pool started: the fork server and the workers it forked whose start
+        still waits (they are not yet the pool's), then the pool's worker processes (SIGTERM,
+        SIGKILL after a short wait); the pool is dropped without waiting for it."""
+        if self._submitter is not None and self._submitter.is_alive():
+            pid = getattr(getattr(mp.forkserver, "_forkserver", None), "_forkserver_pid", None)
+            if pid:
+                _signal(pid, signal.SIGSTOP)  # forks no more while its children are found
+                for p in [*_children_of(pid), pid]:
+                    _signal(p, signal.SIGKILL)  # a worker start blocked on either fails at once
+            self._submitter.join(0.5)
+        procs = list((getattr(self.pool, "_processes", None) or {}).values())
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        end = time.monotonic() + 0.2
+        for p in procs:
+            p.join(max(end - time.monotonic(), 0.0))
+            if p.is_alive():
+                p.kill()
+                p.join(0.1)
+        if self._submitter is None or not self._submitter.is_alive():  # else it holds the pool's lock
+            self.pool.shutdown(wait=True, cancel_futures=True)  # its workers are gone: returns at once
+        self.pool = None
 
     def run(self, units: list[Unit], deadline=None, label: str = "audit units") -> list:
-        from concurrent.futures import FIRST_COMPLETED, wait
+        if self.pool is None:  # the workers were stopped by the budget: this process runs the rest
+            return SerialExecutor(self.ctx).run(units, deadline, label)
+        futures: dict = {}
+        submitted = threading.Event()
 
-        futures = {self.pool.submit(_pool_run, u, deadline): i for i, u in enumerate(units)}
+        def submit_all():
+            try:
+                for i, u in enumerate(units):
+                    futures[self.pool.submit(_pool_run, u, deadline)] = i
+            except Exception:  # noqa: BLE001 - the pool was stopped by the budget meanwhile
+                pass
+            finally:
+                submitted.set()
+
+        self._submitter = threading.Thread(target=submit_all, name="auditor-submit", daemon=True)
+        self._submitter.start()
         out: list = [None] * len(units)
-        pending = set(futures)
+        left = set(range(len(units)))
         with _progress(label, len(units)) as bar:
-            while pending:
-                timeout = None if deadline is None or deadline.at is None else max(deadline.remaining(), 0.0) + 0.05
-                done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+            while left:
+                pending = [f for f, i in list(futures.items()) if i in left]
+                if submitted.is_set() and not pending:
+                    break
+                timeout = None if submitted.is_set() else 0.05
+                if deadline is not None and deadline.at is not None:
+                    rem = deadline.remaining()
+                    budget = rem + 0.05 if rem > 0 else max(rem + GRACE_S, 0.0) + 0.01
+                    timeout = budget if timeout is None else min(timeout, budget)
+                done = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)[0] if pending else \
+                    (submitted.wait(timeout), set())[1]
                 for f in done:
                     o = ("cut", None) if f.cancelled() else f.result()
                     if o[0] == "error":
@@ -124,13 +213,22 @@ class PoolExecutor:
                             g.cancel()
                         raise AuditorError(o[1])
                     out[futures[f]] = o
+                    left.discard(futures[f])
                     bar.update()
                 if deadline is not None and deadline.expired():
-                    for f in list(pending):
-                        if f.cancel():  # not started: cut short without running
-                            out[futures[f]] = ("cut", None)
-                            pending.discard(f)
+                    for f, i in list(futures.items()):
+                        if i in left and f.cancel():  # not started: cut short without running
+                            out[i] = ("cut", None)
+                            left.discard(i)
                             bar.update()
+                    if left and deadline.remaining() <= -GRACE_S:
+                        self._stop_workers()
+                        for i in left:
+                            out[i] = ("cut", None)
+                            bar.update()
+                        left = set()
+        if self.pool is not None:
+            self._submitter.join()
         return out
 
 
@@ -164,8 +262,6 @@ def connect_ray(address: str | None, num_cpus: int | None = None):
         raise AuditorError("--ray needs the ray package: pip install 'auditor[ray]'", where="--ray") from None
     if ray.is_initialized():
         return ray, False
-    import logging
-
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     opts = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                 ignore_reinit_error=True)
