@@ -35,7 +35,8 @@ import time
 import numpy as np
 import onnx
 
-from ..attacks.evasion.base import default_epsilon, margins, top_margin
+from ..attacks.evasion.base import default_epsilon
+from ..attacks.primitives import margins, top_margin
 from ..axfpm.execute import ApproxModel
 from ..errors import AuditorError
 from ..model.graph import tensor_shapes

@@ -28,7 +28,8 @@ import time
 import numpy as np
 
 from ..attacks.evasion import ATTACKS, make_attack
-from ..attacks.evasion.base import default_epsilon, is_adversarial, margins, top_margin
+from ..attacks.evasion.base import default_epsilon, is_adversarial
+from ..attacks.primitives import margins, top_margin
 from ..errors import AuditorError
 from ..norms import norm as _norm
 from ..norms import perturbation_stats

@@ -164,20 +164,6 @@ def chunks(n: int, size: int):
         yield slice(s, min(s + size, n))
 
 
-def cross_entropy(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """-log softmax(z)[target] per sample, float64."""
-    z = np.asarray(logits, np.float64)
-    m = z.max(axis=1, keepdims=True)
-    lse = (m + np.log(np.exp(z - m).sum(axis=1, keepdims=True)))[:, 0]
-    return lse - z[np.arange(len(z)), target]
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, np.float64)
-    m = z.max(axis=1, keepdims=True)
-    return z - m - np.log(np.exp(z - m).sum(axis=1, keepdims=True))
-
-
 def layer_names(model) -> list[str]:
     """The data input of each compute layer, one per layer (the order of W_l)."""
     return list(getattr(model, "layer_tensors", None) or getattr(model, "activation_names", []) or [])

@@ -29,18 +29,14 @@ import numpy as np
 from ...errors import AuditorError
 from ...norms import perturbation_stats, project
 from ..base import Param, bounds_of
-from .base import register_search, Search, SearchResult, chunks, log_softmax, resolve_layer_weights
+from ..primitives import adam_step, bisect_segment, log_softmax, margins, on_segment, probe_logits
+from .base import register_search, Search, SearchResult, chunks, resolve_layer_weights
 from .whitebox import COMMON, budget, sparsity_descent
 
 
 def _margin(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
     """max_{j != t} log p_j - log p_t (negative while the label is t)."""
-    lp = log_softmax(logits)
-    n = len(lp)
-    own = lp[np.arange(n), target]
-    other = lp.copy()
-    other[np.arange(n), target] = -np.inf
-    return other.max(axis=1) - own
+    return -margins(log_softmax(logits), target)
 
 
 @register_search("blackbox", aliases=('black_box', 'black-box', 'blackboxsparsity'))
@@ -149,9 +145,7 @@ class BlackBoxSparsity(Search):
         T = np.zeros((m, d), np.int64)
         used = np.zeros(m, dtype=np.int64)
         done = np.zeros(m, dtype=bool)
-        b1, b2 = 0.9, 0.999
         max_steps = p["query_budget"] // per_step
-        group = max(1, (1 << 24) // (per_step * d))  # keep a probe batch under ~64 MB
         with self._bar("black-box stage 2 (ZOO)", max(max_steps, 1)) as bar:
             for _ in range(max_steps):
                 act = np.flatnonzero(~done)
@@ -159,18 +153,9 @@ class BlackBoxSparsity(Search):
                     break
                 a = len(act)
                 coords = np.stack([rng.choice(d, B, replace=False) for _ in range(a)])  # (a, B)
-                logits = None
-                for gs in range(0, a, group):  # centre and +-h probes of `group` samples at a time
-                    sub = slice(gs, min(gs + group, a))
-                    k = sub.stop - sub.start
-                    batch = np.repeat(x[act[sub]][:, None, :], per_step, axis=1)  # (k, 2B+1, d)
-                    rows = np.arange(k)[:, None]
-                    batch[rows, 1 + np.arange(B)[None, :], coords[sub]] += h
-                    batch[rows, 1 + B + np.arange(B)[None, :], coords[sub]] -= h
-                    lg = model.logits(batch.reshape((k * per_step,) + shape)).reshape(k, per_step, -1)
-                    if logits is None:
-                        logits = np.empty((a, per_step, lg.shape[-1]), np.float32)
-                    logits[sub] = lg
+                cur = x[act[:, None], coords]
+                logits = probe_logits(lambda batch, rows: model.logits(batch), x[act], coords, cur + h, cur - h,
+                                      shape).astype(np.float32)
                 used[act] += per_step
                 t_rep = np.repeat(target[act], per_step)
                 f = _margin(logits.reshape(a * per_step, -1), t_rep).reshape(a, per_step)
@@ -185,13 +170,10 @@ class BlackBoxSparsity(Search):
                 g = (f[upd, 1:B + 1] - f[upd, B + 1:]) / (2.0 * float(h))
                 g = g + 2.0 * p["l2_weight"] * (x[ia[:, None], cs] - anchor[ia[:, None], cs])
                 T[ia[:, None], cs] += 1
-                M[ia[:, None], cs] = b1 * M[ia[:, None], cs] + (1 - b1) * g
-                V[ia[:, None], cs] = b2 * V[ia[:, None], cs] + (1 - b2) * g * g
-                tt = T[ia[:, None], cs]
-                mh = M[ia[:, None], cs] / (1 - b1 ** tt)
-                vh = V[ia[:, None], cs] / (1 - b2 ** tt)
+                M[ia[:, None], cs], V[ia[:, None], cs], step = adam_step(M[ia[:, None], cs], V[ia[:, None], cs],
+                                                                         T[ia[:, None], cs], g, p["zoo_lr"])
                 xi = x[ia].copy()
-                xi[r, cs] -= (p["zoo_lr"] * mh / (np.sqrt(vh) + 1e-8)).astype(np.float32)
+                xi[r, cs] -= step.astype(np.float32)
                 x[ia] = project(xi.reshape((len(ia),) + shape), x0[ia].reshape((len(ia),) + shape),
                                 eps, p["norm"], bounds).reshape(len(ia), d)
                 bar.update()
@@ -205,15 +187,7 @@ class BlackBoxSparsity(Search):
 
     def _blend(self, model, x_clean, x_far, target):
         """Farthest point on [x_clean, x_far] that keeps the label, by bisection."""
-        lo = np.zeros(len(x_clean))
-        hi = np.ones(len(x_clean))
-        shape = (-1,) + (1,) * (x_clean.ndim - 1)
-        for _ in range(self.params["blend_steps"]):
-            mid = (lo + hi) / 2
-            xm = x_clean + (mid.reshape(shape) * (x_far - x_clean)).astype(np.float32)
-            ok = model.predict(xm) == target
-            lo = np.where(ok, mid, lo)
-            hi = np.where(ok, hi, mid)
-        xb = (x_clean + lo.reshape(shape) * (x_far - x_clean)).astype(np.float32)
+        lo, _ = bisect_segment(x_clean, x_far, lambda xm: model.predict(xm) != target, self.blend_steps)
+        xb = on_segment(x_clean, (x_far - x_clean).astype(np.float32), lo)
         kept = model.predict(xb) == target
         return xb, kept

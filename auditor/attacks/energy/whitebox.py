@@ -48,7 +48,8 @@ import numpy as np
 from ...errors import AuditorError
 from ...norms import normalize, perturbation_stats, project
 from ..base import Param, bounds_of, plumbing
-from .base import register_search, Search, SearchResult, chunks, cross_entropy, resolve_layer_weights
+from ..primitives import cross_entropy, next_const
+from .base import register_search, Search, SearchResult, chunks, resolve_layer_weights
 
 #: the input the paper's defaults were set for: 28x28x1 pixels in [0, 1] (MNIST)
 REFERENCE_ELEMENTS = 28 * 28
@@ -246,11 +247,8 @@ class WhiteBoxSparsity(Search):
                     b_iter[better], b_round[better] = bi[better], o
                     # binary search on c (per sample): label lost -> more weight on L_ce
                     c_final[sl] = c
-                    if o + 1 < p["outer"]:
-                        lost = ~kept_last
-                        lo = np.where(lost, c, lo)
-                        hi = np.where(lost, hi, c)
-                        c = np.where(lost, (c + hi) / 2.0, (c + lo) / 2.0)
+                    if o + 1 < p["outer"]:  # the label kept: c was large enough
+                        c, lo, hi = next_const(c, lo, hi, kept_last)
                 if p["select"] == "surrogate":
                     changed = b_iter > 0
                     if changed.any():

@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import ATTACKS, Attack, AttackResult, default_epsilon, is_adversarial, margins, top_margin
+from ..primitives import margins, top_margin
+from .base import ATTACKS, Attack, AttackResult, default_epsilon, is_adversarial
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")

@@ -36,6 +36,7 @@ from ...errors import AuditorError
 from ...norms import norm as _norm
 from ...norms import project
 from ..base import Configurable, check_inputs, plumbing, registrar
+from ..primitives import _bshape, bisect_segment, margins, on_segment
 from ...registry import Registry
 from ...runtime.classifier import Classifier
 
@@ -109,22 +110,6 @@ def default_epsilon(norm: str, input_shape: tuple[int, ...], bounds: tuple[float
     return eps * scale
 
 
-def margins(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """z[label] - max_{j != label} z[j] per sample (float64)."""
-    z = np.asarray(logits, np.float64)
-    idx = np.arange(len(z))
-    zl = z[idx, labels]
-    other = z.copy()
-    other[idx, labels] = -np.inf
-    return zl - other.max(axis=1)
-
-
-def top_margin(logits: np.ndarray) -> np.ndarray:
-    """Confidence margin: top-1 logit minus runner-up, per sample (float64)."""
-    z = np.sort(np.asarray(logits, np.float64), axis=1)
-    return z[:, -1] - z[:, -2] if z.shape[1] > 1 else z[:, -1]
-
-
 def is_adversarial(logits: np.ndarray, labels: np.ndarray, targets: np.ndarray | None) -> np.ndarray:
     """The success criterion: argmax == target (targeted) or argmax != label (untargeted)."""
     pred = np.asarray(logits).argmax(axis=1)
@@ -136,10 +121,6 @@ def adv_loss(logits: np.ndarray, labels: np.ndarray, targets: np.ndarray | None)
     if targets is None:
         return margins(logits, labels)
     return -margins(logits, targets)
-
-
-def _bshape(v: np.ndarray, ndim: int) -> np.ndarray:
-    return np.asarray(v).reshape((-1,) + (1,) * (ndim - 1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,16 +206,6 @@ class Context:
         return np.clip(x, self.bounds[0], self.bounds[1]).astype(np.float32)
 
 
-def next_const(const: np.ndarray, lower: np.ndarray, upper: np.ndarray,
-               round_ok: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One step of the per-input binary search on the C&W trade-off constant c (C&W and ZOO):
-    a round that succeeded lowers the upper bound, one that failed raises the lower bound; c
-    goes to the middle once an upper bound is known, else grows tenfold.  -> (c, lower, upper)"""
-    upper = np.where(round_ok, np.minimum(upper, const), upper)
-    lower = np.where(round_ok, lower, np.maximum(lower, const))
-    return np.where(np.isfinite(upper), (lower + upper) / 2.0, const * 10.0), lower, upper
-
-
 def shrink_to_boundary(ctx: Context, x_adv: np.ndarray, found: np.ndarray, steps: int = 12) -> np.ndarray:
     """Bisect on the segment x -> x_adv for the smallest t with x + t(x_adv - x) still adversarial.
 
@@ -245,14 +216,9 @@ def shrink_to_boundary(ctx: Context, x_adv: np.ndarray, found: np.ndarray, steps
     idx = np.flatnonzero(found)
     if len(idx) == 0 or steps <= 0:
         return x_adv
-    x0, d = ctx.x[idx], x_adv[idx] - ctx.x[idx]
-    lo, hi = np.zeros(len(idx)), np.ones(len(idx))
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        xm = (x0 + _bshape(mid, x0.ndim).astype(np.float32) * d).astype(np.float32)
-        adv = ctx.is_adv(ctx.oracle.logits(xm, idx), idx)
-        hi, lo = np.where(adv, mid, hi), np.where(adv, lo, mid)
-    x_adv[idx] = (x0 + _bshape(hi, x0.ndim).astype(np.float32) * d).astype(np.float32)
+    x0 = ctx.x[idx]
+    _, hi = bisect_segment(x0, x_adv[idx], lambda xm: ctx.is_adv(ctx.oracle.logits(xm, idx), idx), steps)
+    x_adv[idx] = on_segment(x0, x_adv[idx] - x0, hi)
     return x_adv
 
 

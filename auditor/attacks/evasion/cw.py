@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..base import Param, plumbing
-from .base import Attack, _bshape, Context, next_const, NO_CLAMP, register_attack, shrink_to_boundary
+from ..primitives import adam_step, next_const
+from .base import Attack, _bshape, Context, NO_CLAMP, register_attack, shrink_to_boundary
 
 
 def trade_off_params(binary_search_steps: int, initial_const: float, source: str) -> dict[str, Param]:
@@ -75,7 +76,6 @@ class CarliniWagnerL2(Attack):
         lower, upper = np.zeros(n), np.full(n, np.inf)
         best = ctx.x.copy()
         best_l2 = np.full(n, np.inf)
-        beta1, beta2, adam_eps = 0.9, 0.999, 1e-8
 
         adaptive = self.adaptive_lr if self.adaptive_lr is not None else self.learning_rate * self.steps < 0.5
         for bs in range(self.binary_search_steps):
@@ -120,11 +120,8 @@ class CarliniWagnerL2(Attack):
                     if total > 0.9999 * prev:
                         break
                     prev = total
-                m = beta1 * m + (1 - beta1) * gw
-                v = beta2 * v + (1 - beta2) * gw * gw
-                mhat = m / (1 - beta1 ** t)
-                vhat = v / (1 - beta2 ** t)
-                w = w - _bshape(lr, w.ndim) * mhat / (np.sqrt(vhat) + adam_eps)
+                m, v, step = adam_step(m, v, t, gw, _bshape(lr, w.ndim))
+                w = w - step
             const, lower, upper = next_const(const, lower, upper, round_ok)
         found = np.isfinite(best_l2)
         return shrink_to_boundary(ctx, best, found, self.refine_steps)

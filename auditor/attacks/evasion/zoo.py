@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..base import Param, plumbing
-from .base import Attack, Context, next_const, register_attack, shrink_to_boundary
+from ..primitives import adam_step, next_const, probe_logits
+from .base import Attack, Context, register_attack, shrink_to_boundary
 from .cw import adaptive_lr_param, trade_off_params
 
 
@@ -64,8 +65,6 @@ class ZOO(Attack):
         lower, upper = np.zeros(n), np.full(n, np.inf)
         best = ctx.x.copy()
         best_l2 = np.full(n, np.inf)
-        beta1, beta2, adam_eps = 0.9, 0.999, 1e-8
-        group = max(1, min(n, (1 << 23) // max((2 * k + 1) * d, 1)))  # samples per forward batch
 
         adaptive = self.adaptive_lr if self.adaptive_lr is not None else \
             self.learning_rate * self.steps * k / d < 0.1
@@ -83,33 +82,18 @@ class ZOO(Attack):
                 rows = np.arange(n)[:, None]
                 xp = np.minimum(xc[rows, coords] + self.h, hi)
                 xm = np.maximum(xc[rows, coords] - self.h, lo)
-                f0 = np.empty(n)
-                fp = np.empty((n, k))
-                fm = np.empty((n, k))
-                for s in range(0, n, group):
-                    e = min(s + group, n)
-                    g = e - s
-                    batch = np.repeat(xc[s:e, None, :], 2 * k + 1, axis=1)  # (g, 2k+1, d)
-                    r = np.arange(g)[:, None]
-                    batch[r, 1 + np.arange(k)[None, :], coords[s:e]] = xp[s:e]
-                    batch[r, 1 + k + np.arange(k)[None, :], coords[s:e]] = xm[s:e]
-                    sample_of_row = np.repeat(np.arange(s, e), 2 * k + 1)
-                    z = ctx.oracle.logits(batch.reshape((g * (2 * k + 1),) + shape).astype(np.float32),
-                                          sample_of_row)
-                    loss = ctx.loss(z, sample_of_row).reshape(g, 2 * k + 1)
-                    z0 = np.asarray(z).reshape(g, 2 * k + 1, -1)[:, 0]
-                    # progress bookkeeping on the current point
-                    cur_adv = ctx.is_adv(z0, np.arange(s, e))
-                    ok = cur_adv & (loss[:, 0] <= -kappa + 1e-12 if kappa > 0 else True)
-                    l2 = np.sqrt(((xc[s:e] - x0[s:e]) ** 2).sum(axis=1))
-                    better = ok & (l2 < best_l2[s:e])
-                    sel = np.arange(s, e)[better]
-                    best[sel] = xc[sel].reshape((len(sel),) + shape).astype(np.float32)
-                    best_l2[sel] = l2[better]
-                    round_ok[s:e] |= ok
-                    f0[s:e] = np.maximum(loss[:, 0], -kappa)
-                    fp[s:e] = np.maximum(loss[:, 1:k + 1], -kappa)
-                    fm[s:e] = np.maximum(loss[:, k + 1:], -kappa)
+                z = probe_logits(ctx.oracle.logits, xc, coords, xp, xm, shape)  # (n, 2k+1, classes)
+                loss = ctx.loss(z.reshape(n * (2 * k + 1), -1), np.repeat(np.arange(n), 2 * k + 1)).reshape(n, 2 * k + 1)
+                # progress bookkeeping on the current point
+                ok = ctx.is_adv(z[:, 0]) & (loss[:, 0] <= -kappa + 1e-12 if kappa > 0 else True)
+                l2 = np.sqrt(((xc - x0) ** 2).sum(axis=1))
+                better = ok & (l2 < best_l2)
+                best[better] = xc[better].reshape((int(better.sum()),) + shape).astype(np.float32)
+                best_l2[better] = l2[better]
+                round_ok |= ok
+                f0 = np.maximum(loss[:, 0], -kappa)
+                fp = np.maximum(loss[:, 1:k + 1], -kappa)
+                fm = np.maximum(loss[:, k + 1:], -kappa)
                 ctx.tick()
                 cur_loss = ((xc - x0) ** 2).sum(axis=1) + const * f0
                 if self.abort_early and (it + 1) % max(self.steps // 10, 1) == 0:
@@ -132,12 +116,9 @@ class ZOO(Attack):
                 # coordinate gradient of ‖x - x0‖² + c·f, then coordinate-wise Adam
                 cur = xc[rows, coords]
                 grad = 2.0 * (cur - x0[rows, coords]) + const[:, None] * (fp - fm) / np.maximum(xp - xm, 1e-12)
-                mm = beta1 * m[rows, coords] + (1 - beta1) * grad
-                vv = beta2 * v[rows, coords] + (1 - beta2) * grad * grad
                 tt = tcount[rows, coords] + 1
-                mhat = mm / (1 - beta1 ** tt)
-                vhat = vv / (1 - beta2 ** tt)
-                new = np.clip(cur - lr[:, None] * mhat / (np.sqrt(vhat) + adam_eps), lo, hi)
+                mm, vv, step = adam_step(m[rows, coords], v[rows, coords], tt, grad, lr[:, None])
+                new = np.clip(cur - step, lo, hi)
                 upd = np.flatnonzero(step_ok)
                 m[upd[:, None], coords[upd]], v[upd[:, None], coords[upd]] = mm[upd], vv[upd]
                 tcount[upd[:, None], coords[upd]] = tt[upd]
