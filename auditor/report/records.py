@@ -1,7 +1,7 @@
 """The report's schema: one typed record per section, the schema version, and what a check's
 status and the verdict are.
 
-Each section of the JSON report is a :class:`Record` dataclass whose fields carry their type,
+Each section of the JSON report is a :class:`Record` class whose fields carry their type,
 unit and meaning (``docs/report-format.md`` is generated from them: ``python -m
 auditor.report.reference``).  :meth:`Record.parse` reads a section leniently (a key it does not
 declare is kept, in place; a value of an unexpected type is kept as it is, for the renderers to
@@ -13,11 +13,9 @@ read and written again is byte-identical.  Fields marked ``check`` are what the 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import typing
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 #: the schema version this tool writes and reads
@@ -35,35 +33,72 @@ JSON = Any
 Verdict = Literal["PASS", "FAIL", "INCOMPLETE"]
 
 
-def fld(doc: str, unit: str = "", *, check: str = "", null: bool = False, volatile: bool = False):
+class Field:
+    """A declared field of a record: its name (set when the record class is made) and its
+    ``metadata`` (``doc``, ``unit``, ``check``, ``null``, ``volatile``)."""
+
+    __slots__ = ("name", "metadata")
+
+    def __init__(self, metadata: dict):
+        self.name = ""
+        self.metadata = metadata
+
+
+def fld(doc: str, unit: str = "", *, check: str = "", null: bool = False, volatile: bool = False) -> Any:
     """A record field: ``doc`` its meaning, ``unit`` (SI), ``check`` ``"required"`` or
     ``"optional"`` (checked when present) for the fields the renderers rely on, ``null``: may be
     null, ``volatile``: differs between identical runs (timestamps, durations)."""
-    return field(default=None, metadata={"doc": doc, "unit": unit, "check": check, "null": null,
-                                         "volatile": volatile})
+    return Field({"doc": doc, "unit": unit, "check": check, "null": null, "volatile": volatile})
 
 
-@dataclass
 class Record:
-    """A section of the report (subclasses declare its fields with :func:`fld`)."""
-
-    #: the keys of the dict it was read from, in order (what :meth:`to_dict` writes back)
-    _keys: tuple = field(default=(), repr=False, compare=False)
-    #: the keys it does not declare (a newer report's sections), kept as read
-    _extra: dict = field(default_factory=dict, repr=False, compare=False)
+    """A section of the report: subclasses declare its fields as ``name: type = fld(...)`` (a
+    field redeclared in a subclass keeps its place); a field the section lacks reads None.
+    (Plain classes, not dataclasses: the CLI imports the records at start, and generating an
+    ``__init__`` per section costs more than the rest of the module.)"""
 
     #: one line on what the section is (the docs' heading text)
     ABOUT: typing.ClassVar[str] = ""
+    _fields: typing.ClassVar[tuple] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        fields = {f.name: f for f in cls._fields}
+        for k, v in list(vars(cls).items()):
+            if isinstance(v, Field):
+                v.name = k
+                fields[k] = v
+                setattr(cls, k, None)  # what an absent field reads
+        cls._fields = tuple(fields.values())
+
+    def __init__(self, _keys: tuple = (), _extra: dict | None = None, **values):
+        #: the keys of the dict it was read from, in order (what :meth:`to_dict` writes back)
+        self._keys = tuple(_keys)
+        #: the keys it does not declare (a newer report's sections), kept as read
+        self._extra = dict(_extra or {})
+        types = self.types()
+        for k, v in values.items():
+            if k not in types:
+                raise TypeError(f"{type(self).__name__} has no field {k!r}")
+            setattr(self, k, v)
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in self._fields if getattr(self, f.name) is not None)
+        return f"{type(self).__name__}({shown})"
 
     @classmethod
-    def declared(cls) -> list[dataclasses.Field]:
-        return [f for f in dataclasses.fields(cls) if not f.name.startswith("_")]
+    def declared(cls) -> list[Field]:
+        return list(cls._fields)
 
     @classmethod
     def types(cls) -> dict[str, Any]:
         hints = _HINTS.get(cls)
         if hints is None:
-            hints = _HINTS[cls] = {k: v for k, v in typing.get_type_hints(cls).items() if not k.startswith("_")}
+            every = typing.get_type_hints(cls)
+            hints = _HINTS[cls] = {f.name: every[f.name] for f in cls._fields}
         return hints
 
     @classmethod
@@ -143,7 +178,6 @@ def _dump(v):
 _REQ, _OPT = "required", "optional"
 
 
-@dataclass
 class Stats(Record):
     ABOUT = "a distribution over inputs"
     mean: Num = fld("mean", check=_REQ)
@@ -153,21 +187,18 @@ class Stats(Record):
     p95: Num = fld("95th percentile", check=_REQ)
 
 
-@dataclass
 class MeanStats(Stats):
     ABOUT = "a distribution over inputs (only `mean` is relied on)"
     worst: Num = fld("the worst value")
     p95: Num = fld("95th percentile")
 
 
-@dataclass
 class MeanWorst(Record):
     ABOUT = "over the verified attacked inputs"
     mean: Num = fld("mean")
     worst: Num = fld("the worst (largest) value")
 
 
-@dataclass
 class Quantiles(Record):
     ABOUT = "a quantile summary"
     count: int = fld("values summarised")
@@ -176,14 +207,12 @@ class Quantiles(Record):
     quantiles: dict = fld("quantile (\"0\", \"0.05\", ..., \"1\") -> value")
 
 
-@dataclass
 class Tool(Record):
     ABOUT = "the tool that wrote the report"
     name: str = fld("`auditor`")
     version: str = fld("its version", check=_REQ)
 
 
-@dataclass
 class Model(Record):
     ABOUT = "the audited model"
     path: str = fld("the model file as given", check=_REQ)
@@ -193,7 +222,6 @@ class Model(Record):
                                 "float32; an int8 QDQ model's gradients straight-through)")
 
 
-@dataclass
 class ScenarioEcho(Record):
     ABOUT = "the scenario as validated (every field, defaults filled in; see docs/reference.md)"
     name: str = fld("its name", check=_REQ)
@@ -202,7 +230,6 @@ class ScenarioEcho(Record):
     path: str = fld("its folder (relative paths in it are resolved from here)")
 
 
-@dataclass
 class DataInfo(Record):
     ABOUT = "the audit data"
     description: str = fld("where the inputs come from", check=_REQ)
@@ -211,7 +238,6 @@ class DataInfo(Record):
     shape: list[int] = fld("the shape of one input")
 
 
-@dataclass
 class Check(Record):
     ABOUT = "one check of a profile"
     name: str = fld("the check (a scenario `checks:` or `regression:` key)", check=_REQ)
@@ -229,7 +255,6 @@ class Check(Record):
         return check_status(self)
 
 
-@dataclass
 class Warning_(Record):
     ABOUT = "a sanity warning (never changes the verdict)"
     code: str = fld("`clean_accuracy_near_chance`, `robustness_at_chance`, `baseline_without_regression`, "
@@ -239,7 +264,6 @@ class Warning_(Record):
     message: str = fld("one line")
 
 
-@dataclass
 class Baseline(Record):
     ABOUT = "with `--baseline`: the old report the regression checks compare with"
     path: str = fld("the old report file")
@@ -250,7 +274,6 @@ class Baseline(Record):
     profiles: dict = fld("profile name -> its `summary` (the Markdown's deltas)")
 
 
-@dataclass
 class Budget(Record):
     ABOUT = "with `--max-seconds`: what the time budget stopped"
     max_seconds: Num = fld("the budget", "s")
@@ -259,14 +282,12 @@ class Budget(Record):
                                      "auditor.pipeline.units)")
 
 
-@dataclass
 class Timing(Record):
     ABOUT = "when the audit ran (volatile)"
     started: str = fld("ISO 8601 start time", volatile=True)
     seconds: Num = fld("wall time of the audit", "s", volatile=True)
 
 
-@dataclass
 class Density(Record):
     ABOUT = ("model-wide density: the element-weighted mean over `tensors` of the fraction of non-zero "
              "elements, what a zero-skipping machine can skip")
@@ -282,7 +303,6 @@ class Density(Record):
     rule: str = fld("`counted` in words")
 
 
-@dataclass
 class LayerCost(Record):
     ABOUT = "one compute layer of the slowest clean input"
     layer: str = fld("node name", check=_REQ)
@@ -294,14 +314,12 @@ class LayerCost(Record):
     energy_j: Num = fld("energy", "J", check=_REQ)
 
 
-@dataclass
 class WorstInput(Record):
     ABOUT = "the slowest clean input"
     index: int = fld("its index in the audit data", check=_REQ)
     layers: list[LayerCost] = fld("per compute layer", check=_REQ)
 
 
-@dataclass
 class Clean(Record):
     ABOUT = "the clean evaluation of a profile"
     accuracy: Num = fld("top-1 accuracy on the audit data (null without labels)", "fraction", check=_REQ, null=True)
@@ -321,7 +339,6 @@ class Clean(Record):
     per_input: dict = fld("per input: `latency_s[]`, `energy_j[]`, `density[]`, `layer_density{layer: []}`")
 
 
-@dataclass
 class Summary(Record):
     ABOUT = "the numbers the checks read"
     clean_mean_latency_s: Num = fld("mean clean latency", "s")
@@ -335,7 +352,6 @@ class Summary(Record):
     energy_increase: Num = fld("the largest over the searches", "ratio")
 
 
-@dataclass
 class SearchLayer(Record):
     ABOUT = "one compute layer, clean vs attacked: where the sparsity was lost"
     layer: str = fld("node name")
@@ -345,14 +361,12 @@ class SearchLayer(Record):
     cycles_attacked: Num = fld("mean cycles, attacked", "cycles")
 
 
-@dataclass
 class Uniformity(Record):
     ABOUT = "input uniformity (Müller & Quiring): mean over inputs of the share of the most common pixel value"
     clean: Num = fld("of the attacked clean inputs", "fraction")
     attacked: Num = fld("of the verified attacked inputs (null when none)", "fraction", null=True)
 
 
-@dataclass
 class DefenceWhatIf(Record):
     ABOUT = ("an input defence of the scenario as a what-if; the defence's own parameters (`bits`, `quality`, "
              "`budget`, ...) follow `defence`")
@@ -367,7 +381,6 @@ class DefenceWhatIf(Record):
                         "< 0 worse (null when no input was verified)", "fraction", null=True)
 
 
-@dataclass
 class PreactivationShift(Record):
     ABOUT = ("per pre-activation tensor: channel statistics clean vs attacked (Müller & Quiring Fig. 7), "
              "averaged over inputs")
@@ -383,7 +396,6 @@ class PreactivationShift(Record):
     above_theta_attacked: Num = fld("the same, attacked", "fraction")
 
 
-@dataclass
 class SearchWorstInput(Record):
     ABOUT = "the costliest verified attacked input"
     index: int = fld("the clean input it started from")
@@ -393,7 +405,6 @@ class SearchWorstInput(Record):
     files: list[str] = fld("with `--save-inputs`: the saved `.npy` and `.png`")
 
 
-@dataclass
 class EnergySearch(Record):
     ABOUT = ("one `energy_attacks` entry. A search cut short by the budget is `{search, cut_short: true}`; one "
              "not run because the cost does not depend on the input has `skipped`, a `note`, and increases 1.0")
@@ -439,7 +450,6 @@ class EnergySearch(Record):
     skipped: str = fld("why it did not run (`input-independent cost`)")
 
 
-@dataclass
 class ZeroThreshold(Record):
     ABOUT = ("zero thresholds of one BatchNormalization feeding a ReLU: per channel, the BN input above which "
              "the ReLU output is non-zero")
@@ -455,7 +465,6 @@ class ZeroThreshold(Record):
     flipped_channels: int = fld("channels with γ < 0 (the ReLU fires below the threshold)")
 
 
-@dataclass
 class EvasionResult(Record):
     ABOUT = "one ε of an evasion attack (only adversarial examples confirmed by an independent forward pass count)"
     epsilon: Num = fld("the perturbation budget", check=_REQ)
@@ -472,7 +481,6 @@ class EvasionResult(Record):
                                "[.npy, .png]}}`")
 
 
-@dataclass
 class EvasionAttack(Record):
     ABOUT = "one `robustness.attacks` entry"
     attack: str = fld("the attack", check=_REQ)
@@ -489,7 +497,6 @@ class EvasionAttack(Record):
     ensemble: list[dict] = fld("ensembles: per ε the members and the inputs each broke")
 
 
-@dataclass
 class Robustness(Record):
     ABOUT = "the evasion attacks of the scenario's `robustness:`"
     n: int = fld("inputs attacked")
@@ -502,7 +509,6 @@ class Robustness(Record):
     examples: list[dict] = fld("saved adversarial examples (read when present; see `results[].examples`)")
 
 
-@dataclass
 class Approx(Record):
     ABOUT = ("exact vs approximate multiplier (a profile `approx:` and a scenario `approx:` section): "
              "Defensive Approximation's claims measured")
@@ -525,7 +531,6 @@ class Approx(Record):
     seconds: Num = fld("run time", "s", volatile=True)
 
 
-@dataclass
 class MaskingCheck(Record):
     ABOUT = "one check of the gradient-masking diagnosis"
     check: str = fld("its name")
@@ -535,7 +540,6 @@ class MaskingCheck(Record):
     weaker: JSON = fld("`naive_weaker_than_adaptive`: the naive attacks")
 
 
-@dataclass
 class Masking(Record):
     ABOUT = "the gradient-masking diagnosis (`robustness.masking`)"
     epsilon: Num = fld("the diagnosis ε")
@@ -556,7 +560,6 @@ class Masking(Record):
     count: int = fld("inputs diagnosed")
 
 
-@dataclass
 class ProfileTiming(Record):
     ABOUT = "the seconds this profile's units of work ran (volatile)"
     seconds: Num = fld("work time", "s", volatile=True)
@@ -564,7 +567,6 @@ class ProfileTiming(Record):
                        "a JUnit testcase's time is its check's share of its stage", "s", check=_OPT, volatile=True)
 
 
-@dataclass
 class Profile(Record):
     ABOUT = "one `--hw` profile, in order"
     name: str = fld("from the profile file", check=_REQ)
@@ -587,7 +589,6 @@ class Profile(Record):
     timing: ProfileTiming = fld("work time per stage", check=_OPT, volatile=True)
 
 
-@dataclass
 class AuditReport(Record):
     ABOUT = "the report `auditor audit --format json` writes"
     schema_version: int = fld(f"the schema version ({SCHEMA_VERSION}); a report of another version is refused",
