@@ -55,6 +55,18 @@ def load_model(path: str | os.PathLike, *, input_size=None, layout: str = "NCHW"
     return model
 
 
+def as_model(model, *, input_size=None, layout: str = "NCHW", copy: bool = False,
+             where: str = "model") -> onnx.ModelProto:
+    """``model`` as a ModelProto: a path is read by :func:`load_model` (validated, folded, named
+    and shape-inferred like every model file; ``input_size`` and ``layout`` as there), a
+    ModelProto is returned as given (with ``copy``, a copy); anything else is an AuditorError."""
+    if isinstance(model, onnx.ModelProto):
+        return _copy(model) if copy else model
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model, input_size=input_size, layout=layout)
+    raise AuditorError(f"expected an ONNX ModelProto or a path, got {type(model).__name__}", where=where)
+
+
 def prepare(model: onnx.ModelProto, where: str = "model", *, input_size=None,
             layout: str = "NCHW") -> onnx.ModelProto:
     """Validate and normalise an in-memory model; the one load-time pipeline every path uses.

@@ -40,14 +40,14 @@ from ..attacks.primitives import margins, top_margin
 from ..axfpm.execute import ApproxModel
 from ..errors import AuditorError
 from ..model.graph import tensor_shapes
-from ..model.load import graph_inputs, prepare
+from ..model.load import as_model, graph_inputs, prepare
 from ..norms import norm as _norm
 from ..norms import perturbation_stats
 from ..model.rewrite.preprocess import Preprocessing, prepend
 from ..model.rewrite.instrument import instrument
 from ..model.names import name_nodes
 from ..model.rewrite.bpda import bpda_model
-from ..runtime.session import (GRAD_INPUT, OnnxClassifier, Runner, _as_model, build_timer, gradient_model, knob_feeds,
+from ..runtime.session import (GRAD_INPUT, OnnxClassifier, Runner, build_timer, gradient_model, knob_feeds,
                       logits_head)
 from ..runtime.classifier import Classifier
 from .stats import perturbation_summary, summary
@@ -98,7 +98,7 @@ class ApproxClassifier(Classifier):
         if isinstance(model, onnx.ModelProto):
             model = prepare(model, input_size=self.preprocessing.input_size,  # as load_model does for files
                             layout=self.preprocessing.layout)
-        base = _named(_as_model(model, self.preprocessing))
+        base = _named(as_model(model, input_size=self.preprocessing.input_size, layout=self.preprocessing.layout))
         self.base_model = base
         self.model, self.head = logits_head(prepend(base, self.preprocessing))
         self.instrumented, self.probes = instrument(self.model)

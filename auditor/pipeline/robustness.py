@@ -33,6 +33,7 @@ from ..attacks.primitives import margins, top_margin
 from ..errors import AuditorError
 from ..norms import norm as _norm
 from ..norms import perturbation_stats
+from ..model.load import as_model
 from ..model.rewrite.preprocess import to_model_input
 from ..runtime.classifier import Classifier
 from .stats import QUANTILES, summary  # noqa: F401 (QUANTILES re-exported)
@@ -136,9 +137,7 @@ class _OrtLogits(Classifier):
 
     def __init__(self, model, preprocessing=None, bounds=None, batch_size: int = 256):
         super().__init__()
-        from ..model.rewrite.reshape import _load
-
-        proto = _load(model)
+        proto = as_model(model, copy=True)
         self.runner = Runner(proto, 1, batch_size)
         self.logits_name = proto.graph.output[0].name
         self.input_shape = tuple(int(d) for d in self.runner.input_shapes[self.runner.input_name][1:])

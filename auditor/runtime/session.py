@@ -8,9 +8,7 @@ iteration returns the objective, the logits and the input gradient together.
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -18,7 +16,7 @@ import onnx
 from ..errors import AuditorError
 from ..grad import add_input_gradient
 from ..grad.objectives import OBJECTIVES, append_objective
-from ..model.load import graph_inputs, load_model
+from ..model.load import as_model, graph_inputs
 from ..model.names import check_free, graph_names, ns
 from ..model.rewrite.preprocess import Preprocessing, prepend
 from ..model.rewrite.head import LOGITS, Head, logits_head  # noqa: F401 (re-exported)
@@ -104,14 +102,6 @@ class build_timer:
         return False
 
 
-def _as_model(model, pre: Preprocessing | None = None) -> onnx.ModelProto:
-    """A model path loaded (with the preprocessing's input size), or the ModelProto as given."""
-    if isinstance(model, (str, os.PathLike, Path)):
-        pre = pre or Preprocessing()
-        return load_model(model, input_size=pre.input_size, layout=pre.layout)
-    return model
-
-
 class OnnxClassifier(Classifier):
     """A :class:`Classifier` over an ONNX model with preprocessing prepended (raw pixel domain)."""
 
@@ -119,7 +109,7 @@ class OnnxClassifier(Classifier):
                  batch_size: int = 64, sparsity_f: str = "tanh"):
         super().__init__()
         self.preprocessing = preprocessing or Preprocessing()
-        base = _as_model(model, self.preprocessing)
+        base = as_model(model, input_size=self.preprocessing.input_size, layout=self.preprocessing.layout)
         self.base_model = base  # the model as deployed, before preprocessing is prepended
         self.model, self.head = logits_head(prepend(base, self.preprocessing))
         self.instrumented, self.probes = instrument(self.model)

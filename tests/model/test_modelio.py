@@ -8,7 +8,7 @@ from onnx import helper
 
 from auditor.errors import AuditorError
 from auditor.model.graph import compute_layers, layer_table
-from auditor.model.load import load_model, prepare
+from auditor.model.load import as_model, load_model, prepare
 from auditor.model.rewrite.instrument import instrument
 from auditor.runtime.session import OnnxClassifier, Runner
 from auditor.runtime.evaluate import evaluate
@@ -130,3 +130,17 @@ def test_bundled_models_load_and_have_compute_layers():
         m = load_model(path)
         layers = compute_layers(m)
         assert layers and all(l.macs > 0 for l in layers), path
+
+
+def test_as_model_is_the_one_model_or_path_entry(tmp_path):
+    model, _ = tiny_cnn()
+    assert as_model(model) is model
+    copy = as_model(model, copy=True)
+    assert copy is not model and copy.SerializeToString() == model.SerializeToString()
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    for p in (path, str(path)):
+        loaded = as_model(p)
+        assert [n.name for n in loaded.graph.node] == [n.name for n in load_model(path).graph.node]
+    with pytest.raises(AuditorError, match="expected an ONNX ModelProto or a path, got int"):
+        as_model(3)

@@ -15,16 +15,14 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
 import onnx
 
 from ...errors import AuditorError
-from ...model.load import constant_value, load_model
+from ...model.load import as_model, constant_value
 from ...norms import density
 
 # --------------------------------------------------------------------------------------------
@@ -67,14 +65,6 @@ class ZeroThresholds:
         }
 
 
-def _load(model) -> onnx.ModelProto:
-    if isinstance(model, onnx.ModelProto):
-        return model
-    if isinstance(model, (str, os.PathLike, Path)):
-        return load_model(model)  # validated and folded like every model
-    raise AuditorError(f"expected an ONNX ModelProto or a path, got {type(model).__name__}")
-
-
 def bn_zero_thresholds(model, include_add: bool = True) -> list[ZeroThresholds]:
     """theta = mean - bias * sqrt(var + eps) / scale for every BN channel that feeds a Relu.
 
@@ -83,7 +73,7 @@ def bn_zero_thresholds(model, include_add: bool = True) -> list[ZeroThresholds]:
     also follows BN -> Add -> Relu (residual blocks).  gamma = 0 gives a constant BN output: theta
     is -inf when the bias is positive (always on) and +inf otherwise (always off).
     """
-    m = _load(model)
+    m = as_model(model)
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in m.graph.node:
         for t in node.input:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import zlib
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -30,7 +29,7 @@ from onnx import numpy_helper
 from ...errors import AuditorError
 from ...runtime.engine import Runner
 from ..graph import weight_initializers
-from ..load import load_model
+from ..load import as_model
 from ..names import node_names
 from .preprocess import to_model_input
 
@@ -41,16 +40,6 @@ META_KEY = "auditor.model.rewrite.reshape"
 # --------------------------------------------------------------------------------------------
 # layer lookup
 # --------------------------------------------------------------------------------------------
-
-
-def _load(model) -> onnx.ModelProto:
-    if isinstance(model, onnx.ModelProto):
-        out = onnx.ModelProto()
-        out.CopyFrom(model)
-        return out
-    if isinstance(model, (str, Path)):
-        return load_model(model)  # validated, named and shape-inferred like every model
-    raise AuditorError(f"expected an ONNX ModelProto or a path, got {type(model).__name__}", where="reshape")
 
 
 def weight_layers(model: onnx.ModelProto) -> list[tuple[str, str, str]]:
@@ -141,7 +130,7 @@ def hashnet(model, ratio: float, layers=None, seed: int = 0) -> onnx.ModelProto:
     """HashNet weight sharing at ``ratio`` (buckets / weights, e.g. 1/16 or the string "1/16") on
     ``layers`` (default: every Conv, ConvTranspose, Gemm and MatMul weight).  Biases are left as
     they are."""
-    m = _load(model)
+    m = as_model(model, copy=True, where="reshape")
     if isinstance(ratio, str):  # "1/16" as written in a profile
         try:
             ratio = float(Fraction(ratio.strip()))
@@ -173,7 +162,7 @@ def hashnet(model, ratio: float, layers=None, seed: int = 0) -> onnx.ModelProto:
 
 def gradient_inhibition(model, tau: float, layers=None) -> onnx.ModelProto:
     """w ← w + τ·sign(w) on ``layers`` (default: the last Gemm/MatMul layer)."""
-    m = _load(model)
+    m = as_model(model, copy=True, where="reshape")
     if isinstance(tau, bool) or not isinstance(tau, (int, float, np.floating)) or not np.isfinite(tau) or tau < 0:
         raise AuditorError(f"gradient inhibition tau must be a finite number >= 0, got {tau!r}",
                            where="gradient_inhibition")
@@ -199,7 +188,7 @@ def apply_reshaping(model, spec: dict | None) -> onnx.ModelProto:
 
     HashNet is applied first.  ``spec`` None or empty returns the model unchanged (a copy).
     """
-    m = _load(model)
+    m = as_model(model, copy=True, where="reshape")
     if not spec:
         return m
     if not isinstance(spec, dict):
@@ -227,7 +216,7 @@ def clean_accuracy(model, x: np.ndarray, y: np.ndarray, preprocessing=None, batc
     ``preprocessing``: None, a ``(mean, std)`` pair applied as ``(x - mean) / std``, a callable or a
     :class:`~auditor.model.rewrite.preprocess.Preprocessing` (:func:`~auditor.model.rewrite.preprocess.to_model_input`).
     """
-    m = _load(model)
+    m = as_model(model, copy=True, where="reshape")
     runner = Runner(m, 1, batch_size)
     x = to_model_input(x, preprocessing)
     pred = runner.run(x, [m.graph.output[0].name])[m.graph.output[0].name].argmax(axis=1)
