@@ -170,7 +170,7 @@ class Scenario:
 
 
 def attack_entry(a: EvasionAttack) -> dict:
-    """An evasion entry as the attack runners read it (:func:`auditor.pipeline.robustness.parse_attacks`)."""
+    """An evasion entry as the attack runners read it (:func:`auditor.validate.parse_attack`)."""
     return {"name": a.attack, "params": a.params, "norm": a.norm, "epsilons": a.epsilons, "targeted": a.targeted}
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import yaml
 
 from . import schema
 from .attacks.energy import search_class
+from .attacks.evasion import ATTACKS, make_attack
 from .attacks.evasion.base import default_epsilon
 from .data import load_data
 from .errors import AuditorError
-from .pipeline.robustness import parse_attack
 from .scenario import attack_entry, load_scenario
 
 
@@ -159,6 +160,49 @@ def check_references(sc, node, file: str) -> None:
                 parse_attack(attack_entry(a))
             except AuditorError as e:
                 fail(e, *path, i)
+
+
+def parse_attack(spec) -> dict:
+    """One evasion entry (a mapping ``{name, params, norm, epsilons, targeted}`` or a tuple in that
+    order) checked and built: ``{name, attack, epsilons, targeted}``; AuditorError when the name,
+    the parameters, the norm or the targeting are wrong."""
+    if isinstance(spec, dict):
+        unknown = set(spec) - {"name", "params", "norm", "epsilons", "targeted"}
+        if unknown or "name" not in spec:
+            raise AuditorError("an attack entry needs name and may have params, norm, epsilons, targeted"
+                               + (f" (unknown: {', '.join(sorted(unknown))})" if unknown else ""), where="attacks")
+        s = dict(spec)
+    elif isinstance(spec, (list, tuple)) and 1 <= len(spec) <= 5:
+        s = dict(zip(("name", "params", "norm", "epsilons", "targeted"), spec))
+    else:
+        raise AuditorError(f"an attack entry must be (name, params, norm, epsilons) or a mapping, got {spec!r}",
+                           where="attacks")
+    name = ATTACKS.canonical(s["name"])
+    cls = ATTACKS.get(name)
+    params = dict(s.get("params") or {})
+    if not isinstance(s.get("params") or {}, dict):
+        raise AuditorError(f"params of attack {name!r} must be a mapping", where="attacks")
+    norm = s.get("norm")
+    if norm is not None:
+        norm = str(norm).lower()
+        if "norm" in cls.PARAMS:
+            if "norm" in params and params["norm"] != norm:
+                raise AuditorError(f"attack {name!r}: norm {norm!r} contradicts params.norm {params['norm']!r}",
+                                   where="attacks")
+            params["norm"] = norm
+    attack = make_attack(name, **params)
+    if norm is not None and norm != attack.norm:
+        raise AuditorError(f"attack {name!r} works in the {attack.norm} norm, not {norm}", where="attacks")
+    targeted = s.get("targeted") or False
+    if targeted not in (False, True, "random", "least_likely", "next"):
+        raise AuditorError(f"targeted must be false, random, least_likely or next, got {targeted!r}",
+                           where="attacks")
+    if targeted is True:
+        targeted = "random"
+    eps = s.get("epsilons")
+    if eps is not None and np.isscalar(eps):
+        eps = [eps]
+    return {"name": name, "attack": attack, "epsilons": eps, "targeted": targeted}
 
 
 def evasion_lists(sc) -> list[tuple[tuple, list]]:
