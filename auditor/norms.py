@@ -8,8 +8,6 @@ import numpy as np
 
 from .errors import AuditorError
 
-NORMS = ("l2", "linf")
-
 
 def _flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(len(x), -1)

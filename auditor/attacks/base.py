@@ -25,9 +25,8 @@ from ..registry import Registry
 
 T = TypeVar("T", bound=type)
 
-#: the kinds of :class:`Param` and the type name the docs show for each
-KINDS = {"int": "int", "float": "float", "float?": "float or null", "bool": "bool", "bool?": "bool or null",
-         "choice": "one of", "choices": "list of", "floats": "list of float", "object": "object"}
+#: the kinds of :class:`Param`
+KINDS = ("int", "float", "float?", "bool", "bool?", "choice", "choices", "floats", "object")
 
 #: an integer parameter without a declared maximum may not exceed this (sizes and counts beyond
 #: it only exhaust memory or time)

@@ -53,33 +53,6 @@ class SearchResult:
     label_kept: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def n(self) -> int:
-        return len(self.x)
-
-    @property
-    def seconds_per_example(self) -> float:
-        return self.seconds / max(self.n, 1)
-
-    def summary(self) -> dict[str, Any]:
-        """A small JSON-able digest (for reports)."""
-        out = {
-            "search": self.search,
-            "n": self.n,
-            "cost_mean": float(np.mean(self.cost)) if self.n else float("nan"),
-            "queries": int(self.queries),
-            "iterations": int(self.iterations),
-            "seconds": round(float(self.seconds), 4),
-            "seconds_per_example": round(float(self.seconds_per_example), 6),
-        }
-        if self.label_kept is not None:
-            out["label_kept_rate"] = float(np.mean(self.label_kept)) if self.n else float("nan")
-        if "cost_clean" in self.info:
-            clean = float(np.mean(self.info["cost_clean"]))
-            out["cost_clean_mean"] = clean
-            out["cost_increase"] = out["cost_mean"] / clean if clean > 0 else float("nan")
-        return out
-
 
 # --------------------------------------------------------------------------------------------
 # Base class
@@ -128,8 +101,6 @@ class Search(Configurable):
         res.info.setdefault("params", self.settings())
         res.info.setdefault("seed", seed)
         return res
-
-    run = __call__
 
     def _run(self, model, x_clean, cost_fn: "_Counter", layer_weights, labels, seed) -> SearchResult:
         raise NotImplementedError

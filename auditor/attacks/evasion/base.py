@@ -80,9 +80,6 @@ class AttackResult:
     params: dict = field(default_factory=dict)
     details: dict | None = None
 
-    def success_rate(self, k: int = 0) -> float:
-        return float(np.mean(self.success[k])) if len(self.success[k]) else 0.0
-
 
 # --------------------------------------------------------------------------------------------
 # conventions
