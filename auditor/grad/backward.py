@@ -161,7 +161,7 @@ def add_input_gradient(model: onnx.ModelProto, objective: str, wrt: str | None =
         grads[objective].append(b.ones_like(objective))
     for index, node in reversed(plan.active):
         label = node_label(index, node)
-        dys = [b.add_all(grads.pop(o)) if grads.get(o) else None for o in node.output]
+        dys = [b.accumulate(grads.pop(o)) if grads.get(o) else None for o in node.output]
         if all(d is None for d in dys):
             continue
         try:
@@ -173,7 +173,7 @@ def add_input_gradient(model: onnx.ModelProto, objective: str, wrt: str | None =
             if dx is not None:
                 grads[name].append(dx)
     if grads.get(wrt):
-        total = b.add_all(grads[wrt])
+        total = b.accumulate(grads[wrt])
     else:
         total = b.zeros_like(wrt)
     b.nodes.append(helper.make_node("Identity", [total], [grad_name], name=b.fresh("grad_out")))

@@ -290,9 +290,20 @@ def _mul(b: GraphBuilder, n: GradNode):
         out[1 - gate] = b.op("Mul", [n.dy, d])
         return out
     # by a 0-d factor (the sparsity objective's beta), a factored dY keeps its full-size op count
-    da = (b.times_scalar(n.dy, c) or b.reduce_to(b.op("Mul", [n.dy, c]), y, a)) if n.need(0) else None
-    dc = (b.times_scalar(n.dy, a) or b.reduce_to(b.op("Mul", [n.dy, a]), y, c)) if n.need(1) else None
+    da = _mul_grad(b, n.dy, c, y, a) if n.need(0) else None
+    dc = _mul_grad(b, n.dy, a, y, c) if n.need(1) else None
     return [da, dc]
+
+
+def _mul_grad(b: GraphBuilder, dy: str, other: str, y: str, x: str) -> str:
+    """d(x * other)/dx * dy, reduced to the shape of x."""
+    scaled = b.times_scalar(dy, other)
+    if scaled is not None:
+        return scaled
+    shp = b.static_shape(other)
+    if shp is not None and shp == b.static_shape(y):  # other is full-size: a broadcast dY stays small
+        return b.reduce_to(b.times(dy, other, y), y, x)
+    return b.reduce_to(b.op("Mul", [dy, other]), y, x)
 
 
 @rule("Div")

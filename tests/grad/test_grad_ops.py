@@ -313,6 +313,18 @@ def test_reduction_of_activation_keeps_gradient_small(op):
     assert not full
 
 
+@pytest.mark.parametrize("pool", ["GlobalAveragePool", "ReduceMean"])
+def test_squeeze_excite_gradient_adds_the_small_term(pool):
+    """y = x * Sigmoid(pool(x)): the pooled path's gradient joins x's other gradient as a (N, C, 1, 1)
+    term that the Add broadcasts, not as a full-size broadcast first."""
+    x = rnd((2, 3, 4, 5), 33)
+    attrs = {"axes": [2, 3], "keepdims": 1} if pool == "ReduceMean" else {}
+    nodes = [node(pool, ["x"], ["p"], **attrs), node("Sigmoid", ["p"], ["s"]), node("Mul", ["x", "s"])]
+    gradcheck(nodes, {"x": x}, opset=17 if pool == "GlobalAveragePool" else 13)
+    g = add_input_gradient(build(nodes, {"x": x}, opset=17 if pool == "GlobalAveragePool" else 13), "obj")
+    assert not [n for n in g.graph.node if n.op_type == "Mul" and "broadcast" in " ".join(n.input)]
+
+
 @pytest.mark.parametrize("bounds", ["both", "min", "max", "none"])
 def test_clip(bounds):
     lo, hi = np.array(-0.5, np.float32), np.array(0.7, np.float32)
