@@ -25,9 +25,10 @@ from .numbers import fmt_num as _fmt_num
 from .numbers import num as _num
 from .numbers import pct as _pct
 from .numbers import si as _si
-from .records import (Approx, AuditReport, Baseline, Check, Clean, DataInfo, Density, EnergySearch, EvasionAttack,
-                      EvasionResult, LayerCost, Masking, Model, Profile, Quantiles, Robustness, ScenarioEcho,
-                      SearchLayer, SearchWorstInput, Stats, Summary, Timing, Tool, WorstInput, sorted_checks)
+from .records import (Approx, AuditReport, Baseline, BothModelsAttack, BothModelsResult, Check, Clean, DataInfo, Density,
+                      EnergySearch, EvasionAttack, EvasionResult, Example, LayerCost, Masking, MinimalPerturbation,
+                      Model, Profile, Quantiles, Robustness, ScenarioEcho, SearchLayer, SearchWorstInput, SideResult,
+                      Stats, Summary, Timing, Tool, TransferAttack, TransferResult, WorstInput, sorted_checks)
 from .sections import Table, approx_blocks, generic_blocks, masking_blocks, warning_blocks
 from .sections import get as _d
 
@@ -638,23 +639,17 @@ def _adversarial_examples(p: Profile, base_dir: Path | None) -> str:
     found = []
     for a in _rob_attacks(p):
         for r in EvasionResult.list_of(a.results):
-            for ex in r.examples if isinstance(r.examples, list) else []:
-                found.append((a, r.epsilon, ex))
-        mp = a.minimal_perturbation
-        for ex in (mp.get("examples") if isinstance(mp, dict) else None) or []:
-            found.append((a, None, ex))
-    found = [f for f in found if isinstance(f[2], dict)]
+            found += [(a, r.epsilon, ex) for ex in Example.list_of(r.examples)]
+        found += [(a, None, ex) for ex in Example.list_of(MinimalPerturbation.of(a.minimal_perturbation).examples)]
     if not found:
         return ""
-    found.sort(key=lambda f: (_num(f[2].get("l2")) if _num(f[2].get("l2")) is not None else math.inf))
+    found.sort(key=lambda f: (_num(f[2].l2) if _num(f[2].l2) is not None else math.inf))
     rows = []
     for a, eps, ex in found[:MAX_EXAMPLES_SHOWN]:
-        files = ex.get("files") if isinstance(ex.get("files"), dict) else {}
-        imgs = [_embed_png(files.get(k), base_dir, f"{k} input #{ex.get('index')}") for k in
-                ("clean", "adversarial", "difference")]
-        rows.append([_e(a.attack), _e(a.norm), "minimal" if eps is None else _n(eps), _e(ex.get("index")),
-                     f"{_e(ex.get('label'))} → <b>{_e(ex.get('prediction'))}</b>", _n(ex.get("l2")), _n(ex.get("linf")),
-                     *imgs])
+        files = ex.files if isinstance(ex.files, dict) else {}
+        imgs = [_embed_png(files.get(k), base_dir, f"{k} input #{ex.index}") for k in ("clean", "adversarial", "difference")]
+        rows.append([_e(a.attack), _e(a.norm), "minimal" if eps is None else _n(eps), _e(ex.index),
+                     f"{_e(ex.label)} → <b>{_e(ex.prediction)}</b>", _n(ex.l2), _n(ex.linf), *imgs])
     return ("<h4>adversarial examples (verified by an independent forward pass; smallest L2 first)</h4>"
             + _table(["attack", "norm", "ε", "input", "label → prediction", "L2", "Linf", "clean", "adversarial",
                       "difference"], rows, num_cols={2, 3, 5, 6})
@@ -746,20 +741,16 @@ def _approx_success_rows(approx) -> list[tuple[str, float | None, float | None]]
     rows = []
     if not isinstance(approx, Approx):
         return rows
-    for key, entries, tag in (("transfer", approx.transfer, "transfer"), ("substitute", approx.substitute, "substitute"),
-                              ("whitebox_bpda", approx.whitebox_bpda, "BPDA"), ("query", approx.query, "query")):
-        for a in entries or []:
-            if not isinstance(a, dict):
-                continue
-            for r in a.get("results") or []:
-                if not isinstance(r, dict):
-                    continue
-                eps = r.get("epsilon")
-                lab = f"{tag} {a.get('attack')}" + ("" if eps is None else f" {_fmt_num(eps)}")
-                if key in ("transfer", "substitute"):
-                    rows.append((lab, _num(r.get("exact_success_rate")), _num(r.get("approx_success_rate"))))
-                else:
-                    rows.append((lab, _num(_d(r, "exact", "success_rate")), _num(_d(r, "approx", "success_rate"))))
+    for entries, tag in ((approx.transfer, "transfer"), (approx.substitute, "substitute")):
+        for a in TransferAttack.list_of(entries):
+            for r in TransferResult.list_of(a.results):
+                lab = f"{tag} {a.attack}" + ("" if r.epsilon is None else f" {_fmt_num(r.epsilon)}")
+                rows.append((lab, _num(r.exact_success_rate), _num(r.approx_success_rate)))
+    for entries, tag in ((approx.whitebox_bpda, "BPDA"), (approx.query, "query")):
+        for a in BothModelsAttack.list_of(entries):
+            for r in BothModelsResult.list_of(a.results):
+                lab = f"{tag} {a.attack}" + ("" if r.epsilon is None else f" {_fmt_num(r.epsilon)}")
+                rows.append((lab, _num(SideResult.of(r.exact).success_rate), _num(SideResult.of(r.approx).success_rate)))
     return [r for r in rows if r[1] is not None or r[2] is not None]
 
 
@@ -869,7 +860,8 @@ def _energy_table(d: AuditReport) -> str:
 
 
 def _q(summary, key="0.5"):
-    return _d(summary, "quantiles", key)
+    """A quantile of a summary (a :class:`Quantiles` record), None when it has none."""
+    return _d(Quantiles.of(summary).quantiles, key)
 
 
 def _robust_tables(d: AuditReport) -> str:
@@ -885,12 +877,10 @@ def _robust_tables(d: AuditReport) -> str:
                              f"{_e(_pct(r.attack_success_rate))} ({_e(r.n_success)}/{_e(r.n_attacked)})",
                              _n(r.n_unverified), _n(q), _n(qs)])
             mp = a.minimal_perturbation
-            if isinstance(mp, dict):
-                mrows.append([_e(p.name), _e(a.attack), _e(a.norm),
-                              f"{_e(mp.get('n_success'))}/{_e(mp.get('n_attacked'))}",
-                              _n(mp.get("median_distance")), _n(mp.get("median_l2")),
-                              _n(_d(mp, "l2", "mean")), _n(_q(mp.get("l2"))), _n(_q(mp.get("linf"))),
-                              _n(_q(mp.get("l0"))), _n(_q(mp.get("psnr")))])
+            if isinstance(mp, MinimalPerturbation):
+                mrows.append([_e(p.name), _e(a.attack), _e(a.norm), f"{_e(mp.n_success)}/{_e(mp.n_attacked)}",
+                              _n(mp.median_distance), _n(mp.median_l2), _n(Quantiles.of(mp.l2).mean), _n(_q(mp.l2)),
+                              _n(_q(mp.linf)), _n(_q(mp.l0)), _n(_q(mp.psnr))])
     out = []
     if rows:
         out.append("<h3>Evasion attacks</h3>")

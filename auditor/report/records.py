@@ -465,6 +465,32 @@ class ZeroThreshold(Record):
     flipped_channels: int = fld("channels with γ < 0 (the ReLU fires below the threshold)")
 
 
+class Example(Record):
+    ABOUT = "a saved adversarial example (`--save-inputs`), verified by an independent forward pass"
+    index: int = fld("the input's index in the audit data")
+    label: int = fld("its label")
+    prediction: int = fld("the prediction of the independent forward pass on the adversarial input")
+    l2: Num = fld("its L2 perturbation")
+    linf: Num = fld("its Linf perturbation")
+    files: dict = fld("`{clean, adversarial, difference}` -> `[.npy, .png]` (raw pixels; the difference PNG is "
+                      "mid-grey where nothing changed)")
+
+
+class MinimalPerturbation(Record):
+    ABOUT = "a minimisation attack's smallest perturbations (medians count failures as infinitely far)"
+    n_attacked: int = fld("inputs attacked (clean-correct)")
+    n_success: int = fld("inputs it found a perturbation for (verified)")
+    n_unverified: int = fld("perturbations the check refused")
+    l0: Quantiles = fld("L0 of the found perturbations")
+    l2: Quantiles = fld("L2 of the found perturbations")
+    linf: Quantiles = fld("Linf of the found perturbations")
+    mse: Quantiles = fld("mean squared error of the found perturbations")
+    psnr: Quantiles = fld("PSNR of the found perturbations", "dB")
+    median_distance: Num = fld("median distance in the attack's norm, failures infinite")
+    median_l2: Num = fld("median L2, failures infinite")
+    examples: list[Example] = fld("with `--save-inputs`: the most convincing found examples")
+
+
 class EvasionResult(Record):
     ABOUT = "one ε of an evasion attack (only adversarial examples confirmed by an independent forward pass count)"
     epsilon: Num = fld("the perturbation budget", check=_REQ)
@@ -476,9 +502,7 @@ class EvasionResult(Record):
     margin: dict = fld("quantile summary of the top-1 − runner-up logit margin")
     label_margin: dict = fld("quantile summary of the label − best other logit margin")
     queries: dict = fld("model queries: `per_input`, `to_success` summaries")
-    examples: list[dict] = fld("with `--save-inputs`: the (at most three) verified examples with the smallest L2: "
-                               "`{index, label, prediction, l2, linf, files: {clean, adversarial, difference: "
-                               "[.npy, .png]}}`")
+    examples: list[Example] = fld("with `--save-inputs`: the (at most three) verified examples with the smallest L2")
 
 
 class EvasionAttack(Record):
@@ -492,8 +516,7 @@ class EvasionAttack(Record):
     seconds: Num = fld("its run time", "s", volatile=True)
     queries: dict = fld("model queries (`per_input` summary)")
     results: list[EvasionResult] = fld("per ε", check=_OPT)
-    minimal_perturbation: dict = fld("minimisation attacks: `{n_attacked, n_success, l0, l2, linf, mse, psnr, "
-                                     "median_distance, median_l2}` (medians count failures as infinitely far)")
+    minimal_perturbation: MinimalPerturbation = fld("minimisation attacks: the smallest perturbations")
     ensemble: list[dict] = fld("ensembles: per ε the members and the inputs each broke")
 
 
@@ -509,6 +532,133 @@ class Robustness(Record):
     examples: list[dict] = fld("saved adversarial examples (read when present; see `results[].examples`)")
 
 
+class Perturbation(Record):
+    ABOUT = "the perturbations of the successful examples"
+    l0: Quantiles = fld("L0 (changed elements)")
+    l2: Quantiles = fld("L2")
+    linf: Quantiles = fld("Linf")
+    mse: Quantiles = fld("mean squared error")
+    psnr: Quantiles = fld("PSNR", "dB")
+
+
+class ApproxClean(Record):
+    ABOUT = "the exact and the approximate model on the clean inputs"
+    exact_accuracy: Num = fld("exact model's accuracy", "fraction")
+    approx_accuracy: Num = fld("approximate model's accuracy", "fraction")
+    agreement: Num = fld("inputs both give the same top-1", "fraction")
+    max_abs_logit_difference: Num = fld("largest |logit difference|", "logit")
+
+
+class TransferResult(Record):
+    ABOUT = ("one ε of a transfer attack; rates over the inputs both models classify correctly (`epsilon` null for "
+             "a minimisation attack)")
+    epsilon: Num = fld("the budget", null=True)
+    n_attacked: int = fld("inputs attacked")
+    source_success_rate: Num = fld("examples that fool the model they were crafted on", "fraction")
+    exact_success_rate: Num = fld("examples that fool the exact model", "fraction")
+    approx_success_rate: Num = fld("examples that fool the approximate model", "fraction")
+    transfer_rate_exact: Num = fld("of the source's successes, share that fool the exact model", "fraction")
+    transfer_rate_approx: Num = fld("of the source's successes, share that fool the approximate model", "fraction")
+    perturbation: Perturbation = fld("of the successful examples")
+
+
+class AttackEcho(Record):
+    ABOUT = "an evasion attack as it ran"
+    attack: str = fld("the attack")
+    norm: str = fld("its norm")
+    params: dict = fld("its parameters as used")
+    targeted: bool = fld("targeted")
+    minimal: bool = fld("a minimisation attack")
+
+
+class TransferAttack(AttackEcho):
+    ABOUT = "an attack crafted on one model (exact, or the surrogate) and run on the approximate one"
+    seconds: Num = fld("run time", "s", volatile=True)
+    queries_per_input: Num = fld("model queries per input")
+    results: list[TransferResult] = fld("per ε")
+
+
+class SideResult(Record):
+    ABOUT = "one model's side of an attack run on both"
+    n_attacked: int = fld("its clean-correct inputs attacked")
+    success_rate: Num = fld("of them fooled (verified)", "fraction")
+    perturbation: Perturbation = fld("of the successful examples")
+
+
+class BothModelsResult(Record):
+    ABOUT = "one ε of an attack run on each model"
+    epsilon: Num = fld("the budget", null=True)
+    approx: SideResult = fld("on the approximate model")
+    exact: SideResult = fld("on the exact model")
+
+
+class BothModelsAttack(AttackEcho):
+    ABOUT = "an attack run on each model (white-box with BPDA gradients on the approximate one, or query-based)"
+    query_based: bool = fld("query-based")
+    seconds: dict = fld("run time per model (`approx`, `exact`)", "s", volatile=True)
+    queries_per_input: dict = fld("model queries per input, per model (`approx`, `exact`)")
+    results: list[BothModelsResult] = fld("per ε")
+
+
+class MinimalSide(Record):
+    ABOUT = "the minimal perturbations one model needs"
+    n_attacked: int = fld("inputs attacked")
+    n_success: int = fld("inputs a perturbation was found for")
+    success_rate: Num = fld("n_success / n_attacked", "fraction")
+    median_l2: Num = fld("median L2")
+    mean_l2: Num = fld("mean L2")
+    median_mse: Num = fld("median MSE")
+    mean_mse: Num = fld("mean MSE")
+    median_psnr: Num = fld("median PSNR", "dB")
+    mean_psnr: Num = fld("mean PSNR", "dB")
+
+
+class PairedMinimal(Record):
+    ABOUT = "the inputs a perturbation was found for on both models, paired"
+    n: int = fld("inputs found on both")
+    mean_l2_difference: Num = fld("mean approximate − exact L2")
+    l2_ratio_median: Num = fld("median approximate / exact L2", "ratio")
+    mse_ratio: Num = fld("approximate / exact MSE", "ratio")
+    psnr_drop_db: Num = fld("exact − approximate PSNR", "dB")
+
+
+class MinimalComparison(Record):
+    ABOUT = "a minimisation attack on each model: the perturbation each needs"
+    attack: str = fld("the attack")
+    norm: str = fld("its norm")
+    params: dict = fld("its parameters as used")
+    seconds: dict = fld("run time per model", "s", volatile=True)
+    approx: MinimalSide = fld("on the approximate model")
+    exact: MinimalSide = fld("on the exact model")
+    paired: PairedMinimal = fld("paired over the inputs found on both")
+
+
+class WorstCase(Record):
+    ABOUT = "the union of every attack on the approximate model at one budget"
+    norm: str = fld("the norm")
+    epsilon: Num = fld("the budget")
+    success_rate: Num = fld("inputs some attack fooled", "fraction")
+    robust_accuracy: Num = fld("accuracy under the union", "fraction")
+
+
+class Strongest(Record):
+    ABOUT = "the strongest attack on the approximate model"
+    source: str = fld("where it came from (`transfer`, `substitute`, `whitebox_bpda`, `query`)")
+    attack: str = fld("the attack")
+    norm: str = fld("its norm")
+    epsilon: Num = fld("its budget", null=True)
+    bounded: bool = fld("whether the budget bounds it (false for a minimisation attack)")
+    success_rate: Num = fld("its success rate", "fraction")
+    n_success: int = fld("inputs fooled")
+    n_attacked: int = fld("inputs attacked")
+
+
+class ModelQueries(Record):
+    ABOUT = "model queries of the section"
+    exact: int = fld("on the exact model")
+    approx: int = fld("on the approximate model")
+
+
 class Approx(Record):
     ABOUT = ("exact vs approximate multiplier (a profile `approx:` and a scenario `approx:` section): "
              "Defensive Approximation's claims measured")
@@ -516,18 +666,18 @@ class Approx(Record):
     count: int = fld("inputs")
     multiplier: str = fld("the approximate multiplier")
     approx_layers: list[str] = fld("the layers it runs")
-    clean: dict = fld("`{exact_accuracy, approx_accuracy, agreement, max_abs_logit_difference}`")
+    clean: ApproxClean = fld("the clean inputs on each model")
     margins: dict = fld("per model (`exact`, `approx`): `confidence`, `top_margin`, `label_margin` quantile "
                         "summaries, `confidence_above_0.8`; `approx_more_confident`")
-    transfer: list[dict] = fld("attacks crafted on the exact model, run on the approximate one")
-    substitute: list[dict] = fld("black-box substitute: attacks crafted on the surrogate")
-    whitebox_bpda: list[dict] = fld("white-box attacks with BPDA gradients on each model")
-    query: list[dict] = fld("query attacks on each model")
-    perturbation: list[dict] = fld("minimal perturbation each model needs (L2/MSE/PSNR), and `paired` ratios")
-    worst_case: dict = fld("per budget: the union of every attack on the approximate model")
-    strongest: dict = fld("the strongest attack on the approximate model")
+    transfer: list[TransferAttack] = fld("attacks crafted on the exact model, run on the approximate one")
+    substitute: list[TransferAttack] = fld("black-box substitute: attacks crafted on the surrogate")
+    whitebox_bpda: list[BothModelsAttack] = fld("white-box attacks with BPDA gradients on each model")
+    query: list[BothModelsAttack] = fld("query attacks on each model")
+    perturbation: list[MinimalComparison] = fld("minimal perturbation each model needs")
+    worst_case: dict[str, WorstCase] = fld("`norm@ε` -> the union of every attack at that budget")
+    strongest: Strongest = fld("the strongest attack on the approximate model")
     candidates: list[dict] = fld("every attack candidate on the approximate model")
-    queries: dict = fld("model queries: `{exact, approx}`")
+    queries: ModelQueries = fld("model queries")
     seconds: Num = fld("run time", "s", volatile=True)
 
 

@@ -17,8 +17,11 @@ import textwrap
 from dataclasses import dataclass, field
 
 from .numbers import fmt, num, pct
-from .records import (Approx, AuditReport, Clean, DefenceWhatIf, EnergySearch, EvasionAttack, EvasionResult, Masking,
-                      MaskingCheck, Profile, Record, Robustness, Summary, Warning_)
+from .records import (Approx, ApproxClean, AuditReport, BothModelsAttack, BothModelsResult, Clean, DefenceWhatIf,
+                      EnergySearch, EvasionAttack, EvasionResult, Example, Masking, MaskingCheck, MinimalComparison,
+                      MinimalPerturbation, MinimalSide, ModelQueries, PairedMinimal, Perturbation, Profile, Quantiles,
+                      Record, Robustness, SideResult, Strongest, Summary, TransferAttack, TransferResult, Warning_,
+                      WorstCase)
 
 
 @dataclass
@@ -51,11 +54,13 @@ def get(v, *keys, default=None):
 
 
 def is_summary(v) -> bool:
+    if isinstance(v, Quantiles):
+        return isinstance(v.quantiles, dict)
     return isinstance(v, dict) and isinstance(v.get("quantiles"), dict)
 
 
 def median(s):
-    q = get(s, "quantiles")
+    q = s.quantiles if isinstance(s, Quantiles) else get(s, "quantiles")
     if not isinstance(q, dict):
         return None
     for k in ("0.5", "0.50", 0.5):
@@ -67,10 +72,10 @@ def median(s):
 def summ(s, key: str = "mean") -> str:
     """A quantile summary as ``mean`` (or its median with key='median')."""
     if not is_summary(s):
-        return fmt(s) if not isinstance(s, dict) else "n/a"
+        return fmt(s) if not isinstance(s, (dict, Record)) else "n/a"
     if key == "median":
         return fmt(median(s))
-    return fmt(s.get("mean"))
+    return fmt(s.mean if isinstance(s, Quantiles) else s.get("mean"))
 
 
 def _records(v) -> list[dict]:
@@ -90,13 +95,12 @@ def approx_blocks(ax) -> list:
     if not isinstance(ax, Approx):
         return generic_blocks("approx", ax)
     out: list = []
-    cl = ax.clean if isinstance(ax.clean, dict) else {}
+    cl = ApproxClean.of(ax.clean)
     layers = ax.approx_layers
     out.append(Para(f"multiplier {ax.multiplier if ax.has('multiplier') else 'n/a'} on "
                     f"{len(layers) if isinstance(layers, list) else 'n/a'} layers, {fmt(ax.n)} inputs: "
-                    f"clean accuracy exact {pct(cl.get('exact_accuracy'))}, approximate {pct(cl.get('approx_accuracy'))}, "
-                    f"top-1 agreement {pct(cl.get('agreement'))}, largest logit difference "
-                    f"{fmt(cl.get('max_abs_logit_difference'))}"))
+                    f"clean accuracy exact {pct(cl.exact_accuracy)}, approximate {pct(cl.approx_accuracy)}, "
+                    f"top-1 agreement {pct(cl.agreement)}, largest logit difference {fmt(cl.max_abs_logit_difference)}"))
     mg = ax.margins if isinstance(ax.margins, dict) else {}
     sides = [(s, mg[s]) for s in ("exact", "approx") if isinstance(mg.get(s), dict)]
     if sides:
@@ -116,14 +120,13 @@ def approx_blocks(ax) -> list:
             ("transfer", ax.transfer, "Transfer from the exact model (crafted on exact, run on approximate)", "exact"),
             ("substitute", ax.substitute, "Black-box substitute (crafted on the surrogate)", "surrogate")):
         rows = []
-        for a in _records(entries):
-            for r in _records(a.get("results")):
-                p = r.get("perturbation") if isinstance(r.get("perturbation"), dict) else {}
-                rows.append([str(a.get("attack")), str(a.get("norm")), eps_label(r.get("epsilon")), fmt(r.get("n_attacked"))]
-                            + ([pct(r.get("source_success_rate"))] if src != "exact" else [])
-                            + [pct(r.get("exact_success_rate")), pct(r.get("approx_success_rate")),
-                               pct(r.get("transfer_rate_approx")), summ(p.get("l2")), summ(p.get("mse")),
-                               summ(p.get("psnr"))])
+        for a in TransferAttack.list_of(entries):
+            for r in TransferResult.list_of(a.results):
+                p = Perturbation.of(r.perturbation)
+                rows.append([str(a.attack), str(a.norm), eps_label(r.epsilon), fmt(r.n_attacked)]
+                            + ([pct(r.source_success_rate)] if src != "exact" else [])
+                            + [pct(r.exact_success_rate), pct(r.approx_success_rate), pct(r.transfer_rate_approx),
+                               summ(p.l2), summ(p.mse), summ(p.psnr)])
         if rows:
             head = (["attack", "norm", "ε", "n"] + (["fools surrogate"] if src != "exact" else [])
                     + ["fools exact", "fools approx", "transfer to approx", "L2 mean", "MSE mean", "PSNR dB"])
@@ -135,17 +138,14 @@ def approx_blocks(ax) -> list:
             ("whitebox_bpda", ax.whitebox_bpda, "White-box attacks with BPDA gradients (approximate vs exact model)"),
             ("query", ax.query, "Query attacks on each model")):
         rows = []
-        for a in _records(entries):
-            qpi = a.get("queries_per_input") if isinstance(a.get("queries_per_input"), dict) else {}
-            for r in _records(a.get("results")):
-                ra = r.get("approx") if isinstance(r.get("approx"), dict) else {}
-                re_ = r.get("exact") if isinstance(r.get("exact"), dict) else {}
-                pa = ra.get("perturbation") if isinstance(ra.get("perturbation"), dict) else {}
-                pe = re_.get("perturbation") if isinstance(re_.get("perturbation"), dict) else {}
-                rows.append([str(a.get("attack")), str(a.get("norm")), eps_label(r.get("epsilon")),
-                             pct(ra.get("success_rate")), pct(re_.get("success_rate")),
-                             summ(pa.get("l2")), summ(pe.get("l2")), summ(pa.get("mse")), summ(pe.get("mse")),
-                             summ(pa.get("psnr")), summ(pe.get("psnr")), fmt(qpi.get("approx")), fmt(qpi.get("exact"))])
+        for a in BothModelsAttack.list_of(entries):
+            qpi = a.queries_per_input if isinstance(a.queries_per_input, dict) else {}
+            for r in BothModelsResult.list_of(a.results):
+                ra, re_ = SideResult.of(r.approx), SideResult.of(r.exact)
+                pa, pe = Perturbation.of(ra.perturbation), Perturbation.of(re_.perturbation)
+                rows.append([str(a.attack), str(a.norm), eps_label(r.epsilon), pct(ra.success_rate),
+                             pct(re_.success_rate), summ(pa.l2), summ(pe.l2), summ(pa.mse), summ(pe.mse),
+                             summ(pa.psnr), summ(pe.psnr), fmt(qpi.get("approx")), fmt(qpi.get("exact"))])
         if rows:
             out.append(Table(title, ["attack", "norm", "ε", "success approx", "success exact", "L2 approx", "L2 exact",
                                      "MSE approx", "MSE exact", "PSNR approx", "PSNR exact", "queries/input approx",
@@ -153,18 +153,16 @@ def approx_blocks(ax) -> list:
                              note="success over each model's clean-correct inputs; L2/MSE/PSNR: means over the "
                                   "successful examples"))
     rows = []
-    for a in _records(ax.perturbation):
-        for side in ("exact", "approx"):
-            s = a.get(side) if isinstance(a.get(side), dict) else {}
-            rows.append([str(a.get("attack")), str(a.get("norm")), side,
-                         f"{fmt(s.get('n_success'))}/{fmt(s.get('n_attacked'))}", fmt(s.get("median_l2")),
-                         fmt(s.get("mean_l2")), fmt(s.get("median_mse")), fmt(s.get("mean_mse")),
-                         fmt(s.get("median_psnr")), fmt(s.get("mean_psnr"))])
+    minimal = MinimalComparison.list_of(ax.perturbation)
+    for a in minimal:
+        for side, m in (("exact", MinimalSide.of(a.exact)), ("approx", MinimalSide.of(a.approx))):
+            rows.append([str(a.attack), str(a.norm), side, f"{fmt(m.n_success)}/{fmt(m.n_attacked)}", fmt(m.median_l2),
+                         fmt(m.mean_l2), fmt(m.median_mse), fmt(m.mean_mse), fmt(m.median_psnr), fmt(m.mean_psnr)])
     if rows:
-        note = "; ".join(f"{a.get('attack')}: over the {fmt(p.get('n'))} inputs found on both, median L2 ratio "
-                         f"approx/exact {fmt(p.get('l2_ratio_median'))}, MSE ratio {fmt(p.get('mse_ratio'))}, PSNR drop "
-                         f"{fmt(p.get('psnr_drop_db'))} dB"
-                         for a in _records(ax.perturbation) for p in [a.get("paired")] if isinstance(p, dict))
+        note = "; ".join(f"{a.attack}: over the {fmt(p.n)} inputs found on both, median L2 ratio "
+                         f"approx/exact {fmt(p.l2_ratio_median)}, MSE ratio {fmt(p.mse_ratio)}, PSNR drop "
+                         f"{fmt(p.psnr_drop_db)} dB"
+                         for a in minimal for p in [a.paired] if isinstance(p, PairedMinimal))
         out.append(Table("Minimal perturbation each model needs", ["attack", "norm", "model", "found", "median L2",
                                                                     "mean L2", "median MSE", "mean MSE",
                                                                     "median PSNR dB", "mean PSNR dB"],
@@ -173,17 +171,17 @@ def approx_blocks(ax) -> list:
     if isinstance(wc, dict) and wc:
         out.append(Table("Worst case on the approximate model (union of all attacks per budget)",
                          ["norm", "ε", "success rate", "robust accuracy"],
-                         [[str(get(v, "norm", default=k)), fmt(get(v, "epsilon")), pct(get(v, "success_rate")),
-                           pct(get(v, "robust_accuracy"))] for k, v in wc.items() if isinstance(v, dict)],
+                         [[str(v.norm if v.has("norm") else k), fmt(v.epsilon), pct(v.success_rate),
+                           pct(v.robust_accuracy)] for k, v in wc.items() if isinstance(v, WorstCase)],
                          {1, 2, 3}, key="approx-worst-case"))
     st = ax.strongest
-    if isinstance(st, dict):
-        out.append(Para(f"strongest attack on the approximate model: {st.get('source')} {st.get('attack')} "
-                        f"({st.get('norm')}, ε {fmt(st.get('epsilon'))}), success {pct(st.get('success_rate'))} "
-                        f"({fmt(st.get('n_success'))}/{fmt(st.get('n_attacked'))})"))
+    if isinstance(st, Strongest):
+        out.append(Para(f"strongest attack on the approximate model: {st.source} {st.attack} "
+                        f"({st.norm}, ε {fmt(st.epsilon)}), success {pct(st.success_rate)} "
+                        f"({fmt(st.n_success)}/{fmt(st.n_attacked)})"))
     q = ax.queries
-    if isinstance(q, dict):
-        out.append(Para(f"model queries: exact {fmt(q.get('exact'))}, approximate {fmt(q.get('approx'))}", "note"))
+    if isinstance(q, ModelQueries):
+        out.append(Para(f"model queries: exact {fmt(q.exact)}, approximate {fmt(q.approx)}", "note"))
     return out + extra_blocks("approx.", ax)
 
 
@@ -205,10 +203,10 @@ def robustness_blocks(rob) -> list:
                          pct(r.attack_success_rate), f"{fmt(r.n_success)}/{fmt(r.n_attacked)}",
                          fmt(r.n_unverified), summ(get(r.queries, "per_input", default=get(a.queries, "per_input")))])
         mp = a.minimal_perturbation
-        if isinstance(mp, dict):
-            mrows.append([str(a.attack), str(a.norm), f"{fmt(mp.get('n_success'))}/{fmt(mp.get('n_attacked'))}",
-                          fmt(mp.get("median_l2")), summ(mp.get("l2"), "median"), summ(mp.get("linf"), "median"),
-                          summ(mp.get("mse"), "median"), summ(mp.get("psnr"), "median")])
+        if isinstance(mp, MinimalPerturbation):
+            mrows.append([str(a.attack), str(a.norm), f"{fmt(mp.n_success)}/{fmt(mp.n_attacked)}", fmt(mp.median_l2),
+                          summ(mp.l2, "median"), summ(mp.linf, "median"), summ(mp.mse, "median"),
+                          summ(mp.psnr, "median")])
     if rows:
         out.append(Table("Robust accuracy per ε", ["attack", "norm", "ε", "robust acc.", "success", "fooled",
                                                    "unverified", "queries/input"], rows, {2, 3, 4, 5, 6, 7},
@@ -228,14 +226,12 @@ def robustness_blocks(rob) -> list:
                          ["attack", "ε", "members"], en_rows, {1}, key="ensemble"))
     ex_rows = []
     for a in attacks:
-        found = [(r.epsilon, ex) for r in EvasionResult.list_of(a.results) for ex in _records(r.examples)]
-        mp = a.minimal_perturbation if isinstance(a.minimal_perturbation, dict) else {}
-        found += [(None, ex) for ex in _records(mp.get("examples"))]
+        found = [(r.epsilon, ex) for r in EvasionResult.list_of(a.results) for ex in Example.list_of(r.examples)]
+        found += [(None, ex) for ex in Example.list_of(MinimalPerturbation.of(a.minimal_perturbation).examples)]
         for eps, ex in found:
-            png = get(ex, "files", "adversarial")
-            ex_rows.append([str(a.attack), eps_label(eps), fmt(ex.get("index")),
-                            f"{fmt(ex.get('label'))} → {fmt(ex.get('prediction'))}", fmt(ex.get("l2")),
-                            str(png[-1]) if isinstance(png, list) and png else "n/a"])
+            png = get(ex.files, "adversarial")
+            ex_rows.append([str(a.attack), eps_label(eps), fmt(ex.index), f"{fmt(ex.label)} → {fmt(ex.prediction)}",
+                            fmt(ex.l2), str(png[-1]) if isinstance(png, list) and png else "n/a"])
     if ex_rows:
         out.append(Table("Saved adversarial examples (--save-inputs)", ["attack", "ε", "input", "label → pred.", "L2",
                                                                       "adversarial image"], ex_rows, {1, 2, 4},
