@@ -1,6 +1,6 @@
 """auditor: pre-deployment audit of embedded CNN inference (latency, energy, robustness)."""
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401  (the public version attribute)
 
 
 def _user_cache_dir() -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from .version import __version__
 from .errors import AuditorError
 from .report.formats import FORMATS as _FORMATS
 from .report.formats import format_of, usual_suffixes

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from . import schema
-from .pipeline.baseline import Regression
 from .data import DataSpec
 from .model.rewrite.preprocess import Preprocessing
 
@@ -110,6 +109,21 @@ class RobustAccuracyCheck:
     epsilon: float = schema.field(doc="budget", minimum=0)
     threshold: float = schema.field(doc="minimum robust accuracy (0..1)", minimum=0, maximum=1)
     norm: Optional[str] = schema.field(None, doc="norm (defaults to the attack's)")
+
+
+@dataclass
+class Regression:
+    """How much worse than the baseline report a new report may be (checked with --baseline)."""
+
+    max_latency_growth: Optional[float] = schema.field(None, doc="worst-case latency may grow at most this fraction (0.1 = 10%)",
+                                                       minimum=0)
+    max_energy_growth: Optional[float] = schema.field(None, doc="worst-case energy may grow at most this fraction", minimum=0)
+    max_density_growth: Optional[float] = schema.field(None, doc="worst-case density may grow at most this much (absolute)",
+                                                       minimum=0, maximum=1)
+    max_accuracy_drop: Optional[float] = schema.field(None, doc="clean accuracy may drop at most this much (0.01 = 1 point)",
+                                                      minimum=0, maximum=1)
+    max_robust_accuracy_drop: Optional[float] = schema.field(None, doc="robust accuracy (any attack and epsilon) may drop at most this much",
+                                                             minimum=0, maximum=1)
 
 
 @dataclass

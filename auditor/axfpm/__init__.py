@@ -85,7 +85,6 @@ __all__ = [
     "prepare_conv_weight",
     "conv2d_prepared",
     "ConvWeight",
-    "ApproxModel",
 ]
 
 
@@ -178,11 +177,3 @@ def matmul(a, b, variant: str = "da-reference", *, activation: str = "a") -> np.
     if b_vec:
         out = out[..., 0]
     return np.ascontiguousarray(out).astype(np.float32)
-
-
-def __getattr__(name):  # lazy: execute.py imports onnx/onnxruntime
-    if name == "ApproxModel":
-        from .execute import ApproxModel
-
-        return ApproxModel
-    raise AttributeError(name)

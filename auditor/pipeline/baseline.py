@@ -3,28 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Optional
 
-from .. import schema
 from .checks import Check, evaluate, robust_accuracies
 from ..errors import AuditorError
-
-
-@dataclass
-class Regression:
-    """How much worse than the baseline report a new report may be (checked with --baseline)."""
-
-    max_latency_growth: Optional[float] = schema.field(None, doc="worst-case latency may grow at most this fraction (0.1 = 10%)",
-                                                       minimum=0)
-    max_energy_growth: Optional[float] = schema.field(None, doc="worst-case energy may grow at most this fraction", minimum=0)
-    max_density_growth: Optional[float] = schema.field(None, doc="worst-case density may grow at most this much (absolute)",
-                                                       minimum=0, maximum=1)
-    max_accuracy_drop: Optional[float] = schema.field(None, doc="clean accuracy may drop at most this much (0.01 = 1 point)",
-                                                      minimum=0, maximum=1)
-    max_robust_accuracy_drop: Optional[float] = schema.field(None, doc="robust accuracy (any attack and epsilon) may drop at most this much",
-                                                             minimum=0, maximum=1)
+from ..scenario import Regression  # noqa: F401  (the `regression:` section, declared with the scenario)
 
 
 def _profile_map(d: dict) -> dict:

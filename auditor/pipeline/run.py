@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, progress, schema
+from .. import progress, schema
+from ..version import __version__
 from .checks import Check, evaluate as evaluate_checks
 from ..data import load_data
 from ..errors import AuditorError
