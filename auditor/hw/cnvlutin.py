@@ -187,7 +187,7 @@ def cnv_schedule(src, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, per_brick, 
     PL = (band + rext + 1) * Wq          # one phase plane of one source (+1 row: the full-width reads)
     nbands = (OH + band - 1) // band
     ntap = KH * KW * S
-    toff = np.empty(ntap, dtype=np.int64)   # offset of each tap, in window order
+    toff = np.empty(ntap, dtype=np.uint64)  # offset of each tap, in window order
     need_a = np.zeros(sh, dtype=np.bool_)   # the phases some tap reads
     need_b = np.zeros(sw, dtype=np.bool_)
     t = 0
@@ -200,18 +200,29 @@ def cnv_schedule(src, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, per_brick, 
             for s in range(S):
                 toff[t] = ((s * sh + a) * sw + b) * PL + ((ky * dh) // sh) * Wq + (kx * dw) // sw
                 t += 1
-    mx = np.zeros(W, dtype=np.int64)  # windows (ox, kx) reading each input column
+    # per column phase b: the phase columns [lo, hi) inside the input, and how many windows
+    # (ox, kx) read each of them (mxp) and all of them (msum)
+    mxp = np.zeros((sw, Wq), dtype=np.int32)
     for kx in range(KW):
         for ox in range(OW):
-            ix = ox * sw - pl + kx * dw
-            if 0 <= ix < W:
-                mx[ix] += 1
+            px = ox * sw + kx * dw  # padded column
+            if pl <= px < pl + W and px // sw < Wq:
+                mxp[px % sw, px // sw] += 1
+    lo_b = np.empty(sw, dtype=np.int64)
+    hi_b = np.empty(sw, dtype=np.int64)
+    msum = np.zeros(sw, dtype=np.int64)
+    for b in range(sw):
+        lo_b[b] = max(0, (pl - b + sw - 1) // sw)
+        hi_b[b] = min(Wq, (W - 1 + pl - b) // sw + 1)
+        for col in range(lo_b[b], hi_b[b]):
+            msum[b] += mxp[b, col]
     ntask = N * group * nbands
     nchunk = min(ntask, 64)
     parts = np.zeros((ntask, 3), dtype=np.int64)
     Q = band * Wq
     for chunk in numba.prange(nchunk):
         planes = np.empty(S * sh * sw * PL, dtype=np.int32)
+        myrow = np.empty((band + rext + 1) * sh, dtype=np.int64)
         cnt = np.empty(Q, dtype=np.int32)    # non-zeros of the current brick
         smax = np.empty(Q, dtype=np.int32)   # largest brick of the current step
         entp = np.empty(Q, dtype=np.int32)   # entries read, per position
@@ -224,99 +235,105 @@ def cnv_schedule(src, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, per_brick, 
             R = min(band, OH - r0)
             QR = R * Wq
             planes[:] = 0
+            myrow[:] = 0  # by padded row - r0 * sh: how many windows (oy in the band, ky) read it
+            for oy in range(R):
+                for ky in range(KH):
+                    myrow[oy * sh + ky * dh] += 1
             nnz = 0
             ent = 0
             reads = 0
-            # phase row j of row phase a is padded input row (r0 + j) * sh + a
-            for a in range(sh):
-                if not need_a[a]:
-                    continue
-                for j in range(R + rext):
-                    prow = (r0 + j) * sh + a
-                    iy = prow - pt
-                    if iy < 0 or iy >= H:
+            # phase row j of row phase a is padded input row (r0 + j) * sh + a; unsigned
+            # indices: no negative-index handling in the loops
+            for s in range(S):
+                sp = src[n, g * S + s]
+                for a in range(sh):
+                    if not need_a[a]:
                         continue
-                    my = 0  # windows (oy in the band, ky) reading this row
-                    for ky in range(KH):
-                        d = prow - ky * dh
-                        if d >= 0 and d % sh == 0 and r0 <= d // sh < r0 + R:
-                            my += 1
-                    if my == 0:
-                        continue
-                    for b in range(sw):
-                        if not need_b[b]:
+                    for j in range(R + rext):
+                        iy = (r0 + j) * sh + a - pt
+                        my = myrow[j * sh + a]  # windows (oy in the band, ky) reading this row
+                        if iy < 0 or iy >= H or my == 0:
                             continue
-                        lo = max(0, (pl - b + sw - 1) // sw)   # phase columns inside the input
-                        hi = min(Wq, (W - 1 + pl - b) // sw + 1)
-                        if hi <= lo:
-                            continue
-                        off = lo * sw + b - pl
-                        for s in range(S):
-                            row = planes[((s * sh + a) * sw + b) * PL + j * Wq + lo:((s * sh + a) * sw + b) * PL + j * Wq + hi]
-                            sr = src[n, g * S + s, iy]
-                            for k in range(hi - lo):
-                                v = np.int32(sr[off + k * sw])
-                                row[k] = v
-                                w = my * mx[off + k * sw]
-                                nnz += v * w
-                                ent += max(v, min_slot) * w
-                                reads += w
-            sm = smax[:QR]
-            sm[:] = 0
-            cy = cycp[:QR]
-            cy[:] = 0
-            en = entp[:QR]
-            en[:] = 0
-            ct = cnt[:QR]
+                        uy = np.uint64(iy)
+                        for b in range(sw):
+                            lo = lo_b[b]
+                            hi = hi_b[b]
+                            if not need_b[b] or hi <= lo:
+                                continue
+                            reads += my * msum[b]
+                            base = np.uint64(((s * sh + a) * sw + b) * PL + j * Wq + lo)
+                            ub = np.uint64(b)
+                            ulo = np.uint64(lo)
+                            x0 = np.uint64(lo * sw + b - pl)  # input column of phase column lo
+                            usw = np.uint64(sw)
+                            dv = 0
+                            de = 0
+                            for k in range(np.uint64(hi - lo)):
+                                v = np.int32(sp[uy, x0 + k * usw])
+                                planes[base + k] = v
+                                mk = mxp[ub, ulo + k]
+                                dv += v * mk
+                                if per_brick == 1:
+                                    de += max(v, min_slot) * mk
+                            nnz += my * dv
+                            ent += my * de
+            uq = np.uint64(QR)
+            ms = np.int32(min_slot)
+            sm = smax
+            cy = cycp
+            en = entp
+            ct = cnt
+            for q in range(uq):
+                sm[q] = 0
+                cy[q] = 0
+                en[q] = 0
             in_step = 0
             t = 0
             while t < ntap:
+                o = toff[t]
                 if per_brick == 1:
-                    p = planes[toff[t]:toff[t] + QR]
-                    for q in range(QR):
-                        sm[q] = max(sm[q], p[q])
+                    for q in range(uq):
+                        sm[q] = max(sm[q], planes[o + q])
                     t += 1
                 elif per_brick == 2 and t + 1 < ntap:
-                    p0 = planes[toff[t]:toff[t] + QR]
-                    p1 = planes[toff[t + 1]:toff[t + 1] + QR]
-                    for q in range(QR):
-                        v = p0[q] + p1[q]
-                        en[q] += max(v, min_slot)
+                    o1 = toff[t + 1]
+                    for q in range(uq):
+                        v = np.int32(planes[o + q] + planes[o1 + q])
+                        en[q] = np.int32(en[q] + max(v, ms))
                         sm[q] = max(sm[q], v)
                     t += 2
                 else:
                     t1 = min(t + per_brick, ntap)
-                    p = planes[toff[t]:toff[t] + QR]
-                    for q in range(QR):
-                        ct[q] = p[q]
+                    for q in range(uq):
+                        ct[q] = planes[o + q]
                     for u in range(t + 1, t1):
-                        p = planes[toff[u]:toff[u] + QR]
-                        for q in range(QR):
-                            ct[q] += p[q]
-                    for q in range(QR):
+                        o = toff[u]
+                        for q in range(uq):
+                            ct[q] = np.int32(ct[q] + planes[o + q])
+                    for q in range(uq):
                         v = ct[q]
-                        en[q] += max(v, min_slot)
+                        en[q] = np.int32(en[q] + max(v, ms))
                         sm[q] = max(sm[q], v)
                     t = t1
                 in_step += 1
                 if in_step == lanes or t >= ntap:  # close the step
-                    for q in range(QR):
-                        cy[q] += max(sm[q], min_slot)
+                    for q in range(uq):
+                        cy[q] = np.int32(cy[q] + max(sm[q], ms))
                         sm[q] = 0
                     in_step = 0
             cyc = 0
+            ent2 = 0
             for r in range(R):
-                for ox in range(OW):
-                    cyc += cy[r * Wq + ox]
+                o = np.uint64(r * Wq)
+                for ox in range(np.uint64(OW)):
+                    cyc += cy[o + ox]
+                    ent2 += en[o + ox]
             if per_brick == 1:
                 # one source per brick: its entries were counted per pixel; every (window, tap)
                 # that reads padding costs min_slot
                 ent += min_slot * (R * OW * ntap - reads)
             else:
-                ent = 0
-                for r in range(R):
-                    for ox in range(OW):
-                        ent += en[r * Wq + ox]
+                ent = ent2
             parts[task, 0] = cyc
             parts[task, 1] = nnz
             parts[task, 2] = ent
