@@ -52,7 +52,8 @@ def main() -> None:
     import numba
     import numpy as np
 
-    from auditor.pipeline.approx import ApproxClassifier, approx_audit
+    from auditor.pipeline.approx import approx_audit
+    from auditor.runtime.approx import ApproxClassifier
     from auditor.attacks.evasion import PGD
     from auditor.hw.profile import Approx
     from auditor.runtime.session import OnnxClassifier

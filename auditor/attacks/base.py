@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import AuditorError, short
 from ..progress import Progress
 from ..registry import Registry
+from ..runtime.verify import within_bounds
 
 T = TypeVar("T", bound=type)
 
@@ -287,7 +288,7 @@ def bounds_of(model) -> tuple[float, float]:
 
 def check_inputs(model, x, where: str) -> np.ndarray:
     """A batch of raw inputs for ``model``: numeric, shaped (N, *model.input_shape), N >= 1,
-    finite and inside the pixel range (up to float rounding: 1e-5 of the range, then clipped).
+    finite and inside the pixel range (up to :data:`auditor.runtime.verify.PIXEL_TOL`, then clipped).
     -> float32 copy."""
     try:
         x = np.asarray(x, dtype=np.float32)
@@ -302,8 +303,7 @@ def check_inputs(model, x, where: str) -> np.ndarray:
     if not np.all(np.isfinite(x)):
         raise AuditorError("inputs contain NaN or infinite values", where)
     lo, hi = bounds_of(model)
-    tol = 1e-5 * max(1.0, hi - lo)
-    if x.min() < lo - tol or x.max() > hi + tol:
+    if not within_bounds(x, (lo, hi)).all():
         raise AuditorError(f"inputs lie outside the valid pixel range [{lo:g}, {hi:g}] "
                            f"(min {x.min():.4g}, max {x.max():.4g})", where)
     return np.clip(x, lo, hi).astype(np.float32)

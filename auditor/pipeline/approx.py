@@ -1,23 +1,7 @@
-"""The approximate-multiplier model as a :class:`Classifier`, its BPDA gradients, and its audit.
+"""The audit of an approximate-multiplier deployment against its exact model.
 
-Defensive Approximation (Guesmi et al.): the products of the Conv / Gemm layers run on the Ax-FPM
-approximate float32 multiplier (:mod:`auditor.axfpm`: bit-exact emulation, products accumulated in
-float64, bias added exactly, one cast to float32).  Which layers are approximate and which
-multiplier variant is used come from the hardware profile's ``approx:`` section
-(:class:`auditor.hw.profile.Approx`; default: every Conv and Gemm, ``da-reference``).
-
-:class:`ApproxClassifier`
-    The same data flow as :class:`auditor.runtime.session.OnnxClassifier` (model -> ``preprocess.prepend``
-    -> ``rewrite.instrument``), but the forward pass is the *approximate* execution
-    (:class:`auditor.axfpm.execute.ApproxModel` over the instrumented model), so
-    ``auditor.runtime.evaluate.evaluate`` and every cost model see the approximate activations, and every
-    query-based attack queries the approximate model.
-
-    Gradients (white-box attacks) are BPDA, Athalye et al. 2018: the forward pass is the
-    approximate one and the backward pass is the exact network's vector-Jacobian product evaluated
-    at the approximate forward's intermediate values, through one ONNX gradient graph per
-    objective built on the rewrite of :func:`auditor.model.rewrite.bpda.bpda_model`.  One
-    BPDA step costs one approximate forward pass plus one onnxruntime forward+backward.
+The approximate model itself (Ax-FPM forward, BPDA gradients) is
+:class:`auditor.runtime.approx.ApproxClassifier`.
 
 :func:`approx_audit`
     Clean accuracy and confidence margins exact vs approximate (paper Fig. 12), transfer of
@@ -33,188 +17,16 @@ import json
 import time
 
 import numpy as np
-import onnx
 
 from ..attacks.evasion.base import default_epsilon
 from ..attacks.primitives import margins, top_margin
-from ..axfpm.execute import ApproxModel
 from ..errors import AuditorError
-from ..model.graph import tensor_shapes
-from ..model.load import as_model, graph_inputs, prepare
-from ..norms import norm as _norm
 from ..norms import perturbation_stats
-from ..model.rewrite.preprocess import Preprocessing, prepend
-from ..model.rewrite.instrument import instrument
-from ..model.names import name_nodes
-from ..model.rewrite.bpda import bpda_model
-from ..runtime.session import (GRAD_INPUT, OnnxClassifier, Runner, build_timer, gradient_model, knob_feeds,
-                      logits_head)
+from ..runtime.approx import ApproxClassifier
 from ..runtime.classifier import Classifier
+from ..runtime.session import OnnxClassifier
+from ..runtime.verify import ort_classifier, verified_success, within_eps
 from .stats import perturbation_summary, summary
-from ..runtime.engine import run_batches
-
-def _named(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose nodes all carry the unique names ApproxModel and the layer table use."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    name_nodes(out.graph)
-    return out
-
-
-def _approx_settings(approx) -> tuple[str, list[str] | None]:
-    if approx is None:
-        return "da-reference", None
-    variant = getattr(approx, "multiplier", None)
-    if variant is None and isinstance(approx, dict):
-        variant = approx.get("multiplier", "da-reference")
-        layers = approx.get("layers")
-    else:
-        layers = getattr(approx, "layers", None)
-    from ..axfpm import MULTIPLIERS
-
-    if variant not in MULTIPLIERS:
-        raise AuditorError(f"unknown multiplier {variant!r} (known: {', '.join(MULTIPLIERS)})", where="approx")
-    if layers is not None:
-        if isinstance(layers, str) or not all(isinstance(n, str) for n in layers):
-            raise AuditorError(f"layers must be a list of node names, got {layers!r}", where="approx")
-        layers = list(layers)
-    return variant, layers
-
-
-class ApproxClassifier(Classifier):
-    """A :class:`Classifier` whose forward pass runs the approximate multiplier (see the module doc).
-
-    ``approx``: an :class:`auditor.hw.profile.Approx` (or a mapping with ``multiplier`` and
-    ``layers``); None = every Conv and Gemm node on the ``da-reference`` multiplier.  Layer names are
-    the node names of the model as loaded (``<op_type>_<index>`` for unnamed nodes).
-    """
-
-    def __init__(self, model, preprocessing: Preprocessing | None = None, approx=None, *,
-                 threads: int = 0, batch_size: int = 64, sparsity_f: str = "tanh"):
-        super().__init__()
-        self._rate = [0.0]  # seconds per input measured by _run: the estimate of the next batch's time
-        self.preprocessing = preprocessing or Preprocessing()
-        self.variant, layers = _approx_settings(approx)
-        if isinstance(model, onnx.ModelProto):
-            model = prepare(model, input_size=self.preprocessing.input_size,  # as load_model does for files
-                            layout=self.preprocessing.layout)
-        base = _named(as_model(model, input_size=self.preprocessing.input_size, layout=self.preprocessing.layout))
-        self.base_model = base
-        self.model, self.head = logits_head(prepend(base, self.preprocessing))
-        self.instrumented, self.probes = instrument(self.model)
-        self.threads, self.batch_size, self.sparsity_f = threads, max(int(batch_size), 1), sparsity_f
-        self._ort_threads = int(threads) if threads else None
-        self.approx_model = ApproxModel(self.instrumented, layers, self.variant,
-                                        intra_op_threads=self._ort_threads)
-        #: names of the approximated nodes, in graph order
-        self.approx_nodes: tuple[str, ...] = self.approx_model.approx_nodes
-        self.logits_name = self.model.graph.output[0].name
-        self.input_name = graph_inputs(self.model)[0].name
-        self.bounds = self.preprocessing.bounds
-        dims = graph_inputs(self.model)[0].type.tensor_type.shape.dim
-        d0 = dims[0].dim_value if len(dims) and dims[0].HasField("dim_value") else 0
-        self.fixed_batch = int(d0) if d0 > 0 else None
-        shapes = tensor_shapes(onnx.shape_inference.infer_shapes(self.model))
-        self.input_shape = tuple(int(d) for d in shapes[self.input_name][1:])
-        out_shape = shapes.get(self.logits_name)
-        self.num_classes = int(out_shape[-1]) if out_shape and isinstance(out_shape[-1], int) else None
-        if self.num_classes is None:
-            self.num_classes = int(self._run(np.zeros((1,) + self.input_shape, np.float32))
-                                   [self.logits_name].shape[-1])
-        self.activation_names = list(self.probes.layer_inputs)
-        self._bpda: tuple[onnx.ModelProto, dict[str, str]] | None = None
-        self._grad_runners: dict[str, tuple[Runner, str, dict]] = {}
-
-    @property
-    def layers(self):
-        return self.probes.layers
-
-    @property
-    def layer_tensors(self) -> list[str]:
-        return list(self.probes.layer_tensors)
-
-    # --- forward ---------------------------------------------------------------------------
-    def _run(self, x: np.ndarray, outputs: list[str] | None = None) -> dict[str, np.ndarray]:
-        """Approximate run of the instrumented model over ``x`` in batches (graph outputs + ``outputs``)."""
-        return run_batches(lambda xb, _: self.approx_model.run(xb, outputs), x, self.batch_size,
-                           fixed_batch=self.fixed_batch, check=self._check_deadline, rate=self._rate)
-
-    def forward(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Logits and every probed tensor (activations, compute-layer inputs), approximate execution."""
-        self._check_deadline()
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        self.queries += len(x)
-        return self._run(x)
-
-    def _logits(self, x):
-        self._check_deadline()
-        return self._run(x)[self.logits_name]
-
-    def activations(self, x):
-        out = self.forward(x)
-        return {k: out[k] for k in self.activation_names}
-
-    # --- BPDA gradients --------------------------------------------------------------------
-    def _objective_spec(self, objective: str):
-        return OnnxClassifier._objective_spec(self, objective)  # same objectives, same knobs
-
-    @property
-    def bpda(self) -> tuple[onnx.ModelProto, dict[str, str]]:
-        """The BPDA forward model (before the objective) and its feeds (input -> approximate tensor)."""
-        if self._bpda is None:
-            self._bpda = bpda_model(self.model, self.approx_nodes)
-        return self._bpda
-
-    def _grad_runner(self, objective: str):
-        if objective not in self._grad_runners:
-            model, _ = self.bpda
-            with build_timer(self):
-                g, obj_name, knobs = gradient_model(model, self._objective_spec(objective), self.logits_name,
-                                                    wrt=self.input_name)
-                self._grad_runners[objective] = (Runner(g, self.threads, self.batch_size), obj_name, knobs)
-        return self._grad_runners[objective]
-
-    def _value_and_grad(self, x, objective, knobs):
-        self._check_deadline()
-        runner, obj_name, _ = self._grad_runner(objective)
-        _, bpda_feeds = self.bpda
-        feeds = knob_feeds(objective, knobs)  # the exact classifier's knobs and types
-        if bpda_feeds:
-            fwd = self._run(x, sorted(set(bpda_feeds.values())))
-            for inp, tensor in bpda_feeds.items():
-                feeds[inp] = fwd[tensor]
-        out = runner.run(x, [obj_name, GRAD_INPUT, self.logits_name], feeds=feeds, check=self._check_deadline)
-        return out[obj_name], out[GRAD_INPUT], out[self.logits_name]
-
-    # --- independent verification ----------------------------------------------------------
-    def verifier(self) -> "ApproxLogits":
-        """A logits-only classifier over a *separate* ApproxModel of the plain (not instrumented)
-        model: an independent forward pass to re-verify adversarial examples."""
-        return ApproxLogits(self.model, list(self.approx_nodes), self.variant, self.bounds,
-                            self.input_shape, self.num_classes, threads=self._ort_threads,
-                            batch_size=self.batch_size, fixed_batch=self.fixed_batch)
-
-
-class ApproxLogits(Classifier):
-    """Logits of the approximate model from its own ApproxModel instance (no gradients)."""
-
-    def __init__(self, model: onnx.ModelProto, approx_nodes, variant: str, bounds, input_shape, num_classes, *,
-                 threads=None, batch_size: int = 64, fixed_batch=None):
-        super().__init__()
-        self.approx_model = ApproxModel(model, approx_nodes, variant, intra_op_threads=threads)
-        self.logits_name = model.graph.output[0].name
-        self.bounds, self.input_shape, self.num_classes = bounds, tuple(input_shape), num_classes
-        self.batch_size, self.fixed_batch = batch_size, fixed_batch
-
-    def _logits(self, x):
-        if not len(x):
-            return np.zeros((0, self.num_classes), np.float32)
-        return run_batches(lambda xb, _: {"z": self.approx_model.run(xb)[self.logits_name]}, x, self.batch_size,
-                           fixed_batch=self.fixed_batch)["z"]
-
-    def _value_and_grad(self, x, objective, knobs):
-        raise AuditorError("the verification classifier has no gradients", where="approx")
-
 
 # ==============================================================================================
 # the audit
@@ -273,8 +85,6 @@ class _Ctx:
     """What every part of the audit shares: data, verifiers, cached attack runs, candidates."""
 
     def __init__(self, exact, approx, x, y, seed):
-        from .robustness import ort_classifier
-
         self.exact, self.approx, self.x, self.y, self.seed = exact, approx, x, y, seed
         self.v_exact = ort_classifier(exact.base_model, exact.preprocessing)
         self.v_approx = approx.verifier()
@@ -290,8 +100,6 @@ class _Ctx:
         self.masks: list[tuple[str, float, np.ndarray]] = []  # (norm, eps, fooled approx) per candidate
 
     def verify(self, which: str, x_adv, targets, norm=None, eps=None) -> np.ndarray:
-        from .robustness import verified_success
-
         v = self.v_exact if which == "exact" else self.v_approx
         ok, _ = verified_success(v, self.x, x_adv, self.y, targets, norm, eps)
         return ok
@@ -378,8 +186,7 @@ def _transfer_section(ctx: _Ctx, specs, source_key: str, source: Classifier, k0:
                  "perturbation": perturbation_summary(x_adv, ctx.x, both & on_source, ctx.range)}
             entry["results"].append(r)
             b = ctx.budget(norm, eps)
-            within = fooled_approx & ((_norm(x_adv - ctx.x, norm) <= b * (1 + 1e-5) + 1e-6) if b is not None
-                                      else True)
+            within = fooled_approx & (within_eps(x_adv, ctx.x, norm, b, ctx.bounds) if b is not None else True)
             ctx.add_candidate(label, parsed["name"], norm, b, within)
         out.append(entry)
     return out
@@ -414,7 +221,7 @@ def _direct_section(ctx: _Ctx, specs, k0: int, label: str) -> list[dict]:
                           "perturbation": perturbation_summary(re_.x_adv[j], ctx.x, fe & ctx.ok_exact, ctx.range)},
             })
             b = ctx.budget(norm, eps)
-            within = fa & ((_norm(ra.x_adv[j] - ctx.x, norm) <= b * (1 + 1e-5) + 1e-6) if b is not None else True)
+            within = fa & (within_eps(ra.x_adv[j], ctx.x, norm, b, ctx.bounds) if b is not None else True)
             ctx.add_candidate(label, pa["name"], norm, b, within)
         out.append(entry)
     return out
@@ -467,7 +274,7 @@ def _minimal_section(ctx: _Ctx, specs, k0: int) -> list[dict]:
                     "seconds": {"approx": sa, "exact": se}, "approx": side["approx"], "exact": side["exact"],
                     "paired": paired})
         b = ctx.budget(norm, None)
-        within = fa & ((_norm(ra.x_min - ctx.x, norm) <= b * (1 + 1e-5) + 1e-6) if b is not None else True)
+        within = fa & (within_eps(ra.x_min, ctx.x, norm, b, ctx.bounds) if b is not None else True)
         ctx.add_candidate("minimal", pa["name"], norm, b, within)
     return out
 
@@ -571,5 +378,5 @@ def approx_audit(exact: OnnxClassifier, approx: ApproxClassifier, x, y, attacks:
     return _jsonable(report)
 
 
-__all__ = ["ApproxClassifier", "ApproxLogits", "approx_audit", "DEFAULT_TRANSFER",
+__all__ = ["approx_audit", "DEFAULT_TRANSFER",
            "DEFAULT_SUBSTITUTE", "DEFAULT_WHITEBOX", "DEFAULT_QUERY", "DEFAULT_MINIMAL"]

@@ -19,6 +19,7 @@ from ..runtime.evaluate import Evaluation, cost_fn, evaluate, per_input
 from ..norms import perturbation_stats
 from ..scenario import EnergyAttack
 from ..runtime.session import OnnxClassifier
+from ..runtime.verify import within_bounds, within_eps
 from .stats import sample_stats
 
 
@@ -78,8 +79,7 @@ def energy_section(verifier: OnnxClassifier, cost_model, x_all: np.ndarray, clea
     x = x_all[:n]
     res_x, ev = part["x"], part["ev"]
     # --- independent re-verification (ev: a fresh session and cost simulation) ---------------
-    lo, hi = verifier.bounds
-    ok = (res_x.reshape(len(res_x), -1).min(axis=1) >= lo) & (res_x.reshape(len(res_x), -1).max(axis=1) <= hi)
+    ok = within_bounds(res_x, verifier.bounds)
     paired = search.needs_clean and len(res_x) == n
     section: dict = {"search": search.name, "params": dict(part["params"]),
                      "cost": spec.cost, "count": int(len(res_x)), "queries": int(part["queries"]),
@@ -91,8 +91,7 @@ def energy_section(verifier: OnnxClassifier, cost_model, x_all: np.ndarray, clea
         bud = part.get("budget") or {}  # the bound the search resolved for these inputs (eps: auto)
         eps, norm = bud.get("eps", search.params.get("eps")), search.params.get("norm", "l2")
         if isinstance(eps, (int, float)) and np.isfinite(eps):
-            within = pert[norm if norm in pert else "l2"] <= float(eps) * (1 + 1e-4) + 1e-6
-            ok &= within
+            ok &= within_eps(res_x, x, norm if norm in pert else "l2", eps, verifier.bounds)
         ok &= kept
         changed = np.any(res_x != x, axis=tuple(range(1, x.ndim)))
         section.update({

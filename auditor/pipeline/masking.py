@@ -183,7 +183,7 @@ def runs_masking(sc, profile) -> bool:
 
 def run_masking(clf: Classifier, verifier: Classifier, proto, profile, data, sc, seed: int, threads: int = 0) -> dict:
     """The scenario's diagnosis on one profile's deployed classifier: the ``masking`` section."""
-    from .robustness import ort_classifier
+    from ..runtime.verify import ort_classifier
     from ..runtime.session import OnnxClassifier
 
     rb = sc.robustness

@@ -27,18 +27,15 @@ import time
 
 import numpy as np
 
-from ..attacks.evasion.base import default_epsilon, is_adversarial
+from ..attacks.evasion.base import default_epsilon
 from ..attacks.primitives import margins, top_margin
 from ..errors import AuditorError
-from ..norms import norm as _norm
 from ..norms import perturbation_stats
-from ..model.load import as_model
-from ..model.rewrite.preprocess import to_model_input
 from ..runtime.classifier import Classifier
+from ..runtime.verify import is_adversarial, ort_classifier, verified_success  # noqa: F401 (re-exported)
 from ..validate import parse_attack
 from .stats import QUANTILES, summary  # noqa: F401 (QUANTILES re-exported)
 from .stats import finite_or_none as _f
-from ..runtime.engine import Runner
 
 
 
@@ -86,57 +83,6 @@ def choose_targets(kind: str, labels: np.ndarray, clean_logits: np.ndarray, seed
 # --------------------------------------------------------------------------------------------
 # the audit
 # --------------------------------------------------------------------------------------------
-
-
-class _OrtLogits(Classifier):
-    """Logits only, from a plain onnxruntime session over the deployed model (no instrumentation,
-    no gradient graph) with the preprocessing done in numpy: an independent forward pass."""
-
-    def __init__(self, model, preprocessing=None, bounds=None, batch_size: int = 256):
-        super().__init__()
-        proto = as_model(model, copy=True)
-        self.runner = Runner(proto, 1, batch_size)
-        self.logits_name = proto.graph.output[0].name
-        self.input_shape = tuple(int(d) for d in self.runner.input_shapes[self.runner.input_name][1:])
-        self.num_classes = int(self.runner.session.get_outputs()[0].shape[-1])
-        self.pre = preprocessing
-        if bounds is None:
-            bounds = getattr(preprocessing, "bounds", (0.0, 1.0))
-        self.bounds = (float(bounds[0]), float(bounds[1]))
-        self.batch_size = batch_size
-        if getattr(preprocessing, "layout", "NCHW") == "NHWC":  # the raw domain is NCHW
-            h, w, c = self.input_shape
-            self.input_shape = (c, h, w)
-
-    def _logits(self, x):
-        return self.runner.run(to_model_input(x, self.pre), [self.logits_name])[self.logits_name]
-
-    def _value_and_grad(self, x, objective, knobs):
-        raise AuditorError("the verification classifier has no gradients", where="robustness")
-
-
-def ort_classifier(model, preprocessing=None, bounds=None) -> Classifier:
-    """A logits-only Classifier over a plain onnxruntime session of ``model`` (path or proto), for
-    re-verifying adversarial examples independently of the attacked (instrumented, gradient)
-    sessions.  ``preprocessing``: None, ``(mean, std)``, a callable, or an object with ``apply``
-    and ``bounds`` (:class:`auditor.model.rewrite.preprocess.Preprocessing`)."""
-    return _OrtLogits(model, preprocessing, bounds)
-
-
-def verified_success(verify: Classifier, x: np.ndarray, x_adv: np.ndarray, labels: np.ndarray,
-                     targets: np.ndarray | None, norm: str | None = None, eps: float | None = None,
-                     batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """(adversarial per the independent classifier and within the constraints, its logits)."""
-    logits = np.concatenate([np.asarray(verify.logits(x_adv[i:i + batch_size]))
-                             for i in range(0, len(x_adv), batch_size)])
-    ok = is_adversarial(logits, labels, targets)
-    lo, hi = verify.bounds
-    tol = 1e-6 * max(1.0, float(hi - lo))
-    flat = x_adv.reshape(len(x_adv), -1)
-    ok &= (flat.min(axis=1) >= lo - tol) & (flat.max(axis=1) <= hi + tol)
-    if norm is not None and eps is not None:
-        ok &= _norm(x_adv - x, norm) <= eps * (1 + 1e-5) + 1e-6
-    return ok, logits
 
 
 def robustness_audit(model: Classifier, x, y, attacks, verify: Classifier | None = None, seed: int = 0) -> dict:

@@ -102,7 +102,7 @@ def profile_classifier(proto, profile: HardwareProfile, sc: Scenario, threads: i
     profile's approximate multiplier when it has one (BPDA gradients)."""
     m = reshape_model(proto, profile.reshape, calibration, sc.preprocessing) if profile.reshape is not None else proto
     if profile.approx is not None:
-        from .approx import ApproxClassifier
+        from ..runtime.approx import ApproxClassifier
 
         return ApproxClassifier(m, sc.preprocessing, profile.approx, threads=threads, batch_size=sc.batch_size)
     return OnnxClassifier(m, sc.preprocessing, threads=threads, batch_size=sc.batch_size)

@@ -29,6 +29,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import numpy as np
+import onnx
 
 
 class BudgetExceeded(Exception):
@@ -96,3 +97,61 @@ class Classifier(ABC):
     def activations(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """The compute layers' input activations for a batch (name -> array with batch first)."""
         raise NotImplementedError(f"{type(self).__name__} does not expose activations")
+
+
+class ModelClassifier(Classifier):
+    """A :class:`Classifier` over an ONNX model: everything the audit pipeline reads of one beyond
+    what an attack sees (the clean evaluation, the cost models, the energy searches, the reports
+    and the independent verifiers use these members).
+
+    Implementations: :class:`auditor.runtime.session.OnnxClassifier` (the exact model, run by
+    onnxruntime) and :class:`auditor.runtime.approx.ApproxClassifier` (the same model with its
+    products on an approximate multiplier), which differs from it only in its forward pass and
+    in the feeds of its (BPDA) gradient graphs.
+    """
+
+    #: the model as deployed, before the preprocessing is prepended (the verifiers run it)
+    base_model: onnx.ModelProto
+    #: the model in the raw pixel domain: preprocessing prepended, logits (N, C) as first output
+    model: onnx.ModelProto
+    #: ``model`` with every probed tensor (activations, compute-layer inputs) as an output
+    instrumented: onnx.ModelProto
+    #: how the logits were found (:class:`auditor.model.rewrite.head.Head`)
+    head: object
+    #: what ``instrumented`` outputs (:class:`auditor.model.rewrite.instrument.Probes`)
+    probes: object
+    #: the scenario's preprocessing (:class:`auditor.model.rewrite.preprocess.Preprocessing`)
+    preprocessing: object
+    #: onnxruntime intra-op threads (0 = its default)
+    threads: int
+    #: inputs evaluated together at most (the scenario's batch_size)
+    batch_size: int
+    #: F of the sparsity objective ("tanh" or "sigmoid")
+    sparsity_f: str
+    #: the logits tensor of ``model`` and ``instrumented``, and their data input
+    logits_name: str
+    input_name: str
+    #: the model's fixed batch size (None: any batch)
+    fixed_batch: int | None
+
+    @property
+    def layers(self):
+        """The compute layers (:class:`auditor.model.layers.ComputeLayer`), in graph order."""
+        return self.probes.layers
+
+    @property
+    def layer_tensors(self) -> list[str]:
+        return list(self.probes.layer_tensors)
+
+    @property
+    @abstractmethod
+    def batch_note(self) -> str:
+        """How many inputs one forward run evaluates, and why (for the report)."""
+
+    @abstractmethod
+    def forward(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Logits and every probed tensor of ``instrumented`` for a batch, in one pass."""
+
+    def activations(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        out = self.forward(x)
+        return {k: out[k] for k in self.activation_names}

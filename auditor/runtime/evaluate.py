@@ -13,7 +13,7 @@ import numpy as np
 
 from ..hw.base import CostResult
 from ..norms import density
-from .session import OnnxClassifier
+from .classifier import ModelClassifier
 
 
 @dataclass
@@ -48,11 +48,10 @@ def eval_batch(clf) -> int:
 
 def batch_note(clf) -> str:
     """How many inputs one forward run evaluates, and why (for the report)."""
-    runner = getattr(clf, "runner", None)
-    return getattr(runner, "batch_note", None) or f"{eval_batch(clf)} (the scenario's batch_size)"
+    return getattr(clf, "batch_note", None) or f"{eval_batch(clf)} (the scenario's batch_size)"
 
 
-def evaluate(clf: OnnxClassifier, x: np.ndarray, cost_model=None, counted: str = "activations") -> Evaluation:
+def evaluate(clf: ModelClassifier, x: np.ndarray, cost_model=None, counted: str = "activations") -> Evaluation:
     """Logits, densities and cost of ``x``, streamed batch by batch (:func:`eval_batch`): only the
     per-input summaries of a batch outlive it, never its activations."""
     step = eval_batch(clf)
@@ -61,7 +60,7 @@ def evaluate(clf: OnnxClassifier, x: np.ndarray, cost_model=None, counted: str =
     return Evaluation.concat([_evaluate(clf, x[s:s + step], cost_model, counted) for s in range(0, len(x), step)])
 
 
-def _evaluate(clf: OnnxClassifier, x: np.ndarray, cost_model, counted: str) -> Evaluation:
+def _evaluate(clf: ModelClassifier, x: np.ndarray, cost_model, counted: str) -> Evaluation:
     out = clf.forward(x)
     tensors = clf.probes.tensors
     dens = {t: density(out[t]) for t in tensors}
@@ -77,7 +76,7 @@ def _evaluate(clf: OnnxClassifier, x: np.ndarray, cost_model, counted: str) -> E
     return Evaluation(out[clf.logits_name], dens, sizes, tuple(names), model_density, cost)
 
 
-def cost_fn(clf: OnnxClassifier, cost_model, what: str = "latency"):
+def cost_fn(clf: ModelClassifier, cost_model, what: str = "latency"):
     """x -> (N,) simulated latency [s] or energy [J] of raw inputs (what the sponge searches maximise)."""
     def f(x: np.ndarray) -> np.ndarray:
         c = evaluate(clf, x, cost_model).cost
@@ -85,7 +84,7 @@ def cost_fn(clf: OnnxClassifier, cost_model, what: str = "latency"):
     return f
 
 
-def per_input(clf: OnnxClassifier, ev: Evaluation, mask=None) -> dict:
+def per_input(clf: ModelClassifier, ev: Evaluation, mask=None) -> dict:
     """Per-input values (for distributions in reports): latency, energy, density, per-layer density."""
     sel = slice(None) if mask is None else mask
     c = ev.cost

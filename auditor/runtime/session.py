@@ -21,8 +21,8 @@ from ..model.names import check_free, graph_names, ns
 from ..model.rewrite.preprocess import Preprocessing, prepend
 from ..model.rewrite.head import LOGITS, Head, logits_head  # noqa: F401 (re-exported)
 from ..model.rewrite.instrument import Probes, instrument
-from .classifier import BudgetExceeded, Classifier  # noqa: F401 (BudgetExceeded re-exported)
-from .engine import MEMORY_BUDGET, Runner, tensor_bytes  # noqa: F401 (re-exported)
+from .classifier import BudgetExceeded, ModelClassifier  # noqa: F401 (BudgetExceeded re-exported)
+from .engine import MEMORY_BUDGET, Runner, SharedWeights, tensor_bytes  # noqa: F401 (re-exported)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -102,67 +102,91 @@ class build_timer:
         return False
 
 
-class OnnxClassifier(Classifier):
-    """A :class:`Classifier` over an ONNX model with preprocessing prepended (raw pixel domain)."""
+class OnnxClassifier(ModelClassifier):
+    """The exact :class:`ModelClassifier`: an ONNX model with preprocessing prepended (raw pixel
+    domain), its forward pass one onnxruntime session over the instrumented model, one gradient
+    session per objective (over :meth:`_gradient_base`, fed by :meth:`_gradient_feeds`).  The
+    sessions share the model's weights (:class:`~auditor.runtime.engine.SharedWeights`)."""
 
     def __init__(self, model, preprocessing: Preprocessing | None = None, *, threads: int = 0,
                  batch_size: int = 64, sparsity_f: str = "tanh"):
         super().__init__()
         self.preprocessing = preprocessing or Preprocessing()
-        base = as_model(model, input_size=self.preprocessing.input_size, layout=self.preprocessing.layout)
+        base = self._load(model)
         self.base_model = base  # the model as deployed, before preprocessing is prepended
         self.model, self.head = logits_head(prepend(base, self.preprocessing))
         self.instrumented, self.probes = instrument(self.model)
-        self.threads, self.batch_size, self.sparsity_f = threads, batch_size, sparsity_f
-        self.runner = Runner(self.instrumented, threads, batch_size)
+        self.threads, self.batch_size, self.sparsity_f = threads, max(int(batch_size), 1), sparsity_f
         self.logits_name = self.model.graph.output[0].name
+        inp = graph_inputs(self.model)[0]
+        self.input_name = inp.name
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+        self.fixed_batch = dims[0] if dims and dims[0] else None
+        self.input_shape = tuple(int(d) for d in dims[1:])
         self.bounds = self.preprocessing.bounds
-        shape = self.runner.session.get_inputs()[0].shape
-        self.input_shape = tuple(int(d) for d in shape[1:])
         self.activation_names = list(self.probes.layer_inputs)
-        out_shape = self.runner.session.get_outputs()[0].shape
-        self.num_classes = int(out_shape[-1]) if isinstance(out_shape[-1], int) else None
+        self.weights = SharedWeights(self.model)  # held once for the forward and every gradient session
+        self._start_forward()
+        out = [d for d in self.model.graph.output[0].type.tensor_type.shape.dim]
+        self.num_classes = int(out[-1].dim_value) if out and out[-1].HasField("dim_value") else None
+        if self.num_classes is None:  # not declared: one forward pass says it
+            self.num_classes = int(self._run(np.zeros((1,) + self.input_shape, np.float32),
+                                             [self.logits_name])[self.logits_name].shape[-1])
         self._grad_runners: dict[str, tuple[Runner, str, dict]] = {}
 
-    @property
-    def layers(self):
-        return self.probes.layers
+    # --- what the approximate classifier replaces ------------------------------------------
+    def _load(self, model) -> onnx.ModelProto:
+        """The deployed model: a path loaded with the preprocessing's input size, a proto as given."""
+        return as_model(model, input_size=self.preprocessing.input_size, layout=self.preprocessing.layout)
+
+    def _start_forward(self) -> None:
+        """Builds the forward pass over ``instrumented``."""
+        self.runner = Runner(self.instrumented, self.threads, self.batch_size, shared=self.weights)
+
+    def _run(self, x: np.ndarray, outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        """The forward pass over ``x`` in batches: ``outputs`` of ``instrumented`` (all by default)."""
+        return self.runner.run(x, outputs, check=self._check_deadline)
+
+    def _gradient_base(self) -> onnx.ModelProto:
+        """The forward graph the gradient graphs differentiate."""
+        return self.model
+
+    def _gradient_feeds(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Feeds of the gradient graphs besides the input and the objective's knobs."""
+        return {}
 
     @property
-    def layer_tensors(self) -> list[str]:
-        return list(self.probes.layer_tensors)
+    def batch_note(self) -> str:
+        return self.runner.batch_note
 
+    # --- shared by both ---------------------------------------------------------------------
     def forward(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Logits and every probed tensor (activations and compute-layer inputs) in one run."""
         self._check_deadline()
         x = np.ascontiguousarray(x, dtype=np.float32)
         self.queries += len(x)
-        return self.runner.run(x, check=self._check_deadline)
+        return self._run(x)
 
     def _logits(self, x):
         self._check_deadline()
-        return self.runner.run(x, [self.logits_name], check=self._check_deadline)[self.logits_name]
+        return self._run(x, [self.logits_name])[self.logits_name]
 
-    def activations(self, x):
-        out = self.forward(x)
-        return {k: out[k] for k in self.activation_names}
-
-    # --- gradients -------------------------------------------------------------------------
     def _objective_spec(self, objective: str):
         return objective_spec(objective, self.probes.layer_tensors, self.sparsity_f)
 
     def _grad_runner(self, objective: str):
         if objective not in self._grad_runners:
             with build_timer(self):
-                g, obj_name, knobs = gradient_model(self.model, self._objective_spec(objective), self.logits_name)
+                g, obj_name, knobs = gradient_model(self._gradient_base(), self._objective_spec(objective),
+                                                    self.logits_name, wrt=self.input_name)
                 # the forward tensors are kept for the backward pass, which computes as many again
-                self._grad_runners[objective] = (Runner(g, self.threads, self.batch_size, factor=2.0), obj_name,
-                                                 knobs)
+                self._grad_runners[objective] = (Runner(g, self.threads, self.batch_size, factor=2.0,
+                                                        shared=self.weights), obj_name, knobs)
         return self._grad_runners[objective]
 
     def _value_and_grad(self, x, objective, knobs):
         self._check_deadline()
         runner, obj_name, _ = self._grad_runner(objective)
-        feeds = knob_feeds(objective, knobs)
+        feeds = dict(knob_feeds(objective, knobs), **self._gradient_feeds(x))
         out = runner.run(x, [obj_name, GRAD_INPUT, self.logits_name], feeds=feeds, check=self._check_deadline)
         return out[obj_name], out[GRAD_INPUT], out[self.logits_name]

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from auditor.pipeline.approx import ApproxClassifier, approx_audit
+from auditor.pipeline.approx import approx_audit
+from auditor.runtime.approx import ApproxClassifier
 from auditor.errors import AuditorError
 from auditor.runtime.evaluate import evaluate
 from auditor.hw.profile import Approx
@@ -200,3 +201,33 @@ def test_deadline_stops_the_approximate_classifier():
         ap.value_and_grad(x, "ce", target=y)
     ap.deadline = None
     assert ap.logits(x).shape == (2, 10)
+
+
+@pytest.mark.parametrize("objective,knobs", [
+    ("ce", lambda y: {"target": y.astype(np.int32)}),  # int32 labels
+    ("margin", lambda y: {"label": y.astype(np.int32), "kappa": 0.0}),  # a Python float
+    ("margin", lambda y: {"label": list(y), "kappa": np.float64(0.0)}),
+    ("logit", lambda y: {"index": np.int32(3)}),  # one index for every input
+    ("sparsity", lambda y: {"target": y.astype(np.int32), "weights": [1.0] * 5, "beta": 15, "c": 0.5}),
+])
+def test_knobs_of_any_numeric_type_work_on_the_exact_and_the_approximate_classifier(lenet, objective, knobs):
+    """Regression (issue 13): value_and_grad(x, "ce", target=<int32 array>) or kappa=0.0 worked on
+    the exact classifier and failed inside onnxruntime on the approximate one; both now feed knobs
+    through the same Runner, typed after the gradient graph's inputs."""
+    x, y = digits(3)
+    exact, approx = lenet
+    n_layers = len(exact.layer_tensors)
+    kn = knobs(y)
+    if "weights" in kn:
+        kn["weights"] = [1.0] * n_layers
+    for clf in (exact, approx):
+        v, g, z = clf.value_and_grad(x, objective, **kn)
+        assert v.shape == (3,) and g.shape == x.shape and z.shape == (3, 10)
+        assert np.isfinite(v).all() and np.isfinite(g).all()
+        typed = {k: (np.asarray(val).astype(np.int64) if k in ("target", "label", "index") else
+                     np.asarray(val, np.float32)) for k, val in kn.items()}
+        if objective == "logit":
+            typed["index"] = np.full(3, 3, np.int64)
+        v2, g2, _ = clf.value_and_grad(x, objective, **typed)  # the declared types give the same values
+        np.testing.assert_array_equal(v, v2)
+        np.testing.assert_array_equal(g, g2)

@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import auditor
-from auditor.pipeline.approx import ApproxClassifier
+from auditor.runtime.approx import ApproxClassifier
 from auditor.runtime.evaluate import evaluate
 from auditor.model.load import prepare
 from auditor.model.rewrite.preprocess import Preprocessing

@@ -39,6 +39,7 @@ from ..base import Configurable, check_inputs, plumbing, registrar
 from ..primitives import _bshape, bisect_segment, margins, on_segment
 from ...registry import Registry
 from ...runtime.classifier import Classifier
+from ...runtime.verify import is_adversarial, within_eps  # noqa: F401 (is_adversarial re-exported)
 
 #: every evasion attack, registered by its module under the name scenario files use
 ATTACKS: Registry[type["Attack"]] = Registry("attack")
@@ -107,10 +108,6 @@ def default_epsilon(norm: str, input_shape: tuple[int, ...], bounds: tuple[float
     return eps * scale
 
 
-def is_adversarial(logits: np.ndarray, labels: np.ndarray, targets: np.ndarray | None) -> np.ndarray:
-    """The success criterion: argmax == target (targeted) or argmax != label (untargeted)."""
-    pred = np.asarray(logits).argmax(axis=1)
-    return pred == targets if targets is not None else pred != labels
 
 
 def adv_loss(logits: np.ndarray, labels: np.ndarray, targets: np.ndarray | None) -> np.ndarray:
@@ -352,7 +349,7 @@ class Attack(Configurable):
                 x_eps = np.where(_bshape(dist <= eps, x_min.ndim), x_min, ctx.x)
             else:
                 x_eps = project(x_min, ctx.x, eps, self.norm, ctx.bounds)
-            s = ctx.is_adv(ctx.oracle.logits(x_eps)) & (_norm(x_eps - ctx.x, self.norm) <= eps * (1 + 1e-6) + 1e-7)
+            s = ctx.is_adv(ctx.oracle.logits(x_eps)) & within_eps(x_eps, ctx.x, self.norm, eps, ctx.bounds)
             x_out.append(np.where(_bshape(s, x_eps.ndim), x_eps, ctx.x) if self.norm == "l0" else x_eps)
             s_out.append(s)
         return AttackResult(x_out, s_out, counts.copy(), self.norm, [float(e) for e in epsilons],
