@@ -741,6 +741,8 @@ class Profile(Record):
 
 class AuditReport(Record):
     ABOUT = "the report `auditor audit --format json` writes"
+    #: checked before the other fields: a file without a verdict is refused as such first
+    CHECK_FIRST = ("schema_version", "verdict")
     schema_version: int = fld(f"the schema version ({SCHEMA_VERSION}); a report of another version is refused",
                               check=_REQ)
     tool: Tool = fld("the tool that wrote it", check=_REQ)
@@ -852,7 +854,8 @@ def spec_of(cls: type[Record]):
     """The check of a section: its ``check`` fields (``dict`` when it has none)."""
     types = cls.types()
     spec = {}
-    for f in cls.declared():
+    first = getattr(cls, "CHECK_FIRST", ())
+    for f in sorted(cls.declared(), key=lambda f: f.name not in first):
         how = f.metadata["check"]
         if not how:
             continue
