@@ -45,6 +45,8 @@ GEOMS = [
     dict(C=40, H=6, W=7, M=9, k=(1, 1)),                                     # 1x1, bricks of 16 (+ 8)
     dict(C=35, H=8, W=9, M=4, k=(3, 2), s=(2, 1), p=(0, 2, 1, 0), d=(1, 2)),
     dict(C=3, H=10, W=10, M=5, k=(7, 7), s=(2, 2), p=(3, 3, 3, 3)),          # RGB stem
+    dict(C=4, H=9, W=9, M=4, g=4, k=(7, 7), p=(3, 3, 3, 3)),                 # depthwise 7x7 (4-value bricks)
+    dict(C=1, H=20, W=210, M=2, k=(5, 5), p=(2, 2, 2, 2)),                   # wide: several bands of rows
 ]
 
 
