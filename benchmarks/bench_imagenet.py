@@ -23,7 +23,7 @@ the runs, so both sides see the same machine load):
   audit with the white-box sparsity attack on N inputs (--rss-attack-iter iterations).
 
     python benchmarks/bench_imagenet.py [--models resnet18 ...] [--batch 8] [--threads 2]
-        [--seconds 4] [--rss] [--rss-count 256] [--rss-attack 4] [--no-light]
+        [--seconds 4] [--rss] [--rss-count 256] [--rss-attack 4] [--no-light] [--sim-only]
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def table_row(name: str, path: Path, args) -> dict:
     t_fwd, t_cnv, t_spc = interleaved(fns, args.seconds)
     row.update(fwd_ms=1e3 * t_fwd / batch, cnv=t_cnv / t_fwd, sparce=t_spc / t_fwd)
     del acts, la
-    for obj in ("ce", "sparsity"):
+    for obj in () if args.sim_only else ("ce", "sparsity"):
         t0 = time.perf_counter()
         g, obj_name, _ = gradient_model(clf.model, clf._objective_spec(obj), clf.logits_name)
         t1 = time.perf_counter()
@@ -183,6 +183,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rss-attack-iter", type=int, default=5, help="its iterations")
     ap.add_argument("--no-table", action="store_true", help="only the RSS columns")
     ap.add_argument("--no-light", action="store_true", help="skip the onnx package's light models")
+    ap.add_argument("--sim-only", action="store_true", help="only the forward and cost-simulation columns")
     args = ap.parse_args(argv)
     import numba
 
