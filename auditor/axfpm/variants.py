@@ -26,13 +26,15 @@ class Multiplier:
 
 
 VARIANTS: tuple[Multiplier, ...] = (
-    Multiplier("da-reference", "Ax-FPM as built by the authors", 0.487, 0.29, _SRC_DA),
+    Multiplier("da-reference", "Ax-FPM as built by the authors", 0.487, 0.29,
+               _SRC_DA + ": average energy 0.487, average delay 0.29"),
     # the paper reports no figure for the flat layout: the same cell count and cell type as the
     # hierarchical array are assumed, hence the same factors
     Multiplier("flat-ama5", "flat AMA5 array; same factors assumed", 0.487, 0.29,
                "assumption (same AMA5 cells as da-reference)"),
     Multiplier("exact", "IEEE float32 product", 1.0, 1.0, "by definition"),
-    Multiplier("bfloat16", "operands rounded to bfloat16, product in float32", 0.4, 0.4, _SRC_DA + ": Bfloat16 row"),
+    Multiplier("bfloat16", "operands rounded to bfloat16, product in float32", 0.4, 0.4,
+               _SRC_DA + ": Bfloat16 average energy 0.4, average delay 0.4"),
 )
 
 #: the variant names, in the order of their integer codes
