@@ -50,7 +50,7 @@ def session_options(threads: int | None = 0, *, optimize: bool = True, spin: boo
     alone); one inter-op thread, sequential execution.  ``optimize`` False disables graph
     optimisations (constant folding of a sub-graph, probing one op: the graph must run as
     written).  ``spin`` False stops idle workers from spinning (sessions run between numba
-    kernels)."""
+    kernels).  Tensors are freed after every run (no memory arena)."""
     so = ort.SessionOptions()
     if threads is not None:
         so.intra_op_num_threads = int(threads)
@@ -61,6 +61,10 @@ def session_options(threads: int | None = 0, *, optimize: bool = True, spin: boo
     if not spin:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    # no per-session memory arena: an arena keeps the peak of its session's tensors reserved for
+    # the session's lifetime, so the forward, gradient and verifier sessions of an audit held the
+    # sum of their peaks (measured: resnet18 at 224, forward + sparsity gradient, 1.14 -> 0.92 GB)
+    so.enable_cpu_mem_arena = False
     so.log_severity_level = log_severity
     return so
 

@@ -9,6 +9,7 @@ iteration returns the objective, the logits and the input gradient together.
 from __future__ import annotations
 
 import time
+import weakref
 
 import numpy as np
 import onnx
@@ -102,6 +103,31 @@ class build_timer:
         return False
 
 
+class _Derived:
+    """What a classifier derives from a deployed model and its preprocessing (read only): the
+    model in the raw pixel domain, its logits head, the instrumented model and its probes, and the
+    weights its sessions share.  The profiles of an audit and their verifiers deploy the same model
+    object: they share one of these instead of a copy of every weight each."""
+
+    def __init__(self, base: onnx.ModelProto, preprocessing: Preprocessing):
+        self.base = base
+        self.model, self.head = logits_head(prepend(base, preprocessing))
+        self.instrumented, self.probes = instrument(self.model)
+        self.weights = SharedWeights(self.model)
+
+
+#: the live derivations, by (id of the deployed model, preprocessing)
+_DERIVED: "weakref.WeakValueDictionary[tuple, _Derived]" = weakref.WeakValueDictionary()
+
+
+def _derived(base: onnx.ModelProto, preprocessing: Preprocessing) -> _Derived:
+    key = (id(base), repr(preprocessing))
+    d = _DERIVED.get(key)
+    if d is None or d.base is not base:
+        d = _DERIVED[key] = _Derived(base, preprocessing)
+    return d
+
+
 class OnnxClassifier(ModelClassifier):
     """The exact :class:`ModelClassifier`: an ONNX model with preprocessing prepended (raw pixel
     domain), its forward pass one onnxruntime session over the instrumented model, one gradient
@@ -112,10 +138,11 @@ class OnnxClassifier(ModelClassifier):
                  batch_size: int = 64, sparsity_f: str = "tanh"):
         super().__init__()
         self.preprocessing = preprocessing or Preprocessing()
-        base = self._load(model)
-        self.base_model = base  # the model as deployed, before preprocessing is prepended
-        self.model, self.head = logits_head(prepend(base, self.preprocessing))
-        self.instrumented, self.probes = instrument(self.model)
+        d = _derived(self._load(model), self.preprocessing)
+        self._derived = d  # shared with every classifier of the same deployed model and preprocessing
+        self.base_model = d.base  # the model as deployed, before preprocessing is prepended
+        self.model, self.head, self.instrumented, self.probes, self.weights = (d.model, d.head, d.instrumented,
+                                                                               d.probes, d.weights)
         self.threads, self.batch_size, self.sparsity_f = threads, max(int(batch_size), 1), sparsity_f
         self.logits_name = self.model.graph.output[0].name
         inp = graph_inputs(self.model)[0]
@@ -125,7 +152,6 @@ class OnnxClassifier(ModelClassifier):
         self.input_shape = tuple(int(d) for d in dims[1:])
         self.bounds = self.preprocessing.bounds
         self.activation_names = list(self.probes.layer_inputs)
-        self.weights = SharedWeights(self.model)  # held once for the forward and every gradient session
         self._start_forward()
         out = [d for d in self.model.graph.output[0].type.tensor_type.shape.dim]
         self.num_classes = int(out[-1].dim_value) if out and out[-1].HasField("dim_value") else None

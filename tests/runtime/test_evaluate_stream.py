@@ -44,3 +44,21 @@ def test_budget_bounds_the_batch_and_results_do_not_depend_on_it():
     assert a.densities.keys() == b.densities.keys()
     for t in a.densities:
         np.testing.assert_array_equal(a.densities[t], b.densities[t])
+
+
+def test_classifiers_of_one_deployed_model_share_its_derivations_and_weights():
+    """The profiles of an audit and their verifiers deploy the same model object: one copy of the
+    raw-domain model, the instrumented model and the weights serves all of them (memory, issue 12)."""
+    from auditor.model.load import load_model
+    from auditor.model.rewrite.preprocess import Preprocessing
+
+    proto = load_model(ROOT / "models" / "bn_resnet.onnx")
+    a, b = OnnxClassifier(proto, batch_size=8), OnnxClassifier(proto, batch_size=64)
+    assert a.model is b.model and a.instrumented is b.instrumented and a.weights is b.weights
+    assert a.runner is not b.runner and a.runner.session is not b.runner.session  # independent sessions
+    c = OnnxClassifier(proto, Preprocessing(mean=[0.1], std=[0.25]))
+    assert c.model is not a.model and c.base_model is a.base_model
+    x = digits(5)
+    np.testing.assert_array_equal(a.logits(x), b.logits(x))
+    y = np.zeros(5, np.int64)
+    np.testing.assert_array_equal(a.value_and_grad(x, "ce", target=y)[1], b.value_and_grad(x, "ce", target=y)[1])
