@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from ..attacks.evasion.base import default_epsilon
+from ..attacks.evasion.base import AttackResult, default_epsilon
 from ..attacks.primitives import margins, top_margin
 from ..errors import AuditorError
 from ..norms import perturbation_stats
@@ -26,6 +26,8 @@ from ..runtime.approx import ApproxClassifier
 from ..runtime.classifier import Classifier
 from ..runtime.session import OnnxClassifier
 from ..runtime.verify import ort_classifier, verified_success, within_eps
+from ..validate import parse_attack
+from .robustness import _jsonable, choose_targets
 from .stats import perturbation_summary, summary
 
 # ==============================================================================================
@@ -111,8 +113,6 @@ class _Ctx:
         spends the whole budget), instead of the nested-ball run that keeps the examples found at
         a smaller ε.
         """
-        from ..attacks.evasion.base import AttackResult
-        from .robustness import parse_attack, choose_targets
 
         parsed = parse_attack(spec)
         attack = parsed["attack"]
@@ -317,7 +317,6 @@ def approx_audit(exact: OnnxClassifier, approx: ApproxClassifier, x, y, attacks:
     if tuple(x.shape[1:]) != tuple(approx.input_shape) or tuple(exact.input_shape) != tuple(approx.input_shape):
         raise AuditorError(f"inputs of shape {tuple(x.shape[1:])} do not fit the models "
                            f"({tuple(exact.input_shape)} / {tuple(approx.input_shape)})", where="approx audit")
-    from .robustness import _jsonable
 
     t_start = time.perf_counter()
     ctx = _Ctx(exact, approx, x, y, seed)

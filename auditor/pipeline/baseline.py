@@ -7,6 +7,9 @@ from types import SimpleNamespace
 
 from .checks import Check, evaluate, robust_accuracies
 from ..errors import AuditorError
+from ..report.numbers import fmt_num, si
+from ..report.records import check_status
+from .sanity import _scenario_core
 from ..scenario import Regression  # noqa: F401  (the `regression:` section, declared with the scenario)
 
 
@@ -36,8 +39,6 @@ def _unit(key: str) -> str:
 
 
 def _value(key: str, v) -> str:
-    from ..report.numbers import fmt_num, si
-
     if not isinstance(v, (int, float)) or isinstance(v, bool):
         return str(v)
     if "accuracy" in key:
@@ -65,9 +66,6 @@ def _profile_fingerprint(p: dict):
 def diff_entries(old: dict, new: dict) -> list[tuple[str, str, str]]:
     """(scope, what, change) for everything that changed between two reports: verdict, model,
     scenario and profile contents, summary numbers (with units), robust accuracies, checks."""
-    from ..report.records import check_status
-    from .sanity import _scenario_core
-
     E = []
     if old.get("verdict") != new.get("verdict"):
         E.append(("", "verdict", f"{old.get('verdict')} -> {new.get('verdict')}"))

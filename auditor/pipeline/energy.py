@@ -10,24 +10,30 @@ is bounded) and its pixel range.  Only verified inputs count.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
+from ..attacks.energy import search_class
+from ..attacks.energy.analysis import kendall_tau, preactivation_shift, uniformity
+from ..attacks.energy.defences import make_defence, recovery
 from ..errors import AuditorError
+from ..files import output_folder, write_bytes
+from ..model.rewrite.instrument import add_outputs
 from ..runtime.evaluate import Evaluation, cost_fn, evaluate, per_input
 from ..norms import perturbation_stats
 from ..scenario import EnergyAttack
-from ..runtime.session import OnnxClassifier
+from ..runtime.session import OnnxClassifier, Runner
 from ..runtime.verify import within_bounds, within_eps
+from .deployed import Deployed, budget, deployed
 from .stats import sample_stats
+from .units import AuditContext, Unit, cached, chunk_bounds, unit_seed
 
 
 def make_energy_search(spec: EnergyAttack, base_dir: Path, preprocessing):
     """The configured search of a scenario entry and its parameters (a black-box search's
     surrogate loaded as a classifier)."""
-    from ..attacks.energy import search_class
-
     cls = search_class(spec.search)
     params = dict(spec.params)
     if "surrogate" in cls.needs:
@@ -52,22 +58,6 @@ def search_part(clf: OnnxClassifier, verifier: OnnxClassifier, cost_model, x: np
     return {"x": res.x, "ev": evaluate(verifier, res.x, cost_model, density_tensors),
             "queries": int(res.queries), "seconds": float(res.seconds),
             "params": dict(res.info.get("params", {})), "budget": res.info.get("budget")}
-
-
-def run_energy_attack(clf: OnnxClassifier, verifier: OnnxClassifier, cost_model, x_all: np.ndarray,
-                      clean: Evaluation, spec: EnergyAttack, *, seed: int, base_dir: Path,
-                      density_tensors: str, preprocessing, labels: np.ndarray | None = None) -> tuple[dict, np.ndarray | None]:
-    """Run one search on its inputs in one piece; return its report section and the worst verified
-    input (or None).  The audit runs the same steps chunk by chunk (auditor.pipeline.run)."""
-    n = min(spec.count, len(x_all))
-    search, params = make_energy_search(spec, base_dir, preprocessing)
-    fixed = input_independent(cost_model, clean.cost, n)
-    if fixed is not None:  # nothing to search for: every input costs the same on this machine
-        return skipped_section(search, spec, clean, n, fixed), None
-    part = search_part(clf, verifier, cost_model, x_all[:n], search, spec, layer_weights(clean, spec, n),
-                       seed=seed, density_tensors=density_tensors)
-    return energy_section(verifier, cost_model, x_all, clean, spec, search, params, part,
-                          density_tensors=density_tensors, labels=labels)
 
 
 def energy_section(verifier: OnnxClassifier, cost_model, x_all: np.ndarray, clean: Evaluation, spec: EnergyAttack,
@@ -151,7 +141,7 @@ def energy_section(verifier: OnnxClassifier, cost_model, x_all: np.ndarray, clea
 
 
 def _increase(attacked_ok: np.ndarray, clean_all: np.ndarray, ok: np.ndarray, paired: bool, clean_mean: float):
-    """latency/energy increase of a search (see run_energy_attack)."""
+    """latency/energy increase of a search (see energy_section)."""
     if not ok.any():
         return None
     if paired:
@@ -199,9 +189,6 @@ def _explain(verifier, cost_model, x_all, clean: Evaluation, ev: Evaluation, x_a
     surrogate's transferability (Kendall's tau of per-input densities, clean data), and the
     scenario's input defences as what-ifs (share of the cost increase they recover, and the
     clean accuracy / label agreement they cost)."""
-    from ..attacks.energy.analysis import kendall_tau, uniformity
-    from ..attacks.energy.defences import make_defence, recovery
-
     x = x_all[:n]  # the attacked clean inputs; defences are tuned and scored on all the clean data
     out: dict = {"uniformity": {"clean": float(uniformity(x).mean()),
                                 "attacked": float(uniformity(x_adv[ok]).mean()) if ok.any() else None}}
@@ -242,10 +229,6 @@ def _explain(verifier, cost_model, x_all, clean: Evaluation, ev: Evaluation, x_a
 
 def _preactivation_shift(verifier, x_clean: np.ndarray, x_adv: np.ndarray) -> dict:
     """Distribution of the activation ops' inputs, clean vs attacked (Müller & Quiring Fig. 7)."""
-    from ..model.rewrite.instrument import add_outputs
-    from ..runtime.session import Runner
-    from ..attacks.energy.analysis import preactivation_shift
-
     model = verifier.model
     pre = list(dict.fromkeys(n.input[0] for n in model.graph.node if n.op_type in ("Relu", "Clip", "LeakyRelu")))
     if not pre:
@@ -257,11 +240,7 @@ def _preactivation_shift(verifier, x_clean: np.ndarray, x_adv: np.ndarray) -> di
 def save_input(x: np.ndarray, stem: Path, bounds: tuple[float, float], force: bool = False) -> list[str]:
     """Save one raw input as .npy and .png (grayscale or RGB); returns the paths written.  An
     existing file is never overwritten unless ``force``."""
-    import io
-
-    from PIL import Image
-
-    from ..files import output_folder, write_bytes
+    from PIL import Image  # only with --save-inputs
 
     output_folder(stem.parent, "saved inputs")
     buf = io.BytesIO()
@@ -275,3 +254,76 @@ def save_input(x: np.ndarray, stem: Path, bounds: tuple[float, float], force: bo
     Image.fromarray(np.round(img).astype(np.uint8)).save(buf, format="PNG")
     write_bytes(png, buf.getvalue(), force, "saved input")
     return [str(npy), str(png)]
+
+
+# --------------------------------------------------------------------------------------------
+# the energy stage of the audit: its units and the profile's `attacks` sections
+# --------------------------------------------------------------------------------------------
+
+
+def _search(ctx: AuditContext, k: int):
+    sc = ctx.scenario
+    return cached(ctx, ("search", k), lambda: make_energy_search(sc.energy_attacks[k], sc.base_dir, sc.preprocessing))
+
+
+def energy_unit(ctx: AuditContext, u: Unit, deadline) -> dict:
+    """An energy-latency search on a chunk of its inputs (``u.args``: the layer weights W_l)."""
+    st, sc = deployed(ctx, u.profile), ctx.scenario
+    search, _ = _search(ctx, u.index)
+    # the verification forward passes count too: a search not verified in time does not count
+    with budget(st.clf, deadline), budget(st.verifier, deadline):
+        return search_part(st.clf, st.verifier, st.cm, ctx.data.x[u.start:u.stop], search, sc.energy_attacks[u.index],
+                           u.args, seed=u.seed, density_tensors=sc.density_tensors)
+
+
+def energy_units(ctx: AuditContext, p: int, clean: Evaluation) -> list[Unit]:
+    """The energy searches of profile ``p`` by chunk of their inputs (whole when the search looks
+    at its inputs together); none on a machine whose cost does not depend on the input."""
+    sc, data, prof = ctx.scenario, ctx.data, ctx.profiles[p]
+    cm = prof.build_cost_model()
+    units = []
+    for k, spec in enumerate(sc.energy_attacks):
+        n = min(spec.count, len(data.x))
+        if input_independent(cm, clean.cost, n) is not None:
+            continue  # every input costs the same: nothing to search for (energy_sections says so)
+        w = layer_weights(clean, spec, n)
+        for i, (a, b) in enumerate(chunk_bounds(n, sc.chunk_size, search_class(spec.search).per_input)):
+            units.append(Unit(f"{prof.name}/energy[{k}]:{spec.search}/{i}", energy_unit, p, k, i, a, b,
+                              unit_seed(ctx.seed + k, i), True, w))
+    return units
+
+
+def energy_sections(ctx: AuditContext, st: Deployed, ev: Evaluation, parts: list, summary: dict
+                    ) -> tuple[list[dict], dict, list[str]]:
+    """The `attacks` sections of a profile from its merged search parts (None: cut short), the
+    summary's worst numbers and increases raised in place; returns (sections, worst verified
+    input per search, names of the searches cut short)."""
+    sc, data = ctx.scenario, ctx.data
+    attacks, worst_inputs, cut = [], {}, []
+    for k, spec in enumerate(sc.energy_attacks):
+        fixed = input_independent(st.cm, ev.cost, min(spec.count, len(data.x)))
+        if fixed is not None:  # a machine that cannot be slowed: the search was not run (energy_units)
+            attacks.append(skipped_section(_search(ctx, k)[0], spec, ev, min(spec.count, len(data.x)), fixed))
+            summary["latency_increase"] = max(summary.get("latency_increase", 0.0), 1.0)
+            summary["energy_increase"] = max(summary.get("energy_increase", 0.0), 1.0)
+            continue
+        if parts[k] is None:
+            cut.append(spec.search)
+            attacks.append({"search": spec.search, "cut_short": True})
+            continue
+        search, params = _search(ctx, k)
+        section, worst_x = energy_section(st.verifier, st.cm, data.x, ev, spec, search, params, parts[k],
+                                          density_tensors=sc.density_tensors, labels=data.y)
+        if worst_x is not None:
+            worst_inputs[k] = worst_x
+        attacks.append(section)
+        for key_sum, key_sec in (("worst_latency_s", "latency_s"), ("worst_energy_j", "energy_j"), ("worst_edp", "edp")):
+            w = section[key_sec]["worst"]
+            if w is not None:
+                summary[key_sum] = max(summary[key_sum], w)
+        if section["density_attacked_worst"] is not None:
+            summary["worst_density"] = max(summary["worst_density"], section["density_attacked_worst"])
+        for key in ("latency_increase", "energy_increase"):
+            if section[key] is not None:
+                summary[key] = max(summary.get(key, 0.0), section[key])
+    return attacks, worst_inputs, cut

@@ -41,10 +41,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..attacks.evasion import PGD
 from ..attacks.evasion.base import default_epsilon
 from ..errors import AuditorError
+from .deployed import budget, deployed
 from .robustness import robustness_audit, transfer
+from .units import AuditContext, Unit
 from ..runtime.classifier import Classifier
+from ..runtime.session import OnnxClassifier
+from ..runtime.verify import ort_classifier
 
 CHECKS = ("one_step_beats_iterative", "blackbox_beats_whitebox", "large_eps_not_broken", "naive_weaker_than_adaptive")
 
@@ -90,8 +95,6 @@ def masking_diagnosis(model: Classifier, x, y, *, verify: Classifier | None = No
     robust_large = float(rep["attacks"][5]["results"][0]["robust_accuracy"])
     clean_correct = None
     if exact is not None:
-        from ..attacks.evasion import PGD
-
         ev = exact_verify or exact
         res = PGD(norm=norm, steps=steps, loss="margin")(exact, x, y, [eps], seed=seed + 101)
         clean_correct = verify.predict(x) == y
@@ -183,9 +186,6 @@ def runs_masking(sc, profile) -> bool:
 
 def run_masking(clf: Classifier, verifier: Classifier, proto, profile, data, sc, seed: int, threads: int = 0) -> dict:
     """The scenario's diagnosis on one profile's deployed classifier: the ``masking`` section."""
-    from ..runtime.verify import ort_classifier
-    from ..runtime.session import OnnxClassifier
-
     rb = sc.robustness
     mk = rb.masking
     if data.y is None:
@@ -202,3 +202,10 @@ def run_masking(clf: Classifier, verifier: Classifier, proto, profile, data, sc,
                                 seed=seed)
     section["count"] = n
     return section
+
+
+def masking_unit(ctx: AuditContext, u: Unit, deadline) -> dict:
+    """The gradient-masking diagnosis of a profile, as a unit of the audit."""
+    st = deployed(ctx, u.profile)
+    with budget(st.clf, deadline):
+        return run_masking(st.clf, st.verifier, ctx.proto, st.prof, ctx.data, ctx.scenario, ctx.seed, ctx.threads)

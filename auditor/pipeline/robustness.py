@@ -22,7 +22,6 @@ become ``None``).  The checks that read it are declared in :mod:`auditor.pipelin
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np

@@ -8,7 +8,6 @@ forward pass and cost simulation, evaluates the checks and returns a :class:`Rep
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import os
 import time
@@ -17,30 +16,38 @@ from pathlib import Path
 import numpy as np
 
 from .. import progress, schema
-from ..version import __version__
-from .checks import Check, evaluate as evaluate_checks
-from ..data import load_data
-from ..errors import AuditorError
-from ..runtime.evaluate import Evaluation, batch_note, evaluate, per_input
-from ..hw.profile import HardwareProfile, load_profile
-from ..model.load import default_opset, load_model, load_notes, model_hash, prepare
+from ..attacks.energy.analysis import bn_zero_thresholds, zero_threshold_summary
+from ..data import check_label_range, load_data
 from ..environment import environment
+from ..errors import AuditorError
+from ..files import check_output, output_folder, safe_name
+from ..hw.profile import HardwareProfile, load_profile
+from ..model.interface import num_classes
+from ..model.load import default_opset, load_model, load_notes, model_hash, prepare
 from ..report.core import SCHEMA_VERSION, Report, verdict_of
-from .sanity import sanity_warnings
+from ..report.evidence import attach_examples
+from ..runtime.evaluate import Evaluation
+from ..runtime.session import OnnxClassifier
 from ..scenario import Scenario, attack_entries, load_scenario
-from .robustness import robustness_audit
-from ..model.rewrite.instrument import density_rule
-from ..runtime.session import OnnxClassifier, probability_warning
-from .stats import sample_stats
-from .units import AuditContext, Unit, cached, chunk_bounds, merge, unit_seed
+from ..validate import check_references, check_scenario
+from ..version import __version__
+from .approx import approx_audit
+from .baseline import regression_checks
+from .checks import Check, evaluate as evaluate_checks
+from .clean import clean_section, clean_units
+from .deployed import budget, deployed
+from .energy import energy_sections, energy_unit, energy_units, save_input
+from .executors import make_executor
+from .masking import masking_unit, runs_masking
+from .evasion import evasion_unit, evasion_units, robustness_section, runs_evasion
+from .sanity import sanity_warnings
+from .units import AuditContext, Unit, merge
 
 
 def _load(model, profiles, scenario):
     if isinstance(scenario, Scenario):
         sc = scenario
     else:
-        from ..validate import check_references
-
         sc = load_scenario(scenario)
         check_references(sc, *schema.load_yaml(scenario))  # bad names fail before any work
     model_path = str(model) if isinstance(model, (str, Path)) else "<in-memory model>"
@@ -57,61 +64,12 @@ def _load(model, profiles, scenario):
     if len(set(names)) != len(names):
         raise AuditorError(f"two hardware profiles share the name '{[n for n in names if names.count(n) > 1][0]}'")
     if sc.energy_attacks:
-        from ..attacks.energy.analysis import bn_zero_thresholds
-
         bn_zero_thresholds(proto)  # its preconditions (constant BN parameters) fail before any search
     return model_path, proto, profs, sc
 
 
-def _layer_breakdown(clf: OnnxClassifier, ev: Evaluation, i: int) -> list[dict]:
-    c = ev.cost
-    rows = []
-    for j, layer in enumerate(clf.probes.layers):
-        rows.append({"layer": layer.name, "op": layer.op_type, "macs": layer.macs,
-                     "input_density": float(ev.densities[layer.input][i]),
-                     "cycles": int(c.cycles[i, j]), "dense_cycles": int(c.dense_cycles[i, j]),
-                     "energy_j": float(c.energy_j[i, j])})
-    return rows
-
-
-def reshape_model(proto, r, calibration=None, preprocessing=None):
-    """Apply a profile's `reshape:` section (HashNet first, then gradient inhibition, then k-bit
-    quantisation, its activation scales calibrated on ``calibration``: the scenario's clean data)."""
-    from ..model.rewrite.reshape import apply_reshaping
-
-    spec = {}
-    if r.hashnet_ratio is not None:
-        spec["hashnet"] = {"ratio": r.hashnet_ratio, "layers": r.hashnet_layers, "seed": r.seed}
-    if r.gradient_inhibition_tau is not None:
-        spec["gradient_inhibition"] = {"tau": r.gradient_inhibition_tau, "layers": r.gradient_inhibition_layers}
-    m = apply_reshaping(proto, spec)
-    if r.quantize_bits is not None:
-        from ..model.rewrite.quantize import quantize_model
-
-        m = quantize_model(m, r.quantize_bits, activations=r.quantize_activations, per_channel=r.quantize_per_channel,
-                           calibration=calibration, preprocessing=preprocessing)
-    return m
-
-
-def _evasion_entries(sc: Scenario) -> list[dict]:
-    return attack_entries(sc.robustness.attacks)
-
-
-def profile_classifier(proto, profile: HardwareProfile, sc: Scenario, threads: int = 0, calibration=None):
-    """The classifier a profile deploys: the model, reshaped as the profile declares, run on the
-    profile's approximate multiplier when it has one (BPDA gradients)."""
-    m = reshape_model(proto, profile.reshape, calibration, sc.preprocessing) if profile.reshape is not None else proto
-    if profile.approx is not None:
-        from ..runtime.approx import ApproxClassifier
-
-        return ApproxClassifier(m, sc.preprocessing, profile.approx, threads=threads, batch_size=sc.batch_size)
-    return OnnxClassifier(m, sc.preprocessing, threads=threads, batch_size=sc.batch_size)
-
-
 def run_approx_audit(clf, data, sc: Scenario, seed: int, threads: int) -> dict:
     """Exact vs approximate deployment of the same (reshaped) model (Defensive Approximation)."""
-    from .approx import approx_audit
-
     if data.y is None:
         raise AuditorError("the approximate-hardware audit needs labelled data", where="scenario approx")
     a = sc.approx
@@ -157,221 +115,45 @@ def cut_profile(prof: HardwareProfile, sc: Scenario) -> tuple[dict, list[Check]]
     return pr, checks
 
 
-# --------------------------------------------------------------------------------------------
-# the units of an audit (see auditor.pipeline.units): what each runs in a worker
-# --------------------------------------------------------------------------------------------
-
-
-class _Profile:
-    """What the units of one profile share in a worker: the deployed classifier, a fresh session
-    over the same deployed model (the independent forward pass of every check) and the cost model."""
-
-    def __init__(self, ctx: AuditContext, p: int):
-        self.ctx, self.prof = ctx, ctx.profiles[p]
-        self.clf = profile_classifier(ctx.proto, self.prof, ctx.scenario, ctx.threads, calibration=ctx.data.x)
-        self.cm = self.prof.build_cost_model()
-        self._verifier = None
-
-    @property
-    def verifier(self):
-        if self._verifier is None:
-            self._verifier = profile_classifier(self.clf.base_model, dataclasses.replace(self.prof, reshape=None),
-                                                self.ctx.scenario, self.ctx.threads)
-        return self._verifier
-
-
-def _state(ctx: AuditContext, p: int) -> _Profile:
-    return cached(ctx, ("profile", p), lambda: _Profile(ctx, p))
-
-
-def _search(ctx: AuditContext, k: int):
-    from .energy import make_energy_search
-
-    sc = ctx.scenario
-    return cached(ctx, ("search", k), lambda: make_energy_search(sc.energy_attacks[k], sc.base_dir, sc.preprocessing))
-
-
-def _evasion_spec(ctx: AuditContext, k: int) -> dict:
-    from .robustness import parse_attacks
-
-    return cached(ctx, ("evasion", k), lambda: parse_attacks([_evasion_entries(ctx.scenario)[k]])[0])
-
-
-class _budget:
-    """The deadline on a classifier for the duration of a unit."""
-
-    def __init__(self, clf, deadline):
-        self.clf, self.deadline = clf, deadline
-
-    def __enter__(self):
-        self.clf.deadline = self.deadline
-
-    def __exit__(self, *exc):
-        self.clf.deadline = None
-
-
-def clean_unit(ctx: AuditContext, u: Unit, deadline) -> Evaluation:
-    """Forward pass and cost simulation of a chunk of the data on a profile."""
-    st = _state(ctx, u.profile)
-    x = ctx.data.x[u.start:u.stop]
-    if tuple(x.shape[1:]) != tuple(st.clf.input_shape):
-        raise AuditorError(f"the data has per-input shape {tuple(x.shape[1:])} (NCHW) but the model expects "
-                           f"{tuple(st.clf.input_shape)} after preprocessing", where=ctx.data.description)
-    with _budget(st.clf, deadline):  # the clean evaluation counts too, batch by batch
-        return evaluate(st.clf, x, st.cm, ctx.scenario.density_tensors)
-
-
-def energy_unit(ctx: AuditContext, u: Unit, deadline) -> dict:
-    """An energy-latency search on a chunk of its inputs (``u.args``: the layer weights W_l)."""
-    from .energy import search_part
-
-    st, sc = _state(ctx, u.profile), ctx.scenario
-    search, _ = _search(ctx, u.index)
-    # the verification forward passes count too: a search not verified in time does not count
-    with _budget(st.clf, deadline), _budget(st.verifier, deadline):
-        return search_part(st.clf, st.verifier, st.cm, ctx.data.x[u.start:u.stop], search, sc.energy_attacks[u.index],
-                           u.args, seed=u.seed, density_tensors=sc.density_tensors)
-
-
-def evasion_unit(ctx: AuditContext, u: Unit, deadline) -> dict:
-    """An evasion attack, all its ε, on a chunk of its inputs (``u.args``: random targets or None)."""
-    from .robustness import attack_part, check_labelled
-
-    st = _state(ctx, u.profile)
-    x, y = check_labelled(ctx.data.x[u.start:u.stop], ctx.data.y[u.start:u.stop])
-    with _budget(st.clf, deadline), _budget(st.verifier, deadline):
-        return attack_part(st.clf, st.verifier, x, y, _evasion_spec(ctx, u.index), targets=u.args, seed=u.seed)
-
-
 def approx_unit(ctx: AuditContext, u: Unit, deadline) -> dict:
     """The exact-vs-approximate comparison of a profile."""
-    st = _state(ctx, u.profile)
-    with _budget(st.clf, deadline):
+    st = deployed(ctx, u.profile)
+    with budget(st.clf, deadline):
         return run_approx_audit(st.clf, ctx.data, ctx.scenario, ctx.seed, ctx.threads)
-
-
-def masking_unit(ctx: AuditContext, u: Unit, deadline) -> dict:
-    """The gradient-masking diagnosis of a profile (:mod:`auditor.pipeline.masking`)."""
-    from .masking import run_masking
-
-    st = _state(ctx, u.profile)
-    with _budget(st.clf, deadline):
-        return run_masking(st.clf, st.verifier, ctx.proto, st.prof, ctx.data, ctx.scenario, ctx.seed, ctx.threads)
 
 
 def finish_unit(ctx: AuditContext, u: Unit, deadline):
     """A profile's report section and checks from its merged results (``u.args``: the clean
     evaluation, per energy search and for the evasion attacks the merged parts or None when cut
-    short, the approx report, None or "cut", and optionally the masking diagnosis, None or "cut").
-    Returns (section, checks, worst input per search)."""
-    from .energy import energy_section, input_independent, skipped_section
-    from .robustness import robustness_report
-
-    st, sc, data = _state(ctx, u.profile), ctx.scenario, ctx.data
-    prof, clf = st.prof, st.clf
+    short, the approx report, None or "cut", and optionally the masking diagnosis, None or "cut"):
+    each stage's module builds its section.  Returns (section, checks, worst input per search)."""
+    st, sc = deployed(ctx, u.profile), ctx.scenario
     ev, energy, evasion, approx = u.args[:4]
     masking = u.args[4] if len(u.args) > 4 else None
-    c = ev.cost
-    worst = int(np.argmax(c.latency_s))
-    acc = float((ev.pred == data.y).mean()) if data.y is not None else None
-    pr = {
-        "name": prof.name, "path": prof.path, "cost_model": prof.cost_model, "description": prof.description,
-        "profile": prof.to_dict(),
-        "clean": {
-            "accuracy": acc,
-            "batch": batch_note(clf),
-            "classes": getattr(clf, "num_classes", None),
-            "density": dict(sample_stats(ev.model_density, spread=True), counted=sc.density_tensors,
-                            tensors=list(ev.counted), rule=density_rule(clf.probes, sc.density_tensors)),
-            "tensor_density": {t: float(v.mean()) for t, v in ev.densities.items()},
-            **{k: sample_stats(v, spread=True) for k, v in (
-                ("latency_s", c.latency_s), ("energy_j", c.energy_total_j), ("edp", c.edp), ("cycles", c.total_cycles),
-                ("dense_cycles", c.dense_cycles.sum(axis=1)), ("speedup_over_dense", c.speedup))},
-            "energy_breakdown_j": {k: float(v.mean()) for k, v in c.breakdown.items()},
-            "layer_shares": c.shares(),
-            "worst_input": {"index": worst, "layers": _layer_breakdown(clf, ev, worst)},
-            "per_input": per_input(clf, ev),
-        },
-    }
-    # how the logits were read (a final Softmax skipped, (N, C, 1, 1) flattened), and outputs that
-    # look like probabilities although no Softmax was found
-    notes = list(clf.head.notes)
-    warning = probability_warning(ev.logits, clf.head)
-    if warning:
-        notes.append("warning: " + warning)
-    if notes:
-        pr["notes"] = notes
-    summary = {
-        "clean_mean_latency_s": float(c.latency_s.mean()), "clean_mean_energy_j": float(c.energy_total_j.mean()),
-        "worst_latency_s": float(c.latency_s.max()), "worst_energy_j": float(c.energy_total_j.max()),
-        "worst_edp": float(c.edp.max()), "worst_density": float(ev.model_density.max()),
-        "clean_accuracy": acc,
-    }
-    cut_short: list[str] = []
-    attacks, worst_inputs = [], {}
-    for k, spec in enumerate(sc.energy_attacks):
-        fixed = input_independent(st.cm, ev.cost, min(spec.count, len(data.x)))
-        if fixed is not None:  # a machine that cannot be slowed: the search was not run (search_units)
-            attacks.append(skipped_section(_search(ctx, k)[0], spec, ev, min(spec.count, len(data.x)), fixed))
-            summary["latency_increase"] = max(summary.get("latency_increase", 0.0), 1.0)
-            summary["energy_increase"] = max(summary.get("energy_increase", 0.0), 1.0)
-            continue
-        if energy[k] is None:
-            cut_short.append(spec.search)
-            attacks.append({"search": spec.search, "cut_short": True})
-            continue
-        search, params = _search(ctx, k)
-        section, worst_x = energy_section(st.verifier, st.cm, data.x, ev, spec, search, params, energy[k],
-                                          density_tensors=sc.density_tensors, labels=data.y)
-        if worst_x is not None:
-            worst_inputs[k] = worst_x
-        attacks.append(section)
-        for key_sum, key_sec in (("worst_latency_s", "latency_s"), ("worst_energy_j", "energy_j"), ("worst_edp", "edp")):
-            w = section[key_sec]["worst"]
-            if w is not None:
-                summary[key_sum] = max(summary[key_sum], w)
-        if section["density_attacked_worst"] is not None:
-            summary["worst_density"] = max(summary["worst_density"], section["density_attacked_worst"])
-        for key in ("latency_increase", "energy_increase"):
-            if section[key] is not None:
-                summary[key] = max(summary.get(key, 0.0), section[key])
-    pr["attacks"] = attacks
-    if any(not a.get("cut_short") for a in attacks):
-        from ..attacks.energy.analysis import zero_threshold_summary
-
+    pr, summary = clean_section(st, ev, ctx.data, sc)
+    pr["attacks"], worst_inputs, cut_short = energy_sections(ctx, st, ev, energy, summary)
+    if any(not a.get("cut_short") for a in pr["attacks"]):
         # Müller & Quiring eq. 3: per BN->ReLU channel, the pre-BN value below which the ReLU
         # outputs zero; many negative thresholds = a layer that is easy to make dense
-        pr["zero_thresholds"] = zero_threshold_summary(clf.base_model)
+        pr["zero_thresholds"] = zero_threshold_summary(st.clf.base_model)
     pr["summary"] = summary
-    if _runs_evasion(sc):
+    if runs_evasion(sc):
         if evasion is None:
             cut_short.append("robustness")
         else:
-            from .robustness import parse_attacks
-
-            n = min(sc.robustness.count, len(data.x))
-            rep = robustness_report(parse_attacks(_evasion_entries(sc)), evasion, data.y[:n])
-            rep["count"] = n
-            pr["robustness"] = rep
-    if approx == "cut":
-        cut_short.append("approx")
-    elif approx is not None:
-        pr["approx"] = approx
-    if masking == "cut":
-        cut_short.append("masking")
-    elif masking is not None:
-        pr["masking"] = masking
+            pr["robustness"] = robustness_section(ctx, evasion)
+    for name, result in (("approx", approx), ("masking", masking)):
+        if result == "cut":
+            cut_short.append(name)
+        elif result is not None:
+            pr[name] = result
     if cut_short:
         # a search stopped by the budget never turns a failure into a pass: every check that
         # reads a stage cut short is not decided (auditor.pipeline.checks)
         pr["cut_short"] = cut_short
-    pr_checks = evaluate_checks(sc, "checks", prof.name, pr)
+    pr_checks = evaluate_checks(sc, "checks", st.prof.name, pr)
     pr["checks"] = [ch.to_dict() for ch in pr_checks]
     return pr, pr_checks, worst_inputs
-
-
-def _runs_evasion(sc: Scenario) -> bool:
-    return sc.robustness is not None and bool(sc.robustness.attacks)
 
 
 def _runs_approx(sc: Scenario, prof: HardwareProfile) -> bool:
@@ -380,13 +162,11 @@ def _runs_approx(sc: Scenario, prof: HardwareProfile) -> bool:
 
 def _check_plan(sc: Scenario, data, profs) -> None:
     """What the scenario asks that cannot work, before any work."""
-    if _runs_evasion(sc) and data.y is None:
+    if runs_evasion(sc) and data.y is None:
         raise AuditorError("robustness attacks need labelled data", where="scenario robustness")
-    if not _runs_evasion(sc) and (sc.checks.min_robust_accuracy or sc.checks.max_attack_success_rate is not None
+    if not runs_evasion(sc) and (sc.checks.min_robust_accuracy or sc.checks.max_attack_success_rate is not None
                                   or sc.checks.min_median_l2 is not None):
         raise AuditorError("robustness checks are declared but the scenario runs no evasion attack (robustness.attacks)")
-    from .masking import runs_masking
-
     if sc.checks.no_gradient_masking and sc.robustness is None:
         raise AuditorError("checks.no_gradient_masking needs a robustness section (the diagnosis's inputs)")
     if data.y is None and any(runs_masking(sc, p) for p in profs):
@@ -396,41 +176,17 @@ def _check_plan(sc: Scenario, data, profs) -> None:
 
 
 def search_units(ctx: AuditContext, clean: list[Evaluation]) -> list[Unit]:
-    """The searches of every profile as units: energy searches by chunk of their inputs (whole
-    when the search looks at its inputs together), evasion attacks by chunk, the approx audit."""
-    from .energy import input_independent, layer_weights
-    from .robustness import choose_targets
-    from ..attacks.energy import search_class
-
-    sc, data, seed, size = ctx.scenario, ctx.data, ctx.seed, ctx.scenario.chunk_size
+    """The searches of every profile whose clean evaluation ended, as units: energy searches and
+    evasion attacks by chunk (their layer weights and targets from the clean evaluation), the
+    approx audit and the masking diagnosis whole."""
     units = []
     for p, prof in enumerate(ctx.profiles):
         if clean[p] is None:  # the budget ended before its clean evaluation did
             continue
-        cm = prof.build_cost_model()
-        for k, spec in enumerate(sc.energy_attacks):
-            n = min(spec.count, len(data.x))
-            if input_independent(cm, clean[p].cost, n) is not None:
-                continue  # every input costs the same: nothing to search for (finish_unit says so)
-            w = layer_weights(clean[p], spec, n)
-            for i, (a, b) in enumerate(chunk_bounds(n, size, search_class(spec.search).per_input)):
-                units.append(Unit(f"{prof.name}/energy[{k}]:{spec.search}/{i}", energy_unit, p, k, i, a, b,
-                                  unit_seed(seed + k, i), True, w))
-        if _runs_evasion(sc):
-            n = min(sc.robustness.count, len(data.x))
-            for k, att in enumerate(sc.robustness.attacks):
-                targets = None
-                if att.targeted in (True, "random"):  # drawn over all the inputs, as in one piece
-                    targets = choose_targets("random", data.y[:n].astype(np.int64),
-                                             np.zeros((n, clean[p].logits.shape[1])), seed + k)
-                for i, (a, b) in enumerate(chunk_bounds(n, size)):
-                    units.append(Unit(f"{prof.name}/evasion[{k}]:{att.attack}/{i}", evasion_unit, p, k, i, a, b,
-                                      unit_seed(seed + k, i), True, None if targets is None else targets[a:b]))
-        if _runs_approx(sc, prof):
+        units += energy_units(ctx, p, clean[p]) + evasion_units(ctx, p, clean[p].logits)
+        if _runs_approx(ctx.scenario, prof):
             units.append(Unit(f"{prof.name}/approx", approx_unit, p, timed=True))
-        from .masking import runs_masking
-
-        if runs_masking(sc, prof):
+        if runs_masking(ctx.scenario, prof):
             units.append(Unit(f"{prof.name}/masking", masking_unit, p, timed=True))
     return units
 
@@ -475,15 +231,11 @@ def _threads(threads: int, jobs: int, ray: str | None) -> int:
 def saved_input_stem(profile: str, k: int, search: str) -> str:
     """File name (without suffix) of the worst input of search ``k`` on a profile (--save-inputs);
     the profile's name is the user's, so it is made a harmless file-name component."""
-    from ..files import safe_name
-
     return f"{safe_name(profile)}-{k}-{safe_name(search)}-worst"
 
 
 def _check_save_dir(save_dir, profs, sc: Scenario, force: bool) -> None:
     """Fail before any work when --save-inputs would overwrite files (without --force)."""
-    from ..files import check_output, output_folder
-
     output_folder(save_dir, "saved inputs")
     for prof in profs:
         for k, spec in enumerate(sc.energy_attacks):
@@ -494,14 +246,58 @@ def _check_save_dir(save_dir, profs, sc: Scenario, force: bool) -> None:
 def _check_fit(proto, sc: Scenario, scenario, data) -> None:
     """The scenario against the data and the model (mean/std channels, budgets, labels), before
     any work; errors are located in the scenario file when there is one."""
-    from ..data import check_label_range
-    from ..model.interface import num_classes
-
     if not isinstance(scenario, Scenario):
-        from ..validate import check_scenario
-
         check_scenario(sc, *schema.load_yaml(scenario), tuple(data.x.shape[1:]), proto)
     check_label_range(data.y, num_classes(proto), data.description)
+
+
+def _merge_clean(ctx: AuditContext, cu: list[Unit], cout: list) -> list:
+    """Per profile the merged clean evaluation, None when the budget cut it short (such a profile
+    decides nothing: cut_profile)."""
+    clean = [None if any(o[0] == "cut" for u, o in zip(cu, cout) if u.profile == p)
+             else merge([o[1] for u, o in zip(cu, cout) if u.profile == p]) for p in range(len(ctx.profiles))]
+    for ev in clean:
+        if ev is not None and not np.all(np.isfinite(ev.logits)):
+            raise AuditorError("the model produced NaN or infinite logits on the audit data")
+    return clean
+
+
+def finish_units(ctx: AuditContext, clean: list, su: list[Unit], sout: list) -> list[Unit]:
+    """One finish_unit per profile whose clean evaluation ended, with its merged search results."""
+    sc = ctx.scenario
+    energy, evasion = _by_unit(su, sout, energy_unit), _by_unit(su, sout, evasion_unit)
+    approx, masking = _by_unit(su, sout, approx_unit), _by_unit(su, sout, masking_unit)
+    fu = []
+    for p, prof in enumerate(ctx.profiles):
+        if clean[p] is None:
+            continue
+        ev_parts = [evasion[(p, k)] for k in range(len(sc.robustness.attacks))] if runs_evasion(sc) else []
+        fu.append(Unit(f"{prof.name}/finish", finish_unit, p, args=(
+            clean[p], [energy.get((p, k)) for k in range(len(sc.energy_attacks))],
+            None if any(e is None for e in ev_parts) or not ev_parts else ev_parts,
+            ("cut" if approx[(p, 0)] is None else approx[(p, 0)]) if (p, 0) in approx else None,
+            ("cut" if masking[(p, 0)] is None else masking[(p, 0)]) if (p, 0) in masking else None)))
+    return fu
+
+
+def _save_evidence(pr: dict, p: int, worst_inputs: dict, evasion: dict, ctx: AuditContext, save_dir, force: bool) -> None:
+    """--save-inputs: the evasion examples and the worst input of each energy search, on disk."""
+    sc, data = ctx.scenario, ctx.data
+    if runs_evasion(sc) and pr.get("robustness"):
+        attach_examples(pr["robustness"], [evasion[(p, k)] for k in range(len(sc.robustness.attacks))],
+                        data.x, data.y, save_dir, pr["name"], sc.preprocessing.bounds, force=force)
+    for k, x in worst_inputs.items():
+        stem = Path(save_dir) / saved_input_stem(pr["name"], k, pr["attacks"][k]["search"])
+        pr["attacks"][k]["worst_input"]["files"] = save_input(x, stem, sc.preprocessing.bounds, force)
+
+
+def _baseline_section(old: dict, baseline) -> dict:
+    return {"path": None if isinstance(baseline, dict) else str(baseline),
+            "model_sha256": old.get("model", {}).get("sha256"),
+            "model_path": old.get("model", {}).get("path"),
+            "scenario": (old.get("scenario") or {}).get("name"),
+            "verdict": old.get("verdict"),
+            "profiles": {p.get("name"): p.get("summary") for p in old.get("profiles", [])}}
 
 
 def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: int = 0,
@@ -515,8 +311,6 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
     its address; Ray is imported only then); ``force``: overwrite saved inputs that exist.  Same
     inputs and seed give the same report either way.  ``started_at``: the ``time.monotonic()`` the budget
     counts from (the CLI: when the command started, so imports count); default now."""
-    from .executors import make_executor
-
     t0 = time.monotonic() if started_at is None else float(started_at)
     wall0 = time.time() - (time.monotonic() - t0)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -545,65 +339,33 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
     ctx = AuditContext(proto, profs, sc, data, seed, _threads(threads, jobs, ray))
     with make_executor(ctx, jobs, ray) as ex:
         # 1. clean evaluation and cost simulation, chunk by chunk
-        cu = [Unit(f"{prof.name}/clean/{i}", clean_unit, p, 0, i, a, b, timed=True)
-              for p, prof in enumerate(profs) for i, (a, b) in enumerate(chunk_bounds(len(data.x), sc.chunk_size))]
+        cu = clean_units(ctx)
         cout = ex.run(cu, deadline, "clean evaluation" + progress.first_compile_note())
-        # a profile whose clean evaluation the budget cut short decides nothing (cut_profile)
-        clean = [None if any(o[0] == "cut" for u, o in zip(cu, cout) if u.profile == p)
-                 else merge([o[1] for u, o in zip(cu, cout) if u.profile == p]) for p in range(len(profs))]
-        for ev in clean:
-            if ev is not None and not np.all(np.isfinite(ev.logits)):
-                raise AuditorError("the model produced NaN or infinite logits on the audit data")
+        clean = _merge_clean(ctx, cu, cout)
         # 2. the searches, chunk by chunk (their layer weights and targets come from step 1)
         su = search_units(ctx, clean)
         sout = ex.run(su, deadline, "searches")
-        cut_units = [u.uid for u, o in zip(cu + su, cout + sout) if o[0] == "cut"]
-        energy, evasion, approx = _by_unit(su, sout, energy_unit), _by_unit(su, sout, evasion_unit), _by_unit(su, sout, approx_unit)
-        masking = _by_unit(su, sout, masking_unit)
         # 3. statistics and checks of each profile, from the merged per-input results
-        fu = []
-        for p, prof in enumerate(profs):
-            if clean[p] is None:
-                continue
-            ev_parts = [evasion[(p, k)] for k in range(len(sc.robustness.attacks))] if _runs_evasion(sc) else []
-            fu.append(Unit(f"{prof.name}/finish", finish_unit, p, args=(
-                clean[p], [energy.get((p, k)) for k in range(len(sc.energy_attacks))],
-                None if any(e is None for e in ev_parts) or not ev_parts else ev_parts,
-                ("cut" if approx[(p, 0)] is None else approx[(p, 0)]) if (p, 0) in approx else None,
-                ("cut" if masking[(p, 0)] is None else masking[(p, 0)]) if (p, 0) in masking else None)))
+        fu = finish_units(ctx, clean, su, sout)
         fout = ex.run(fu, None, "statistics")
     times = _stage_times(profs, [(cu, cout), (su, sout), (fu, fout)])
     checks: list[Check] = []
     finished = iter(fout)
+    evasion = _by_unit(su, sout, evasion_unit)
     for p, prof in enumerate(profs):
         _, (pr, pr_checks, worst_inputs), *_ = next(finished) if clean[p] is not None else (None, (*cut_profile(prof, sc), {}))
         pr["timing"] = {"seconds": round(sum(times[p].values()), 3), "stages": times[p]}
-        if save_dir is not None and _runs_evasion(sc) and pr.get("robustness"):
-            from ..report.evidence import attach_examples
-
-            attach_examples(pr["robustness"], [evasion[(p, k)] for k in range(len(sc.robustness.attacks))],
-                            data.x, data.y, save_dir, prof.name, sc.preprocessing.bounds, force=force)
-        for k, x in worst_inputs.items():
-            if save_dir is not None:
-                from .energy import save_input
-
-                stem = Path(save_dir) / saved_input_stem(prof.name, k, pr["attacks"][k]["search"])
-                pr["attacks"][k]["worst_input"]["files"] = save_input(x, stem, sc.preprocessing.bounds, force)
+        if save_dir is not None:
+            _save_evidence(pr, p, worst_inputs, evasion, ctx, save_dir, force)
         checks += pr_checks
         report["profiles"].append(pr)
     cut = [f"{pr['name']}:{name}" for pr in report["profiles"] for name in pr.get("cut_short", [])]
     if cut or max_seconds is not None:
-        report["budget"] = {"max_seconds": max_seconds, "cut_short": cut, "cut_short_units": cut_units}
+        report["budget"] = {"max_seconds": max_seconds, "cut_short": cut,
+                            "cut_short_units": [u.uid for u, o in zip(cu + su, cout + sout) if o[0] == "cut"]}
     if old is not None:
-        from .baseline import regression_checks
-
         checks += regression_checks(sc.regression, old, report)
-        report["baseline"] = {"path": None if isinstance(baseline, dict) else str(baseline),
-                              "model_sha256": old.get("model", {}).get("sha256"),
-                              "model_path": old.get("model", {}).get("path"),
-                              "scenario": (old.get("scenario") or {}).get("name"),
-                              "verdict": old.get("verdict"),
-                              "profiles": {p.get("name"): p.get("summary") for p in old.get("profiles", [])}}
+        report["baseline"] = _baseline_section(old, baseline)
     report["warnings"] = sanity_warnings(report, sc, old)
     for w in report["warnings"]:
         progress.log(f"warning: {w['message']}")

@@ -8,6 +8,9 @@ import math
 import tempfile
 from pathlib import Path
 
+from .run import run_audit
+from .sanity import near_chance
+
 
 def _up(v: float, digits: int = 3) -> float:
     """Round up to ``digits`` significant digits (a threshold never below the value it covers)."""
@@ -19,8 +22,6 @@ def _up(v: float, digits: int = 3) -> float:
 
 def measured_scenario(model: str, profiles: list[str], *, count: int = 64, margin: float = 1.2,
                       path: str = "scenario.yaml") -> str:
-    from .run import run_audit
-    from .sanity import near_chance
 
     with tempfile.TemporaryDirectory() as tmp:
         sc = Path(tmp) / "measure.yaml"

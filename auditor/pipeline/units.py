@@ -26,12 +26,15 @@ input, an :class:`~auditor.errors.AuditorError`).
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
+from .. import progress
+from ..attacks.energy.base import chunks
 from ..errors import AuditorError
 from ..runtime.classifier import BudgetExceeded
 
@@ -76,8 +79,6 @@ def unit_seed(base: int, part: int) -> int:
 
 def chunk_bounds(n: int, size: int, split: bool = True) -> list[tuple[int, int]]:
     """(start, stop) of the chunks of ``n`` inputs; one chunk when ``split`` is false."""
-    from ..attacks.energy.base import chunks
-
     if not split or n == 0:
         return [(0, n)]
     return [(s.start, s.stop) for s in chunks(n, size)]
@@ -154,10 +155,6 @@ def _test_kill_hook() -> None:
 def run_unit(ctx: AuditContext, unit: Unit, deadline=None):
     """Run one unit; returns ("ok", value, seconds), ("cut", None) or ("error", message).  Its
     progress bars are labelled with the profile; -v logs its duration (auditor.progress)."""
-    import time
-
-    from .. import progress
-
     _test_kill_hook()
     try:
         if unit.timed and deadline is not None and deadline.expired():
