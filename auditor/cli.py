@@ -234,7 +234,7 @@ def validate(files, kind):
     from .validate import validate_file
 
     for f in files:
-        what = validate_file(f, kind)
+        what = validate_file(f, kind, warn=lambda w: click.echo(w, err=True))
         click.echo(f"{f}: valid {what}")
 
 

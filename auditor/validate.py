@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import yaml
@@ -25,7 +26,9 @@ def detect_kind(path) -> str:
     return "scenario"
 
 
-def validate_file(path, kind: str = "auto") -> str:
+def validate_file(path, kind: str = "auto", warn: Callable[[str], None] | None = None) -> str:
+    """Check a profile or scenario file (AuditorError at the first error); ``warn`` receives each
+    ``file:line:col: warning: ...`` line about what is valid but probably not meant."""
     kind = detect_kind(path) if kind == "auto" else kind
     if kind == "hwprofile":
         from .hw.profile import load_profile  # its cost models' numba kernels: only for a profile
@@ -38,7 +41,29 @@ def validate_file(path, kind: str = "auto") -> str:
     check_references(sc, node, file)
     data = load_data(sc.data, sc.base_dir, sc.preprocessing.bounds, sc.seed)  # references: data files exist and parse
     check_scenario(sc, node, file, tuple(data.x.shape[1:]))
+    for w in scenario_warnings(sc, node, file, data.x):
+        if warn is not None:
+            warn(w)
     return "scenario"
+
+
+#: a pixel range at least this many times wider than the span of the data it is given
+RANGE_SLACK = 10.0
+
+
+def scenario_warnings(sc, node, file: str, x: np.ndarray) -> list[str]:
+    """What is valid but probably not meant, as ``file:line:col: warning: ...`` lines: a pixel
+    range much wider than the data in it (float data in [0, 1] under ``range: [0, 255]`` makes
+    every epsilon and the clipping 255 times looser than meant)."""
+    out = []
+    lo, hi = sc.preprocessing.bounds
+    x_lo, x_hi = float(x.min()), float(x.max())
+    if hi - lo >= RANGE_SLACK * max(x_hi - x_lo, 1.0):
+        where = schema.where(file, schema.locate(node, "preprocessing", "range") or schema.locate(node, "preprocessing"))
+        out.append(f"{where}: warning: preprocessing.range is [{lo:g}, {hi:g}] but every pixel of the data lies in "
+                   f"[{x_lo:g}, {x_hi:g}]: epsilons and clipping are measured in the range's units "
+                   f"(is the range [{math.floor(x_lo):g}, {math.ceil(x_hi):g}]?)")
+    return out
 
 
 def _fail(node, file: str, msg: str, *path):

@@ -145,3 +145,26 @@ def test_preprocessing_prepended_matches_numpy():
     got = ort.InferenceSession(p.SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, pre.apply(x), rtol=1e-6)
     assert got.shape == (2, 5, 5, 3)
+
+
+def test_validate_warns_of_a_range_much_wider_than_the_data(tmp_path):
+    """`range: [0, 255]` over float data in [0, 1]: valid (exit 0), with one located warning."""
+    from click.testing import CliRunner
+
+    from auditor.cli import main
+    from auditor.validate import validate_file
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32))
+    sc = write(tmp_path, "name: t\ndata: {source: npy, path: x.npy}\npreprocessing:\n  range: [0, 255]\n")
+    warnings = []
+    assert validate_file(sc, warn=warnings.append) == "scenario"
+    assert len(warnings) == 1 and warnings[0].startswith(f"{sc}:4:10: warning: preprocessing.range is [0, 255]")
+    assert "(is the range [0, 1]?)" in warnings[0]
+    r = CliRunner().invoke(main, ["validate", str(sc)])
+    assert r.exit_code == 0 and "valid scenario" in r.output and "warning: preprocessing.range" in r.output
+    # the same data under its own range, and integer pixels (scaled to any range): no warning
+    for text in ("name: t\ndata: {source: npy, path: x.npy}\n",
+                 "name: t\ndata: {source: digits, count: 8}\npreprocessing: {range: [0, 255]}\n"):
+        warnings = []
+        validate_file(write(tmp_path, text), warn=warnings.append)
+        assert warnings == []
