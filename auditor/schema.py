@@ -11,6 +11,7 @@ documentation cannot drift from what the loader accepts.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -20,6 +21,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 
 from .errors import AuditorError, short
+from .files import read_text
 
 MISSING = dataclasses.MISSING
 
@@ -76,8 +78,6 @@ def load_yaml(path: str | Path) -> tuple[yaml.Node | None, str]:
 
     Only a regular file of at most :data:`MAX_YAML_BYTES` is read; the tree is then checked
     (:func:`check_tree`): plain tags only, scalar and unique keys, bounded depth and expansion."""
-    from .files import read_text
-
     text = read_text(path, "YAML file", MAX_YAML_BYTES)
     _check_flow_depth(text, str(path))
     try:
@@ -393,8 +393,6 @@ def _kind(node) -> str:
 
 
 def _closest(word: str, options) -> str | None:
-    import difflib
-
     m = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return m[0] if m else None
 

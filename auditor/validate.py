@@ -173,7 +173,7 @@ def check_references(sc, node, file: str) -> None:
             except AuditorError as e:
                 fail(e, "energy_attacks", i, "defences", j)
     if sc.approx is not None and sc.approx.surrogate:
-        from .model.load import load_model
+        from .model.load import load_model  # onnx only with a surrogate
 
         try:
             load_model(sc.base_dir / sc.approx.surrogate)
