@@ -20,7 +20,7 @@ import numpy as np
 
 from ...errors import AuditorError
 from ...registry import Registry
-from ..base import Configurable, Param, bounds_of, check_inputs, registrar
+from ..base import Configurable, check_inputs, registrar
 
 #: every energy-latency search, registered by its module (names and other spellings)
 SEARCHES: "Registry[type[Search]]" = Registry("search")
