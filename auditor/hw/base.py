@@ -295,10 +295,18 @@ def all_finite(x: np.ndarray) -> bool:
     return bool(np.isfinite(x).all())
 
 
-def lower(layer: ComputeLayer, x: np.ndarray) -> tuple[np.ndarray, ConvGeom]:
+def check_finite(layer: ComputeLayer, x: np.ndarray) -> None:
+    """AuditorError when the activation ``x`` of ``layer`` holds a NaN or an infinity."""
+    if x.size and not all_finite(x):
+        raise AuditorError(f"activation '{layer.input}' contains NaN or infinity", where=f"layer {layer.name}")
+
+
+def lower(layer: ComputeLayer, x: np.ndarray, finite: bool = True) -> tuple[np.ndarray, ConvGeom]:
     """Check ``x`` against the layer and return it as an NCHW float32 array with its geometry.
 
-    Raises :class:`AuditorError` when the activation does not fit the layer.
+    Raises :class:`AuditorError` when the activation does not fit the layer, or (``finite``) holds
+    a NaN or an infinity; a caller whose kernel reads every value anyway passes ``finite=False``
+    and has that kernel check (:func:`window_reads` with its ``layer``), saving a pass.
     """
     where = f"layer {layer.name}"
     x = np.asarray(x)
@@ -308,8 +316,8 @@ def lower(layer: ComputeLayer, x: np.ndarray) -> tuple[np.ndarray, ConvGeom]:
     if x.ndim < 1 or tuple(x.shape[1:]) != exp:
         raise AuditorError(f"activation '{layer.input}' has shape {tuple(x.shape)}, expected (N, {', '.join(map(str, exp))})",
                            where=where)
-    if x.size and not all_finite(x):
-        raise AuditorError(f"activation '{layer.input}' contains NaN or infinity", where=where)
+    if finite:
+        check_finite(layer, x)
     op = layer.op_type
     if op in ("Gemm", "MatMul"):
         # rows x K input (rows = 1 for a plain FC layer): a 1x1 convolution over K channels at `rows`
@@ -456,30 +464,40 @@ def window_multiplicity(size: int, k: int, s: int, p0: int, d: int, out: int) ->
 
 @numba.njit(cache=True, parallel=True, nogil=True)
 def _weighted_counts(x, my, mx, threshold):
-    """sum over n's values v of [|v| > threshold] * my[iy] * mx[ix], per input n."""
+    """sum over n's values v of [|v| > threshold] * my[iy] * mx[ix], per input n; and whether
+    some value is not finite (v - v is NaN)."""
     N, C, H, W = x.shape
     parts = np.zeros(N * C, dtype=np.int64)
+    bad = np.zeros(N * C, dtype=np.int32)
     for task in numba.prange(N * C):
         n = task // C
         c = task - n * C
         s = 0
+        nf = np.int32(0)
         for iy in range(H):
             r = np.int32(0)
             for ix in range(W):
-                r += np.int32(abs(x[n, c, iy, ix]) > threshold) * mx[ix]
+                v = x[n, c, iy, ix]
+                r += np.int32(abs(v) > threshold) * mx[ix]
+                nf |= np.int32(v - v != 0)
             s += np.int64(r) * my[iy]
         parts[task] = s
+        bad[task] = nf
     out = np.zeros(N, dtype=np.int64)
     for task in range(N * C):
         out[task // C] += parts[task]
-    return out
+    return out, bad.any()
 
 
-def window_reads(x: np.ndarray, geom: "ConvGeom", threshold: float = 0.0) -> np.ndarray:
+def window_reads(x: np.ndarray, geom: "ConvGeom", threshold: float = 0.0,
+                 layer: ComputeLayer | None = None) -> np.ndarray:
     """(N,) int64: over every window of the layer and every value it reads from the lowered
     activations ``x`` (N, C, H, W), how many are non-zero (|v| > threshold; padding reads
     nothing), computed once per pixel (counted as often as windows read it) instead of once per
-    window read."""
+    window read.  With ``layer``, a NaN or infinity in ``x`` is :func:`lower`'s error."""
     my = window_multiplicity(geom.H, geom.KH, geom.sh, geom.pt, geom.dh, geom.OH).astype(np.int32)
     mx = window_multiplicity(geom.W, geom.KW, geom.sw, geom.pl, geom.dw, geom.OW).astype(np.int32)
-    return _weighted_counts(x, my, mx, np.float32(threshold))
+    out, bad = _weighted_counts(x, my, mx, np.float32(threshold))
+    if bad and layer is not None:
+        check_finite(layer, x)
+    return out

@@ -81,7 +81,7 @@ import numpy as np
 
 from ..model.layers import ComputeLayer
 from ..schema import field
-from .base import ConvGeom, CostModel, CostResult, cost_model, nonzero_mask, window_reads
+from .base import ConvGeom, CostModel, CostResult, check_finite, cost_model, nonzero_mask, window_reads
 from .dadiannao import SRC_CNV, DaDianNaoParams, simulate
 
 
@@ -134,6 +134,7 @@ def _brick_counts(x, group, brick, threshold):
     cg = C // group
     nb = (cg + brick - 1) // brick
     out = np.zeros((N, group * nb, H, W), dtype=np.uint8)
+    bad = np.zeros(N * group * nb, dtype=np.int32)
     for task in numba.prange(N * group * nb):
         n = task // (group * nb)
         gb = task - n * (group * nb)
@@ -141,19 +142,30 @@ def _brick_counts(x, group, brick, threshold):
         b = gb - g * nb
         c0 = g * cg + b * brick
         c1 = min(c0 + brick, (g + 1) * cg)
+        nf = np.int32(0)
         for iy in range(H):
             for c in range(c0, c1):
                 for ix in range(W):
-                    out[n, gb, iy, ix] += np.uint8(abs(x[n, c, iy, ix]) > threshold)
-    return out
+                    v = x[n, c, iy, ix]
+                    out[n, gb, iy, ix] += np.uint8(abs(v) > threshold)
+                    nf |= np.int32(v - v != 0)
+        bad[task] = nf
+    return out, bad.any()
 
 
-def brick_counts_of(x: np.ndarray, group: int, brick: int, threshold: float = 0.0) -> np.ndarray:
+def brick_counts_of(x: np.ndarray, group: int, brick: int, threshold: float = 0.0,
+                    layer: ComputeLayer | None = None) -> np.ndarray:
     """:func:`brick_counts` of the mask |x| > threshold, counted from the activations ``x``
-    (N, C, H, W) float32 in one pass."""
+    (N, C, H, W) float32 in one pass; with ``layer``, a NaN or infinity in ``x`` is
+    :func:`~auditor.hw.base.lower`'s error."""
     if brick > 255:
+        if layer is not None:
+            check_finite(layer, x)
         return brick_counts(nonzero_mask(x, threshold), group, brick)
-    return _brick_counts(x, group, brick, np.float32(threshold))
+    out, bad = _brick_counts(x, group, brick, np.float32(threshold))
+    if bad and layer is not None:
+        check_finite(layer, x)
+    return out
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
@@ -355,7 +367,8 @@ def cnv_windows_packed(nz, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, brick,
     return cnv_schedule(nz, group, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, brick, lanes, min_slot)
 
 
-def cnv_windows_single(x, geom: ConvGeom, lanes: int, min_slot: int, threshold: float = 0.0) -> np.ndarray:
+def cnv_windows_single(x, geom: ConvGeom, lanes: int, min_slot: int, threshold: float = 0.0,
+                       layer: ComputeLayer | None = None) -> np.ndarray:
     """The schedule of window-packed bricks of one value (a depthwise 3x3 layer: 9 values over 16
     lanes) when ``min_slot >= 1``: every brick then costs min_slot whatever its value (0 or 1), so
     cycles and entries do not depend on the data, and the non-zero visits are the mask's window
@@ -365,7 +378,7 @@ def cnv_windows_single(x, geom: ConvGeom, lanes: int, min_slot: int, threshold: 
     windows = geom.group * geom.OH * geom.OW
     out = np.empty((len(x), 3), dtype=np.int64)
     out[:, 0] = windows * -(-total // lanes) * min_slot
-    out[:, 1] = window_reads(x, geom, threshold)
+    out[:, 1] = window_reads(x, geom, threshold, layer)
     out[:, 2] = windows * total * min_slot
     return out
 
@@ -409,16 +422,18 @@ def cnv_windows_reference(x, geom: ConvGeom, lanes: int, brick: int, min_slot: i
 
 
 def skip_schedule(x4, geom: ConvGeom, packed: bool, brick: int, neuron_lanes: int, min_slot: int,
-                   threshold: float) -> np.ndarray:
+                  threshold: float, layer: ComputeLayer) -> np.ndarray:
     """(N, 3) schedule of one pass of a zero-skipping layer (the kernel that fits its bricks): the
-    :data:`~auditor.hw.dadiannao.Schedule` of the Cnvlutin machine."""
+    :data:`~auditor.hw.dadiannao.Schedule` of the Cnvlutin machine (its kernels check that the
+    activations are finite as they count them)."""
     if packed and brick == 1 and min_slot >= 1:
-        r = cnv_windows_single(x4, geom, neuron_lanes, min_slot, threshold)
+        r = cnv_windows_single(x4, geom, neuron_lanes, min_slot, threshold, layer)
     elif packed:
+        check_finite(layer, x4)
         r = cnv_windows_packed(nonzero_mask(x4, threshold), geom.group, geom.KH, geom.KW, geom.sh, geom.sw,
                                geom.pt, geom.pl, geom.dh, geom.dw, geom.OH, geom.OW, brick, neuron_lanes, min_slot)
     else:
-        cnt = brick_counts_of(x4, geom.group, brick, threshold)
+        cnt = brick_counts_of(x4, geom.group, brick, threshold, layer)
         r = cnv_windows(cnt, geom.group, geom.KH, geom.KW, geom.sh, geom.sw, geom.pt, geom.pl, geom.dh,
                         geom.dw, geom.OH, geom.OW, neuron_lanes, min_slot)
     return r

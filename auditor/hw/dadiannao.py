@@ -120,8 +120,9 @@ def passes(geom: ConvGeom, units: int, filter_lanes: int) -> int:
 # ----------------------------------------------------------------------------------------------
 
 #: the zero-skipping schedule of one pass of a layer: (x4, geom, packed, brick, lanes, min_slot,
-#: threshold) -> (N, 3) int64 [cycles, non-zero visits, neuron-buffer entries read]
-Schedule = Callable[[np.ndarray, ConvGeom, bool, int, int, int, float], np.ndarray]
+#: threshold, layer) -> (N, 3) int64 [cycles, non-zero visits, neuron-buffer entries read]; it
+#: raises :func:`~auditor.hw.base.lower`'s error for a NaN or infinity in ``x4`` (it reads every value)
+Schedule = Callable[[np.ndarray, ConvGeom, bool, int, int, int, float, ComputeLayer], np.ndarray]
 
 
 @dataclass
@@ -140,7 +141,7 @@ def layer_events(layer: ComputeLayer, x: np.ndarray, p: DaDianNaoParams, schedul
                  offset_bits: int, min_slot: int, threshold: float) -> tuple[LayerEvents, ConvGeom]:
     """Cycle and event counts of one layer for a batch: skipping zeros with ``schedule``, or dense
     (every brick costs its occupancy) when it is None."""
-    x4, geom = lower(layer, x)
+    x4, geom = lower(layer, x, finite=schedule is None)
     n = len(x4)
     npass = passes(geom, p.units, p.filter_lanes)
     windows = geom.group * geom.OH * geom.OW
@@ -152,7 +153,7 @@ def layer_events(layer: ComputeLayer, x: np.ndarray, p: DaDianNaoParams, schedul
     vbytes = p.value_bits / 8.0
     if schedule is not None:
         with kernel_threads(x4.size * geom.KH * geom.KW):
-            r = schedule(x4, geom, packed, brick, p.neuron_lanes, min_slot, threshold)
+            r = schedule(x4, geom, packed, brick, p.neuron_lanes, min_slot, threshold, layer)
         cycles = r[:, 0] * npass
         nnz = r[:, 1]
         entries = r[:, 2] * npass

@@ -265,12 +265,14 @@ class SparceModel(CostModel):
                     + p.loop_instructions * p.branch_cycles)
         iter_alu = p.pointer_instructions + p.loop_instructions
         def skips_of(li):  # skipped inner-loop iterations of layer li, all filters; its geometry
-            x4, g = lower(layers[li], acts[layers[li].input])
-            if cov[li] >= p.unroll and V == 1:
+            reads = cov[li] >= p.unroll and V == 1
+            x4, g = lower(layers[li], acts[layers[li].input], finite=not reads)
+            if reads:
                 # every iteration may skip, and one iteration reads one value: the skips are the
-                # zero (or padding) reads of all windows
+                # zero (or padding) reads of all windows (which also checks the values are finite)
                 with kernel_threads(x4.size):
-                    return g, (g.group * g.Cg * g.KH * g.KW * g.OH * g.OW - window_reads(x4, g)) * g.Mg
+                    reads = window_reads(x4, g, 0.0, layers[li])
+                return g, (g.group * g.Cg * g.KH * g.KW * g.OH * g.OW - reads) * g.Mg
             if cov[li] > 0:
                 with kernel_threads(x4.size * g.KH * g.KW):
                     return g, sparce_skips(nonzero_mask(x4), g.group, g.KH, g.KW, g.sh, g.sw, g.pt, g.pl, g.dh, g.dw,
