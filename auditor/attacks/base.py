@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import AuditorError, short
 from ..progress import Progress
 from ..registry import Registry
-from ..runtime.verify import within_bounds
+from ..norms import within_bounds
 
 T = TypeVar("T", bound=type)
 
@@ -288,7 +288,7 @@ def bounds_of(model) -> tuple[float, float]:
 
 def check_inputs(model, x, where: str) -> np.ndarray:
     """A batch of raw inputs for ``model``: numeric, shaped (N, *model.input_shape), N >= 1,
-    finite and inside the pixel range (up to :data:`auditor.runtime.verify.PIXEL_TOL`, then clipped).
+    finite and inside the pixel range (up to :data:`auditor.norms.PIXEL_TOL`, then clipped).
     -> float32 copy."""
     try:
         x = np.asarray(x, dtype=np.float32)

@@ -3,17 +3,10 @@
 An input an attack or a search reports is counted only when an independent forward pass (a
 logits-only classifier over a plain session of the deployed model, :func:`ort_classifier`, or a
 separate approximate execution, :class:`auditor.runtime.approx.ApproxLogits`) gives the adversarial
-class and the input respects the pixel range and the ε-ball.  Both constraints are checked here,
-each with one tolerance, by the verification of the robustness, approximate-model and energy
-sections and by the attacks' own checks:
-
-* :data:`PIXEL_TOL` (1e-5) — a pixel may lie this far outside the valid range (x the range's width
-  when it is wider than 1): float32 rounding of data scaled into the range (about 1e-7), never a
-  real excursion;
-* :data:`EPS_RTOL`, :data:`EPS_ATOL` — ``||x_adv - x|| <= eps * (1 + EPS_RTOL) + EPS_ATOL`` (the
-  absolute term x the range's width when it is wider than 1): the norm of a float32 perturbation
-  projected onto the ball exceeds ε by the rounding of its elements (about 1e-7 relative each,
-  summed over up to 150k elements of an ImageNet input), well below 1e-5 relative.
+class and the input respects the pixel range and the ε-ball.  Both constraints are checked
+with the one pixel-range and the one ε-ball tolerance of :mod:`auditor.norms`
+(:func:`~auditor.norms.within_bounds`, :func:`~auditor.norms.within_eps`), which the attacks'
+own checks use too.
 """
 
 from __future__ import annotations
@@ -23,40 +16,10 @@ import numpy as np
 from ..errors import AuditorError
 from ..model.load import as_model
 from ..model.rewrite.preprocess import to_model_input
-from ..norms import norm as _norm
+from ..norms import (EPS_ATOL, EPS_RTOL, PIXEL_TOL, is_adversarial, within_bounds,  # noqa: F401 (re-exported)
+                     within_eps)
 from .classifier import Classifier
 from .engine import Runner
-
-#: how far outside the pixel range a value may lie (x the range's width when wider than 1)
-PIXEL_TOL = 1e-5
-#: the ε-ball's relative and absolute slack (the absolute one x the range's width when wider than 1)
-EPS_RTOL, EPS_ATOL = 1e-5, 1e-6
-
-
-def _scale(bounds) -> float:
-    return max(1.0, float(bounds[1]) - float(bounds[0]))
-
-
-def within_bounds(x: np.ndarray, bounds) -> np.ndarray:
-    """(N,) whether every pixel of each input lies in ``bounds`` (within :data:`PIXEL_TOL`)."""
-    lo, hi = float(bounds[0]), float(bounds[1])
-    tol = PIXEL_TOL * _scale(bounds)
-    flat = np.asarray(x).reshape(len(x), -1)
-    if not flat.shape[1]:
-        return np.ones(len(x), bool)
-    return (flat.min(axis=1) >= lo - tol) & (flat.max(axis=1) <= hi + tol)
-
-
-def within_eps(x_adv: np.ndarray, x: np.ndarray, norm: str, eps: float, bounds=(0.0, 1.0)) -> np.ndarray:
-    """(N,) whether each ``x_adv`` lies in the ``norm`` ball of radius ``eps`` around ``x``
-    (within :data:`EPS_RTOL` / :data:`EPS_ATOL`)."""
-    return _norm(np.asarray(x_adv) - np.asarray(x), norm) <= float(eps) * (1 + EPS_RTOL) + EPS_ATOL * _scale(bounds)
-
-
-def is_adversarial(logits: np.ndarray, labels: np.ndarray, targets: np.ndarray | None) -> np.ndarray:
-    """The success criterion: argmax == target (targeted) or argmax != label (untargeted)."""
-    pred = np.asarray(logits).argmax(axis=1)
-    return pred == targets if targets is not None else pred != labels
 
 
 def verified_success(verify: Classifier, x: np.ndarray, x_adv: np.ndarray, labels: np.ndarray,

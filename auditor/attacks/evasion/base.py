@@ -39,7 +39,7 @@ from ..base import Configurable, check_inputs, plumbing, registrar
 from ..primitives import _bshape, bisect_segment, margins, on_segment
 from ...registry import Registry
 from ...runtime.classifier import Classifier
-from ...runtime.verify import is_adversarial, within_eps  # noqa: F401 (is_adversarial re-exported)
+from ...norms import is_adversarial, within_eps  # noqa: F401 (is_adversarial re-exported)
 
 #: every evasion attack, registered by its module under the name scenario files use
 ATTACKS: Registry[type["Attack"]] = Registry("attack")
