@@ -15,12 +15,19 @@ profile to its class; each class registers itself once with ``@cost_model(name)`
 
 from __future__ import annotations
 
-# the modules register their models in this order (the order of docs/reference.md)
+import importlib
+import pkgutil
+
+# the shipped models register in this order (the order of docs/reference.md and `auditor list`)
 from .base import COST_MODELS, CostModel, CostResult, ConvGeom, cost_model, lower, param_doc
 from .cnvlutin import CnvlutinModel, CnvlutinParams
 from .sparce import SparceModel, SparceParams
 from .dense import DenseModel, DenseParams
 from .fpu import FpuModel, FpuParams
+
+# every other module of the package too: a new cost model is one module with @cost_model(name)
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def build_cost_model(kind: str, params=None) -> CostModel:
