@@ -143,19 +143,14 @@ class JSMA(Attack):
             jac = np.stack(jac)
             alpha = jac[fixed_target[act], rows]
             return z, alpha, jac.sum(axis=0) - alpha
-        if ctx.targeted:
-            first = ctx.targets[act]
-            ga, z = self._grad(ctx, xa, act, first)
-            other = z.copy()
-            other[rows, first] = -np.inf
-            gb, _ = self._grad(ctx, xa, act, other.argmax(axis=1))
-            return z, ga, gb
-        lab = ctx.labels[act]
-        gb, z = self._grad(ctx, xa, act, lab)
+        # the gradients of a class and of the strongest other class: the target's and its rival's
+        # (targeted), or the label's and the most likely wrong class's (untargeted)
+        first = ctx.targets[act] if ctx.targeted else ctx.labels[act]
+        g_first, z = self._grad(ctx, xa, act, first)
         other = z.copy()
-        other[rows, lab] = -np.inf
-        ga, _ = self._grad(ctx, xa, act, other.argmax(axis=1))
-        return z, ga, gb
+        other[rows, first] = -np.inf
+        g_other, _ = self._grad(ctx, xa, act, other.argmax(axis=1))
+        return (z, g_first, g_other) if ctx.targeted else (z, g_other, g_first)
 
     def _minimize(self, ctx: Context) -> np.ndarray:
         lo, hi = ctx.bounds

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...norms import norm
 from ..base import Param, plumbing
 from .base import Attack, _bshape, Context, register_attack
 
@@ -38,6 +39,11 @@ def meta_pseudo_gaussian(s: int, rng: np.random.Generator) -> np.ndarray:
     d[s // 2:] = -eta_rectangles(s - s // 2, s)
     d /= max(np.sqrt((d ** 2).sum()), 1e-12)
     return d.T.copy() if rng.random() > 0.5 else d
+
+
+def _image_shape(x: np.ndarray) -> tuple[int, int, int]:
+    """(C, H, W) of a batch of images; anything that is not NCHW is one channel, one row of pixels."""
+    return tuple(x.shape[1:]) if x.ndim == 4 else (1, 1, int(np.prod(x.shape[1:])))
 
 
 @register_attack("square")
@@ -93,10 +99,7 @@ class SquareAttack(Attack):
             return self._attack_l2(ctx, eps)
         lo, hi = ctx.bounds
         n = len(ctx.x)
-        if ctx.x.ndim == 4:
-            c, h, w = ctx.x.shape[1:]
-        else:  # treat anything else as a single-channel row of pixels
-            c, h, w = 1, 1, int(np.prod(ctx.x.shape[1:]))
+        c, h, w = _image_shape(ctx.x)
         x0 = ctx.x.reshape(n, c, h, w)
         best_x = ctx.x.copy()
         found = np.zeros(n, bool)
@@ -162,17 +165,11 @@ class SquareAttack(Attack):
     def _attack_l2(self, ctx: Context, eps: float) -> np.ndarray:
         lo, hi = ctx.bounds
         n = len(ctx.x)
-        if ctx.x.ndim == 4:
-            c, h, w = ctx.x.shape[1:]
-        else:
-            c, h, w = 1, 1, int(np.prod(ctx.x.shape[1:]))
+        c, h, w = _image_shape(ctx.x)
         x0 = ctx.x.reshape(n, c, h, w).astype(np.float64)
 
-        def l2(d):
-            return np.sqrt((d.reshape(len(d), -1) ** 2).sum(axis=1))
-
         def place(delta):  # scale to the sphere, clip to the pixel range
-            d = delta * _bshape(eps / np.maximum(l2(delta), 1e-12), 4)
+            d = delta * _bshape(eps / np.maximum(norm(delta, "l2"), 1e-12), 4)
             return np.clip(x0[act] + d, lo, hi)
 
         def evaluate(xb):
@@ -213,7 +210,7 @@ class SquareAttack(Attack):
                 s += 1 - s % 2
                 s = min(s, h, w)
                 d_cur = xb - x0[act]
-                norm_img = l2(d_cur)
+                norm_img = norm(d_cur, "l2")
                 a1, b1 = ctx.rng.integers(0, h - s + 1, size=m), ctx.rng.integers(0, w - s + 1, size=m)
                 a2, b2 = ctx.rng.integers(0, h - s + 1, size=m), ctx.rng.integers(0, w - s + 1, size=m)
                 hh, ww = np.arange(h)[None, :, None], np.arange(w)[None, None, :]
@@ -237,7 +234,7 @@ class SquareAttack(Attack):
                     np.maximum(np.sqrt((new ** 2).sum(axis=(1, 2, 3))), 1e-12)
                 xn = np.where(m2[:, None], 0.0, d_cur)
                 xn[mi, ci, hi_idx, wi_idx] = new * scale[:, None, None, None]
-                xn = np.clip(x0[act] + xn * _bshape(eps / np.maximum(l2(xn), 1e-12), 4), lo, hi)
+                xn = np.clip(x0[act] + xn * _bshape(eps / np.maximum(norm(xn, "l2"), 1e-12), 4), lo, hi)
                 ln, adv = evaluate(xn)
                 better = (ln < loss) | adv
                 xb = np.where(better[:, None, None, None], xn, xb)
