@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import imagenet_models  # noqa: E402
-
-_LAUNCH = ("import os, subprocess, sys\n"
-           "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
-           "_, status, ru = os.wait4(p.pid, 0)\n"
-           "print(ru.ru_maxrss, os.waitstatus_to_exitcode(status))\n")
-
+from bench_imagenet import peak_rss  # noqa: E402
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -79,11 +72,8 @@ def main(argv=None) -> int:
            "--jobs", str(args.jobs), "-v", "--force", "-o", str(tmp / f"e2e_{args.model}.json")]
     print(f"load {os.getloadavg()[0]:.1f}; {args.model} 224x224: {args.clean} clean on cnvlutin + sparce, white-box "
           f"({args.iterations} it.) on {args.whitebox}, PGD-{args.pgd_steps} on {args.pgd}", flush=True)
-    t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", _LAUNCH, *cmd], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    wall = time.perf_counter() - t
-    kib, code = (int(v) for v in p.stdout.split()[-2:])
-    print(f"exit {code}; wall {wall:.0f} s ({wall / 60:.1f} min); peak RSS {kib / 2**20:.2f} GB; "
+    gb, wall, code = peak_rss(cmd, ROOT, show_log=True)
+    print(f"exit {code}; wall {wall:.0f} s ({wall / 60:.1f} min); peak RSS {gb:.2f} GB; "
           f"load {os.getloadavg()[0]:.1f}", flush=True)
     return 0 if code in (0, 1) else 1
 

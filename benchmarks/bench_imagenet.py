@@ -134,12 +134,14 @@ _LAUNCH = ("import os, subprocess, sys\n"
            "print(ru.ru_maxrss, os.waitstatus_to_exitcode(status))\n")
 
 
-def peak_rss(cmd: list[str], cwd: Path) -> tuple[float, float, int]:
-    """(peak RSS GB, wall s, exit code) of a command, measured by a fresh launcher process."""
+def peak_rss(cmd: list[str], cwd: Path, show_log: bool = False) -> tuple[float, float, int]:
+    """(peak RSS GB, wall s, exit code) of a command, measured by a fresh launcher process;
+    ``show_log``: the command's stderr goes to ours as it runs instead of being kept for errors."""
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", _LAUNCH, *cmd], cwd=cwd, capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-c", _LAUNCH, *cmd], cwd=cwd, stdout=subprocess.PIPE,
+                       stderr=None if show_log else subprocess.PIPE, text=True)
     kib, code = (int(v) for v in p.stdout.split()[-2:])
-    if code not in (0, 1):
+    if code not in (0, 1) and not show_log:
         print(f"  {' '.join(cmd[:4])}: exit {code}: {p.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
     return kib / 2**20, time.perf_counter() - t, code
 
