@@ -3,8 +3,20 @@
 ImageNet-sized model: ``iterations`` gradient steps of the sparsity objective per input, the
 candidates scored by the cost model every ``every`` iterations, as the audit runs it.
 
+Two ways of scoring the candidates, interleaved in one process (``--repeat`` rounds, medians):
+
+* ``gradient pass``: the cost of an iterate from the compute layers' inputs its own gradient pass
+  computed (what the search does with the audit's ``cost_fn``)
+* ``forward pass``:  the cost from a forward pass of its own per scored iterate (what the search
+  does with a cost function it cannot see into; the search's only way before)
+
+Both must return the same inputs and costs (the benchmark checks it).  The time of each part of
+the search (gradient runs, forward runs, cost simulation, the rest) is timed around the
+classifier's and the cost model's calls (each part's own time: the simulation inside a gradient
+run counts as simulation).
+
     python benchmarks/bench_whitebox.py [--model mobilenet_v2] [--inputs 2] [--iterations 100]
-        [--threads 2] [--hw cnvlutin]
+        [--threads 2] [--hw cnvlutin] [--every 1] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +43,29 @@ from auditor.runtime.session import OnnxClassifier  # noqa: E402
 from auditor.attacks.energy import make_search  # noqa: E402
 
 
+class timed:
+    """Replaces ``obj.name`` by a wrapper that adds its own seconds to ``spent[key]``: the time
+    of the timed calls it makes (the cost simulation inside a gradient run) counts for them only."""
+
+    stack: list = []
+
+    def __init__(self, obj, name: str, spent: dict, key: str):
+        fn = getattr(obj, name)
+
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            timed.stack.append(0.0)
+            try:
+                return fn(*a, **k)
+            finally:
+                took = time.perf_counter() - t
+                inner = timed.stack.pop()
+                spent[key] += took - inner
+                if timed.stack:
+                    timed.stack[-1] += took
+        setattr(obj, name, wrapper)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="mobilenet_v2", choices=imagenet_models.NAMES)
@@ -37,6 +73,9 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--hw", default="cnvlutin")
+    ap.add_argument("--every", type=int, default=1, help="select_every")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of both variants")
+    ap.add_argument("--only", choices=("gradient", "forward"), help="run one variant only")
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "auditor-imagenet"))
     args = ap.parse_args(argv)
     path = imagenet_models.cached(args.model, args.cache)
@@ -44,18 +83,46 @@ def main(argv=None) -> int:
     d = yaml.safe_load((ROOT / "hwprofiles" / f"{args.hw}.yaml").read_text())
     cm = build_cost_model(d["cost_model"], d["params"])
     x = np.random.default_rng(0).random((args.inputs,) + clf.input_shape, dtype=np.float32)
-    ev = evaluate(clf, x, cm)
+    ev = evaluate(clf, x, cm)  # also compiles the cost model's kernels
     w = ev.cost.runtime_shares()
-    search = make_search("whitebox", iterations=args.iterations, progress=False)
+    search = make_search("whitebox", iterations=args.iterations, select_every=args.every, progress=False)
     t = time.perf_counter()
     clf._grad_runner("sparsity")
     build = time.perf_counter() - t
-    t = time.perf_counter()
-    res = search(clf, x, cost_fn=cost_fn(clf, cm), layer_weights=w, labels=ev.pred, seed=0)
-    dt = time.perf_counter() - t
-    print(f"{args.model} whitebox {args.iterations} iterations on {args.inputs} inputs, {args.threads} threads, "
-          f"load {os.getloadavg()[0]:.1f}: {dt / args.inputs:.1f} s per input (gradient build {build:.1f} s, "
-          f"batch {clf._grad_runner('sparsity')[0].batch_size}); queries {res.queries}")
+    spent: dict = defaultdict(float)
+    timed(clf, "value_and_grad", spent, "gradient runs")
+    timed(clf, "value_grad_measure", spent, "gradient runs")
+    timed(clf, "forward", spent, "forward runs")
+    timed(cm, "simulate", spent, "cost simulation")
+    f = cost_fn(clf, cm)
+    variants = {"gradient pass": f, "forward pass": lambda z: f(z)}
+    if args.only:
+        variants = {k: v for k, v in variants.items() if k.startswith(args.only)}
+    seconds, parts, results = defaultdict(list), defaultdict(list), {}
+    for _ in range(args.repeat):
+        for name, fn in variants.items():
+            spent.clear()
+            t = time.perf_counter()
+            res = search(clf, x, cost_fn=fn, layer_weights=w, labels=ev.pred, seed=0)
+            seconds[name].append((time.perf_counter() - t) / args.inputs)
+            parts[name].append({k: v / args.inputs for k, v in spent.items()})
+            results[name] = (res.x, res.cost, res.info["best_iteration"])
+    print(f"{args.model} whitebox, {args.iterations} iterations, select_every {args.every}, {args.inputs} inputs, "
+          f"{args.threads} threads, gradient batch {clf._grad_runner('sparsity')[0].batch_size}, gradient build "
+          f"{build:.1f} s, load {os.getloadavg()[0]:.1f}")
+    keys = ("gradient runs", "forward runs", "cost simulation")
+    print("| scoring | s per input (median) | " + " | ".join(keys) + " | rest |")
+    print("|---|---|---|---|---|---|")
+    for name in variants:
+        med = float(np.median(seconds[name]))
+        p = [float(np.median([q.get(k, 0.0) for q in parts[name]])) for k in keys]
+        print(f"| {name} | {med:.1f} | " + " | ".join(f"{v:.1f}" for v in p) + f" | {med - sum(p):.1f} |")
+    if len(results) == 2:
+        a, b = results.values()
+        same = all(np.array_equal(u, v) for u, v in zip(a, b))
+        print("same inputs, costs and iterations from both:", same)
+        if not same:
+            return 1
     return 0
 
 

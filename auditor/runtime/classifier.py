@@ -97,6 +97,27 @@ class Classifier(ABC):
         self.queries += len(x)
         return self._value_and_grad(x, objective, knobs)
 
+    def gradient_tensors(self) -> tuple[str, ...]:
+        """Tensors the gradient pass can hand to a measurement besides its logits
+        (:meth:`value_grad_measure`), each equal to what the classifier's forward pass computes
+        for the same input; none by default."""
+        return ()
+
+    def value_grad_measure(self, x: np.ndarray, objective: str, measure, **knobs
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`value_and_grad` and, from the same pass, a per-input measurement of ``x``:
+        ``measure = (tensors, fn)`` with ``tensors`` among :meth:`gradient_tensors`, and
+        ``fn(tensors, logits, rows) -> (m,)`` called on each chunk of inputs (rows ``rows`` of
+        ``x``) with the chunk's ``tensors`` (name -> array) and logits, so that they live one chunk
+        at a time.  Returns
+        ``(value, grad, logits, measured (N,))``."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self.queries += len(x)
+        return self._value_grad_measure(x, objective, knobs, measure)
+
+    def _value_grad_measure(self, x: np.ndarray, objective: str, knobs: dict, measure):
+        raise NotImplementedError(f"{type(self).__name__} hands no tensors from its gradient pass")
+
     def activations(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """The compute layers' input activations for a batch (name -> array with batch first)."""
         raise NotImplementedError(f"{type(self).__name__} does not expose activations")

@@ -208,12 +208,15 @@ def pad_batch(a: np.ndarray, size: int) -> np.ndarray:
 
 def run_batches(run: Callable[[np.ndarray, dict], dict], x: np.ndarray, step: int, *, fixed_batch: int | None = None,
                 feeds: dict | None = None, per_sample: Callable[[str], bool] = lambda k: False,
-                check: Callable[[float], None] | None = None, rate: list | None = None) -> dict[str, np.ndarray]:
+                check: Callable[[float], None] | None = None, rate: list | None = None,
+                reduce: Callable[[dict, slice], dict] | None = None) -> dict[str, np.ndarray]:
     """``run(chunk, feeds)`` over ``x`` in chunks of ``step`` inputs (padded to ``fixed_batch``
     when given), the results concatenated (the padding dropped).  ``feeds`` whose name
     ``per_sample`` accepts are sliced (and padded) with the chunk, the others given whole.
     ``check(seconds)`` is called before every chunk with its estimated time; ``rate``, a
-    one-element list, carries the seconds per input seen lately (the estimate) between calls."""
+    one-element list, carries the seconds per input seen lately (the estimate) between calls.
+    ``reduce(results, rows)``, when given, turns each chunk's results (rows ``rows`` of ``x``)
+    into what is kept of them, so that large outputs live one chunk at a time."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     n = len(x)
     step = fixed_batch or max(int(step), 1)
@@ -237,8 +240,11 @@ def run_batches(run: Callable[[np.ndarray, dict], dict], x: np.ndarray, step: in
         res = run(xb, feed)
         # the slowest rate seen lately: the estimate of the next chunk's time
         rate[0] = max((time.monotonic() - t0) / max(len(xb), 1), 0.5 * rate[0])
+        res = {k: (r[:real] if getattr(r, "ndim", 0) and r.shape[0] == len(xb) else r) for k, r in res.items()}
+        if reduce is not None:
+            res = reduce(res, slice(s, s + real))
         for k, r in res.items():
-            chunks.setdefault(k, []).append(r[:real] if getattr(r, "ndim", 0) and r.shape[0] == len(xb) else r)
+            chunks.setdefault(k, []).append(r)
     return {k: (np.concatenate(v) if len(v) > 1 and v[0].ndim else v[0]) for k, v in chunks.items()}
 
 
@@ -308,11 +314,11 @@ class Runner:
         return out
 
     def run(self, x: np.ndarray, outputs: list[str] | None = None, feeds: dict | None = None,
-            check=None) -> dict[str, np.ndarray]:
+            check=None, reduce=None) -> dict[str, np.ndarray]:
         """Outputs (all by default) for a batch ``x``; extra ``feeds`` (knobs) are cast to the
         graph's input types; those with a batch (symbolic first) dimension are per sample, the
         others given to every chunk.  ``check(seconds)`` is called before every chunk with the
-        estimated time of that chunk (the time budget)."""
+        estimated time of that chunk (the time budget); ``reduce``: see :func:`run_batches`."""
         names = outputs or self.output_names
         x = np.ascontiguousarray(x, dtype=np.float32)
 
@@ -324,4 +330,4 @@ class Runner:
             return dict(zip(names, res))
 
         return run_batches(one, x, self.batch_size, fixed_batch=self.fixed_batch, feeds=self.typed(feeds, len(x)),
-                           per_sample=self._per_sample, check=check, rate=self._rate)
+                           per_sample=self._per_sample, check=check, rate=self._rate, reduce=reduce)

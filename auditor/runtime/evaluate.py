@@ -70,18 +70,36 @@ def _evaluate(clf: ModelClassifier, x: np.ndarray, cost_model, counted: str) -> 
     names = clf.probes.counted(counted)
     total = sum(sizes[t] for t in names)
     model_density = sum(dens[t] * sizes[t] for t in names) / max(total, 1)
-    cost = None
-    if cost_model is not None:
-        cost = cost_model.simulate(list(clf.probes.layers), {t: out[t] for t in clf.probes.layer_inputs})
+    cost = None if cost_model is None else simulate(clf, cost_model, out)
     return Evaluation(out[clf.logits_name], dens, sizes, tuple(names), model_density, cost)
 
 
-def cost_fn(clf: ModelClassifier, cost_model, what: str = "latency"):
-    """x -> (N,) simulated latency [s] or energy [J] of raw inputs (what the sponge searches maximise)."""
-    def f(x: np.ndarray) -> np.ndarray:
-        c = evaluate(clf, x, cost_model).cost
-        return c.latency_s if what == "latency" else c.energy_total_j
-    return f
+def simulate(clf: ModelClassifier, cost_model, out: dict[str, np.ndarray]) -> CostResult:
+    """The cost of the inputs whose compute-layer inputs ``out`` holds (a forward pass's outputs)."""
+    return cost_model.simulate(list(clf.probes.layers), {t: out[t] for t in clf.probes.layer_inputs})
+
+
+class cost_fn:
+    """x -> (N,) simulated latency [s] or energy [J] of raw inputs (what the sponge searches
+    maximise), streamed batch by batch (:func:`eval_batch`).
+
+    ``of_outputs(out)`` is the same cost of inputs whose compute-layer inputs (``tensors``) are
+    already at hand, e.g. from the forward part of a gradient pass of ``model``
+    (:meth:`~auditor.runtime.classifier.Classifier.value_grad_measure`): the cost of the same
+    activations without a forward pass of their own."""
+
+    def __init__(self, clf: ModelClassifier, cost_model, what: str = "latency"):
+        self.model, self.cost_model, self.what = clf, cost_model, what
+        self.tensors = tuple(clf.probes.layer_inputs)
+
+    def of_outputs(self, out: dict[str, np.ndarray]) -> np.ndarray:
+        c = simulate(self.model, self.cost_model, out)
+        return c.latency_s if self.what == "latency" else c.energy_total_j
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        step = eval_batch(self.model)
+        parts = [self.of_outputs(self.model.forward(x[s:s + step])) for s in range(0, len(x), step)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float64)
 
 
 def per_input(clf: ModelClassifier, ev: Evaluation, mask=None) -> dict:

@@ -50,6 +50,8 @@ def probability_warning(logits: np.ndarray, head: Head | None = None) -> str | N
 
 #: the input-gradient and objective outputs of the gradient sessions
 GRAD_INPUT, OBJECTIVE = ns("grad_input"), ns("objective")
+#: the key of a measurement's values among a gradient run's results (never a graph tensor)
+MEASURED = ns("measured")
 
 
 def objective_spec(objective: str, layer_tensors, sparsity_f: str = "tanh"):
@@ -200,19 +202,51 @@ class OnnxClassifier(ModelClassifier):
     def _objective_spec(self, objective: str):
         return objective_spec(objective, self.probes.layer_tensors, self.sparsity_f)
 
+    def gradient_tensors(self) -> tuple[str, ...]:
+        """The compute layers' data inputs, when the gradient graphs differentiate the model
+        itself (not a stand-in for it, as BPDA's): their forward part computes them as the
+        forward pass does (the same ops on the same weights; bit-identical on the bundled and
+        ImageNet models; tests/attacks/test_sponge_integration.py)."""
+        return tuple(self.probes.layer_inputs) if self._gradient_base() is self.model else ()
+
     def _grad_runner(self, objective: str):
         if objective not in self._grad_runners:
             with build_timer(self):
                 g, obj_name, knobs = gradient_model(self._gradient_base(), self._objective_spec(objective),
                                                     self.logits_name, wrt=self.input_name)
+                # the tensors a measurement may read from the same pass are outputs too (computed by
+                # the forward part in any case; copied out only when a run asks for them)
+                have = {o.name for o in g.graph.output} | {i.name for i in g.graph.input}
+                g.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
+                                      for t in self.gradient_tensors() if t not in have)
                 # the forward tensors are kept for the backward pass, which computes as many again
                 self._grad_runners[objective] = (Runner(g, self.threads, self.batch_size, factor=2.0,
                                                         shared=self.weights), obj_name, knobs)
         return self._grad_runners[objective]
 
     def _value_and_grad(self, x, objective, knobs):
+        return self._value_grad_measure(x, objective, knobs, None)[:3]
+
+    def _value_grad_measure(self, x, objective, knobs, measure):
         self._check_deadline()
         runner, obj_name, _ = self._grad_runner(objective)
         feeds = dict(knob_feeds(objective, knobs), **self._gradient_feeds(x))
-        out = runner.run(x, [obj_name, GRAD_INPUT, self.logits_name], feeds=feeds, check=self._check_deadline)
-        return out[obj_name], out[GRAD_INPUT], out[self.logits_name]
+        names = [obj_name, GRAD_INPUT, self.logits_name]
+        reduce = None
+        if measure is not None:
+            tensors, fn = measure
+            missing = set(tensors) - set(self.gradient_tensors())
+            if missing:
+                raise ValueError(f"the gradient pass does not compute {sorted(missing)}")
+            names += [t for t in dict.fromkeys(tensors) if t not in (self.input_name, self.logits_name)]
+
+            def reduce(res, rows):
+                if self.input_name in tensors:  # a compute layer reads the input itself
+                    res[self.input_name] = x[rows]
+                kept = {k: res[k] for k in (obj_name, GRAD_INPUT, self.logits_name)}
+                kept[MEASURED] = np.asarray(fn({t: res[t] for t in tensors}, res[self.logits_name], rows),
+                                           dtype=np.float64).reshape(-1)
+                return kept
+        out = runner.run(x, names, feeds=feeds, check=self._check_deadline, reduce=reduce)
+        measured = out[MEASURED] if measure is not None else None
+        return out[obj_name], out[GRAD_INPUT], out[self.logits_name], measured

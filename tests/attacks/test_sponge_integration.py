@@ -67,3 +67,68 @@ def test_hardware_weights_are_accepted(setup):
     res = s(clf, x[:4], cost_fn=latency, layer_weights=shares, seed=0)
     assert res.label_kept.all() and np.all(res.cost >= res.info["cost_clean"] - 1e-15)
     assert np.all(res.info["perturbation"]["l2"] <= 0.9 + 1e-5)
+
+
+@pytest.mark.parametrize("model", ["plain_cnn.onnx", "bn_resnet.onnx"])
+def test_gradient_pass_measures_the_cost_of_the_same_activations(model):
+    """value_grad_measure: the gradient pass's value, gradient and logits are those of
+    value_and_grad, and the compute layers' inputs it hands over give the cost cost_fn measures
+    with a forward pass of its own, bit for bit, one chunk of the gradient runner at a time."""
+    from auditor.hw import build_cost_model
+    from auditor.runtime.evaluate import cost_fn
+    from auditor.runtime.session import OnnxClassifier
+
+    clf = OnnxClassifier(ROOT / "models" / model, batch_size=2)
+    cm = build_cost_model("cnvlutin")
+    f = cost_fn(clf, cm)
+    assert set(f.tensors) == set(clf.gradient_tensors()) == set(clf.probes.layer_inputs)
+    x = np.random.default_rng(0).random((5,) + clf.input_shape, dtype=np.float32)
+    knobs = dict(weights=np.ones(len(clf.layer_tensors), np.float32), beta=np.float32(10), c=np.float32(0.5),
+                 target=clf.predict(x))
+    v, g, lg = clf.value_and_grad(x, "sparsity", **knobs)
+    seen = []
+
+    def measure(tensors, logits, rows):
+        seen.append((rows.start, rows.stop))
+        assert set(tensors) == set(f.tensors) and all(len(a) == len(logits) for a in tensors.values())
+        return f.of_outputs(tensors)
+
+    q = clf.queries
+    v2, g2, lg2, m = clf.value_grad_measure(x, "sparsity", (f.tensors, measure), **knobs)
+    assert clf.queries == q + len(x) and seen == [(0, 2), (2, 4), (4, 5)]
+    for a, b in ((v, v2), (g, g2), (lg, lg2)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(m, f(x))
+    with pytest.raises(ValueError, match="does not compute"):
+        clf.value_grad_measure(x, "sparsity", (("no_such_tensor",), measure), **knobs)
+
+
+def test_whitebox_scores_from_the_gradient_pass_as_from_a_forward_pass():
+    """The white-box search measures its candidates from the activations of their own gradient
+    pass when cost_fn can (cost_fn of the same classifier); a cost function that cannot (a plain
+    callable) makes it measure them with forward passes.  Same inputs, costs, iterations and
+    counts either way, labels lost on the way (candidates masked) and kept."""
+    from auditor.attacks.energy import make_search
+    from auditor.hw import build_cost_model
+    from auditor.runtime.evaluate import cost_fn
+    from auditor.runtime.session import OnnxClassifier
+
+    clf = OnnxClassifier(MODEL, batch_size=3)
+    f = cost_fn(clf, build_cost_model("cnvlutin"))
+    x = np.load(DATA)["x"][:7].astype(np.float32) / 255.0
+    s = make_search("whitebox", eps=None, eps_iter=3.0, c_in=0.0, iterations=12, batch_size=5, progress=False)
+    calls = []
+    forward = clf.forward
+    clf.forward = lambda z: calls.append(len(z)) or forward(z)
+    fast = s(clf, x, cost_fn=f, seed=0)
+    n_fast = len(calls)
+    slow = s(clf, x, cost_fn=lambda z: f(z), seed=0)
+    assert n_fast == 3 and len(calls) > n_fast + 12  # the clean cost only (7 inputs, chunks of 3), against per iteration
+    for k in ("best_iteration", "cost_clean", "model_queries", "cost_queries"):
+        np.testing.assert_array_equal(fast.info[k], slow.info[k])
+    np.testing.assert_array_equal(fast.x, slow.x)
+    np.testing.assert_array_equal(fast.cost, slow.cost)
+    assert fast.info["cost_queries"] < len(x) * 13  # some iterates lost the label: not measured
+    assert (fast.info["best_iteration"] > 0).any() and fast.label_kept.all()
+    np.testing.assert_array_equal(clf.predict(fast.x), clf.predict(x))
+    np.testing.assert_array_equal(fast.cost, f(fast.x))  # the cost reported is the forward pass's

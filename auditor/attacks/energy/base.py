@@ -120,13 +120,33 @@ class _Counter:
         q0 = getattr(self.model, "queries", 0)
         c = np.asarray(self.fn(x), dtype=np.float64).reshape(-1)
         self.model_queries += int(getattr(self.model, "queries", 0) - q0)
-        if c.shape != (len(x),):
-            raise AuditorError(f"cost_fn returned shape {c.shape} for {len(x)} inputs", self.where)
+        return self._counted(c, len(x))
+
+    def _counted(self, c: np.ndarray, n: int) -> np.ndarray:
+        if c.shape != (n,):
+            raise AuditorError(f"cost_fn returned shape {c.shape} for {n} inputs", self.where)
         if not np.all(np.isfinite(c)):
             raise AuditorError("cost_fn returned non-finite costs", self.where)
-        self.samples += len(x)
+        self.samples += n
         self.calls += 1
         return c
+
+    def tensors(self) -> tuple[str, ...] | None:
+        """The tensors this cost is computed from when the search's model hands them all over
+        from its gradient pass (``cost_fn.of_outputs``, ``model.gradient_tensors``), so that an
+        iterate is measured without a forward pass of its own; None when it cannot be."""
+        fn, model = self.fn, self.model
+        need = getattr(fn, "tensors", None)
+        if not need or getattr(fn, "model", None) is not model or not hasattr(fn, "of_outputs"):
+            return None
+        have = set(getattr(model, "gradient_tensors", lambda: ())())
+        return tuple(need) if set(need) <= have else None
+
+    def of_outputs(self, out: dict[str, np.ndarray], n: int) -> np.ndarray:
+        """The cost of the ``n`` inputs whose :meth:`tensors` ``out`` holds, counted as measured."""
+        if n == 0:
+            return np.zeros(0, dtype=np.float64)
+        return self._counted(np.asarray(self.fn.of_outputs(out), dtype=np.float64).reshape(-1), n)
 
 
 def chunks(n: int, size: int):

@@ -135,13 +135,24 @@ def sparsity_descent(model, x0: np.ndarray, target: np.ndarray, weights: np.ndar
     groups = [(cv, np.flatnonzero(c == cv)) for cv in np.unique(c)]
     hist_lsp, hist_kept = [], []
     kept = np.zeros(n, dtype=bool)
+    # the cost of an iterate from the activations its own gradient pass computed (no forward pass of
+    # its own) when the cost model and the model allow it
+    tensors = getattr(score_cost, "tensors", lambda: None)() if score_cost is not None else None
     for i in range(iterations + 1):
         val = np.empty(n, np.float64)
         grad = np.empty_like(x)
         logits = None
+        scoring = (score_cost is not None and (i % every == 0 or i == iterations)
+                   and not (i == 0 and score0 is not None))
+        measured = np.full(n, -np.inf) if scoring and tensors is not None else None
         for cv, idx in groups:
-            v, gr, lg = model.value_and_grad(x[idx], "sparsity", weights=weights, beta=np.float32(beta),
-                                             c=np.float32(cv), target=target[idx])
+            knobs = dict(weights=weights, beta=np.float32(beta), c=np.float32(cv), target=target[idx])
+            if measured is None:
+                v, gr, lg = model.value_and_grad(x[idx], "sparsity", **knobs)
+            else:
+                v, gr, lg, measured[idx] = model.value_grad_measure(
+                    x[idx], "sparsity", (tensors, _candidate_cost(score_cost, target[idx], keep_label and i > 0)),
+                    **knobs)
             if logits is None:
                 logits = np.empty((n, lg.shape[1]), np.float64)
             val[idx] = np.asarray(v, np.float64).reshape(-1)
@@ -161,7 +172,9 @@ def sparsity_descent(model, x0: np.ndarray, target: np.ndarray, weights: np.ndar
         if score_cost is not None and i % every and i != iterations:
             cand = np.zeros(n, dtype=bool)
         if cand.any():
-            if score_cost is not None:
+            if measured is not None:  # the same candidates, measured in the gradient pass
+                score = np.where(cand, measured, -np.inf)
+            elif score_cost is not None:
                 score = np.full(n, -np.inf)
                 score[cand] = score_cost(x[cand])
             else:
@@ -179,6 +192,19 @@ def sparsity_descent(model, x0: np.ndarray, target: np.ndarray, weights: np.ndar
         x = x - np.float32(step_size(eps_iter, eps, norm)) * normalize(g, norm)
         x = project(x, x0, eps, norm, bounds)
     return x, kept, best_x, best_score, best_kept, best_iter, {"l_sparsity": hist_lsp, "label_kept": hist_kept}
+
+
+def _candidate_cost(score_cost, target: np.ndarray, keep_label: bool):
+    """The measurement of :func:`sparsity_descent`'s candidates in a gradient pass: the cost of
+    each input of a chunk that is a candidate (classified as ``target`` when ``keep_label``, else
+    every input), -inf for the others."""
+    def fn(tensors, logits, rows):
+        cand = logits.argmax(axis=1) == target[rows] if keep_label else np.ones(len(logits), dtype=bool)
+        cost = np.full(len(logits), -np.inf)
+        if cand.any():
+            cost[cand] = score_cost.of_outputs({t: a[cand] for t, a in tensors.items()}, int(cand.sum()))
+        return cost
+    return fn
 
 
 @register_search("whitebox", aliases=('white_box', 'white-box', 'sparsity', 'whiteboxsparsity'))
