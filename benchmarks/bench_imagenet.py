@@ -5,7 +5,11 @@ input gradient / forward, gradient build time and the peak memory of whole comma
 Models: the onnx.helper-built ones of ``benchmarks/imagenet_models.py`` (resnet18, mobilenet_v2,
 efficientnet_b0, vgg11_bn; random weights, written once under --cache), plus the onnx package's
 light models (ResNet-50, VGG-19, DenseNet-121, ...: ``onnx/backend/test/data/light``) when they
-are present and load.  No torch needed.
+are present and load.  No torch needed.  With ``--torchvision`` the models are instead the
+torchvision architectures of issue 12 (resnet18, mobilenet_v2, efficientnet_b0, densenet121,
+convnext_tiny, vgg11_bn; random weights) exported with torch by ``benchmarks/torchvision_models.py``
+(``--exporter dynamo``, torch's default, or ``torchscript``; ``--opset``): that needs the optional
+torch extra, and without it the benchmark prints a skip line and exits 0.
 
 Columns (one process per model for the timings; every ratio from interleaved runs, minimum over
 the runs, so both sides see the same machine load):
@@ -15,15 +19,20 @@ the runs, so both sides see the same machine load):
   sparce.yaml (activations already computed, kernels compiled) / forward time of the batch;
 * ``ce/fwd``, ``sp/fwd``  fwd+bwd of the cross-entropy / sparsity-attack objective gradient
   session / forward time (the same session options);
-* ``build s``      time to build the cross-entropy gradient graph (append_objective +
-  add_input_gradient) and its session;
+* ``build s``, ``session s``  time to build the cross-entropy gradient graph (append_objective +
+  add_input_gradient), and then its onnxruntime session;
 * ``audit GB``, ``inspect GB``  (with --rss) peak resident memory of ``auditor audit`` (clean
   audit of --rss-count random inputs on cnvlutin + sparce) and ``auditor inspect``, each started
   by a fresh launcher process (os.wait4's ru_maxrss); ``attack GB`` (with --rss-attack N) the same
   audit with the white-box sparsity attack on N inputs (--rss-attack-iter iterations).
 
+At the end the rows are printed again as issue 12's Markdown table: fwd ms/input, cnvlutin sim /
+fwd, sparce sim / fwd, CE grad / fwd, sparsity grad / fwd, gradient build (graph + session) and
+peak RSS (of the audit, with --rss; "-" without).
+
     python benchmarks/bench_imagenet.py [--models resnet18 ...] [--batch 8] [--threads 2]
         [--seconds 4] [--rss] [--rss-count 256] [--rss-attack 4] [--no-light] [--sim-only]
+        [--torchvision [--exporter dynamo] [--opset 17]]
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import imagenet_models  # noqa: E402
+import torchvision_models  # noqa: E402
 from auditor.hw import build_cost_model  # noqa: E402
 from auditor.runtime.session import GRAD_INPUT, OnnxClassifier, gradient_model, knob_feeds  # noqa: E402
 
@@ -186,20 +196,40 @@ def main(argv=None) -> int:
     ap.add_argument("--no-table", action="store_true", help="only the RSS columns")
     ap.add_argument("--no-light", action="store_true", help="skip the onnx package's light models")
     ap.add_argument("--sim-only", action="store_true", help="only the forward and cost-simulation columns")
+    ap.add_argument("--torchvision", action="store_true",
+                    help="the torchvision architectures exported with torch (optional extra) instead")
+    ap.add_argument("--exporter", default="dynamo", choices=torchvision_models.EXPORTERS, help="with --torchvision")
+    ap.add_argument("--opset", type=int, default=17, help="with --torchvision: the requested export opset")
     args = ap.parse_args(argv)
     import numba
 
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))  # the kernels use as many as onnxruntime
-    paths = {n: imagenet_models.cached(n, args.cache) for n in imagenet_models.NAMES}
-    if not args.no_light:
-        paths.update(light_models())
+    if args.torchvision:
+        mods = torchvision_models.torch_or_none()
+        if mods is None:
+            print("skipped: bench_imagenet --torchvision needs the optional torch extra (pip install torch torchvision)")
+            return 0
+        source = f"torch {mods[0].__version__}, torchvision {mods[1].__version__}, {args.exporter} exporter"
+        paths = {}
+        for n in args.models or torchvision_models.TABLE:
+            try:
+                paths[n] = torchvision_models.cached(n, args.cache, 224, args.opset, args.exporter)
+            except Exception as e:  # the exporter's failure: reported in the row
+                print(f"{n:16s} export failed: {str(e).strip().splitlines()[0][:150]}", flush=True)
+        source += f" (file opset {', '.join(sorted({str(torchvision_models.opset_of(p)) for p in paths.values()}))})"
+    else:
+        source = "onnx.helper models"
+        paths = {n: imagenet_models.cached(n, args.cache) for n in imagenet_models.NAMES}
+        if not args.no_light:
+            paths.update(light_models())
     names = args.models or list(paths)
-    print(f"onnxruntime {ort.__version__}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, batch {args.batch}, "
-          f"{args.threads} threads", flush=True)
+    print(f"{source}; onnxruntime {ort.__version__}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
+          f"batch {args.batch}, {args.threads} threads", flush=True)
     cols = ("fwd_ms", "cnv", "sparce", "ce", "sparsity", "build_s", "session_s", "audit_gb", "audit_s",
             "attack_gb", "attack_s", "inspect_gb", "inspect_s")
     print(f"{'model':16s} " + " ".join(f"{c:>10s}" for c in cols), flush=True)
     tmp = Path(args.cache)
+    rows = []
     for name in names:
         if name not in paths:
             print(f"{name:16s} (unknown model)")
@@ -215,7 +245,25 @@ def main(argv=None) -> int:
             continue
         print(f"{name:16s} " + " ".join(f"{row[c]:10.2f}" if c in row else f"{'-':>10s}" for c in cols),
               flush=True)
+        rows.append(dict(row, model=name))
+    print(f"\n{source}, load {os.getloadavg()[0]:.1f}\n")
+    print(issue_table(rows, args.rss_count))
     return 0
+
+
+def issue_table(rows: list[dict], rss_count: int) -> str:
+    """Issue 12's table as Markdown ("-" where a column was not measured)."""
+    def f(r, key, fmt):
+        return fmt.format(r[key]) if key in r else "-"
+
+    out = ["| model (224x224) | fwd ms/input | cnvlutin sim / fwd | sparce sim / fwd | CE grad / fwd | "
+           f"sparsity grad / fwd | gradient build | peak RSS (audit, {rss_count} inputs) |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        build = f"{r['build_s'] + r['session_s']:.1f} s" if "build_s" in r else "-"
+        out.append(f"| {r['model']} | {f(r, 'fwd_ms', '{:.0f}')} | {f(r, 'cnv', '{:.2f}')} | {f(r, 'sparce', '{:.2f}')} | "
+                   f"{f(r, 'ce', '{:.2f}')} | {f(r, 'sparsity', '{:.2f}')} | {build} | {f(r, 'audit_gb', '{:.1f} GB')} |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import onnx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "model"))
 
 import auditor  # noqa: E402
 from auditor.grad.check import directional_check  # noqa: E402
