@@ -130,17 +130,19 @@ def check_strings(model: onnx.ModelProto, where: str = "model") -> None:
             raise AuditorError(f"a name of {what} is not valid UTF-8 ({short(v, 40)}): the file is corrupt", where=where)
 
 
-def check_sizes(model: onnx.ModelProto, where: str = "model") -> None:
+def check_sizes(model: onnx.ModelProto, where: str = "model", light: onnx.ModelProto | None = None) -> None:
     """Before anything evaluates the graph (constant folding runs it): the sizes of the tensors
     shape inference can tell from the file alone, so a 1 KB model whose ConstantOfShape makes a
     gigabyte is refused without allocating it.  A model shape inference cannot read is left to
-    the full checks that follow."""
+    the full checks that follow.  ``light``: the model's skeleton (``auditor.model.fold.skeleton``:
+    large weights as typed inputs) to infer shapes on instead: inference serialises and parses the
+    model it is given, which is most of the time of loading a model of 100s of MB."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(model if light is None else light, data_prop=True)
     except Exception:  # reported by the loader's own strict inference
         return
 
-    inputs = graph_inputs(inferred)
+    inputs = graph_inputs(model)  # not the skeleton's: its weights are inputs there
     batch = _dims(inputs[0])[0] if inputs and _dims(inputs[0]) else None
     for vi in inputs + list(inferred.graph.value_info) + list(inferred.graph.output):
         d = _dims(vi)

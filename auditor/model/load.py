@@ -48,7 +48,7 @@ def load_model(path: str | os.PathLike, *, input_size=None, layout: str = "NCHW"
 
     check_strings(model, where)
     _load_external_data(model, p.parent.resolve(), where)
-    check_sizes(model, where)
+    check_sizes(model, where, light=skeleton(model)[0])
     model = prepare(model, where, input_size=input_size, layout=layout)
 
     check_classifier(model, where)
@@ -114,11 +114,12 @@ def prepare(model: onnx.ModelProto, where: str = "model", *, input_size=None,
         model = upgrade(model, UPGRADE_OPSET, where)
         fold(model)  # the converter may add constant subgraphs (axes, scales)
     name_nodes(model.graph)
+    light, big = skeleton(model)  # the checker and shape inference serialise what they check: not the weights
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(light)
+        check_weights(big)
     except onnx.checker.ValidationError as e:
         raise AuditorError(f"invalid ONNX model: {_first_line(e)}", where=where) from None
-    light, big = skeleton(model)  # shapes need no weight values
     try:
         model = restore(model, shape_inference.infer_shapes(light, check_type=True, strict_mode=True, data_prop=True),
                         big)
@@ -131,6 +132,57 @@ def prepare(model: onnx.ModelProto, where: str = "model", *, input_size=None,
         _note(model, "quantised (QDQ) model: activations are the real (de)quantised tensors; input gradients "
                      "pass QuantizeLinear/DequantizeLinear by the straight-through estimator")
     return model
+
+
+#: the data types whose raw data check_weights measures itself (fixed size per element)
+_FIXED_SIZE = {t for t in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                           onnx.TensorProto.BFLOAT16, onnx.TensorProto.INT8, onnx.TensorProto.UINT8,
+                           onnx.TensorProto.INT16, onnx.TensorProto.UINT16, onnx.TensorProto.INT32,
+                           onnx.TensorProto.UINT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT64,
+                           onnx.TensorProto.BOOL)}
+
+
+def check_weights(tensors: list[onnx.TensorProto]) -> None:
+    """onnx's checker on initializers that :func:`prepare` keeps out of ``check_model`` (the
+    skeleton's large weights): ``onnx.checker.check_tensor`` serialises a tensor and reading
+    ``raw_data`` from Python copies it (seconds for a VGG's 500 MB), so a tensor that holds raw
+    data of a fixed-size type and nothing else is checked here on its declared size without
+    copying its bytes (ValidationError as the checker's when they are too few); any other tensor
+    goes to ``check_tensor``."""
+    value_fields = [f.name for f in onnx.TensorProto.DESCRIPTOR.fields if f.name.endswith("_data")]
+    for t in tensors:
+        if not (t.HasField("raw_data") and t.data_type in _FIXED_SIZE and not t.external_data
+                and t.data_location != onnx.TensorProto.EXTERNAL
+                and not any(len(getattr(t, f)) for f in value_fields if f != "raw_data")):
+            onnx.checker.check_tensor(t)
+            continue
+        need = int(np.prod(t.dims, dtype=np.int64)) * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+        if _raw_data_bytes(t) < need:
+            raise onnx.checker.ValidationError(
+                f"TensorProto (tensor name: {t.name}) raw_data size ({_raw_data_bytes(t)} bytes) is too small "
+                f"for the declared shape and type ({need} bytes required).")
+
+
+def _raw_data_bytes(t: onnx.TensorProto) -> int:
+    """len(t.raw_data) from the serialised sizes: the tensor's ByteSize less that of a copy of its
+    other fields is the raw_data field's tag (1 byte), its varint length and its bytes."""
+    rest = onnx.TensorProto()
+    for f in onnx.TensorProto.DESCRIPTOR.fields:
+        if f.name == "raw_data":
+            continue
+        if f.is_repeated:
+            getattr(rest, f.name).extend(getattr(t, f.name))
+        elif t.HasField(f.name):
+            if f.message_type is not None:
+                getattr(rest, f.name).CopyFrom(getattr(t, f.name))
+            else:
+                setattr(rest, f.name, getattr(t, f.name))
+    field = t.ByteSize() - rest.ByteSize() - 1
+    for k in range(1, 11):  # the varint's own length
+        n = field - k
+        if n >= 0 and max(1, (n.bit_length() + 6) // 7) == k:
+            return n
+    raise AssertionError("inconsistent serialised sizes")
 
 
 def upgrade(model: onnx.ModelProto, target: int, where: str = "model") -> onnx.ModelProto:

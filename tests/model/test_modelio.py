@@ -144,3 +144,60 @@ def test_as_model_is_the_one_model_or_path_entry(tmp_path):
         assert [n.name for n in loaded.graph.node] == [n.name for n in load_model(path).graph.node]
     with pytest.raises(AuditorError, match="expected an ONNX ModelProto or a path, got int"):
         as_model(3)
+
+
+def _wide_fc(rows=512, cols=1024):
+    """x (N, 1, 32, 32) -> Flatten -> Gemm with a (rows, 1024) weight: 2 MiB of weights."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Gemm", ["f", "w", "b"], ["y"], transB=1)]
+    return make_model(nodes, {"w": rng.standard_normal((rows, cols)).astype(np.float32),
+                              "b": np.zeros(rows, np.float32)}, in_shape=("N", 1, 32, 32), out_shape=["N", rows])
+
+
+def test_loading_checks_and_infers_shapes_without_serialising_the_weights(tmp_path, monkeypatch):
+    """onnx's checker and shape inference serialise and parse the model they are given: loading
+    hands them the skeleton (weights as typed inputs), not the 2 MiB of weights, and the loaded
+    model still holds every weight and computes what the file does."""
+    seen = []
+    real_check, real_infer = onnx.checker.check_model, onnx.shape_inference.infer_shapes
+
+    def check(m, *a, **k):
+        seen.append(("check_model", m.ByteSize()))
+        return real_check(m, *a, **k)
+
+    def infer(m, *a, **k):
+        seen.append(("infer_shapes", m.ByteSize()))
+        return real_infer(m, *a, **k)
+
+    monkeypatch.setattr(onnx.checker, "check_model", check)
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", infer)
+    src = _wide_fc()
+    p = save(tmp_path, src)
+    m = load_model(p)
+    assert {s[0] for s in seen} == {"check_model", "infer_shapes"}
+    assert max(size for _, size in seen) < 64 << 10, seen
+    x = np.random.default_rng(1).random((2, 1, 32, 32), dtype=np.float32)
+    want = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_large_weight_with_too_few_bytes_is_still_refused(tmp_path):
+    m = _wide_fc()
+    w = next(t for t in m.graph.initializer if t.name == "w")
+    w.raw_data = w.raw_data[:-4]
+    with pytest.raises(AuditorError, match=r"invalid ONNX model: .*\(tensor name: w\) raw_data size \(2097148 bytes\) "
+                                           r"is too small .*\(2097152 bytes required\)"):
+        load_model(save(tmp_path, m))
+
+
+@pytest.mark.parametrize("n", [0, 1, 127, 128, 16383, 16384, 2097151, 2097152])
+def test_raw_data_size_read_from_the_serialised_sizes(n):
+    from onnx import numpy_helper
+
+    from auditor.model.load import _raw_data_bytes
+
+    t = numpy_helper.from_array(np.zeros(n, np.uint8), "w" * 40)
+    t.doc_string = "a weight"
+    t.metadata_props.add(key="k", value="v")
+    assert _raw_data_bytes(t) == len(t.raw_data) == n
