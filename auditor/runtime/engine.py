@@ -251,13 +251,14 @@ def run_batches(run: Callable[[np.ndarray, dict], dict], x: np.ndarray, step: in
 class Runner:
     """One onnxruntime CPU session over a model, run in batches of at most ``batch_size`` inputs,
     fewer when their tensors (``tensor_bytes`` x ``factor`` per input) would exceed ``budget``
-    bytes (``batch_note`` says which).  ``shared``: weights held once for several runners."""
+    bytes (``batch_note`` says which).  ``shared``: weights held once for several runners;
+    ``spin``: see :func:`session_options`."""
 
     def __init__(self, model: onnx.ModelProto, threads: int = 0, batch_size: int = 64,
                  budget: int | None = MEMORY_BUDGET, factor: float = 1.0, *, shared: SharedWeights | None = None,
-                 providers=("CPUExecutionProvider",)):
+                 providers=("CPUExecutionProvider",), spin: bool = True):
         t0 = time.monotonic()
-        self.session = make_session(model, threads, shared=shared, providers=providers)
+        self.session = make_session(model, threads, shared=shared, providers=providers, spin=spin)
         self.build_seconds = time.monotonic() - t0  # how long onnxruntime took to build the session
         ins = self.session.get_inputs()
         self.inputs = [i.name for i in ins]

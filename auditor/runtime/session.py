@@ -219,9 +219,13 @@ class OnnxClassifier(ModelClassifier):
                 have = {o.name for o in g.graph.output} | {i.name for i in g.graph.input}
                 g.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
                                       for t in self.gradient_tensors() if t not in have)
-                # the forward tensors are kept for the backward pass, which computes as many again
+                # the forward tensors are kept for the backward pass, which computes as many again.
+                # Idle workers do not spin: the attacks' numpy steps and the cost model's numba kernels
+                # run between (and inside, value_grad_measure) the gradient runs, and on a loaded
+                # machine spinning workers slowed the runs themselves (mobilenet_v2 at 224, 2 threads,
+                # load 10: 1.14 -> 0.76 s per run of 2 inputs)
                 self._grad_runners[objective] = (Runner(g, self.threads, self.batch_size, factor=2.0,
-                                                        shared=self.weights), obj_name, knobs)
+                                                        shared=self.weights, spin=False), obj_name, knobs)
         return self._grad_runners[objective]
 
     def _value_and_grad(self, x, objective, knobs):

@@ -99,6 +99,8 @@ def test_gradient_pass_measures_the_cost_of_the_same_activations(model):
     for a, b in ((v, v2), (g, g2), (lg, lg2)):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(m, f(x))
+    opts = clf._grad_runner("sparsity")[0].session.get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # numba runs in between
     with pytest.raises(ValueError, match="does not compute"):
         clf.value_grad_measure(x, "sparsity", (("no_such_tensor",), measure), **knobs)
 

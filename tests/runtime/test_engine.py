@@ -67,6 +67,12 @@ def test_fixed_batch_models_are_padded_and_the_padding_dropped():
                       fixed_batch=2, feeds={"k": np.arange(5)}, per_sample=lambda k: True)
     assert seen == [(2, [0, 1]), (2, [2, 3]), (2, [4, 4])]
     np.testing.assert_array_equal(out["y"], x[:, 0])
+    # reduce: each chunk's results without the padding, with its rows; only what it keeps is gathered
+    rows = []
+    out = r.run(x, ["y"], feeds={"label": np.array([0, 1, 2, 0, 1]), "scale": 1.0, "w": [1.0, 2.0, 3.0]},
+                reduce=lambda res, sl: rows.append((sl.start, sl.stop, len(res["y"]))) or {"z": res["y"] * 2})
+    assert rows == [(0, 2, 2), (2, 4, 2), (4, 5, 1)] and set(out) == {"z"}
+    np.testing.assert_allclose(out["z"], 2 * expected(x, [0, 1, 2, 0, 1], 1.0, [1.0, 2.0, 3.0]), rtol=1e-6)
 
 
 def test_sessions_sharing_weights_compute_what_a_plain_session_computes(monkeypatch):
