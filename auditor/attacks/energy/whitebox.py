@@ -201,7 +201,9 @@ def _candidate_cost(score_cost, target: np.ndarray, keep_label: bool):
     def fn(tensors, logits, rows):
         cand = logits.argmax(axis=1) == target[rows] if keep_label else np.ones(len(logits), dtype=bool)
         cost = np.full(len(logits), -np.inf)
-        if cand.any():
+        if cand.all():  # (no copy of the activations)
+            cost[:] = score_cost.of_outputs(tensors, len(cand))
+        elif cand.any():
             cost[cand] = score_cost.of_outputs({t: a[cand] for t, a in tensors.items()}, int(cand.sum()))
         return cost
     return fn
