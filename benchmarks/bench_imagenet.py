@@ -78,20 +78,19 @@ def session(model: onnx.ModelProto | str, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
 
-def interleaved(fns, seconds: float, min_runs: int = 3) -> list[float]:
-    """Minimum time of each function, run in turn until ``seconds`` have passed."""
+def interleaved(fns, seconds: float, min_runs: int = 3, stat=min) -> list[float]:
+    """``stat`` (the minimum by default) of each function's times, the functions run in turn (after
+    one untimed run each) until ``seconds`` have passed and each ran at least ``min_runs`` times."""
     for f in fns:
         f()
-    best = [float("inf")] * len(fns)
+    times: list[list[float]] = [[] for _ in fns]
     end = time.perf_counter() + seconds
-    runs = 0
-    while time.perf_counter() < end or runs < min_runs:
+    while time.perf_counter() < end or len(times[0]) < min_runs:
         for i, f in enumerate(fns):
             t = time.perf_counter()
             f()
-            best[i] = min(best[i], time.perf_counter() - t)
-        runs += 1
-    return best
+            times[i].append(time.perf_counter() - t)
+    return [float(stat(t)) for t in times]
 
 
 def profile(name: str):

@@ -55,9 +55,9 @@ def torch_or_none():
     return torch, torchvision
 
 
-def export(arch: str, size: int, opset: int, exporter: str, path: Path) -> None:
-    """Export ``arch`` (random weights) at ``size`` x ``size`` to ``path``; the exporter's chatter
-    (progress lines, deprecation warnings) is swallowed, its exceptions are not."""
+def network(arch: str, size: int = 224):
+    """The torch module ``arch`` in eval mode: random weights from ``torch.manual_seed(0)``, batch
+    normalisations calibrated at ``size`` x ``size`` (what :func:`export` exports)."""
     import torch
     import torchvision
 
@@ -72,7 +72,16 @@ def export(arch: str, size: int, opset: int, exporter: str, path: Path) -> None:
         with torch.no_grad():
             for _ in range(CALIBRATE):
                 net(torch.rand(8, 3, size, size))
-    net.eval()
+    return net.eval()
+
+
+def export(arch: str, size: int, opset: int, exporter: str, path: Path, net=None) -> None:
+    """Export ``arch`` (:func:`network`; or the module ``net`` given) at ``size`` x ``size`` to
+    ``path``; the exporter's chatter (progress lines, deprecation warnings) is swallowed, its
+    exceptions are not."""
+    import torch
+
+    net = network(arch, size) if net is None else net.eval()
     # a batch of 2: torch.export specialises dimensions of size 1, and convnext_tiny's dynamic batch
     # then violates its constraints ("Constraints violated (N)!")
     dummy = torch.rand(2, 3, size, size)
