@@ -28,6 +28,13 @@ _ELEMENTWISE = {
 }
 
 
+#: onnxruntime's blocked-layout (NCHWc) channel block on AVX2 machines: Conv, pooling, Add/Sum,
+#: Mul of two same-shaped blocked tensors, Relu/Sigmoid/Tanh and Concat run blocked when their
+#: channel counts are multiples of it; any other consumer of a blocked tensor makes onnxruntime
+#: reorder it to NCHW first (a full pass) and back before the next Conv
+NCHWC_BLOCK = 8
+
+
 class NotDifferentiable(Exception):
     """A rule cannot build the gradient of this node (the message says why)."""
 
@@ -316,7 +323,14 @@ class GraphBuilder:
         return self.op("ConstantOfShape", [self.shape_of(name)], value=value)
 
     def ones_like(self, name: str) -> str:
+        """Ones shaped like tensor ``name``.  A floating ``name`` gets Pow(name, 0) (1 for every
+        value, NaN and infinities included), whose inferred shape keeps ``name``'s symbolic dims:
+        from ConstantOfShape(Shape(.)) shape inference makes a fresh unknown batch dimension, and
+        onnxruntime's blocked-layout (NCHWc) pass then cannot prove a backward tensor and a forward
+        one of the same shape, so it reorders both to NCHW for every Mul that combines them."""
         dt = self.np_dtype(name)
+        if np.issubdtype(dt, np.floating):
+            return self.op("Pow", [name, self.const(np.zeros((), dtype=dt), hint="zero")])
         value = numpy_helper.from_array(np.ones((1,), dtype=dt))
         return self.op("ConstantOfShape", [self.shape_of(name)], value=value)
 
@@ -343,14 +357,33 @@ class GraphBuilder:
             return self.op("Squeeze", [x, self.ints(axes)])
         return self.op("Squeeze", [x], axes=list(axes))
 
-    def reshape_like(self, x: str, like: str) -> str:
+    def reshape_like(self, x: str, like: str, x_like: str | None = None) -> str:
+        """``x`` (shaped like tensor ``x_like`` when given) reshaped to the shape of ``like``."""
         shp = self.shapes.get(like)
         if shp is not None and all(isinstance(d, int) for d in shp):
             return self.op("Reshape", [x, self.ints(shp)])
-        if shp is not None and sum(not isinstance(d, int) for d in shp) == 1:
-            dims = [d if isinstance(d, int) else -1 for d in shp]
-            return self.op("Reshape", [x, self.ints(dims)])
+        if shp is not None:
+            # a symbolic dim that x has on the same axis is copied (0: the inferred shape keeps the
+            # symbol, see ones_like); at most one other unknown dim is inferred (-1)
+            xs = self.shapes.get(x_like or x) or ()
+            dims = [d if isinstance(d, int) else 0 if i < len(xs) and d is not None and xs[i] == d else -1
+                    for i, d in enumerate(shp)]
+            if dims.count(-1) <= 1 and not (0 in dims and 0 in shp):
+                return self.op("Reshape", [x, self.ints(dims)])
         return self.op("Reshape", [x, self.shape_of(like)])
+
+    def channel_affine(self, x: str, scale: float, shift: float) -> str | None:
+        """``scale * x + shift`` for a 4-D float32 ``x`` whose channel count is a multiple of
+        :data:`NCHWC_BLOCK`, as a depthwise 1x1 Conv (one rounding, as Mul/Add by constants do
+        it: scale is -1 or a power of two), so that a blocked ``x`` stays blocked; None otherwise."""
+        shp = self.shapes.get(x)
+        if (shp is None or len(shp) != 4 or not isinstance(shp[1], int) or shp[1] % NCHWC_BLOCK
+                or self.dtypes.get(x) != onnx.TensorProto.FLOAT):
+            return None
+        c = shp[1]
+        w = self.const(np.full((c, 1, 1, 1), scale, np.float32), hint="affine_scale")
+        bias = self.const(np.full((c,), shift, np.float32), hint="affine_shift")
+        return self.op("Conv", [x, w, bias], kernel_shape=[1, 1], group=c)
 
     def masked(self, g: str, cond: str, like: str) -> str:
         """``g`` where the boolean ``cond`` holds, 0 elsewhere (Mul by a cast mask: onnxruntime's

@@ -285,7 +285,11 @@ def _mul(b: GraphBuilder, n: GradNode):
         # d(x s)/dx = s + x s (1 - s) = s + y (1 - s): both paths (through s too) in four ops,
         # reading s and y only; the Sigmoid node gets no gradient from this Mul.
         s = n.x(gate)
-        d = b.op("Add", [s, b.op("Mul", [y, b.op("Sub", [b.scalar(1, y), s])])])
+        # 1 - s as a depthwise 1x1 Conv where it can be: the four ops then all run in
+        # onnxruntime's blocked layout with x, s and y (Sub by a constant would make it reorder
+        # s, y and dY to NCHW and the result back)
+        one_minus = b.channel_affine(s, -1.0, 1.0) or b.op("Sub", [b.scalar(1, y), s])
+        d = b.op("Add", [s, b.op("Mul", [y, one_minus])])
         out = [FOLDED, FOLDED]
         out[1 - gate] = b.op("Mul", [n.dy, d])
         return out

@@ -62,7 +62,7 @@ def apply_along_axis(b: GraphBuilder, x: str, axis: int, rank: int, mat: np.ndar
 @rule("Flatten", "Reshape", "Squeeze", "Unsqueeze")
 def _reshape(b: GraphBuilder, n: GradNode):
     n.only(0)
-    return [b.reshape_like(n.dy, n.x(0))]
+    return [b.reshape_like(n.dy, n.x(0), n.y())]
 
 
 @rule("Dropout")

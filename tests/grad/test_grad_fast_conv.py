@@ -99,3 +99,31 @@ def test_batch_norm_scale_folded_into_conv_adjoint(cin, cout, group, kernel, str
     g = add_input_gradient(build(nodes, feeds, inits), "obj")
     scaled = [n for n in g.graph.node if n.op_type == "Mul" and any("bn_grad_scale" in i for i in n.input)]
     assert not scaled
+
+
+PHASES = [
+    # (cin, cout, kernel, stride, pads, input size, phases expected)
+    (3, 8, [3, 3], 2, [1, 1, 1, 1], [8, 6], True),   # mobilenet's / efficientnet's stem
+    (3, 16, [7, 7], 2, [3, 3, 3, 3], [8, 8], True),  # resnet's stem
+    (2, 8, [5, 5], 2, [2, 1, 2, 3], [6, 10], True),  # asymmetric pads
+    (1, 8, [3, 3], 3, [1, 0, 0, 1], [9, 6], True),   # stride 3
+    (3, 8, [4, 4], 2, [1, 2, 2, 1], [8, 8], True),   # even kernel
+    (3, 8, [1, 1], 2, [0, 0, 0, 0], [8, 8], False),  # phases no tap reaches: ConvTranspose
+    (3, 8, [3, 3], 2, [1, 1, 1, 1], [7, 6], False),  # an odd input size: ConvTranspose
+    (8, 8, [3, 3], 2, [1, 1, 1, 1], [8, 6], False),  # a whole block of input channels: ConvTranspose
+]
+
+
+@pytest.mark.parametrize("case", range(len(PHASES)))
+def test_strided_first_layer_phase_adjoint(case):
+    """A strided ungrouped Conv with few input channels (a stem): the adjoint as one stride-1 Conv
+    with a block of outputs per phase and a one-hot ConvTranspose interleave, elementwise against
+    float64 finite differences; the other strided cases keep the ConvTranspose adjoint."""
+    cin, cout, kernel, s, pads, size, expected = PHASES[case]
+    feeds = {"x": rnd([2, cin] + size, case + 11)}
+    inits = {"w": rnd([cout, cin] + kernel, case + 90), "b": rnd([cout], case)}
+    nodes = [node("Conv", ["x", "w", "b"], kernel_shape=kernel, strides=[s, s], pads=pads)]
+    gradcheck(nodes, feeds, inits, linear=True)
+    g = add_input_gradient(build(nodes, feeds, inits), "obj")
+    phases = any("conv_grad_phase_weight" in t.name for t in g.graph.initializer)
+    assert phases == expected

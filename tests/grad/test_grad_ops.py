@@ -719,3 +719,37 @@ def test_in_place_gradient_extends_the_model_itself():
     own.CopyFrom(m)
     g = add_input_gradient(own, "obj", in_place=True)
     assert g is own and g.SerializeToString() == ref.SerializeToString()
+
+
+def test_silu_one_minus_gate_blocked():
+    """SiLU on whole NCHWc channel blocks: 1 - s is a depthwise 1x1 Conv (so onnxruntime keeps
+    the backward in its blocked layout), no Sub; values against finite differences."""
+    x = rnd((2, 8, 3, 4), 23, scale=2.0)
+    nodes = [node("Sigmoid", ["x"], ["s"]), node("Mul", ["x", "s"])]
+    gradcheck(nodes, {"x": x})
+    g = add_input_gradient(build(nodes, {"x": x}), "obj")
+    back = [n for n in g.graph.node if n.name.startswith("auditor::grad")]
+    assert [n.op_type for n in back].count("Conv") == 1 and "Sub" not in [n.op_type for n in back]
+
+
+def test_backward_keeps_symbolic_batch():
+    """The backward's tensors keep the model's symbolic batch dimension in shape inference (the
+    seed is Pow(objective, 0), a Flatten's gradient copies the batch with Reshape 0): onnxruntime's
+    blocked layout needs it to prove a backward and a forward tensor of the same shape."""
+    rng = np.random.default_rng(0)
+    g = helper.make_graph(
+        [node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+         node("Sigmoid", ["c"], ["s"]), node("Mul", ["c", "s"], ["a"]), node("Flatten", ["a"], ["f"]),
+         node("Gemm", ["f", "fc"], ["z"], transB=1), node("ReduceSum", ["z", "ax"], ["obj"], keepdims=0)],
+        "sym", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 4, 4])],
+        [helper.make_tensor_value_info("obj", TensorProto.FLOAT, ["N"])],
+        [numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), "w"),
+         numpy_helper.from_array(rng.standard_normal((5, 128)).astype(np.float32), "fc"),
+         numpy_helper.from_array(np.array([1], np.int64), "ax")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)])
+    m.ir_version = 8
+    gm = onnx.shape_inference.infer_shapes(add_input_gradient(m, "obj"))
+    back = {o for n in gm.graph.node if n.name.startswith("auditor::grad") for o in n.output}
+    dims = {vi.name: vi.type.tensor_type.shape.dim for vi in list(gm.graph.value_info) + list(gm.graph.output)}
+    batched = [t for t in back if t in dims and len(dims[t]) >= 2]
+    assert batched and all(dims[t][0].dim_param == "N" for t in batched)
