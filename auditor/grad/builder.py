@@ -464,6 +464,15 @@ class GraphBuilder:
             if static:
                 if not axes:
                     return grad
+                if (axes == [2, 3] and len(gs) == 4 and isinstance(gs[1], int) and gs[1] % NCHWC_BLOCK == 0
+                        and isinstance(gs[2], int) and isinstance(gs[3], int)
+                        and self.dtypes.get(grad_shape_of) == onnx.TensorProto.FLOAT):
+                    # a per-channel sum over the spatial axes (a squeeze-excite gate's gradient) as
+                    # GlobalAveragePool * H*W: onnxruntime runs it on a blocked tensor, where
+                    # ReduceSum would have it reordered to NCHW first (the mean and the product
+                    # round once more than the sum: a few ulp)
+                    r = self.op("GlobalAveragePool", [grad])
+                    return self.op("Mul", [r, self.scalar(float(gs[2] * gs[3]), grad_shape_of)])
                 r = self.reduce("ReduceSum", grad, axes, keepdims=1)
                 return self.squeeze(r, list(range(lead)))
         # Dynamic: axes where the (left-padded) target shape is 1 and the gradient's is not.

@@ -753,3 +753,16 @@ def test_backward_keeps_symbolic_batch():
     dims = {vi.name: vi.type.tensor_type.shape.dim for vi in list(gm.graph.value_info) + list(gm.graph.output)}
     batched = [t for t in back if t in dims and len(dims[t]) >= 2]
     assert batched and all(dims[t][0].dim_param == "N" for t in batched)
+
+
+def test_channel_gate_gradient_sums_by_global_pool():
+    """x * g with a per-channel gate g (N, C, 1, 1), C whole NCHWc blocks (squeeze-excite): g's
+    gradient, the spatial sum of dY * x, is GlobalAveragePool * H*W; values against finite
+    differences."""
+    x = rnd((2, 8, 3, 4), 29)
+    nodes = [node("ReduceMean", ["x", "ax"], ["r"]), node("Sigmoid", ["r"], ["g"]), node("Mul", ["x", "g"])]
+    inits = {"ax": np.array([2, 3], np.int64)}
+    gradcheck(nodes, {"x": x}, inits, opset=18)
+    g = add_input_gradient(build(nodes, {"x": x}, inits, opset=18), "obj")
+    back = [n.op_type for n in g.graph.node if n.name.startswith("auditor::grad")]
+    assert "GlobalAveragePool" in back
