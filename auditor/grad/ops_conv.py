@@ -138,8 +138,10 @@ def _phases_fit(win: Window, wshape, group: int, rank: int) -> bool:
     """Whether :func:`_conv_adjoint_phases` applies: an ungrouped 2-D Conv, stride s > 1 on both
     axes, dilation 1, input sizes that the stride divides, every phase reached by some tap, whole
     NCHWc blocks of output channels and fewer input channels than a block (a network's first
-    layer: the gradient w.r.t. the image).  Measured at 224x224, batch 8: mobilenet_v2's 3->32
-    3x3/2 stem 15 -> 11 ms (ConvTranspose -> phases); resnet18's 7x7/2 stem even.  Not taken:
+    layer: the gradient w.r.t. the image) and a kernel of at most 1.5 strides.  Measured at
+    224x224, batch 8 (profiler, per-node minimum): mobilenet_v2's 3->32 3x3/2 stem 15 -> 11 ms
+    (ConvTranspose -> phases); resnet18's 64->3 7x7/2 stem 89 -> 126 ms (its phases' 4x4 union
+    kernel, on a blocked kernel with one block of 12 outputs padded to 16).  Not taken:
     the strided depthwise layers (a grouped ConvTranspose there: 20 ms, CPU time, for 96
     channels at 112x112; s*s depthwise phase Convs + Concat + interleave: 42 ms, with
     DepthToSpace as the interleave 69 ms) and the wide ungrouped 3x3/2 ones (resnet18: no gain
@@ -148,7 +150,7 @@ def _phases_fit(win: Window, wshape, group: int, rank: int) -> bool:
     cout, cin_g = wshape[0], wshape[1]
     return (rank == 4 and group == 1 and s > 1 and all(t == s for t in win.strides)
             and all(d == 1 for d in win.dilations) and all(n % s == 0 for n in win.in_size)
-            and cout % FLIPPED_CONV_CHANNELS == 0 and cin_g < FLIPPED_CONV_CHANNELS
+            and cout % FLIPPED_CONV_CHANNELS == 0 and cin_g < FLIPPED_CONV_CHANNELS and max(win.kernel) <= 3 * s // 2
             and all(all(ph) for k, p in zip(win.kernel, win.pad_begin) for ph in [_phase_taps(k, s, p)]))
 
 

@@ -164,15 +164,27 @@ def _max_pool_overlapping(b: GraphBuilder, n: GradNode, x: str, win: Window) -> 
     eye = b.const(_one_hot_kernel(win.kernel, dt), hint="pool_taps")
     patches = b.op("Conv", [x1, eye], kernel_shape=win.kernel, strides=win.strides,
                    dilations=win.dilations, pads=win.pad_begin + win.pad_end)
-    valid = _tap_validity(win)
-    if not valid.all():  # padded taps hold zeros; MaxPool pads with -inf
-        bias = np.where(valid, 0, -np.inf).astype(dt)
-        patches = b.op("Add", [patches, b.const(bias, hint="pool_pad_bias")])
+    g = n.dy
+    relu = b.producer(x)
+    fold = relu is not None and relu.op_type == "Relu" and relu.domain in ("", "ai.onnx")
+    if fold:
+        # x = Relu(.): its mask at the chosen element (x == y) is y > 0, applied at pooled size.
+        # A window whose maximum is 0 then sends nothing, so the padded taps (zeros in the
+        # patches, -inf for MaxPool) need no -inf bias: they can only tie with a maximum of 0.
+        g = b.relu_mask(g, n.y())
+    else:
+        valid = _tap_validity(win)
+        if not valid.all():  # padded taps hold zeros; MaxPool pads with -inf
+            bias = np.where(valid, 0, -np.inf).astype(dt)
+            patches = b.op("Add", [patches, b.const(bias, hint="pool_pad_bias")])
     first = b.op("ArgMax", [patches], axis=1, keepdims=1)
     taps = b.const(np.arange(k, dtype=np.int64).reshape([k] + [1] * len(win.kernel)),
                    hint="taps")
-    g = b.masked(_flat_planes(b, n.dy, win.out_size), b.op("Equal", [first, taps]), x)
-    return b.reshape_like(scatter_windows(b, g, eye, win), x)
+    g = b.masked(_flat_planes(b, g, win.out_size), b.op("Equal", [first, taps]), x)
+    dx = b.reshape_like(scatter_windows(b, g, eye, win), x)
+    if fold:
+        b.relu_masked[dx] = x
+    return dx
 
 
 @lru_cache(maxsize=64)

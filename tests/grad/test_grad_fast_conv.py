@@ -104,10 +104,12 @@ def test_batch_norm_scale_folded_into_conv_adjoint(cin, cout, group, kernel, str
 PHASES = [
     # (cin, cout, kernel, stride, pads, input size, phases expected)
     (3, 8, [3, 3], 2, [1, 1, 1, 1], [8, 6], True),   # mobilenet's / efficientnet's stem
-    (3, 16, [7, 7], 2, [3, 3, 3, 3], [8, 8], True),  # resnet's stem
-    (2, 8, [5, 5], 2, [2, 1, 2, 3], [6, 10], True),  # asymmetric pads
+    (2, 8, [3, 3], 2, [0, 2, 1, 0], [6, 10], True),  # asymmetric pads
     (1, 8, [3, 3], 3, [1, 0, 0, 1], [9, 6], True),   # stride 3
-    (3, 8, [4, 4], 2, [1, 2, 2, 1], [8, 8], True),   # even kernel
+    (3, 8, [2, 2], 2, [0, 1, 0, 1], [8, 8], True),   # even kernel
+    (1, 8, [4, 4], 3, [2, 1, 1, 2], [9, 9], True),   # even kernel, stride 3
+    (3, 16, [7, 7], 2, [3, 3, 3, 3], [8, 8], False),  # resnet's stem: ConvTranspose (measured faster)
+    (2, 8, [5, 5], 2, [2, 1, 2, 3], [6, 10], False),
     (3, 8, [1, 1], 2, [0, 0, 0, 0], [8, 8], False),  # phases no tap reaches: ConvTranspose
     (3, 8, [3, 3], 2, [1, 1, 1, 1], [7, 6], False),  # an odd input size: ConvTranspose
     (8, 8, [3, 3], 2, [1, 1, 1, 1], [8, 6], False),  # a whole block of input channels: ConvTranspose

@@ -766,3 +766,36 @@ def test_channel_gate_gradient_sums_by_global_pool():
     g = add_input_gradient(build(nodes, {"x": x}, inits, opset=18), "obj")
     back = [n.op_type for n in g.graph.node if n.name.startswith("auditor::grad")]
     assert "GlobalAveragePool" in back
+
+
+@pytest.mark.parametrize("attrs", [
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),  # overlapping, padded (resnet)
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 1, 1, 0]),
+    dict(kernel_shape=[2, 2], strides=[2, 2]),  # disjoint
+])
+def test_relu_max_pool_mask_at_pooled_size(attrs):
+    """Relu -> MaxPool: the Relu's mask is applied to the pooled gradient (y > 0 at the chosen
+    element), so windows whose maximum is 0 send nothing, padded taps included (no -inf bias);
+    with many exact ties (rounded levels, an all-negative plane) the gradient is the first
+    maximum's, masked by z > 0, as onnxruntime's Indices output says."""
+    rng = np.random.default_rng(1)
+    z = (np.round(rng.standard_normal((2, 3, 8, 8)) * 1.5) / 2).astype(np.float32)
+    z[1, 2] = -0.5
+    nodes = [node("Relu", ["x"], ["r"]), node("MaxPool", ["r"], **attrs)]
+    m = build(nodes, {"x": z})
+    g = analytic(m, {"x": z})
+    ref_model = helper.make_model(helper.make_graph(
+        [node("MaxPool", ["x"], ["y", "i"], **attrs)], "mp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(z.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("i", TensorProto.INT64, None)]),
+        opset_imports=[helper.make_opsetid("", OPSET)])
+    _, idx = _session(ref_model).run(None, {"x": np.maximum(z, 0)})
+    r = numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == "R"))
+    expect = np.zeros(z.size, np.float64)
+    np.add.at(expect, idx.reshape(-1), r.reshape(-1).astype(np.float64))
+    np.testing.assert_allclose(g.reshape(-1), expect * (z.reshape(-1) > 0), rtol=1e-6, atol=1e-6)
+    back = add_input_gradient(m, "obj").graph.node
+    assert not any("pool_pad_bias" in i for n in back for i in n.input)
+    # one Relu mask, at pooled size (no second one at the Relu's full size)
+    assert sum(n.op_type == "Cast" and n.attribute[0].i == TensorProto.BOOL for n in back) == 1
