@@ -252,16 +252,20 @@ def main(argv=None) -> int:
 
 def issue_table(rows: list[dict], rss_count: int) -> str:
     """Issue 12's table as Markdown ("-" where a column was not measured)."""
-    def f(r, key, fmt):
-        return fmt.format(r[key]) if key in r else "-"
+    def f(r, key, fmt):  # "ratio": 2 decimals, 3 under 0.1
+        if key not in r:
+            return "-"
+        if fmt == "ratio":
+            fmt = "{:.2f}" if r[key] >= 0.1 else "{:.3f}"
+        return fmt.format(r[key])
 
     out = ["| model (224x224) | fwd ms/input | cnvlutin sim / fwd | sparce sim / fwd | CE grad / fwd | "
            f"sparsity grad / fwd | gradient build | peak RSS (audit, {rss_count} inputs) |",
            "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         build = f"{r['build_s'] + r['session_s']:.1f} s" if "build_s" in r else "-"
-        out.append(f"| {r['model']} | {f(r, 'fwd_ms', '{:.0f}')} | {f(r, 'cnv', '{:.2f}')} | {f(r, 'sparce', '{:.2f}')} | "
-                   f"{f(r, 'ce', '{:.2f}')} | {f(r, 'sparsity', '{:.2f}')} | {build} | {f(r, 'audit_gb', '{:.1f} GB')} |")
+        out.append(f"| {r['model']} | {f(r, 'fwd_ms', '{:.0f}')} | {f(r, 'cnv', 'ratio')} | {f(r, 'sparce', 'ratio')} | "
+                   f"{f(r, 'ce', 'ratio')} | {f(r, 'sparsity', 'ratio')} | {build} | {f(r, 'audit_gb', '{:.1f} GB')} |")
     return "\n".join(out)
 
 
