@@ -283,17 +283,43 @@ def _gather(b: GraphBuilder, n: GradNode):
     x, idx = n.x(0), n.x(1)
     rank = b.rank(x)
     axis = int(n.attr("axis", 0)) % rank
-    (length,) = b.int_dims(x, [axis], "Gather gradient")
     iv = b.const_value(idx)
-    if iv is None:
-        raise NotDifferentiable("Gather gradient needs constant indices")
-    if iv.ndim > 1:
-        raise NotDifferentiable("Gather gradient with indices of rank > 1")
+    shp = b.static_shape(x)
+    if iv is None or iv.ndim > 1 or not isinstance(shp[axis], int):
+        return [_gather_scattered(b, n, x, idx, axis, rank)]
+    (length,) = b.int_dims(x, [axis], "Gather gradient")
     flat = iv.reshape(-1).astype(np.int64) % length
     g = b.unsqueeze(n.dy, [axis]) if iv.ndim == 0 else n.dy
     mat = np.zeros((len(flat), length), dtype=b.np_dtype(x))
     np.add.at(mat, (np.arange(len(flat)), flat), 1)
     return [apply_along_axis(b, g, axis, rank, mat)]
+
+
+def _gather_scattered(b: GraphBuilder, n: GradNode, x: str, idx: str, axis: int, rank: int) -> str:
+    """d data of a Gather whose indices are computed at run time, of rank > 1, or index an axis
+    of dynamic size (torch.export writes a batch-dependent flatten as a Gather over indices made
+    from the batch size: convnext_tiny's as_strided): the output gradients added back at the
+    gathered positions by ScatterND (reduction 'add', opset 16), on data with the gathered axis
+    moved to the front; negative indices taken modulo the axis' length."""
+    _need_opset(b, n, 16, "ScatterND with reduction='add' (computed indices)")
+    dy = n.dy
+    r = b.rank(idx)
+    if r == 0:  # a scalar index dropped the axis: as the gather of a (1,) index
+        idx, dy, r = b.unsqueeze(idx, [0]), b.unsqueeze(dy, [axis]), 1
+    length = b.op("Gather", [b.shape_of(x), b.ints([axis])], axis=0)
+    where = b.unsqueeze(b.op("Mod", [b.op("Cast", [idx], to=helper.np_dtype_to_tensor_dtype(np.dtype(np.int64))),
+                                     length]), [r])
+    front = [axis] + [d for d in range(rank) if d != axis]  # data, gathered axis first
+    dy_front = list(range(axis, axis + r)) + [d for d in range(rank - 1 + r) if not axis <= d < axis + r]
+    zeros = b.zeros_like(x)
+    if front != list(range(rank)):
+        zeros = b.op("Transpose", [zeros], perm=front)
+    if dy_front != list(range(rank - 1 + r)):
+        dy = b.op("Transpose", [dy], perm=dy_front)
+    d = b.op("ScatterND", [zeros, where, dy], reduction="add")
+    if front != list(range(rank)):
+        d = b.op("Transpose", [d], perm=[int(i) for i in np.argsort(front)])
+    return d
 
 
 def _need_opset(b: GraphBuilder, n: GradNode, version: int, what: str) -> None:

@@ -323,3 +323,44 @@ def test_einsum_with_a_diagonal_is_a_clear_blocker():
     m = build([node("Einsum", ["x"], equation="bii->bi")], {"x": rnd((2, 3, 3), 1)})
     ((_, op, reason),) = differentiability(m)
     assert op == "Einsum" and "repeated indices" in reason
+
+
+def _computed_flat_gather(reverse: bool):
+    """x (N, 3, 2, 2) flattened and gathered back by indices made from its own size at run time,
+    as torch.export writes a batch-dependent flatten (convnext_tiny's as_strided); ``reverse``:
+    negative indices -1 ... -size, so every element moves."""
+    nodes = [node("Reshape", ["x", "flat"], ["f"]), node("Shape", ["f"], ["fs"]),
+             node("Squeeze", ["fs", "zero1"], ["size"]),
+             node("Range", ["zero", "size", "one"], ["r"])]
+    if reverse:
+        nodes += [node("Add", ["r", "one"], ["r1"]), node("Neg", ["r1"], ["i"])]
+    else:
+        nodes += [node("Identity", ["r"], ["i"])]
+    nodes += [node("Gather", ["f", "i"], ["g"], axis=0), node("Reshape", ["g", "back"], ["gr"]),
+              node("Tanh", ["gr"])]
+    inits = {"flat": np.array([-1], np.int64), "zero1": np.array([0], np.int64), "zero": np.array(0, np.int64),
+             "one": np.array(1, np.int64), "back": np.array([-1, 12], np.int64)}
+    return nodes, inits
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gather_with_indices_computed_at_run_time_over_a_dynamic_axis(reverse):
+    nodes, inits = _computed_flat_gather(reverse)
+    gradcheck(nodes, {"x": rnd((2, 3, 2, 2), 6)}, inits, opset=18, dynamic=True)
+
+
+def test_gather_with_constant_indices_of_rank_2_and_a_computed_scalar_index():
+    idx = np.array([[3, 0], [-1, 3], [1, 1]], np.int64)  # repeats and a negative index
+    gradcheck([node("Gather", ["x", "i"], axis=1)], {"x": rnd((2, 4, 3), 7)}, {"i": idx}, opset=18)
+    # a scalar index computed from the input's shape: the last position of axis 2
+    nodes = [node("Shape", ["x"], ["s"]), node("Gather", ["s", "two"], ["n"], axis=0),
+             node("Sub", ["n", "one"], ["last"]), node("Gather", ["x", "last"], ["g"], axis=2), node("Tanh", ["g"])]
+    gradcheck(nodes, {"x": rnd((2, 4, 3), 8)}, {"two": np.array(2, np.int64), "one": np.array(1, np.int64)},
+              opset=18, dynamic=True)
+
+
+def test_gather_with_computed_indices_before_opset16_is_a_clear_blocker():
+    nodes, inits = _computed_flat_gather(False)
+    m = build(nodes, {"x": rnd((2, 3, 2, 2), 6)}, inits, opset=13, dynamic=True)
+    ((name, op, reason),) = differentiability(m)
+    assert op == "Gather" and "opset >= 16" in reason
