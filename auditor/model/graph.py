@@ -13,7 +13,7 @@ import onnx
 
 from ..errors import AuditorError
 from .layers import ComputeLayer
-from .load import constant_value, graph_inputs
+from .load import constant_shape, graph_inputs
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 #: ops whose output is an "activation" in the sense of the sparsity literature
@@ -61,7 +61,7 @@ def compute_layers(model: onnx.ModelProto) -> list[ComputeLayer]:
             continue
         a = _attrs(node)
         if node.op_type in ("Conv", "ConvTranspose"):
-            w = constant_value(model, node.input[1])
+            w = constant_shape(model, node.input[1])  # (the weights' shapes: their values are not read)
             if w is None:
                 continue
             data = node.input[0]
@@ -70,7 +70,7 @@ def compute_layers(model: onnx.ModelProto) -> list[ComputeLayer]:
             if len(ishape) != 3:
                 raise AuditorError(f"node '{node.name}' ({node.op_type}): only 2-D convolutions are supported, "
                                    f"input has shape {ishape}")
-            kh, kw = int(w.shape[2]), int(w.shape[3])
+            kh, kw = int(w[2]), int(w[3])
             pads = a.get("pads", [0, 0, 0, 0])
             auto = a.get("auto_pad", b"NOTSET")
             auto = auto.decode() if isinstance(auto, bytes) else auto
@@ -85,31 +85,31 @@ def compute_layers(model: onnx.ModelProto) -> list[ComputeLayer]:
                 macs = int(np.prod(ishape)) * (oshape[0] // group) * kh * kw
             layers.append(ComputeLayer(
                 name=node.name, op_type=node.op_type, input=data, output=node.output[0],
-                input_shape=ishape, output_shape=oshape, weight_shape=tuple(int(d) for d in w.shape),
+                input_shape=ishape, output_shape=oshape, weight_shape=tuple(int(d) for d in w),
                 kernel=(kh, kw), strides=(int(strides[0]), int(strides[1])),
                 pads=(int(pads[0]), int(pads[1]), int(pads[2]), int(pads[3])),
                 dilations=(int(dil[0]), int(dil[1])), group=group, macs=macs))
         else:
-            wa, wb = constant_value(model, node.input[0]), constant_value(model, node.input[1])
+            wa, wb = constant_shape(model, node.input[0]), constant_shape(model, node.input[1])
             if node.op_type == "Gemm":
                 if wb is None or wa is not None:
                     continue
                 data = node.input[0]
-                w = wb.T if a.get("transB", 0) else wb
+                w = wb[::-1] if a.get("transB", 0) else wb
                 if a.get("transA", 0):
                     raise AuditorError(f"node '{node.name}' (Gemm): transA=1 on the data input is not supported")
             else:
                 if wb is not None and wa is None:
                     data, w = node.input[0], wb
                 elif wa is not None and wb is None:
-                    data, w = node.input[1], wa.T
+                    data, w = node.input[1], wa[::-1]
                 else:
                     continue
             ishape = _per_sample(shapes.get(data), data, node)
             oshape = _per_sample(shapes.get(node.output[0]), node.output[0], node)
-            if w.ndim != 2:
+            if len(w) != 2:
                 continue
-            k, m = int(w.shape[0]), int(w.shape[1])
+            k, m = int(w[0]), int(w[1])
             rows = int(np.prod(ishape[:-1])) if len(ishape) > 1 else 1
             layers.append(ComputeLayer(
                 name=node.name, op_type=node.op_type, input=data, output=node.output[0],
@@ -169,7 +169,7 @@ def skipped_compute_nodes(model: onnx.ModelProto) -> list[tuple[str, str, str]]:
         if node.op_type in ("Conv", "ConvTranspose"):
             reason = f"weight {origin(node.input[1])}, not a constant"
         else:
-            a, b = (constant_value(model, t) is not None for t in node.input[:2])
+            a, b = (constant_shape(model, t) is not None for t in node.input[:2])
             if a and b:
                 reason = "both operands are constants"
             elif not a and not b:

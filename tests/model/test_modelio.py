@@ -192,7 +192,7 @@ def test_a_large_weight_with_too_few_bytes_is_still_refused(tmp_path):
 
 
 @pytest.mark.parametrize("n", [0, 1, 127, 128, 16383, 16384, 2097151, 2097152])
-def test_raw_data_size_read_from_the_serialised_sizes(n):
+def test_raw_data_size(n):
     from onnx import numpy_helper
 
     from auditor.model.load import _raw_data_bytes
@@ -201,3 +201,38 @@ def test_raw_data_size_read_from_the_serialised_sizes(n):
     t.doc_string = "a weight"
     t.metadata_props.add(key="k", value="v")
     assert _raw_data_bytes(t) == len(t.raw_data) == n
+
+
+def test_model_hash_is_the_hash_of_the_whole_serialisation():
+    """model_hash feeds the serialisation piece by piece (a large initializer's raw_data on its
+    own): the same digest as hashing the whole deterministic serialisation."""
+    import glob
+    import hashlib
+    from pathlib import Path
+
+    from onnx import numpy_helper
+
+    from auditor.model.load import model_hash
+
+    def whole(m):
+        return hashlib.sha256(m.SerializeToString(deterministic=True)).hexdigest()
+
+    root = Path(__file__).resolve().parents[2]
+    for p in sorted(glob.glob(str(root / "models" / "*.onnx"))):
+        for m in (onnx.load(p), load_model(p)):
+            assert model_hash(m) == whole(m), p
+    # fields on every side of the split points: doc strings, metadata, a large initializer (raw
+    # data, with a doc string and a data location after it) beside small and typed-field ones
+    m, _ = tiny_cnn()
+    big = numpy_helper.from_array(np.random.default_rng(0).random((300, 70), dtype=np.float32), "big")
+    big.doc_string = "after raw_data"
+    big.data_location = onnx.TensorProto.DEFAULT
+    m.graph.initializer.append(big)
+    m.graph.initializer.append(helper.make_tensor("typed", onnx.TensorProto.FLOAT, [5000], [0.5] * 5000))
+    m.graph.doc_string = "graph doc"
+    m.doc_string, m.model_version = "model doc", 3
+    m.metadata_props.add(key="k", value="v")
+    assert model_hash(m) == whole(m)
+    m.graph.initializer[0].raw_data = m.graph.initializer[0].raw_data + b"x" * 3000
+    assert model_hash(m) == whole(m)
+
