@@ -30,13 +30,15 @@ def reshape_model(proto, r, calibration=None, preprocessing=None):
     return m
 
 
-def profile_classifier(proto, profile: HardwareProfile, sc, threads: int = 0, calibration=None):
+def profile_classifier(proto, profile: HardwareProfile, sc, threads: int = 0, calibration=None, role: str = "search"):
     """The classifier a profile deploys: the model, reshaped as the profile declares, run on the
-    profile's approximate multiplier when it has one (BPDA gradients)."""
+    profile's approximate multiplier when it has one (BPDA gradients).  ``role``: "verify" for a
+    verifier (sessions of its own, see :class:`~auditor.runtime.session.OnnxClassifier`; an
+    approximate classifier's sessions are always its own)."""
     m = reshape_model(proto, profile.reshape, calibration, sc.preprocessing) if profile.reshape is not None else proto
     if profile.approx is not None:
         return ApproxClassifier(m, sc.preprocessing, profile.approx, threads=threads, batch_size=sc.batch_size)
-    return OnnxClassifier(m, sc.preprocessing, threads=threads, batch_size=sc.batch_size)
+    return OnnxClassifier(m, sc.preprocessing, threads=threads, batch_size=sc.batch_size, role=role)
 
 
 class Deployed:
@@ -52,7 +54,7 @@ class Deployed:
     def verifier(self):
         if self._verifier is None:
             self._verifier = profile_classifier(self.clf.base_model, dataclasses.replace(self.prof, reshape=None),
-                                                self.ctx.scenario, self.ctx.threads)
+                                                self.ctx.scenario, self.ctx.threads, role="verify")
         return self._verifier
 
 

@@ -2,9 +2,9 @@
 
 :func:`make_session` builds every ``InferenceSession`` of the tool with the options of
 :func:`session_options` (threads, graph optimisation, spinning, logging, CPU provider) and turns
-a refusal into an :class:`AuditorError`; ``initializers`` lets several sessions of one model share
-the weights' memory (``SessionOptions.add_initializer`` over one numpy buffer, see
-:class:`SharedWeights`).
+a refusal into an :class:`AuditorError`; ``shared`` gives the large weights of several sessions of
+one model as external initializers from one proto instead of serialising them into each
+(:class:`SharedWeights`).
 
 :class:`Runner` runs a session over a batch of inputs: in chunks of at most ``batch_size`` inputs
 (fewer when their tensors would exceed the memory budget), padded to the model's fixed batch size
@@ -42,15 +42,29 @@ _ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor
               "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
 
 
+#: a session of a model with a float weight at least this large does not prepack its weights:
+#: onnxruntime builds the packed copy of a Gemm/MatMul weight beside the copy it packs, so the
+#: build holds that weight three times with ours (measured on vgg11_bn, whose first FC weight is
+#: 392 MiB: build peak 2.05 -> 1.66 GB, same steady size, forward time 0.995x).  Models with no
+#: such weight (every bundled model, resnet, mobilenet, efficientnet) are built as before.
+PREPACK_MAX_BYTES = 64 * 2**20
+
+
+def largest_weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the largest float initializer of ``model`` (with or without its data)."""
+    return max((self_bytes(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT), default=0)
+
+
 def session_options(threads: int | None = 0, *, optimize: bool = True, spin: bool = True,
-                    log_severity: int = 3) -> ort.SessionOptions:
+                    log_severity: int = 3, prepack: bool = True) -> ort.SessionOptions:
     """The session options of every session of the tool.
 
     ``threads``: onnxruntime's intra-op threads (0 = its default, None = leave its defaults
     alone); one inter-op thread, sequential execution.  ``optimize`` False disables graph
     optimisations (constant folding of a sub-graph, probing one op: the graph must run as
     written).  ``spin`` False stops idle workers from spinning (sessions run between numba
-    kernels).  Tensors are freed after every run (no memory arena)."""
+    kernels).  ``prepack`` False keeps weights as they are (see :data:`PREPACK_MAX_BYTES`).
+    Tensors are freed after every run (no memory arena)."""
     so = ort.SessionOptions()
     if threads is not None:
         so.intra_op_num_threads = int(threads)
@@ -65,6 +79,8 @@ def session_options(threads: int | None = 0, *, optimize: bool = True, spin: boo
     # the session's lifetime, so the forward, gradient and verifier sessions of an audit held the
     # sum of their peaks (measured: resnet18 at 224, forward + sparsity gradient, 1.14 -> 0.92 GB)
     so.enable_cpu_mem_arena = False
+    if not prepack:
+        so.add_session_config_entry("session.disable_prepacking", "1")
     so.log_severity_level = log_severity
     return so
 
@@ -80,49 +96,60 @@ def ort_message(e: Exception) -> str:
 
 
 class SharedWeights:
-    """The large initializers of a model held once, as OrtValues over numpy buffers, for every
-    session built from the model or a rewrite of it (instrumented, gradient graphs): each session
-    is given the buffers through ``SessionOptions.add_initializer`` instead of copying the weights
-    from its serialized model.  ``strip(model)`` is the model without those initializers' data
-    (their graph entries kept, so the graph stays valid for the sessions that are given them)."""
+    """The large float initializers of a model, given to every session built from the model or a
+    rewrite of it (instrumented, gradient graphs, or :meth:`light`, a copy without their data) as
+    OrtValues through ``SessionOptions.add_external_initializers`` instead of in the serialized
+    model.  onnxruntime copies them into the session it builds (documented since 1.12: the
+    buffers may be freed once the session is built), so they are made from ``model`` (held, read
+    only) for each build and dropped after it: no second copy of the weights lives in Python.
+    Measured on vgg11_bn (0.5 GB of weights): a session from the serialized model grows the
+    process by 1.1 GB, from the external initializers by 0.59 GB.  ``strip(model)`` is the model
+    without those initializers' data (their graph entries kept) and the OrtValues to add."""
 
     #: initializers at least this large are shared (smaller ones are not worth the bookkeeping)
     MIN_BYTES = 4096
 
     def __init__(self, model: onnx.ModelProto):
-        self.arrays: dict[str, np.ndarray] = {}
-        self.values: dict[str, ort.OrtValue] = {}
-        for t in model.graph.initializer:
-            if t.data_location == onnx.TensorProto.EXTERNAL or t.data_type not in (onnx.TensorProto.FLOAT,):
-                continue
-            a = numpy_helper.to_array(t)
-            if a.nbytes < self.MIN_BYTES:
-                continue
-            a = np.ascontiguousarray(a)
-            self.arrays[t.name] = a
-            self.values[t.name] = ort.OrtValue.ortvalue_from_numpy(a)
-        self._fingerprint = {k: (a.shape, a.dtype) for k, a in self.arrays.items()}
+        self.source = model
+        self._tensors = {t.name: t for t in model.graph.initializer
+                         if t.data_location != onnx.TensorProto.EXTERNAL and t.data_type == onnx.TensorProto.FLOAT
+                         and self_bytes(t) >= self.MIN_BYTES}
+        self._fingerprint = {k: tuple(t.dims) for k, t in self._tensors.items()}
 
     def shared_in(self, model: onnx.ModelProto) -> list[str]:
-        """The shared initializers ``model`` has, unchanged (same name, shape and type)."""
+        """The shared initializers ``model`` has, unchanged (same name, shape and type; with or
+        without their data, as in :meth:`light`)."""
         out = []
         for t in model.graph.initializer:
             fp = self._fingerprint.get(t.name)
-            if fp is not None and tuple(t.dims) == fp[0] and t.data_type == onnx.TensorProto.FLOAT:
+            if fp is not None and tuple(t.dims) == fp and t.data_type == onnx.TensorProto.FLOAT:
                 out.append(t.name)
         return out
 
+    def light(self, model: onnx.ModelProto) -> onnx.ModelProto:
+        """``model`` without the shared initializers' data (a session built with these shared
+        weights is given them); the big tensors are not copied."""
+        names = set(self.shared_in(model))
+        return _without_initializers(model, names) if names else model
+
+    def values(self, names) -> dict[str, ort.OrtValue]:
+        """OrtValues over the shared initializers ``names`` (over a copy of their bytes: protobuf
+        hands its bytes out as a copy), for one session build."""
+        return {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(numpy_helper.to_array(self._tensors[k])))
+                for k in names}
+
     def strip(self, model: onnx.ModelProto) -> tuple[bytes, dict[str, ort.OrtValue]]:
         """(serialized ``model`` without the shared initializers, the OrtValues to add for them)."""
-        names = set(self.shared_in(model))
+        names = self.shared_in(model)
         if not names:
             return model.SerializeToString(), {}
-        return _without_initializers(model, names).SerializeToString(), {k: self.values[k] for k in names}
+        return _without_initializers(model, set(names)).SerializeToString(), self.values(names)
 
 
 def _without_initializers(model: onnx.ModelProto, names: set[str]) -> onnx.ModelProto:
     """``model`` whose initializers in ``names`` are marked as external data without their bytes
-    (onnxruntime takes them from ``add_external_initializers``), rebuilt without copying them."""
+    (onnxruntime takes them from ``add_external_initializers``), rebuilt without copying the others'
+    data (protobuf copies what it is given: the big ones are never given)."""
     g = model.graph
     inits = []
     for t in g.initializer:
@@ -159,9 +186,11 @@ def make_session(model: onnx.ModelProto | str | bytes, threads: int | None = 0, 
                  spin: bool = True, providers=("CPUExecutionProvider",), shared: SharedWeights | None = None,
                  log_severity: int = 3, what: str = "the model") -> ort.InferenceSession:
     """An onnxruntime session over ``model`` (proto, serialized bytes or path) with the tool's
-    options (:func:`session_options`); ``shared``: weights held once for several sessions.  A
+    options (:func:`session_options`); ``shared``: the model's large weights given from their
+    proto as external initializers (:class:`SharedWeights`; ``model`` may lack their data).  A
     model onnxruntime refuses is bad input: :class:`AuditorError` naming ``what``."""
-    so = session_options(threads, optimize=optimize, spin=spin, log_severity=log_severity)
+    prepack = not isinstance(model, onnx.ModelProto) or largest_weight_bytes(model) < PREPACK_MAX_BYTES
+    so = session_options(threads, optimize=optimize, spin=spin, log_severity=log_severity, prepack=prepack)
     src = model
     if isinstance(model, onnx.ModelProto):
         if shared is not None:
@@ -251,8 +280,8 @@ def run_batches(run: Callable[[np.ndarray, dict], dict], x: np.ndarray, step: in
 class Runner:
     """One onnxruntime CPU session over a model, run in batches of at most ``batch_size`` inputs,
     fewer when their tensors (``tensor_bytes`` x ``factor`` per input) would exceed ``budget``
-    bytes (``batch_note`` says which).  ``shared``: weights held once for several runners;
-    ``spin``: see :func:`session_options`."""
+    bytes (``batch_note`` says which).  ``shared``: the weights given from their proto (``model``
+    may lack their data, :meth:`SharedWeights.light`); ``spin``: see :func:`session_options`."""
 
     def __init__(self, model: onnx.ModelProto, threads: int = 0, batch_size: int = 64,
                  budget: int | None = MEMORY_BUDGET, factor: float = 1.0, *, shared: SharedWeights | None = None,

@@ -21,7 +21,7 @@ from ..model.load import as_model, graph_inputs
 from ..model.names import check_free, graph_names, ns
 from ..model.rewrite.preprocess import Preprocessing, prepend
 from ..model.rewrite.head import LOGITS, Head, logits_head  # noqa: F401 (re-exported)
-from ..model.rewrite.instrument import Probes, instrument
+from ..model.rewrite.instrument import Probes, add_outputs, probes_of  # noqa: F401 (Probes re-exported)
 from .classifier import BudgetExceeded, ModelClassifier  # noqa: F401 (BudgetExceeded re-exported)
 from .engine import MEMORY_BUDGET, Runner, SharedWeights, tensor_bytes  # noqa: F401 (re-exported)
 
@@ -107,15 +107,36 @@ class build_timer:
 
 class _Derived:
     """What a classifier derives from a deployed model and its preprocessing (read only): the
-    model in the raw pixel domain, its logits head, the instrumented model and its probes, and the
-    weights its sessions share.  The profiles of an audit and their verifiers deploy the same model
-    object: they share one of these instead of a copy of every weight each."""
+    model in the raw pixel domain, its logits head, the probes, the weights its sessions are given
+    and the sessions themselves.  The profiles of an audit and their verifiers deploy the same
+    model object: they share one of these instead of a copy of every weight each.
+
+    Only one copy of the weights is held in Python: with an identity preprocessing ``model`` is
+    the deployed model itself (when the head needs no rewrite), and the forward session is built
+    from the instrumented model without the weights' data (``forward_model``), the weights given
+    from ``model`` (:class:`~auditor.runtime.engine.SharedWeights`).  ``instrumented`` with its
+    weights is built on first use (the approximate execution reads them).
+
+    Sessions: the forward runner and the gradient runner of each objective are built once per
+    role, threads and batch size and serve every classifier of that role (the search classifiers
+    of every profile share theirs); a verifier's role is its own, so that every check runs on a
+    session no search used."""
 
     def __init__(self, base: onnx.ModelProto, preprocessing: Preprocessing):
         self.base = base
-        self.model, self.head = logits_head(prepend(base, preprocessing))
-        self.instrumented, self.probes = instrument(self.model)
+        self.model, self.head = logits_head(base if preprocessing.is_identity else prepend(base, preprocessing))
         self.weights = SharedWeights(self.model)
+        self.probes = probes_of(self.model)  # (compute layers read their weights)
+        self.forward_model = add_outputs(self.weights.light(self.model), self.probes.tensors)
+        self._instrumented: onnx.ModelProto | None = None
+        self.runners: dict[tuple, object] = {}
+
+    @property
+    def instrumented(self) -> onnx.ModelProto:
+        """The instrumented model with its weights (built on first use)."""
+        if self._instrumented is None:
+            self._instrumented = add_outputs(self.model, self.probes.tensors)
+        return self._instrumented
 
 
 #: the live derivations, by (id of the deployed model, preprocessing)
@@ -134,18 +155,21 @@ class OnnxClassifier(ModelClassifier):
     """The exact :class:`ModelClassifier`: an ONNX model with preprocessing prepended (raw pixel
     domain), its forward pass one onnxruntime session over the instrumented model, one gradient
     session per objective (over :meth:`_gradient_base`, fed by :meth:`_gradient_feeds`).  The
-    sessions share the model's weights (:class:`~auditor.runtime.engine.SharedWeights`)."""
+    sessions are given the model's weights from one proto (:class:`~auditor.runtime.engine.SharedWeights`)
+    and serve every classifier of the same deployed model, preprocessing, ``role``, threads and
+    batch size (see ``_Derived``): ``role="verify"`` for the independent forward pass that checks
+    what the searches (``"search"``) report, so that no check runs on a session a search used."""
 
     def __init__(self, model, preprocessing: Preprocessing | None = None, *, threads: int = 0,
-                 batch_size: int = 64, sparsity_f: str = "tanh"):
+                 batch_size: int = 64, sparsity_f: str = "tanh", role: str = "search"):
         super().__init__()
         self.preprocessing = preprocessing or Preprocessing()
         d = _derived(self._load(model), self.preprocessing)
         self._derived = d  # shared with every classifier of the same deployed model and preprocessing
         self.base_model = d.base  # the model as deployed, before preprocessing is prepended
-        self.model, self.head, self.instrumented, self.probes, self.weights = (d.model, d.head, d.instrumented,
-                                                                               d.probes, d.weights)
+        self.model, self.head, self.probes, self.weights = d.model, d.head, d.probes, d.weights
         self.threads, self.batch_size, self.sparsity_f = threads, max(int(batch_size), 1), sparsity_f
+        self.role = role
         self.logits_name = self.model.graph.output[0].name
         inp = graph_inputs(self.model)[0]
         self.input_name = inp.name
@@ -162,14 +186,29 @@ class OnnxClassifier(ModelClassifier):
                                              [self.logits_name])[self.logits_name].shape[-1])
         self._grad_runners: dict[str, tuple[Runner, str, dict]] = {}
 
+    @property
+    def instrumented(self) -> onnx.ModelProto:
+        """The instrumented model (graph outputs: logits, then every probed tensor), with its weights."""
+        return self._derived.instrumented
+
+    def _shared_runner(self, key: tuple, build):
+        """The runner ``key`` of this classifier's role, threads and batch size, built once for
+        every classifier of the deployed model that has them (``build()``)."""
+        key = (self.role, self.threads, self.batch_size) + key
+        runner = self._derived.runners.get(key)
+        if runner is None:
+            runner = self._derived.runners[key] = build()
+        return runner
+
     # --- what the approximate classifier replaces ------------------------------------------
     def _load(self, model) -> onnx.ModelProto:
         """The deployed model: a path loaded with the preprocessing's input size, a proto as given."""
         return as_model(model, input_size=self.preprocessing.input_size, layout=self.preprocessing.layout)
 
     def _start_forward(self) -> None:
-        """Builds the forward pass over ``instrumented``."""
-        self.runner = Runner(self.instrumented, self.threads, self.batch_size, shared=self.weights)
+        """The forward pass over the instrumented model (one session per role, threads and batch size)."""
+        self.runner = self._shared_runner(("forward",), lambda: Runner(self._derived.forward_model, self.threads,
+                                                                       self.batch_size, shared=self.weights))
 
     def _run(self, x: np.ndarray, outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         """The forward pass over ``x`` in batches: ``outputs`` of ``instrumented`` (all by default)."""
@@ -211,21 +250,27 @@ class OnnxClassifier(ModelClassifier):
 
     def _grad_runner(self, objective: str):
         if objective not in self._grad_runners:
-            with build_timer(self):
-                g, obj_name, knobs = gradient_model(self._gradient_base(), self._objective_spec(objective),
-                                                    self.logits_name, wrt=self.input_name)
-                # the tensors a measurement may read from the same pass are outputs too (computed by
-                # the forward part in any case; copied out only when a run asks for them)
-                have = {o.name for o in g.graph.output} | {i.name for i in g.graph.input}
-                g.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
-                                      for t in self.gradient_tensors() if t not in have)
-                # the forward tensors are kept for the backward pass, which computes as many again.
-                # Idle workers do not spin: the attacks' numpy steps and the cost model's numba kernels
-                # run between (and inside, value_grad_measure) the gradient runs, and on a loaded
-                # machine spinning workers slowed the runs themselves (mobilenet_v2 at 224, 2 threads,
-                # load 10: 1.14 -> 0.76 s per run of 2 inputs)
-                self._grad_runners[objective] = (Runner(g, self.threads, self.batch_size, factor=2.0,
-                                                        shared=self.weights, spin=False), obj_name, knobs)
+            def build():
+                with build_timer(self):
+                    g, obj_name, knobs = gradient_model(self._gradient_base(), self._objective_spec(objective),
+                                                        self.logits_name, wrt=self.input_name)
+                    # the tensors a measurement may read from the same pass are outputs too (computed by
+                    # the forward part in any case; copied out only when a run asks for them)
+                    have = {o.name for o in g.graph.output} | {i.name for i in g.graph.input}
+                    g.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
+                                          for t in self.gradient_tensors() if t not in have)
+                    # the forward tensors are kept for the backward pass, which computes as many again.
+                    # Idle workers do not spin: the attacks' numpy steps and the cost model's numba kernels
+                    # run between (and inside, value_grad_measure) the gradient runs, and on a loaded
+                    # machine spinning workers slowed the runs themselves (mobilenet_v2 at 224, 2 threads,
+                    # load 10: 1.14 -> 0.76 s per run of 2 inputs)
+                    return (Runner(g, self.threads, self.batch_size, factor=2.0, shared=self.weights, spin=False),
+                            obj_name, knobs)
+
+            if type(self)._gradient_base is OnnxClassifier._gradient_base:  # the graph depends on the model only
+                self._grad_runners[objective] = self._shared_runner(("gradient", objective, self.sparsity_f), build)
+            else:
+                self._grad_runners[objective] = build()
         return self._grad_runners[objective]
 
     def _value_and_grad(self, x, objective, knobs):
