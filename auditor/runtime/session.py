@@ -111,11 +111,12 @@ class _Derived:
     and the sessions themselves.  The profiles of an audit and their verifiers deploy the same
     model object: they share one of these instead of a copy of every weight each.
 
-    Only one copy of the weights is held in Python: with an identity preprocessing ``model`` is
-    the deployed model itself (when the head needs no rewrite), and the forward session is built
-    from the instrumented model without the weights' data (``forward_model``), the weights given
-    from ``model`` (:class:`~auditor.runtime.engine.SharedWeights`).  ``instrumented`` with its
-    weights is built on first use (the approximate execution reads them).
+    No copy of the weights is made for the sessions: the forward session is built from the
+    instrumented model without the weights' data (``forward_model``), the weights given from
+    ``model`` (:class:`~auditor.runtime.engine.SharedWeights`), and with an identity preprocessing
+    ``model`` is the deployed model itself (when the head needs no rewrite; a preprocessing or a
+    head rewrite makes it a copy).  ``instrumented`` with its weights is built on first use (the
+    approximate execution reads them).
 
     Sessions: the forward runner and the gradient runner of each objective are built once per
     role, threads and batch size and serve every classifier of that role (the search classifiers
