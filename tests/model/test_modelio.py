@@ -236,3 +236,37 @@ def test_model_hash_is_the_hash_of_the_whole_serialisation():
     m.graph.initializer[0].raw_data = m.graph.initializer[0].raw_data + b"x" * 3000
     assert model_hash(m) == whole(m)
 
+
+
+def test_large_files_read_in_pieces_parse_to_the_same_model(tmp_path, monkeypatch):
+    """A model file read piece by piece (its fields merged in runs, each initializer of the graph
+    parsed on its own) is the model the whole parse gives; a file the field scan does not take
+    is parsed whole, so bad files get the same errors."""
+    import glob
+    from pathlib import Path
+
+    from onnx import numpy_helper
+
+    import auditor.model.load as load_mod
+
+    monkeypatch.setattr(load_mod, "PIECEWISE_MIN_BYTES", 0)
+    m, _ = tiny_cnn()
+    # initializers between other graph fields, fields after the graph, an empty initializer
+    m.graph.initializer.insert(0, numpy_helper.from_array(np.arange(6000, dtype=np.float32), "first"))
+    m.graph.initializer.append(onnx.TensorProto(name="empty", data_type=onnx.TensorProto.FLOAT))
+    m.graph.doc_string = "graph doc"
+    m.metadata_props.add(key="k", value="v")
+    root = Path(__file__).resolve().parents[2]
+    paths = [save(tmp_path, m, "mixed.onnx")] + [Path(p) for p in sorted(glob.glob(str(root / "models" / "*.onnx")))]
+    for p in paths:
+        got = load_mod._read_in_pieces(p)
+        assert got is not None and got.SerializeToString() == onnx.load(str(p)).SerializeToString(), p
+    # the loader's refusals are the whole parse's
+    data = tiny_cnn()[0].SerializeToString()
+    for name, content in (("garbage.onnx", b"\x00\xffnot a model at all" * 10), ("trunc.onnx", data[: len(data) // 2]),
+                          ("empty.onnx", b"")):
+        f = tmp_path / name
+        f.write_bytes(content)
+        assert load_mod._read_in_pieces(f) is None or name == "trunc.onnx"
+        with pytest.raises(AuditorError, match="not a valid ONNX model|empty"):
+            load_model(f)
