@@ -23,15 +23,16 @@ opset 17); auditor audits that ONNX file, torch runs the module itself: the same
    module in double precision), which says which side a disagreement comes from.  ``chunk``: the
    inputs one gradient run takes (the runner lowers the batch to its memory budget).
 2. **PGD-10** (``--pgd-model``): Linf, ε ``--eps`` (default 4/255, RobustBench ImageNet, and
-   1/255, small enough that the untrained network resists the 10 steps: both sides run them all), step
+   1/255), step
    α = 2.5·ε/10 (auditor's default; given to ART as ``eps_step``), no random start on either side,
    cross-entropy loss, pixel range [0, 1].  ART: ``ProjectedGradientDescent`` on a
    ``PyTorchClassifier`` of the torch module; auditor: its ``pgd`` attack on the ONNX file.  Inputs:
    ``--pgd-n`` uniform random images, labels = the network's own predictions (it is untrained).
    Each side's adversarial examples are re-checked by the torch module (a prediction that differs
    from the label, Linf distance <= ε).  auditor freezes an input at its first adversarial iterate
-   (ART runs every step), so the table also gives the gradients it computed per input.  Runs in turn,
-   ``--pgd-repeats`` times, medians.  Target: auditor >= 3x faster.
+   (ART runs every step), so the table also gives the gradients it computed per input, and a row
+   without the early stop: the time of the batch's 10 gradients (``value_and_grad``), the work ART
+   does.  Runs in turn, ``--pgd-repeats`` times, medians.  Target: auditor >= 3x faster.
 
 Load averages are printed with every row (other processes share the machine).
 
@@ -180,13 +181,15 @@ def pgd_rows(torch, args, folder: Path) -> None:
     print("| ε | ART s / input | auditor s / input | speedup | ART success (torch re-check) | auditor success "
           "(own / torch re-check) | auditor gradients / input | load |")
     print("|---|---|---|---|---|---|---|---|")
-    for eps in args.eps:
+    for i, eps in enumerate(args.eps):
         alpha = 2.5 * eps / steps
         attack = PGD(steps=steps, abs_stepsize=alpha, random_start=False, batch_size=args.pgd_n)
         runs = {"art": art_pgd(net, x, y, eps, alpha, steps, args.pgd_n),
                 "auditor": lambda: attack(clf, x, y, [eps], seed=SEED)}
+        if i == 0:  # what PGD costs without its early stop: the batch's 10 gradients (ART's work)
+            runs["steps"] = lambda: [clf.value_and_grad(x, "ce", target=y) for _ in range(steps)]
         times = {k: [] for k in runs}
-        last = {}
+        last, grads = {}, {}
         before = load()
         for _ in range(args.pgd_repeats):
             for k, f in runs.items():
@@ -194,12 +197,17 @@ def pgd_rows(torch, args, folder: Path) -> None:
                 t = time.perf_counter()
                 last[k] = f()
                 times[k].append(time.perf_counter() - t)
+                grads[k] = clf.gradients
         res = last["auditor"]
         s_art, s_aud = (float(np.median(times[k])) / len(x) for k in ("art", "auditor"))
         print(f"| {eps * 255:.2f}/255 | {s_art:.2f} | {s_aud:.2f} | {s_art / s_aud:.2f} | "
               f"{torch_success(last['art'], eps):.2f} | {float(np.mean(res.success[0])):.2f} / "
-              f"{torch_success(res.x_adv[0], eps):.2f} | {clf.gradients / len(x):.1f} | {before}-{load()} |",
+              f"{torch_success(res.x_adv[0], eps):.2f} | {grads['auditor'] / len(x):.1f} | {before}-{load()} |",
               flush=True)
+        if "steps" in times:
+            s_steps = float(np.median(times["steps"])) / len(x)
+            print(f"| (no early stop: {steps} gradients of every input) | {s_art:.2f} | {s_steps:.2f} | "
+                  f"{s_art / s_steps:.2f} | | | {grads['steps'] / len(x):.0f} | |", flush=True)
 
 
 def main(argv=None) -> int:
