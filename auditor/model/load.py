@@ -81,10 +81,14 @@ def _read_in_pieces(p: Path) -> onnx.ModelProto | None:
             return None
         model = onnx.ModelProto()
         with open(p, "rb") as f:
+            top = None  # a run of model fields other than the graph: merged at once
             for number, start, body, end in _scan(f, 0, size):
                 if number != _GRAPH:
-                    _merge_run(model, f, start, end)
+                    top = (start, end) if top is None else (top[0], end)
                     continue
+                if top is not None:
+                    _merge_run(model, f, *top)
+                    top = None
                 model.graph.SetInParent()
                 run = None  # a run of graph fields other than initializers: merged at once
                 for n, s, b, e in _scan(f, body, end):
@@ -98,6 +102,8 @@ def _read_in_pieces(p: Path) -> onnx.ModelProto | None:
                         run = (s, e) if run is None else (run[0], e)
                 if run is not None:
                     _merge_run(model.graph, f, *run)
+            if top is not None:
+                _merge_run(model, f, *top)
         return model
     except Exception:  # _NotPlain, OSError, protobuf's DecodeError (its class differs between implementations)
         return None
@@ -115,10 +121,20 @@ def _merge_run(msg, f, start: int, end: int) -> None:
     msg.MergeFromString(_exactly(f, end - start))
 
 
+#: fields one scan walks at most before the file is left to the whole parse: a real model has a
+#: few top-level fields and a graph field per node, value_info and initializer; a file of millions
+#: of tiny fields (hostile, or not a model) would keep the Python scan busy for minutes
+MAX_SCANNED_FIELDS = 200_000
+
+
 def _scan(f, pos: int, end: int):
     """(field number, field start, payload start, field end) of each field of the message that
-    fills bytes ``pos:end`` of ``f``."""
+    fills bytes ``pos:end`` of ``f`` (at most :data:`MAX_SCANNED_FIELDS` of them)."""
+    count = 0
     while pos < end:
+        count += 1
+        if count > MAX_SCANNED_FIELDS:
+            raise _NotPlain("too many fields")
         f.seek(pos)
         head = f.read(20)
         key, k = _read_varint(head, 0)
