@@ -16,6 +16,7 @@ from onnx import numpy_helper, shape_inference
 
 from ..errors import AuditorError
 from ..files import read_bytes, regular_file
+from ..runtime.engine import self_bytes
 from .fold import fold, restore, skeleton
 from .interface import check_classifier, check_sizes, check_strings, default_opset, graph_inputs
 from .names import name_nodes
@@ -275,7 +276,7 @@ def check_weights(tensors: list[onnx.TensorProto]) -> None:
                 and not any(len(getattr(t, f)) for f in value_fields if f != "raw_data")):
             onnx.checker.check_tensor(t)
             continue
-        need = int(np.prod(t.dims, dtype=np.int64)) * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+        need = self_bytes(t)
         have = _raw_data_bytes(t)
         if have < need:
             raise onnx.checker.ValidationError(
