@@ -126,7 +126,8 @@ def _single_input(graph: onnx.GraphProto) -> str:
 
 
 def add_input_gradient(model: onnx.ModelProto, objective: str, wrt: str | None = None,
-                       grad_name: str = "grad_input", in_place: bool = False) -> onnx.ModelProto:
+                       grad_name: str = "grad_input", in_place: bool = False,
+                       values: onnx.ModelProto | None = None) -> onnx.ModelProto:
     """A new model with all outputs of ``model`` plus ``grad_name`` = d(sum(objective))/d(wrt).
 
     ``objective`` is the name of a tensor of the model (normally a per-sample objective of shape
@@ -136,14 +137,17 @@ def add_input_gradient(model: onnx.ModelProto, objective: str, wrt: str | None =
     through need no rule; a node it does flow through without a rule raises AuditorError naming it.
     Models below opset 13 are upgraded first (the returned model is at the upgraded opset).
     ``in_place``: the result is ``model`` itself, extended (for a caller's own intermediate model:
-    no copy of a large model's weights).
+    no copy of a large model's weights).  ``values``: a model whose initializers hold the data of
+    those ``model`` has without it (``model`` a copy without its large weights' data,
+    :meth:`~auditor.runtime.engine.SharedWeights.light`: the rules read the weights they fold from
+    ``values``, and the result is as light as ``model``).
     """
     base = upgrade_opset(model, copy=False)  # read only until the backward is built
     inferred = with_shapes(base)
     graph = base.graph
     if wrt is None:
         wrt = _single_input(graph)
-    b = GraphBuilder(inferred, source=base)
+    b = GraphBuilder(inferred, source=base if values is None else [values, base])
     known = b.is_taken
     if not known(wrt):
         raise AuditorError(f"no tensor named {wrt!r} in the model (wrt)")

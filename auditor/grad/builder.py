@@ -129,10 +129,11 @@ class GraphBuilder:
     """Appends nodes to (a copy of) a model whose forward part it never modifies."""
 
     def __init__(self, model: onnx.ModelProto, prefix: str = "auditor::grad",
-                 source: onnx.ModelProto | None = None):
-        """``model``: the forward model with inferred shapes; ``source``: the model whose
-        initializers hold the values of those that ``model`` has without their data (the
-        shape-inferred copies of :func:`auditor.grad.canon.with_shapes`)."""
+                 source: onnx.ModelProto | Sequence[onnx.ModelProto] | None = None):
+        """``model``: the forward model with inferred shapes; ``source``: the model (or models, the
+        first that has an initializer wins) whose initializers hold the values of those that
+        ``model`` has without their data (the shape-inferred copies of
+        :func:`auditor.grad.canon.with_shapes`)."""
         self.model = model
         self.graph = model.graph
         self.opset = default_opset(model)
@@ -166,7 +167,10 @@ class GraphBuilder:
                 shp = _shape_from_type(vi.type)
                 if shp is not None or vi.name not in self.shapes:
                     self.shapes[vi.name] = shp
-        full = {t.name: t for t in source.graph.initializer} if source is not None else {}
+        full: dict[str, onnx.TensorProto] = {}
+        for src in [source] if isinstance(source, onnx.ModelProto) else source or ():
+            for t in src.graph.initializer:
+                full.setdefault(t.name, t)
         for init in g.initializer:
             self._taken.add(init.name)
             # values are converted when a rule asks for them (most weights never are)

@@ -103,3 +103,41 @@ def test_a_model_onnxruntime_refuses_is_bad_input():
     bad = make_model([helper.make_node("Relu", ["x", "x"], ["y"])], {})
     with pytest.raises(AuditorError, match="onnxruntime cannot load the test model"):
         make_session(bad, what="the test model")
+
+
+def test_a_gradient_graph_built_without_the_shared_weights_data_computes_the_same(monkeypatch):
+    """gradient_model with the model's shared weights builds on a copy without their data (the
+    rules that fold a weight, the flipped-kernel Conv adjoint here, read it from the model): the
+    graph carries none of their bytes and its session computes the gradient bit for bit as the
+    graph built from the model with its weights."""
+    from auditor.runtime.session import GRAD_INPUT, gradient_model, knob_feeds, objective_spec
+
+    monkeypatch.setattr(SharedWeights, "MIN_BYTES", 256)
+    rng = np.random.default_rng(3)
+    inits = {"w1": rng.normal(size=(8, 8, 3, 3)).astype(np.float32), "b1": rng.normal(size=8).astype(np.float32),
+             "wm": rng.normal(size=(8, 16)).astype(np.float32), "w3": rng.normal(size=(16, 3)).astype(np.float32),
+             "ax": np.array([1, 2], np.int64)}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Transpose", ["r1"], ["t1"], perm=[0, 2, 3, 1]),
+             helper.make_node("MatMul", ["t1", "wm"], ["m1"]),
+             helper.make_node("Tanh", ["m1"], ["h1"]),
+             helper.make_node("ReduceMean", ["h1", "ax"], ["p1"], keepdims=0),
+             helper.make_node("Gemm", ["p1", "w3"], ["y"])]
+    model = make_model(nodes, inits, in_shape=("N", 8, 6, 6), out_shape=["N", 3], opset=18)
+    shared = SharedWeights(model)
+    assert set(shared.shared_in(model)) == {"w1", "wm"}
+    spec = objective_spec("ce", [])
+    full, obj, _ = gradient_model(model, spec, "y", wrt="x")
+    light, obj2, _ = gradient_model(model, spec, "y", wrt="x", weights=shared)
+    assert obj == obj2
+    for name in ("w1", "wm"):
+        assert next(t for t in light.graph.initializer if t.name == name).data_location == onnx.TensorProto.EXTERNAL
+    assert len(light.SerializeToString()) < len(full.SerializeToString()) - 2000
+    x = rng.random((3, 8, 6, 6), dtype=np.float32)
+    feeds = knob_feeds("ce", {"target": np.array([0, 2, 1])})
+    want = Runner(full).run(x, [obj, GRAD_INPUT], feeds=feeds)
+    got = Runner(light, shared=shared).run(x, [obj, GRAD_INPUT], feeds=feeds)
+    assert np.abs(want[GRAD_INPUT]).max() > 0
+    for k in (obj, GRAD_INPUT):
+        np.testing.assert_array_equal(got[k], want[k])
