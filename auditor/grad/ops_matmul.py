@@ -3,8 +3,6 @@ that needs one."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from .builder import GraphBuilder, NotDifferentiable
 from .registry import GradNode, rule
 
