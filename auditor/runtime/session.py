@@ -260,7 +260,7 @@ class OnnxClassifier(ModelClassifier):
             def build():
                 with build_timer(self):
                     g, obj_name, knobs = gradient_model(self._gradient_base(), self._objective_spec(objective),
-                                                        self.logits_name, wrt=self.input_name)
+                                                        self.logits_name, wrt=self.input_name, weights=self.weights)
                     # the tensors a measurement may read from the same pass are outputs too (computed by
                     # the forward part in any case; copied out only when a run asks for them)
                     have = {o.name for o in g.graph.output} | {i.name for i in g.graph.input}

@@ -141,3 +141,15 @@ def test_a_gradient_graph_built_without_the_shared_weights_data_computes_the_sam
     assert np.abs(want[GRAD_INPUT]).max() > 0
     for k in (obj, GRAD_INPUT):
         np.testing.assert_array_equal(got[k], want[k])
+
+    # the classifier builds its gradient graphs so: the model the objective is appended to has
+    # none of the shared weights' data, and the gradient is the same
+    from auditor.runtime import session as session_module
+    given = []
+    append = session_module.append_objective
+    monkeypatch.setattr(session_module, "append_objective", lambda m, *a, **k: given.append(m) or append(m, *a, **k))
+    clf = session_module.OnnxClassifier(onnx.shape_inference.infer_shapes(model))
+    _, grad, _ = clf.value_and_grad(x, "ce", target=np.array([0, 2, 1]))
+    assert len(given) == 1 and set(clf.weights.shared_in(given[0])) == {"w1", "wm"}
+    assert all(t.data_location == onnx.TensorProto.EXTERNAL for t in given[0].graph.initializer if t.name in ("w1", "wm"))
+    np.testing.assert_array_equal(grad, want[GRAD_INPUT])
