@@ -26,14 +26,15 @@ the runs, so both sides see the same machine load):
 * ``audit GB``, ``inspect GB``  (with --rss) peak resident memory of ``auditor audit`` (clean
   audit of --rss-count random inputs on cnvlutin + sparce) and ``auditor inspect``, each started
   by a fresh launcher process (os.wait4's ru_maxrss); ``attack GB`` (with --rss-attack N) the same
-  audit with the white-box sparsity attack on N inputs (--rss-attack-iter iterations).
+  audit with the white-box sparsity attack on N inputs (--rss-attack-iter iterations), and with
+  --rss-pgd M also PGD (Linf 8/255, --rss-attack-iter steps) on M of them, random labels.
 
 At the end the rows are printed again as issue 12's Markdown table: fwd ms/input, cnvlutin sim /
 fwd, sparce sim / fwd, CE grad / fwd, sparsity grad / fwd, gradient build (graph + session) and
 peak RSS (of the audit, with --rss; "-" without).
 
     python benchmarks/bench_imagenet.py [--models resnet18 ...] [--batch 8] [--threads 2]
-        [--seconds 4] [--rss] [--rss-count 256] [--rss-attack 4] [--no-light] [--sim-only]
+        [--seconds 4] [--rss] [--rss-count 256] [--rss-attack 4 [--rss-pgd 4]] [--no-light] [--sim-only]
         [--torchvision [--exporter dynamo] [--opset 17]]
 """
 
@@ -161,21 +162,31 @@ def peak_rss(cmd: list[str], cwd: Path, show_log: bool = False) -> tuple[float, 
 def rss_row(name: str, path: Path, args, tmp: Path) -> dict:
     sess = session(str(path), 1)
     shape = [d for d in sess.get_inputs()[0].shape[1:]]
+    classes = sess.get_outputs()[0].shape[-1]
     del sess
     data = tmp / f"{name}_x{args.rss_count}.npy"
     if not data.exists():
         np.save(data, np.random.default_rng(0).integers(0, 256, (args.rss_count, *shape), dtype=np.uint8))
+    labels = tmp / f"{name}_y{args.rss_count}.npy"
+    if args.rss_pgd and not labels.exists():
+        np.save(labels, np.random.default_rng(1).integers(0, classes, args.rss_count))
     py = [sys.executable, "-m", "auditor.cli"]
     hw = ["--hw", str(ROOT / "hwprofiles" / "cnvlutin.yaml"), "--hw", str(ROOT / "hwprofiles" / "sparce.yaml")]
     row = {}
     runs = [("audit", {})]
     if args.rss_attack:  # the white-box sparsity attack on a few inputs, a few iterations
-        runs.append(("attack", {"energy_attacks": [{"search": "whitebox", "count": args.rss_attack, "cost": "latency",
-                                                    "params": {"iterations": args.rss_attack_iter}}]}))
+        extra = {"energy_attacks": [{"search": "whitebox", "count": args.rss_attack, "cost": "latency",
+                                     "params": {"iterations": args.rss_attack_iter}}]}
+        if args.rss_pgd:  # and PGD on a few of them
+            extra["robustness"] = {"count": args.rss_pgd, "attacks": [
+                {"attack": "pgd", "norm": "linf", "epsilons": [8 / 255], "params": {"steps": args.rss_attack_iter}}]}
+        runs.append(("attack", extra))
     for col, extra in runs:
         sc = tmp / f"{name}_{col}.yaml"
-        sc.write_text(yaml.safe_dump({"name": f"{name}-{col}", "seed": 0,
-                                      "data": {"source": "npy", "path": data.name, "count": args.rss_count},
+        spec = {"source": "npy", "path": data.name, "count": args.rss_count}
+        if "robustness" in extra:
+            spec["labels"] = labels.name
+        sc.write_text(yaml.safe_dump({"name": f"{name}-{col}", "seed": 0, "data": spec,
                                       "batch_size": args.batch, "checks": {}, **extra}))
         row[f"{col}_gb"], row[f"{col}_s"], _ = peak_rss(py + ["audit", str(path), *hw, "--scenario", str(sc),
                                                               "--threads", str(args.threads)], ROOT)
@@ -195,6 +206,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rss-attack", type=int, default=0, metavar="N",
                     help="with --rss: also an audit with the white-box sparsity attack on N inputs")
     ap.add_argument("--rss-attack-iter", type=int, default=5, help="its iterations")
+    ap.add_argument("--rss-pgd", type=int, default=0, metavar="M",
+                    help="with --rss-attack: that audit also runs PGD on M inputs (random labels)")
     ap.add_argument("--no-table", action="store_true", help="only the RSS columns")
     ap.add_argument("--no-light", action="store_true", help="skip the onnx package's light models")
     ap.add_argument("--sim-only", action="store_true", help="only the forward and cost-simulation columns")

@@ -233,7 +233,9 @@ def _preactivation_shift(verifier, x_clean: np.ndarray, x_adv: np.ndarray) -> di
     pre = list(dict.fromkeys(n.input[0] for n in model.graph.node if n.op_type in ("Relu", "Clip", "LeakyRelu")))
     if not pre:
         return {}
-    r = Runner(add_outputs(model, pre), verifier.threads, verifier.batch_size)
+    # the verifier's weights given from their proto (a session of its own model would copy them all)
+    r = Runner(add_outputs(model, pre), verifier.threads, verifier.batch_size,
+               shared=getattr(verifier, "weights", None))
     return preactivation_shift(r.run(x_clean, pre), r.run(x_adv, pre))
 
 

@@ -178,17 +178,24 @@ def _check_plan(sc: Scenario, data, profs) -> None:
 def search_units(ctx: AuditContext, clean: list[Evaluation]) -> list[Unit]:
     """The searches of every profile whose clean evaluation ended, as units: energy searches and
     evasion attacks by chunk (their layer weights and targets from the clean evaluation), the
-    approx audit and the masking diagnosis whole."""
-    units = []
+    approx audit and the masking diagnosis whole.  Ordered search by search, each on every
+    profile in turn (a search's gradient sessions serve the profiles that deploy the same model,
+    and are released when the next search starts: :func:`~auditor.pipeline.units.run_unit`)."""
+    per_profile = []
     for p, prof in enumerate(ctx.profiles):
         if clean[p] is None:  # the budget ended before its clean evaluation did
             continue
-        units += energy_units(ctx, p, clean[p]) + evasion_units(ctx, p, clean[p].logits)
+        units = energy_units(ctx, p, clean[p]) + evasion_units(ctx, p, clean[p].logits)
         if _runs_approx(ctx.scenario, prof):
             units.append(Unit(f"{prof.name}/approx", approx_unit, p, timed=True))
         if runs_masking(ctx.scenario, prof):
             units.append(Unit(f"{prof.name}/masking", masking_unit, p, timed=True))
-    return units
+        per_profile.append(units)
+    order = {}  # each kind of search in the order the first profile that runs it has it
+    for units in per_profile:
+        for u in units:
+            order.setdefault((u.fn.__name__, u.index), len(order))
+    return sorted((u for units in per_profile for u in units), key=lambda u: order[(u.fn.__name__, u.index)])
 
 
 def _by_unit(units: list[Unit], outcomes: list, kind) -> dict:

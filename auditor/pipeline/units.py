@@ -37,6 +37,7 @@ from .. import progress
 from ..attacks.energy.base import chunks
 from ..errors import AuditorError
 from ..runtime.classifier import BudgetExceeded
+from ..runtime.session import release_gradients
 
 @dataclass(frozen=True)
 class Unit:
@@ -152,10 +153,28 @@ def _test_kill_hook() -> None:
         os._exit(17)
 
 
+#: the stage of the last unit this process ran (see run_unit)
+_LAST_STAGE: list = [None]
+
+
+def stage_of(ctx: AuditContext, unit: Unit) -> tuple:
+    """What a unit's sessions serve: its kind of work and, for a search, which of the scenario's
+    searches (the chunks of one search, and the same search on profiles that deploy the same
+    model, share their gradient sessions)."""
+    return (ctx.key, unit.fn.__name__, unit.index)
+
+
 def run_unit(ctx: AuditContext, unit: Unit, deadline=None):
     """Run one unit; returns ("ok", value, seconds), ("cut", None) or ("error", message).  Its
-    progress bars are labelled with the profile; -v logs its duration (auditor.progress)."""
+    progress bars are labelled with the profile; -v logs its duration (auditor.progress).  A unit
+    of another stage than the last one this process ran (:func:`stage_of`) first releases the
+    gradient sessions built so far (a large model's gradient sessions are as large as its forward
+    session and more; a search builds again those it needs)."""
     _test_kill_hook()
+    stage = stage_of(ctx, unit)
+    if _LAST_STAGE[0] != stage:
+        release_gradients()
+        _LAST_STAGE[0] = stage
     try:
         if unit.timed and deadline is not None and deadline.expired():
             return ("cut", None)

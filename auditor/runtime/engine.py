@@ -97,20 +97,35 @@ def ort_message(e: Exception) -> str:
 
 class SharedWeights:
     """The large float initializers of a model, given to every session built from the model or a
-    rewrite of it (instrumented, gradient graphs, or :meth:`light`, a copy without their data) as
-    OrtValues through ``SessionOptions.add_external_initializers`` instead of in the serialized
-    model.  onnxruntime copies them into the session it builds (documented since 1.12: the
-    buffers may be freed once the session is built), so they are made from ``model`` (held, read
-    only) for each build and dropped after it: no second copy of the weights lives in Python.
-    Measured on vgg11_bn (0.5 GB of weights): a session from the serialized model grows the
-    process by 1.1 GB, from the external initializers by 0.59 GB.  ``strip(model)`` is the model
-    without those initializers' data (their graph entries kept) and the OrtValues to add."""
+    rewrite of it (instrumented, gradient graphs, or :meth:`light`, a copy without their data)
+    through the session options instead of in the serialized model.
+
+    Two ways.  Copied (``add_external_initializers``): onnxruntime copies them into the session it
+    builds (the buffers may be freed once it is built), so they are made from ``model`` (held, read
+    only) for each build and dropped after it.  In place (``add_initializer``): the session reads
+    our buffer itself, so one copy serves every session.  onnxruntime's graph optimisations read
+    and rewrite some weights (Conv's are fused and reordered to its blocked layout), which a
+    weight in place cannot be; so in place are only the weights of at least
+    :data:`IN_PLACE_MIN_BYTES` that no op but Gemm and MatMul reads, in sessions that do not
+    prepack (:data:`PREPACK_MAX_BYTES`: a prepacking session copies them anyway), one numpy copy
+    each kept for as long as this object lives.  A build an optimisation still refuses so (it
+    finds no data: the weight's entry points to a folder) is built again with every weight copied.
+    Measured on vgg11_bn (0.5 GB of weights): a session from the serialized model grows the process
+    by 1.1 GB, from copied weights by 0.59 GB.  On torchvision's export (472 MiB of its weights are
+    its classifier's Gemm weights) with those in place, a second forward session (the verifier's)
+    grows it by 0.05 GB instead of 0.52 GB and the cross-entropy gradient session by 0.24 GB
+    instead of 0.72 GB (loading, both forward sessions and a gradient run: peak 1.91 GB instead of
+    3.33 GB; logits and gradients bit-identical).  ``strip(model)`` is the model without those
+    initializers' data (their graph entries kept) and the values to add."""
 
     #: initializers at least this large are shared (smaller ones are not worth the bookkeeping)
     MIN_BYTES = 4096
+    #: shared weights at least this large that only Gemm/MatMul read are given in place (see above)
+    IN_PLACE_MIN_BYTES = 1 << 20
 
     def __init__(self, model: onnx.ModelProto):
         self.source = model
+        self._in_place: dict[str, ort.OrtValue] = {}  # built on first use, read by the sessions
         self._tensors = {t.name: t for t in model.graph.initializer
                          if t.data_location != onnx.TensorProto.EXTERNAL and t.data_type == onnx.TensorProto.FLOAT
                          and self_bytes(t) >= self.MIN_BYTES}
@@ -132,31 +147,65 @@ class SharedWeights:
         names = set(self.shared_in(model))
         return _without_initializers(model, names) if names else model
 
+    def in_place(self, model: onnx.ModelProto) -> list[str]:
+        """The shared initializers of ``model`` that its sessions may read in place: at least
+        :data:`IN_PLACE_MIN_BYTES`, read by Gemm and MatMul nodes only (not a graph output)."""
+        readers: dict[str, set] = {}
+        for n in model.graph.node:
+            for i in n.input:
+                readers.setdefault(i, set()).add(n.op_type)
+        outputs = {o.name for o in model.graph.output}
+        return [k for k in self.shared_in(model)
+                if self_bytes(self._tensors[k]) >= self.IN_PLACE_MIN_BYTES and k not in outputs
+                and readers.get(k) and readers[k] <= _IN_PLACE_OPS]
+
     def values(self, names) -> dict[str, ort.OrtValue]:
         """OrtValues over the shared initializers ``names`` (over a copy of their bytes: protobuf
         hands its bytes out as a copy), for one session build."""
         return {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(numpy_helper.to_array(self._tensors[k])))
                 for k in names}
 
-    def strip(self, model: onnx.ModelProto) -> tuple[bytes, dict[str, ort.OrtValue]]:
-        """(serialized ``model`` without the shared initializers, the OrtValues to add for them)."""
+    def kept(self, names) -> dict[str, ort.OrtValue]:
+        """OrtValues over the shared initializers ``names`` that sessions read in place: one copy
+        of each, made on first use and kept (the sessions given them read it)."""
+        for k in names:
+            if k not in self._in_place:
+                self._in_place.update(self.values([k]))
+        return {k: self._in_place[k] for k in names}
+
+    def strip(self, model: onnx.ModelProto, in_place: bool = False
+              ) -> tuple[bytes, dict[str, ort.OrtValue], dict[str, ort.OrtValue]]:
+        """(serialized ``model`` without the shared initializers, the OrtValues to copy into the
+        session, those it reads in place: :meth:`in_place`'s when ``in_place``, else none)."""
         names = self.shared_in(model)
         if not names:
-            return model.SerializeToString(), {}
-        return _without_initializers(model, set(names)).SerializeToString(), self.values(names)
+            return model.SerializeToString(), {}, {}
+        here = set(self.in_place(model)) if in_place else set()
+        light = _without_initializers(model, set(names), here)
+        return (light.SerializeToString(), self.values([k for k in names if k not in here]),
+                self.kept([k for k in names if k in here]))
 
 
-def _without_initializers(model: onnx.ModelProto, names: set[str]) -> onnx.ModelProto:
+#: the ops whose weight operand onnxruntime's graph optimisations leave as it is (no fusion reads
+#: it, no layout transform rewrites it); without prepacking their kernels read it where it is
+_IN_PLACE_OPS = frozenset({"Gemm", "MatMul"})
+
+
+def _without_initializers(model: onnx.ModelProto, names: set[str], in_place: frozenset | set = frozenset()
+                          ) -> onnx.ModelProto:
     """``model`` whose initializers in ``names`` are marked as external data without their bytes
-    (onnxruntime takes them from ``add_external_initializers``), rebuilt without copying the others'
-    data (protobuf copies what it is given: the big ones are never given)."""
+    (onnxruntime takes them from the session options), rebuilt without copying the others' data
+    (protobuf copies what it is given: the big ones are never given).  Those in ``in_place`` point
+    to the working folder, which exists (onnxruntime checks that for a weight given in place; it
+    never reads it: an optimisation that tries fails, see :class:`SharedWeights`)."""
     g = model.graph
     inits = []
     for t in g.initializer:
         if t.name in names:
             e = onnx.TensorProto(name=t.name, data_type=t.data_type, dims=list(t.dims))
             e.data_location = onnx.TensorProto.EXTERNAL
-            for key, value in (("location", _SHARED_LOCATION), ("offset", "0"), ("length", str(self_bytes(t)))):
+            where = "." if t.name in in_place else _SHARED_LOCATION
+            for key, value in (("location", where), ("offset", "0"), ("length", str(self_bytes(t)))):
                 entry = e.external_data.add()
                 entry.key, entry.value = key, value
             t = e
@@ -187,22 +236,36 @@ def make_session(model: onnx.ModelProto | str | bytes, threads: int | None = 0, 
                  log_severity: int = 3, what: str = "the model") -> ort.InferenceSession:
     """An onnxruntime session over ``model`` (proto, serialized bytes or path) with the tool's
     options (:func:`session_options`); ``shared``: the model's large weights given from their
-    proto as external initializers (:class:`SharedWeights`; ``model`` may lack their data).  A
+    proto, copied or read in place (:class:`SharedWeights`; ``model`` may lack their data).  A
     model onnxruntime refuses is bad input: :class:`AuditorError` naming ``what``."""
     prepack = not isinstance(model, onnx.ModelProto) or largest_weight_bytes(model) < PREPACK_MAX_BYTES
-    so = session_options(threads, optimize=optimize, spin=spin, log_severity=log_severity, prepack=prepack)
-    src = model
-    if isinstance(model, onnx.ModelProto):
-        if shared is not None:
-            src, values = shared.strip(model)
-            if values:
-                so.add_external_initializers(list(values), list(values.values()))
-        else:
-            src = model.SerializeToString()
-    elif not isinstance(model, bytes):
-        src = str(model)
+
+    def build(in_place: bool):
+        so = session_options(threads, optimize=optimize, spin=spin, log_severity=log_severity, prepack=prepack)
+        src, kept = model, {}
+        if isinstance(model, onnx.ModelProto):
+            if shared is not None:
+                src, values, kept = shared.strip(model, in_place=in_place)
+                if values:
+                    so.add_external_initializers(list(values), list(values.values()))
+                for name, value in kept.items():
+                    so.add_initializer(name, value)
+            else:
+                src = model.SerializeToString()
+        elif not isinstance(model, bytes):
+            src = str(model)
+        sess = ort.InferenceSession(src, so, providers=list(providers))
+        sess._auditor_in_place = kept  # the buffers it reads (SharedWeights keeps them too)
+        return sess
+
+    in_place = shared is not None and not prepack and isinstance(model, onnx.ModelProto)
     try:
-        return ort.InferenceSession(src, so, providers=list(providers))
+        try:
+            return build(in_place)
+        except Exception:  # noqa: BLE001 - an optimisation read a weight given in place: copy them all
+            if not in_place or not shared.in_place(model):
+                raise
+            return build(False)
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise AuditorError(f"onnxruntime cannot load {what}: {str(e).strip().splitlines()[0][:300]}") from None
 

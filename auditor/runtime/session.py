@@ -127,7 +127,9 @@ class _Derived:
     Sessions: the forward runner and the gradient runner of each objective are built once per
     role, threads and batch size and serve every classifier of that role (the search classifiers
     of every profile share theirs); a verifier's role is its own, so that every check runs on a
-    session no search used."""
+    session no search used.  The forward runners live as long as this object, the gradient
+    runners until :func:`release_gradients` (the audit releases them at the end of each stage:
+    a gradient session of a large model holds as much as its forward session and more)."""
 
     def __init__(self, base: onnx.ModelProto, preprocessing: Preprocessing):
         self.base = base
@@ -136,7 +138,8 @@ class _Derived:
         self.probes = probes_of(self.model)  # (compute layers read their weights)
         self.forward_model = add_outputs(self.weights.light(self.model), self.probes.tensors)
         self._instrumented: onnx.ModelProto | None = None
-        self.runners: dict[tuple, object] = {}
+        self.runners: dict[tuple, object] = {}  # forward runners, by role, threads, batch size
+        self.gradients: dict[tuple, tuple] = {}  # gradient runners, by the same and the objective
 
     @property
     def instrumented(self) -> onnx.ModelProto:
@@ -148,6 +151,25 @@ class _Derived:
 
 #: the live derivations, by (id of the deployed model, preprocessing)
 _DERIVED: "weakref.WeakValueDictionary[tuple, _Derived]" = weakref.WeakValueDictionary()
+
+
+#: the classifiers whose gradient graphs are their own (not the model's: see ``_grad_runner``)
+_OWN_GRADIENTS: "weakref.WeakSet[OnnxClassifier]" = weakref.WeakSet()
+
+
+def release_gradients() -> int:
+    """Drop the gradient runners of every classifier of this process (a session goes with the
+    last reference to it; the next gradient asked for builds its runner again); returns how many
+    were dropped.  The audit calls it where a stage ends (:func:`auditor.pipeline.units.run_unit`),
+    so that the gradient sessions of one stage do not live beside those of the next."""
+    n = 0
+    for d in list(_DERIVED.values()):
+        n += len(d.gradients)
+        d.gradients.clear()
+    for clf in list(_OWN_GRADIENTS):
+        n += len(clf._own_gradients)
+        clf._own_gradients.clear()
+    return n
 
 
 def _derived(base: onnx.ModelProto, preprocessing: Preprocessing) -> _Derived:
@@ -191,7 +213,7 @@ class OnnxClassifier(ModelClassifier):
         if self.num_classes is None:  # not declared: one forward pass says it
             self.num_classes = int(self._run(np.zeros((1,) + self.input_shape, np.float32),
                                              [self.logits_name])[self.logits_name].shape[-1])
-        self._grad_runners: dict[str, tuple[Runner, str, dict]] = {}
+        self._own_gradients: dict[str, tuple[Runner, str, dict]] = {}  # see _grad_runner
 
     @property
     def instrumented(self) -> onnx.ModelProto:
@@ -255,10 +277,33 @@ class OnnxClassifier(ModelClassifier):
         ImageNet models; tests/attacks/test_sponge_integration.py)."""
         return tuple(self.probes.layer_inputs) if self._gradient_base() is self.model else ()
 
+    def _shares_gradients(self) -> bool:
+        return type(self)._gradient_base is OnnxClassifier._gradient_base  # the graph depends on the model only
+
+    def _gradient_key(self, objective: str) -> tuple:
+        return (self.role, self.threads, self.batch_size, objective, self.sparsity_f)
+
+    @property
+    def _grad_runners(self) -> dict[str, tuple[Runner, str, dict]]:
+        """The gradient runners of this classifier alive now, by objective."""
+        if not self._shares_gradients():
+            return dict(self._own_gradients)
+        mine = self._gradient_key("")
+        return {k[3]: v for k, v in self._derived.gradients.items() if k[:3] + k[4:] == mine[:3] + mine[4:]}
+
     def _grad_runner(self, objective: str):
-        if objective not in self._grad_runners:
+        """(runner, objective output, knobs) of the gradient graph of ``objective``: shared by the
+        classifiers of the deployed model, role, threads and batch size when the graph depends on
+        the model only, else this classifier's own; built on first use and again after
+        :func:`release_gradients`."""
+        shared = self._shares_gradients()
+        store, key = ((self._derived.gradients, self._gradient_key(objective)) if shared
+                      else (self._own_gradients, objective))
+        got = store.get(key)
+        if got is None:
             def build():
                 with build_timer(self):
+                    # built without the shared weights' data (the session is given them): no copy of them
                     g, obj_name, knobs = gradient_model(self._gradient_base(), self._objective_spec(objective),
                                                         self.logits_name, wrt=self.input_name, weights=self.weights)
                     # the tensors a measurement may read from the same pass are outputs too (computed by
@@ -274,11 +319,10 @@ class OnnxClassifier(ModelClassifier):
                     return (Runner(g, self.threads, self.batch_size, factor=2.0, shared=self.weights, spin=False),
                             obj_name, knobs)
 
-            if type(self)._gradient_base is OnnxClassifier._gradient_base:  # the graph depends on the model only
-                self._grad_runners[objective] = self._shared_runner(("gradient", objective, self.sparsity_f), build)
-            else:
-                self._grad_runners[objective] = build()
-        return self._grad_runners[objective]
+            got = store[key] = build()
+            if not shared:
+                _OWN_GRADIENTS.add(self)
+        return got
 
     def _value_and_grad(self, x, objective, knobs):
         return self._value_grad_measure(x, objective, knobs, None)[:3]

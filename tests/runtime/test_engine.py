@@ -153,3 +153,75 @@ def test_a_gradient_graph_built_without_the_shared_weights_data_computes_the_sam
     assert len(given) == 1 and set(clf.weights.shared_in(given[0])) == {"w1", "wm"}
     assert all(t.data_location == onnx.TensorProto.EXTERNAL for t in given[0].graph.initializer if t.name in ("w1", "wm"))
     np.testing.assert_array_equal(grad, want[GRAD_INPUT])
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
+
+
+def _gemm_model(rows: int, cols: int):
+    """y = Relu(x @ W.T + b), W (rows, cols) random: a classifier head's weight."""
+    rng = np.random.default_rng(3)
+    inits = {"W": rng.standard_normal((rows, cols), dtype=np.float32), "b": rng.standard_normal(rows, dtype=np.float32)}
+    nodes = [helper.make_node("Gemm", ["x", "W", "b"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["y"])]
+    graph = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", cols])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", rows])],
+                              [onnx.numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m, inits
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="reads VmRSS from /proc")
+def test_a_huge_gemm_weight_is_read_in_place_by_every_session(monkeypatch):
+    import auditor.runtime.engine as engine
+
+    monkeypatch.setattr(engine, "PREPACK_MAX_BYTES", 16 << 20)  # so that a 32 MiB weight turns prepacking off
+    model, inits = _gemm_model(2048, 4096)  # W: 32 MiB
+    size = inits["W"].nbytes
+    x = np.random.default_rng(4).standard_normal((3, 4096), dtype=np.float32)
+    want = Runner(model).run(x, ["y"])["y"]  # a session of the serialized model
+    grown = {}
+    for mode, least in (("copied", 1 << 60), ("in place", SharedWeights.IN_PLACE_MIN_BYTES)):
+        monkeypatch.setattr(SharedWeights, "IN_PLACE_MIN_BYTES", least)
+        shared = SharedWeights(model)
+        assert shared.in_place(model) == (["W"] if mode == "in place" else [])  # a Gemm reads it; b is too small
+        gc.collect()
+        before = _rss_bytes()
+        runners = [Runner(shared.light(model) if i else model, shared=shared) for i in range(4)]
+        gc.collect()
+        grown[mode] = _rss_bytes() - before
+        for r in runners:  # what a session of the serialized model computes, to the bit
+            np.testing.assert_array_equal(r.run(x, ["y"])["y"], want)
+        assert bool(runners[0].session._auditor_in_place) == (mode == "in place")
+        del runners, shared
+    # copied: four sessions hold four copies; in place: the one copy they all read
+    assert grown["copied"] > 3.5 * size and grown["in place"] < 1.5 * size, grown
+
+
+def test_a_build_that_needs_a_weight_given_in_place_copies_them_all(monkeypatch):
+    import auditor.runtime.engine as engine
+
+    rng = np.random.default_rng(5)
+    inits = {"w": rng.standard_normal((8, 3, 3, 3), dtype=np.float32),
+             **{k: (rng.random(8) + 0.5).astype(np.float32) for k in ("s", "v")},
+             **{k: rng.standard_normal(8, dtype=np.float32) for k in ("b", "m")}}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"])]
+    graph = helper.make_graph(nodes, "convbn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 6, 6])],
+                              [onnx.numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    # as if Conv's weight could be read in place: onnxruntime fuses the BatchNormalization into it,
+    # which reads the weight, and finds none where its entry points
+    monkeypatch.setattr(engine, "PREPACK_MAX_BYTES", 256)
+    monkeypatch.setattr(engine, "_IN_PLACE_OPS", frozenset({"Conv"}))
+    monkeypatch.setattr(SharedWeights, "MIN_BYTES", 256)
+    monkeypatch.setattr(SharedWeights, "IN_PLACE_MIN_BYTES", 256)
+    shared = SharedWeights(model)
+    assert shared.in_place(model) == ["w"]
+    x = rng.standard_normal((2, 3, 6, 6), dtype=np.float32)
+    r = Runner(model, shared=shared)
+    assert r.session._auditor_in_place == {}  # built again with the weight copied
+    np.testing.assert_array_equal(r.run(x, ["y"])["y"], Runner(model).run(x, ["y"])["y"])

@@ -62,3 +62,28 @@ def test_classifiers_of_one_deployed_model_share_its_derivations_and_weights():
     np.testing.assert_array_equal(a.logits(x), b.logits(x))
     y = np.zeros(5, np.int64)
     np.testing.assert_array_equal(a.value_and_grad(x, "ce", target=y)[1], b.value_and_grad(x, "ce", target=y)[1])
+
+
+def test_gradient_sessions_live_until_released_and_are_built_again_the_same():
+    """release_gradients drops every gradient runner of the process (the audit does at the end of
+    each stage); the next gradient builds its runner again and computes the same."""
+    import weakref
+
+    from auditor.model.load import load_model
+    from auditor.runtime.session import release_gradients
+
+    proto = load_model(ROOT / "models" / "bn_resnet.onnx")
+    a, b = OnnxClassifier(proto, batch_size=8), OnnxClassifier(proto, batch_size=8)
+    verify = OnnxClassifier(proto, batch_size=8, role="verify")
+    x, y = digits(3), np.array([1, 2, 3])
+    first = a.value_and_grad(x, "ce", target=y)
+    assert b._grad_runner("ce") is a._grad_runner("ce")  # one gradient session per role, threads, batch
+    assert set(a._grad_runners) == {"ce"} and not verify._grad_runners
+    gone = weakref.ref(a._grad_runner("ce")[0])
+    release_gradients()
+    assert not a._grad_runners and not b._grad_runners and gone() is None  # its session went with it
+    again = b.value_and_grad(x, "ce", target=y)
+    assert set(a._grad_runners) == {"ce"}
+    for u, v in zip(first, again):
+        np.testing.assert_array_equal(u, v)
+    release_gradients()
