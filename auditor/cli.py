@@ -164,6 +164,9 @@ def inspect(model, fmt, input_size, layout):
     import json
 
     from .model.inspect import inspect_model, render_inspect
+    from .runtime.engine import return_freed_memory
+
+    return_freed_memory()
 
     info = inspect_model(model, input_size=list(input_size) if input_size else None, layout=layout)
     click.echo(json.dumps(info, indent=2) if fmt == "json" else render_inspect(info), nl=fmt == "json")
@@ -212,6 +215,9 @@ def audit(model, profiles, scenario, fmt, outputs, force, seed, threads, save_in
     _verbosity(quiet, verbose)
     plan = _plan_outputs(outputs, fmt, force)
     from .pipeline.run import run_audit
+    from .runtime.engine import return_freed_memory
+
+    return_freed_memory()  # a large model's tensors go back to the system between runs
 
     threads = min(threads, os.cpu_count() or 1)
     report = run_audit(model, list(profiles), scenario, seed=seed, threads=threads, save_dir=save_inputs, force=force,

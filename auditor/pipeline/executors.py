@@ -31,6 +31,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from ..errors import AuditorError
 from ..progress import Progress
+from ..runtime.engine import return_freed_memory
 from .units import AuditContext, Unit, run_unit
 
 #: Ray retries a task whose worker process died this many times
@@ -82,6 +83,7 @@ _WORKER_CTX: AuditContext | None = None
 def _pool_init(ctx: AuditContext) -> None:
     global _WORKER_CTX
     _WORKER_CTX = ctx
+    return_freed_memory()  # as the command line's own process does
 
 
 def _pool_run(unit: Unit, deadline):
@@ -279,6 +281,7 @@ def connect_ray(address: str | None, num_cpus: int | None = None):
 
 
 def _ray_task(ctx, unit, deadline):
+    return_freed_memory()
     return run_unit(ctx, unit, deadline)
 
 

@@ -85,6 +85,32 @@ def session_options(threads: int | None = 0, *, optimize: bool = True, spin: boo
     return so
 
 
+#: freed blocks of at least this many bytes go back to the system at once (see return_freed_memory)
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def return_freed_memory(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Make this process's allocator give blocks of at least ``threshold`` bytes back to the
+    system when they are freed (glibc's ``M_MMAP_THRESHOLD``; False, and nothing done, without
+    glibc).  glibc maps large blocks on their own and unmaps them when freed, but raises that
+    threshold to the largest block freed so far (up to 32 MiB): after the first onnxruntime runs,
+    the tensors of a large model's runs (no memory arena: :func:`session_options`) came from the
+    heap, which keeps freed memory.  A fixed threshold stops that: the clean audit of 32 inputs of
+    torchvision's vgg11_bn at 224 peaked at 1.63 GB instead of 1.91 GB (median resident size over
+    its clean stage 1.38 instead of 1.57 GB); forward and gradient run times within the noise
+    (2.02 vs 2.00 s per forward of 6 inputs, 1.59 vs 1.56 s per gradient of 2, medians of 5
+    interleaved, load 4).  Called once by each process of
+    the command line (auditor.cli, the pool and Ray workers); the library itself leaves the
+    allocator alone."""
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # no C library to ask, or not glibc's
+        return False
+    return bool(mallopt(-3, int(threshold)))  # M_MMAP_THRESHOLD
+
+
 def ort_message(e: Exception) -> str:
     """The informative part of an onnxruntime error (its node and status message), one line."""
     text = " ".join(str(e).split())
