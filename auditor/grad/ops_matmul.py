@@ -60,13 +60,18 @@ def _matmul(b: GraphBuilder, n: GradNode):
         b.shapes[name] = shp
     da = dc = None
     if n.need(0):  # dA = dY @ C^T, summed over broadcast batch dims
-        # C^T as a Transpose of C even when C is a weight: onnxruntime folds it when it builds the
-        # session (the same values as a transposed copy in the graph, which the graph would carry
-        # besides the shared weight: convnext_tiny at 224, 36 of them, 99 MiB, 0.6 s of its graph build)
-        g = b.op("MatMul", [dy2, _swap_last(b, c2, len(sc2))])
-        b.shapes[g] = tuple(sy2[:-1]) + (sa2[-1],)
-        g = b.reduce_to(g, g, a2)
-        da = b.reshape_like(g, a) if ra == 1 else g
+        if b.const_value(c) is not None and rc == 2 and ra >= 2 and isinstance(sc[1], int):
+            # a weight: Gemm(dY as rows, C, transB) reads C as it is, the same product as dY @ C^T
+            # (a transposed copy beside the weight, in the graph or folded by onnxruntime from a
+            # Transpose: convnext_tiny at 224 has 36 of them, 99 MiB, 0.6 s of its graph build)
+            rows = dy2 if len(sy2) == 2 else b.op("Reshape", [dy2, b.ints([-1, sc[1]])])
+            g = b.op("Gemm", [rows, c], transB=1)
+            da = g if len(sy2) == 2 else b.reshape_like(g, a)
+        else:
+            g = b.op("MatMul", [dy2, _swap_last(b, c2, len(sc2))])
+            b.shapes[g] = tuple(sy2[:-1]) + (sa2[-1],)
+            g = b.reduce_to(g, g, a2)
+            da = b.reshape_like(g, a) if ra == 1 else g
     if n.need(1):  # dC = A^T @ dY, summed over broadcast batch dims
         g = b.op("MatMul", [_swap_last(b, a2, len(sa2)), dy2])
         b.shapes[g] = tuple(sy2[:-2]) + (sc2[-2], sy2[-1])

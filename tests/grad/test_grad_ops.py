@@ -226,6 +226,21 @@ def test_matmul_broadcasting(sa, sb):
         gradcheck(nodes, feeds, wrt=wrt)
 
 
+@pytest.mark.parametrize("shape,dynamic", [((5, 4), False), ((2, 3, 4), False), ((2, 2, 3, 4), False),
+                                           ((2, 2, 3, 4), True)])
+def test_matmul_constant_weight_reads_the_weight_as_it_is(shape, dynamic):
+    """dA of A @ W for a 2-D weight W is one Gemm of dY's rows with W (transB), no transposed
+    copy of W in the graph nor a Transpose for onnxruntime to fold; static and symbolic batch."""
+    g = gradcheck([node("MatMul", ["x", "w"])], {"x": rnd(shape)}, {"w": rnd((4, 6), 1)}, dynamic=dynamic)
+    assert np.abs(g).max() > 0
+    m = add_input_gradient(build([node("MatMul", ["x", "w"])], {"x": rnd(shape)}, {"w": rnd((4, 6), 1)},
+                           dynamic=dynamic), "obj")
+    readers = [n for n in m.graph.node if "w" in n.input]
+    assert sorted(n.op_type for n in readers) == ["Gemm", "MatMul"]
+    assert not any(n.op_type == "Transpose" for n in m.graph.node)
+    assert all(t.name == "w" or t.dims[-2:] != [6, 4] for t in m.graph.initializer)
+
+
 def test_matmul_constant_weight_and_self_product():
     gradcheck([node("MatMul", ["x", "w"])], {"x": rnd((2, 3, 4))}, {"w": rnd((4, 6), 1)})
     # x used twice: the two contributions accumulate
