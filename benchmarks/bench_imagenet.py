@@ -29,18 +29,24 @@ the runs, so both sides see the same machine load):
   audit with the white-box sparsity attack on N inputs (--rss-attack-iter iterations), and with
   --rss-pgd M also PGD (Linf 8/255, --rss-attack-iter steps) on M of them, random labels.
 
+With ``--profile RUNS`` the benchmark prints instead, per model, where the time goes: per op type,
+the kernel time of the forward, cross-entropy and sparsity gradient sessions (onnxruntime's
+profiler; the sum over each type's nodes of every node's median over RUNS interleaved runs, which
+a loaded machine disturbs less than whole-run wall times) and the three ratios of the totals.
+
 At the end the rows are printed again as issue 12's Markdown table: fwd ms/input, cnvlutin sim /
 fwd, sparce sim / fwd, CE grad / fwd, sparsity grad / fwd, gradient build (graph + session) and
 peak RSS (of the audit, with --rss; "-" without).
 
     python benchmarks/bench_imagenet.py [--models resnet18 ...] [--batch 8] [--threads 2]
         [--seconds 4] [--rss] [--rss-count 256] [--rss-attack 4 [--rss-pgd 4]] [--no-light] [--sim-only]
-        [--torchvision [--exporter dynamo] [--opset 17]]
+        [--torchvision [--exporter dynamo] [--opset 17]] [--profile RUNS]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -70,13 +76,16 @@ def light_models() -> dict[str, Path]:
     return {n: d / f"light_{n}.onnx" for n in LIGHT if (d / f"light_{n}.onnx").exists()}
 
 
-def session(model: onnx.ModelProto | str, threads: int) -> ort.InferenceSession:
+def session(model: onnx.ModelProto | str, threads: int, profile_prefix: str | None = None) -> ort.InferenceSession:
     so = ort.SessionOptions()
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
+    if profile_prefix is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
     src = model if isinstance(model, str) else model.SerializeToString()
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
@@ -136,6 +145,65 @@ def table_row(name: str, path: Path, args) -> dict:
         row[obj] = t_g / t_f
         del s_g, g
     return row
+
+
+def kernel_times(sess: ort.InferenceSession) -> dict[str, tuple[str, float]]:
+    """Node name -> (op type, median kernel time in ms over the profiled runs but the first) of a
+    session created with profiling on; ends the profile and deletes its file."""
+    path = sess.end_profiling()
+    with open(path) as f:
+        events = json.load(f)
+    os.remove(path)
+    runs: dict[str, list] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            runs.setdefault(e["name"][:-len("_kernel_time")], [e["args"]["op_name"]]).append(e["dur"])
+    return {n: (v[0], float(np.median(v[2:] if len(v) > 2 else v[1:])) / 1e3) for n, v in runs.items()}
+
+
+def op_profile(name: str, path: Path, args) -> str:
+    """Where the time of the forward, cross-entropy and sparsity gradient sessions goes: onnxruntime's
+    profiler on ``--profile`` interleaved runs of the three; per op type, the sum over its nodes of
+    each node's median kernel time (ms per batch).  On a loaded machine the sums vary less than
+    whole-run wall times, which preemption inflates."""
+    clf = OnnxClassifier(str(path), threads=args.threads, batch_size=args.batch)
+    batch = clf.runner.fixed_batch or args.batch
+    x = np.random.default_rng(0).random((batch,) + clf.input_shape, dtype=np.float32)
+    prefix = os.path.join(tempfile.gettempdir(), f"bench_imagenet_{os.getpid()}")
+    s_fwd = session(str(path), args.threads, prefix)
+    runs = [("fwd", s_fwd, None, {s_fwd.get_inputs()[0].name: x})]
+    nw = len(clf.layer_tensors)
+    values = {"target": np.zeros(batch, np.int64), "weights": np.full(nw, 1.0 / nw, np.float32),
+              "beta": np.float32(15.0), "c": np.float32(1.0)}
+    for obj in ("ce", "sparsity"):
+        g, obj_name, _ = gradient_model(clf.model, clf._objective_spec(obj), clf.logits_name)
+        s_g = session(g, args.threads, prefix)
+        runs.append((obj, s_g, [obj_name, GRAD_INPUT], dict(knob_feeds(obj, values), **{s_g.get_inputs()[0].name: x})))
+        del g
+    load0 = os.getloadavg()[0]
+    for _ in range(args.profile + 1):  # the first run of each is not counted
+        for _, s, outs, feed in runs:
+            s.run(outs, feed)
+    load1 = os.getloadavg()[0]
+    per_op: dict[str, dict[str, list]] = {}
+    for col, s, _, _ in runs:
+        for op, ms in kernel_times(s).values():
+            cell = per_op.setdefault(op, {}).setdefault(col, [0.0, 0])
+            cell[0] += ms
+            cell[1] += 1
+    cols = [c for c, *_ in runs]
+    total = {c: sum(v.get(c, [0.0])[0] for v in per_op.values()) for c in cols}
+    lines = [f"{name}: kernel time per batch of {batch} (ms; nodes), sums of per-node medians over {args.profile} "
+             f"interleaved runs, load {load0:.1f} -> {load1:.1f}",
+             f"  {'op':24s}" + "".join(f"{c:>18s}" for c in cols)]
+    for op in sorted(per_op, key=lambda o: -max(v[0] for v in per_op[o].values())):
+        if max(v[0] for v in per_op[op].values()) >= 0.5:
+            lines.append(f"  {op:24s}" + "".join(f"{per_op[op][c][0]:11.1f} ({per_op[op][c][1]:4d})" if c in per_op[op]
+                                                 else f"{'-':>18s}" for c in cols))
+    lines.append(f"  {'total':24s}" + "".join(f"{total[c]:11.1f}       " for c in cols))
+    lines.append(f"  ce/fwd {total['ce'] / total['fwd']:.2f}  sp/fwd {total['sparsity'] / total['fwd']:.2f}  "
+                 f"sp/ce {total['sparsity'] / total['ce']:.2f}")
+    return "\n".join(lines)
 
 
 #: a small launcher process that starts the measured command and prints its peak RSS: on Linux a
@@ -211,6 +279,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-table", action="store_true", help="only the RSS columns")
     ap.add_argument("--no-light", action="store_true", help="skip the onnx package's light models")
     ap.add_argument("--sim-only", action="store_true", help="only the forward and cost-simulation columns")
+    ap.add_argument("--profile", type=int, default=0, metavar="RUNS",
+                    help="instead of the table: per op type, the kernel time of the forward, cross-entropy and "
+                         "sparsity gradient sessions (onnxruntime's profiler, RUNS interleaved runs)")
     ap.add_argument("--torchvision", action="store_true",
                     help="the torchvision architectures exported with torch (optional extra) instead")
     ap.add_argument("--exporter", default="dynamo", choices=torchvision_models.EXPORTERS, help="with --torchvision")
@@ -240,6 +311,11 @@ def main(argv=None) -> int:
     names = args.models or list(paths)
     print(f"{source}; onnxruntime {ort.__version__}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
           f"batch {args.batch}, {args.threads} threads", flush=True)
+    if args.profile:
+        for name in names:
+            if name in paths:
+                print(op_profile(name, paths[name], args), flush=True)
+        return 0
     cols = ("fwd_ms", "cnv", "sparce", "ce", "sparsity", "build_s", "session_s", "audit_gb", "audit_s",
             "attack_gb", "attack_s", "inspect_gb", "inspect_s")
     print(f"{'model':16s} " + " ".join(f"{c:>10s}" for c in cols), flush=True)
