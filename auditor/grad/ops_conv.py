@@ -12,6 +12,14 @@ from .window import Window, conv_any_pads, scatter_windows, window
 
 FLIPPED_CONV_CHANNELS = NCHWC_BLOCK
 
+#: an ungrouped stride-1 Conv whose gradient has at least this many channels takes the flipped
+#: adjoint even when dY has more (a VGG-style channel increase): at ImageNet scale (3x3, batch 8,
+#: ``benchmarks/bench_conv_adjoint.py``) it took 0.74-0.87x ConvTranspose's time with 2 threads
+#: (64->128 at 112x112: 171 vs 208 ms; 256->512 at 28x28: 105 vs 133 ms) and 0.55-0.88x with one.
+#: (Narrower layers measured faster flipped too, 16->32 and 32->64 at 56x56: 0.6x, but the bundled
+#: models' small layers keep their measured choice.)
+WIDE_FLIPPED_CHANNELS = 64
+
 
 def _flipped_weight(w: np.ndarray, group: int) -> np.ndarray:
     """Conv weight (M, C/g, *k) -> weight of the adjoint written as a Conv: (C, M/g, *k)."""
@@ -51,15 +59,17 @@ def _conv(b: GraphBuilder, n: GradNode):
             w = b.const(wv, hint="conv_grad_scaled_weight")
         depthwise = cin_per_group == 1 and group == cout > 1
         pointwise = all(k == 1 for k in kernel) and group == 1 and cin_per_group % FLIPPED_CONV_CHANNELS == 0
+        wide = group == 1 and cin_per_group % FLIPPED_CONV_CHANNELS == 0 and cin_per_group >= WIDE_FLIPPED_CHANNELS
         if (wv is not None and all(s == 1 for s in win.strides)
                 and (cin_per_group % FLIPPED_CONV_CHANNELS == 0 and cin_per_group * group >= cout
-                     or depthwise or pointwise)):
+                     or depthwise or pointwise or wide)):
             # The adjoint as a Conv with flipped, transposed weights: onnxruntime runs it on its
             # blocked (NCHWc) kernels, faster than ConvTranspose when the gradient has at least
             # as many channels as dY, in whole blocks; ConvTranspose wins otherwise (measured:
-            # e.g. 16->16 and 32->32 3x3: flipped 25% faster; 1 or 6 channels: 2-5x slower).
-            # Depthwise (its own depthwise kernel: 3x3 2x, 5x5 9x faster than a grouped
-            # ConvTranspose) and 1x1 layers (a plain GEMM either way; 1-3x faster) too.
+            # e.g. 16->16 and 32->32 3x3: flipped 25% faster; 1 or 6 channels: 2-5x slower),
+            # except for wide layers (WIDE_FLIPPED_CHANNELS).  Depthwise (its own depthwise
+            # kernel: 3x3 2x, 5x5 9x faster than a grouped ConvTranspose) and 1x1 layers (a
+            # plain GEMM either way; 1-3x faster) too.
             wf = b.const(_flipped_weight(wv, group), hint="conv_grad_weight")
             ext = win.extent
             dx = conv_any_pads(

@@ -1,4 +1,5 @@
-"""The flipped-weight Conv adjoint of depthwise (stride 1) and pointwise (1x1) convolutions:
+"""The flipped-weight Conv adjoint of depthwise (stride 1), pointwise (1x1) and wide (at least
+64 input channels) convolutions:
 checked by directional finite differences like every Conv case, and the backward graph really
 uses it (no ConvTranspose); strided depthwise and grouped (not depthwise) convolutions checked
 the same way, elementwise against float64 finite differences too."""
@@ -19,6 +20,8 @@ CASES = [
     (3, 3, 3, [3, 2], [1, 1], "SAME_UPPER"),
     (8, 16, 1, [1, 1], [1, 1], [0, 0, 0, 0]),
     (16, 8, 1, [1, 1], [1, 1], [1, 0, 0, 1]),
+    (64, 72, 1, [3, 3], [1, 1], [1, 1, 1, 1]),  # wide, more channels out than in (VGG-style)
+    (64, 128, 1, [3, 2], [2, 1], [2, 0, 1, 1]),
 ]
 
 
