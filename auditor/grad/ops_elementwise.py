@@ -66,6 +66,8 @@ def _clip(b: GraphBuilder, n: GradNode):
     # The mask lo < y < hi on the output y = clip(x) (for lo <= hi it is lo < x < hi; for
     # lo > hi, y = hi is constant and the mask is 0).  Reading y, not x, lets onnxruntime keep
     # Conv + Clip (ReLU6) fused.  At x == lo or x == hi the (sub)gradient is 0, as in PyTorch.
+    # Measured no faster for ReLU6 (8x144x56x56, 2 threads): y != 0 by a Cast to bool instead of
+    # Greater, Sign(y * (6 - y)) as the mask, Where(cond, dy, 0), |y - 3| < 3.
     n.only(0)
     x, y = n.x(0), n.y()
     lo = n.x(1) if len(n.node.input) > 1 and n.x(1) else None
