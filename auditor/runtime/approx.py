@@ -69,6 +69,8 @@ class ApproxClassifier(OnnxClassifier):
         self._bpda: tuple[onnx.ModelProto, dict[str, str]] | None = None
         super().__init__(model, preprocessing, threads=threads, batch_size=batch_size, sparsity_f=sparsity_f)
 
+    _model_with_weights = True  # the approximate execution reads them from the model
+
     def _load(self, model) -> onnx.ModelProto:
         """As the exact classifier loads it, every node named (the approximated layers are named)."""
         if isinstance(model, onnx.ModelProto):

@@ -67,13 +67,15 @@ def gradient_model(model: onnx.ModelProto, spec, logits: str, wrt: str | None = 
     """``model`` + objective ``spec`` + its input gradient (``auditor::grad_input``).  With
     ``weights`` (the shared weights its session is given) the result lacks their data
     (:meth:`SharedWeights.light`): the graph is built on a copy of ``model`` without them, the
-    rules reading the weights they fold from ``model`` (no copy of the weights is made: on vgg11_bn
-    at 224 that copy took 0.7 s of a 0.9 s graph build)."""
+    rules reading the weights they fold from the model they are given from (``weights.source``:
+    ``model`` itself, or the deployed model of a rewrite without their data; no copy of the
+    weights is made: on vgg11_bn at 224 that copy took 0.7 s of a 0.9 s graph build)."""
     check_free(graph_names(model), OBJECTIVE)
     light = weights.light(model) if weights is not None else model
     m, obj_name, knobs = append_objective(light, spec, logits=logits, output_name=OBJECTIVE)
+    # the weights' values from the model they are given from (``model`` may be a rewrite without them)
     g = add_input_gradient(m, obj_name, wrt=wrt, grad_name=GRAD_INPUT, in_place=True,  # m is ours
-                           values=model if light is not model else None)
+                           values=weights.source if light is not model else None)
     return g, obj_name, knobs
 
 
@@ -117,12 +119,15 @@ class _Derived:
     and the sessions themselves.  The profiles of an audit and their verifiers deploy the same
     model object: they share one of these instead of a copy of every weight each.
 
-    No copy of the weights is made for the sessions: the forward session is built from the
-    instrumented model without the weights' data (``forward_model``), the weights given from
-    ``model`` (:class:`~auditor.runtime.engine.SharedWeights`), and with an identity preprocessing
-    ``model`` is the deployed model itself (when the head needs no rewrite; a preprocessing or a
-    head rewrite makes it a copy).  ``instrumented`` with its weights is built on first use (the
-    approximate execution reads them).
+    No copy of the weights is made: with an identity preprocessing and a head that needs no
+    rewrite ``model`` is the deployed model itself; a preprocessing or a head rewrite is made on
+    the deployed model without its large weights' data (``SharedWeights.light``), which the
+    sessions are given from the deployed model (:class:`~auditor.runtime.engine.SharedWeights`
+    over ``base``), and the gradient rules read from it (torchvision's vgg11_bn with a mean/std
+    preprocessing: the copy held 0.5 GB).  ``with_weights`` (the approximate execution, which
+    reads the weights from ``model``): the rewrite is a copy with its weights, as before.  The
+    forward session is built from the instrumented model without the weights' data
+    (``forward_model``); ``instrumented`` with its weights is built on first use.
 
     Sessions: the forward runner and the gradient runner of each objective are built once per
     role, threads and batch size and serve every classifier of that role (the search classifiers
@@ -131,21 +136,37 @@ class _Derived:
     runners until :func:`release_gradients` (the audit releases them at the end of each stage:
     a gradient session of a large model holds as much as its forward session and more)."""
 
-    def __init__(self, base: onnx.ModelProto, preprocessing: Preprocessing):
-        self.base = base
-        self.model, self.head = logits_head(base if preprocessing.is_identity else prepend(base, preprocessing))
-        self.weights = SharedWeights(self.model)
+    def __init__(self, base: onnx.ModelProto, preprocessing: Preprocessing, with_weights: bool = False):
+        self.base, self.preprocessing = base, preprocessing
+        weights = SharedWeights(base)
+        light = weights.light(base)
+        model, self.head = logits_head(light if preprocessing.is_identity else prepend(light, preprocessing))
+        if model is light:  # no rewrite: the deployed model itself
+            model = base
+        elif light is base:  # no weight large enough to leave out: the rewrite holds them all
+            weights = None
+        elif with_weights:
+            model, weights = logits_head(base if preprocessing.is_identity else prepend(base, preprocessing))[0], None
+        self.model = model
+        self.weights = weights or SharedWeights(model)
         self.probes = probes_of(self.model)  # (compute layers read their weights)
         self.forward_model = add_outputs(self.weights.light(self.model), self.probes.tensors)
         self._instrumented: onnx.ModelProto | None = None
         self.runners: dict[tuple, object] = {}  # forward runners, by role, threads, batch size
         self.gradients: dict[tuple, tuple] = {}  # gradient runners, by the same and the objective
 
+    def _with_weights(self) -> onnx.ModelProto:
+        """``model`` with its weights' data (a copy when ``model`` is a rewrite without them)."""
+        if self.weights.source is self.model:
+            return self.model
+        pre = self.preprocessing
+        return logits_head(self.base if pre.is_identity else prepend(self.base, pre))[0]
+
     @property
     def instrumented(self) -> onnx.ModelProto:
         """The instrumented model with its weights (built on first use)."""
         if self._instrumented is None:
-            self._instrumented = add_outputs(self.model, self.probes.tensors)
+            self._instrumented = add_outputs(self._with_weights(), self.probes.tensors)
         return self._instrumented
 
 
@@ -172,11 +193,11 @@ def release_gradients() -> int:
     return n
 
 
-def _derived(base: onnx.ModelProto, preprocessing: Preprocessing) -> _Derived:
-    key = (id(base), repr(preprocessing))
+def _derived(base: onnx.ModelProto, preprocessing: Preprocessing, with_weights: bool = False) -> _Derived:
+    key = (id(base), repr(preprocessing), with_weights)
     d = _DERIVED.get(key)
     if d is None or d.base is not base:
-        d = _DERIVED[key] = _Derived(base, preprocessing)
+        d = _DERIVED[key] = _Derived(base, preprocessing, with_weights)
     return d
 
 
@@ -189,11 +210,14 @@ class OnnxClassifier(ModelClassifier):
     batch size (see ``_Derived``): ``role="verify"`` for the independent forward pass that checks
     what the searches (``"search"``) report, so that no check runs on a session a search used."""
 
+    #: whether ``model`` must hold its weights' data (see ``_Derived``: the approximate execution reads them)
+    _model_with_weights = False
+
     def __init__(self, model, preprocessing: Preprocessing | None = None, *, threads: int = 0,
                  batch_size: int = 64, sparsity_f: str = "tanh", role: str = "search"):
         super().__init__()
         self.preprocessing = preprocessing or Preprocessing()
-        d = _derived(self._load(model), self.preprocessing)
+        d = _derived(self._load(model), self.preprocessing, self._model_with_weights)
         self._derived = d  # shared with every classifier of the same deployed model and preprocessing
         self.base_model = d.base  # the model as deployed, before preprocessing is prepended
         self.model, self.head, self.probes, self.weights = d.model, d.head, d.probes, d.weights

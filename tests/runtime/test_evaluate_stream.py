@@ -87,3 +87,24 @@ def test_gradient_sessions_live_until_released_and_are_built_again_the_same():
     for u, v in zip(first, again):
         np.testing.assert_array_equal(u, v)
     release_gradients()
+
+
+def test_a_preprocessing_is_prepended_to_the_model_without_its_weights_data():
+    """The raw-domain model of a non-identity preprocessing is a rewrite of the deployed model
+    without its large weights' data: its sessions are given them from the deployed model, and it
+    computes what the deployed model computes on inputs normalised in numpy."""
+    import onnx
+
+    from auditor.model.load import load_model
+    from auditor.model.rewrite.preprocess import Preprocessing
+
+    proto = load_model(ROOT / "models" / "bn_resnet.onnx")
+    pre = Preprocessing(mean=[0.1], std=[0.25])
+    c, plain = OnnxClassifier(proto, pre, batch_size=8), OnnxClassifier(proto, batch_size=8)
+    left_out = {t.name for t in c.model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL}
+    assert left_out and left_out == set(c.weights.shared_in(c.model)) and c.weights.source is proto
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in c.instrumented.graph.initializer)
+    x, y = digits(4), np.array([1, 2, 3, 4])
+    np.testing.assert_array_equal(c.logits(x), plain.logits(pre.apply(x)))
+    g = c.value_and_grad(x, "ce", target=y)[1]
+    np.testing.assert_allclose(g, plain.value_and_grad(pre.apply(x), "ce", target=y)[1] / 0.25, rtol=1e-4, atol=1e-6)
