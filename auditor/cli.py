@@ -215,14 +215,11 @@ def audit(model, profiles, scenario, fmt, outputs, force, seed, threads, save_in
     _verbosity(quiet, verbose)
     plan = _plan_outputs(outputs, fmt, force)
     from .pipeline.run import run_audit
-    from .runtime.engine import return_freed_memory
-
-    return_freed_memory()  # a large model's tensors go back to the system between runs
 
     threads = min(threads, os.cpu_count() or 1)
     report = run_audit(model, list(profiles), scenario, seed=seed, threads=threads, save_dir=save_inputs, force=force,
                        baseline=baseline, max_seconds=max_seconds, jobs=jobs, ray=ray_address or None,
-                       started_at=_STARTED)
+                       started_at=_STARTED, return_memory=True)
     _publish(report, plan, force)
     if outputs and not quiet:
         for w in report.data.get("warnings") or []:

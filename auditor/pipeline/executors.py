@@ -83,7 +83,8 @@ _WORKER_CTX: AuditContext | None = None
 def _pool_init(ctx: AuditContext) -> None:
     global _WORKER_CTX
     _WORKER_CTX = ctx
-    return_freed_memory()  # as the command line's own process does
+    if ctx.return_memory:
+        return_freed_memory()  # as the driver process does
 
 
 def _pool_run(unit: Unit, deadline):
@@ -281,7 +282,8 @@ def connect_ray(address: str | None, num_cpus: int | None = None):
 
 
 def _ray_task(ctx, unit, deadline):
-    return_freed_memory()
+    if ctx.return_memory:
+        return_freed_memory()
     return run_unit(ctx, unit, deadline)
 
 

@@ -26,6 +26,7 @@ from ..model.interface import num_classes
 from ..model.load import default_opset, load_model, load_notes, model_hash, prepare
 from ..report.core import SCHEMA_VERSION, Report, verdict_of
 from ..report.evidence import attach_examples
+from ..runtime.engine import huge_model, return_freed_memory
 from ..runtime.evaluate import Evaluation
 from ..runtime.session import OnnxClassifier
 from ..scenario import Scenario, attack_entries, load_scenario
@@ -310,14 +311,17 @@ def _baseline_section(old: dict, baseline) -> dict:
 def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: int = 0,
               save_dir: str | Path | None = None, baseline: str | Path | dict | None = None,
               max_seconds: float | None = None, jobs: int = 1, ray: str | None = None,
-              force: bool = False, started_at: float | None = None) -> Report:
+              force: bool = False, started_at: float | None = None, return_memory: bool = False) -> Report:
     """Audit ``model`` (path or ModelProto) on ``profiles`` (paths or HardwareProfile) under
     ``scenario`` (path or Scenario).  ``save_dir``: where the worst inputs are written (.npy, .png);
     ``max_seconds``: budget of the whole audit; ``jobs``: units of work run on this many local
     processes; ``ray``: run them on a Ray cluster instead ("local" starts one on this machine, else
     its address; Ray is imported only then); ``force``: overwrite saved inputs that exist.  Same
     inputs and seed give the same report either way.  ``started_at``: the ``time.monotonic()`` the budget
-    counts from (the CLI: when the command started, so imports count); default now."""
+    counts from (the CLI: when the command started, so imports count); default now.
+    ``return_memory``: this process and its workers give freed tensors back to the system when the
+    model is huge (:func:`~auditor.runtime.engine.return_freed_memory`; the command line's choice,
+    as it changes the process's allocator)."""
     t0 = time.monotonic() if started_at is None else float(started_at)
     wall0 = time.time() - (time.monotonic() - t0)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -343,7 +347,10 @@ def run_audit(model, profiles, scenario, *, seed: int | None = None, threads: in
     }
     deadline = Deadline(max_seconds, wall0)
     jobs = max(1, int(jobs))
-    ctx = AuditContext(proto, profs, sc, data, seed, _threads(threads, jobs, ray))
+    ctx = AuditContext(proto, profs, sc, data, seed, _threads(threads, jobs, ray),
+                       return_memory=bool(return_memory) and huge_model(proto))
+    if ctx.return_memory:
+        return_freed_memory()
     with make_executor(ctx, jobs, ray) as ex:
         # 1. clean evaluation and cost simulation, chunk by chunk
         cu = clean_units(ctx)

@@ -66,6 +66,7 @@ class AuditContext:
     data: Any
     seed: int
     threads: int = 0
+    return_memory: bool = False  # its processes return freed tensors to the system (run_audit)
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 

@@ -55,6 +55,13 @@ def largest_weight_bytes(model: onnx.ModelProto) -> int:
     return max((self_bytes(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT), default=0)
 
 
+def huge_model(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` has a float weight of at least :data:`PREPACK_MAX_BYTES` (VGG-sized): its
+    sessions do not prepack, and the command line returns its freed tensors to the system
+    (:func:`return_freed_memory`)."""
+    return largest_weight_bytes(model) >= PREPACK_MAX_BYTES
+
+
 def session_options(threads: int | None = 0, *, optimize: bool = True, spin: bool = True,
                     log_severity: int = 3, prepack: bool = True) -> ort.SessionOptions:
     """The session options of every session of the tool.
@@ -97,11 +104,17 @@ def return_freed_memory(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
     the tensors of a large model's runs (no memory arena: :func:`session_options`) came from the
     heap, which keeps freed memory.  A fixed threshold stops that: the clean audit of 32 inputs of
     torchvision's vgg11_bn at 224 peaked at 1.63 GB instead of 1.91 GB (median resident size over
-    its clean stage 1.38 instead of 1.57 GB); forward and gradient run times within the noise
-    (2.02 vs 2.00 s per forward of 6 inputs, 1.59 vs 1.56 s per gradient of 2, medians of 5
-    interleaved, load 4).  Called once by each process of
-    the command line (auditor.cli, the pool and Ray workers); the library itself leaves the
-    allocator alone."""
+    its clean stage 1.38 instead of 1.57 GB); vgg11_bn's forward and gradient run times within the
+    noise (2.02 vs 2.00 s per forward of 6 inputs, 1.59 vs 1.56 s per gradient of 2, medians of 5
+    interleaved, load 4).  But every tensor of a MiB or more is then mapped and faulted in afresh
+    at each run: on models of a few MiB of activations per run that is a cost, not a saving
+    (resnet18 at 224, gradient of a batch of 2: cross-entropy 0.159-0.177 -> 0.192-0.205 s,
+    sparsity 0.186-0.219 -> 0.232-0.249 s, medians of 8 in fresh processes, load 0.8; the
+    white-box attack of benchmarks/bench_e2e.py took 231 / 220 s per profile with the threshold
+    fixed, 185 / 182 s without).  So it is done only for :func:`huge_model` models: by
+    the command line's audit once the model is loaded (``run_audit(return_memory=True)``) and
+    then in its pool and Ray workers, and by ``auditor inspect``, which runs no model; the
+    library itself leaves the allocator alone."""
     try:
         import ctypes
 
@@ -264,7 +277,7 @@ def make_session(model: onnx.ModelProto | str | bytes, threads: int | None = 0, 
     options (:func:`session_options`); ``shared``: the model's large weights given from their
     proto, copied or read in place (:class:`SharedWeights`; ``model`` may lack their data).  A
     model onnxruntime refuses is bad input: :class:`AuditorError` naming ``what``."""
-    prepack = not isinstance(model, onnx.ModelProto) or largest_weight_bytes(model) < PREPACK_MAX_BYTES
+    prepack = not isinstance(model, onnx.ModelProto) or not huge_model(model)
 
     def build(in_place: bool):
         so = session_options(threads, optimize=optimize, spin=spin, log_severity=log_severity, prepack=prepack)

@@ -64,3 +64,24 @@ def test_search_units_go_search_by_search_over_the_profiles(monkeypatch):
     clean = [types.SimpleNamespace(logits=None), None, types.SimpleNamespace(logits=None)]  # 1: cut short
     got = [u.uid for u in run_mod.search_units(ctx, clean)]
     assert got == ["0/e0/0", "0/e0/1", "2/e0/0", "2/e0/1", "0/e1/0", "0/e1/1", "2/e1/0", "2/e1/1", "0/v0/0", "2/v0/0"]
+
+
+def test_freed_memory_is_returned_only_for_a_huge_model_when_asked(monkeypatch):
+    """run_audit(return_memory=True) (the command line) fixes the allocator's threshold only for a
+    model with a VGG-sized weight: on smaller models it slows every run (each tensor mapped and
+    faulted in afresh) and saves nothing; without the flag (the library) it never does."""
+    from auditor.runtime import engine
+
+    root = Path(__file__).resolve().parents[2]
+    calls = []
+    monkeypatch.setattr(run_mod, "return_freed_memory", lambda: calls.append(1) or True)
+
+    def audit(return_memory):
+        calls.clear()
+        run_mod.run_audit(root / "models" / "plain_cnn.onnx", [root / "hwprofiles" / "dense.yaml"],
+                          root / "scenarios" / "default.yaml", return_memory=return_memory)
+        return len(calls)
+
+    assert audit(True) == 0 and audit(False) == 0  # plain_cnn: no weight of 64 MiB
+    monkeypatch.setattr(engine, "PREPACK_MAX_BYTES", 1)  # every float weight counts as huge
+    assert audit(True) == 1 and audit(False) == 0

@@ -270,3 +270,16 @@ def test_freed_blocks_go_back_to_the_system_once_asked():
     if got["fixed"] == "no-glibc":
         pytest.skip("not glibc")
     assert int(got["fixed"]) >= 120 and int(got["default"]) < 64, got  # of the 128 MiB freed
+
+
+def test_huge_model_is_one_with_a_weight_of_the_prepacking_limit():
+    from onnx import TensorProto, helper
+
+    from auditor.runtime.engine import PREPACK_MAX_BYTES, huge_model
+
+    def model(floats):
+        w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[floats])  # sized by its dims, no data
+        return helper.make_model(helper.make_graph([], "g", [], [], [w]))
+
+    assert huge_model(model(PREPACK_MAX_BYTES // 4))
+    assert not huge_model(model(PREPACK_MAX_BYTES // 4 - 1))
