@@ -50,16 +50,12 @@ _ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor
 PREPACK_MAX_BYTES = 64 * 2**20
 
 
-def largest_weight_bytes(model: onnx.ModelProto) -> int:
-    """Bytes of the largest float initializer of ``model`` (with or without its data)."""
-    return max((self_bytes(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT), default=0)
-
-
 def huge_model(model: onnx.ModelProto) -> bool:
-    """Whether ``model`` has a float weight of at least :data:`PREPACK_MAX_BYTES` (VGG-sized): its
-    sessions do not prepack, and the command line returns its freed tensors to the system
-    (:func:`return_freed_memory`)."""
-    return largest_weight_bytes(model) >= PREPACK_MAX_BYTES
+    """Whether ``model`` has a float weight (with or without its data) of at least
+    :data:`PREPACK_MAX_BYTES` (VGG-sized): its sessions do not prepack, and the command line
+    returns its freed tensors to the system (:func:`return_freed_memory`)."""
+    return any(t.data_type == onnx.TensorProto.FLOAT and self_bytes(t) >= PREPACK_MAX_BYTES
+               for t in model.graph.initializer)
 
 
 def session_options(threads: int | None = 0, *, optimize: bool = True, spin: bool = True,
@@ -168,15 +164,14 @@ class SharedWeights:
         self._tensors = {t.name: t for t in model.graph.initializer
                          if t.data_location != onnx.TensorProto.EXTERNAL and t.data_type == onnx.TensorProto.FLOAT
                          and self_bytes(t) >= self.MIN_BYTES}
-        self._fingerprint = {k: tuple(t.dims) for k, t in self._tensors.items()}
 
     def shared_in(self, model: onnx.ModelProto) -> list[str]:
         """The shared initializers ``model`` has, unchanged (same name, shape and type; with or
         without their data, as in :meth:`light`)."""
         out = []
         for t in model.graph.initializer:
-            fp = self._fingerprint.get(t.name)
-            if fp is not None and tuple(t.dims) == fp and t.data_type == onnx.TensorProto.FLOAT:
+            mine = self._tensors.get(t.name)
+            if mine is not None and list(t.dims) == list(mine.dims) and t.data_type == onnx.TensorProto.FLOAT:
                 out.append(t.name)
         return out
 
