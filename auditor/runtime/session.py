@@ -140,13 +140,13 @@ class _Derived:
         self.base, self.preprocessing = base, preprocessing
         weights = SharedWeights(base)
         light = weights.light(base)
-        model, self.head = logits_head(light if preprocessing.is_identity else prepend(light, preprocessing))
+        model, self.head = self._rewrite(light)
         if model is light:  # no rewrite: the deployed model itself
             model = base
         elif light is base:  # no weight large enough to leave out: the rewrite holds them all
             weights = None
         elif with_weights:
-            model, weights = logits_head(base if preprocessing.is_identity else prepend(base, preprocessing))[0], None
+            model, weights = self._rewrite(base)[0], None
         self.model = model
         self.weights = weights or SharedWeights(model)
         self.probes = probes_of(self.model)  # (compute layers read their weights)
@@ -155,12 +155,17 @@ class _Derived:
         self.runners: dict[tuple, object] = {}  # forward runners, by role, threads, batch size
         self.gradients: dict[tuple, tuple] = {}  # gradient runners, by the same and the objective
 
+    def _rewrite(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, Head]:
+        """``model`` in the raw pixel domain (the preprocessing prepended) and its logits head
+        (``model`` itself when neither needs a rewrite)."""
+        pre = self.preprocessing
+        return logits_head(model if pre.is_identity else prepend(model, pre))
+
     def _with_weights(self) -> onnx.ModelProto:
         """``model`` with its weights' data (a copy when ``model`` is a rewrite without them)."""
         if self.weights.source is self.model:
             return self.model
-        pre = self.preprocessing
-        return logits_head(self.base if pre.is_identity else prepend(self.base, pre))[0]
+        return self._rewrite(self.base)[0]
 
     @property
     def instrumented(self) -> onnx.ModelProto:
@@ -305,15 +310,15 @@ class OnnxClassifier(ModelClassifier):
         return type(self)._gradient_base is OnnxClassifier._gradient_base  # the graph depends on the model only
 
     def _gradient_key(self, objective: str) -> tuple:
-        return (self.role, self.threads, self.batch_size, objective, self.sparsity_f)
+        return (self.role, self.threads, self.batch_size, self.sparsity_f, objective)
 
     @property
     def _grad_runners(self) -> dict[str, tuple[Runner, str, dict]]:
         """The gradient runners of this classifier alive now, by objective."""
         if not self._shares_gradients():
             return dict(self._own_gradients)
-        mine = self._gradient_key("")
-        return {k[3]: v for k, v in self._derived.gradients.items() if k[:3] + k[4:] == mine[:3] + mine[4:]}
+        mine = self._gradient_key("")[:-1]
+        return {k[-1]: v for k, v in self._derived.gradients.items() if k[:-1] == mine}
 
     def _grad_runner(self, objective: str):
         """(runner, objective output, knobs) of the gradient graph of ``objective``: shared by the
