@@ -42,7 +42,7 @@ from .executors import make_executor
 from .masking import masking_unit, runs_masking
 from .evasion import evasion_unit, evasion_units, robustness_section, runs_evasion
 from .sanity import sanity_warnings
-from .units import AuditContext, Unit, merge
+from .units import AuditContext, Unit, merge, stage_of
 
 
 def _load(model, profiles, scenario):
@@ -192,11 +192,11 @@ def search_units(ctx: AuditContext, clean: list[Evaluation]) -> list[Unit]:
         if runs_masking(ctx.scenario, prof):
             units.append(Unit(f"{prof.name}/masking", masking_unit, p, timed=True))
         per_profile.append(units)
-    order = {}  # each kind of search in the order the first profile that runs it has it
+    order = {}  # each search (its stage) in the order the first profile that runs it has it
     for units in per_profile:
         for u in units:
-            order.setdefault((u.fn.__name__, u.index), len(order))
-    return sorted((u for units in per_profile for u in units), key=lambda u: order[(u.fn.__name__, u.index)])
+            order.setdefault(stage_of(ctx, u), len(order))
+    return sorted((u for units in per_profile for u in units), key=lambda u: order[stage_of(ctx, u)])
 
 
 def _by_unit(units: list[Unit], outcomes: list, kind) -> dict:
