@@ -310,6 +310,11 @@ class GraphBuilder:
             return None
         return self.consts.get(name)
 
+    def is_const(self, name: str) -> bool:
+        """Whether ``name`` is a constant (:meth:`const_value` would give its value), without
+        converting an initializer to an array."""
+        return bool(name) and name in self.consts
+
     # ------------------------------------------------------------------ common subgraphs
 
     def shape_of(self, name: str) -> str:

@@ -60,7 +60,7 @@ def _matmul(b: GraphBuilder, n: GradNode):
         b.shapes[name] = shp
     da = dc = None
     if n.need(0):  # dA = dY @ C^T, summed over broadcast batch dims
-        if b.const_value(c) is not None and rc == 2 and ra >= 2 and isinstance(sc[1], int):
+        if b.is_const(c) and rc == 2 and ra >= 2 and isinstance(sc[1], int):
             # a weight: Gemm(dY as rows, C, transB) reads C as it is, the same product as dY @ C^T
             # (a transposed copy beside the weight, in the graph or folded by onnxruntime from a
             # Transpose: convnext_tiny at 224 has 36 of them, 99 MiB, 0.6 s of its graph build)
