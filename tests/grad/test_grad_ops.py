@@ -491,6 +491,13 @@ def test_max_pool_first_maximum_on_ties(attrs):
     nodes = [node("MaxPool", ["x"], **attrs)]
     m = build(nodes, {"x": x})
     g = analytic(m, {"x": x})
+    expect = _first_maximum_gradient(m, x, attrs)
+    np.testing.assert_allclose(g.reshape(-1), expect, rtol=1e-6, atol=1e-6)
+
+
+def _first_maximum_gradient(m, x, attrs) -> np.ndarray:
+    """The flat input gradient of ``build``'s objective (weights R) through MaxPool(``attrs``) of
+    ``x``: each output's weight sent to the element onnxruntime's Indices output points to."""
     ref_model = helper.make_model(helper.make_graph(
         [node("MaxPool", ["x"], ["y", "i"], **attrs)], "mp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
@@ -501,7 +508,7 @@ def test_max_pool_first_maximum_on_ties(attrs):
     r = numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == "R"))
     expect = np.zeros(x.size, np.float64)
     np.add.at(expect, idx.reshape(-1), r.reshape(-1).astype(np.float64))
-    np.testing.assert_allclose(g.reshape(-1), expect, rtol=1e-6, atol=1e-6)
+    return expect
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -799,16 +806,7 @@ def test_relu_max_pool_mask_at_pooled_size(attrs):
     nodes = [node("Relu", ["x"], ["r"]), node("MaxPool", ["r"], **attrs)]
     m = build(nodes, {"x": z})
     g = analytic(m, {"x": z})
-    ref_model = helper.make_model(helper.make_graph(
-        [node("MaxPool", ["x"], ["y", "i"], **attrs)], "mp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(z.shape))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
-         helper.make_tensor_value_info("i", TensorProto.INT64, None)]),
-        opset_imports=[helper.make_opsetid("", OPSET)])
-    _, idx = _session(ref_model).run(None, {"x": np.maximum(z, 0)})
-    r = numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == "R"))
-    expect = np.zeros(z.size, np.float64)
-    np.add.at(expect, idx.reshape(-1), r.reshape(-1).astype(np.float64))
+    expect = _first_maximum_gradient(m, np.maximum(z, 0), attrs)
     np.testing.assert_allclose(g.reshape(-1), expect * (z.reshape(-1) > 0), rtol=1e-6, atol=1e-6)
     back = add_input_gradient(m, "obj").graph.node
     assert not any("pool_pad_bias" in i for n in back for i in n.input)
