@@ -474,25 +474,51 @@ def test_max_pool_random(seed):
     gradcheck(nodes, feeds)
 
 
-@pytest.mark.parametrize("attrs", [
-    dict(kernel_shape=[2, 2], strides=[2, 2]),  # tiled (the bundled models' case)
-    dict(kernel_shape=[2, 2], strides=[3, 3]),  # disjoint, not tiled
-    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),  # overlapping, padded
-    dict(kernel_shape=[2, 3], strides=[2, 2], ceil_mode=1),
-    dict(kernel_shape=[2, 2], strides=[2, 2], dilations=[2, 2]),  # interleaved windows
-    dict(kernel_shape=[2, 2], strides=[1, 1]),
+@pytest.mark.parametrize("attrs,overlapping", [
+    (dict(kernel_shape=[2, 2], strides=[2, 2]), False),  # tiled (the bundled models' case)
+    (dict(kernel_shape=[2, 2], strides=[3, 3]), False),  # disjoint, not tiled
+    (dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), True),  # padded (resnet)
+    (dict(kernel_shape=[2, 3], strides=[2, 2], ceil_mode=1), True),
+    (dict(kernel_shape=[2, 2], strides=[2, 2], dilations=[2, 2]), True),  # interleaved windows
+    (dict(kernel_shape=[2, 2], strides=[1, 1]), True),
 ])
-def test_max_pool_first_maximum_on_ties(attrs):
+@pytest.mark.parametrize("opset", [13, OPSET])
+def test_max_pool_first_maximum_on_ties(attrs, overlapping, opset):
     """With many exact ties (a post-ReLU image of few levels, and an all-constant plane), the
-    gradient must go where onnxruntime's Indices output points: the first maximum."""
+    gradient must go where onnxruntime's Indices output points: the first maximum.  Overlapping
+    windows take the Indices + ScatterElements rule from opset 16 and the one-hot patches +
+    ArgMax one below it: both are checked (and which one ran)."""
     rng = np.random.default_rng(0)
     x = np.maximum(np.round(rng.standard_normal((2, 3, 7, 8)) * 1.5) / 2, 0).astype(np.float32)
     x[1, 2] = 0.25
     nodes = [node("MaxPool", ["x"], **attrs)]
-    m = build(nodes, {"x": x})
+    m = build(nodes, {"x": x}, opset=opset)
     g = analytic(m, {"x": x})
     expect = _first_maximum_gradient(m, x, attrs)
     np.testing.assert_allclose(g.reshape(-1), expect, rtol=1e-6, atol=1e-6)
+    back = {n.op_type for n in add_input_gradient(m, "obj").graph.node}
+    assert ("ScatterElements" in back) == (overlapping and opset >= 16)
+    assert ("ArgMax" in back) == (overlapping and opset < 16)
+
+
+def test_max_pool_scatter_gradient_is_deterministic():
+    """The Indices + ScatterElements rule adds the gradients of the windows sharing an element in
+    one fixed order: with two threads, repeated runs give the same bits (and the same as one
+    thread's); the values are the first maxima's sums."""
+    attrs = dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    x = np.maximum(np.round(rnd((4, 16, 33, 30), 5) * 2) / 2, 0).astype(np.float32)
+    m = build([node("MaxPool", ["x"], **attrs)], {"x": x})
+    g = add_input_gradient(m, "obj")
+    assert "ScatterElements" in {n.op_type for n in g.graph.node}
+    runs = []
+    for threads in (1, 2, 2, 2):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        sess = ort.InferenceSession(g.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        runs.append(sess.run(["grad_input"], {"x": x})[0])
+    for r in runs[1:]:
+        assert np.array_equal(r, runs[0])
+    np.testing.assert_allclose(runs[0].reshape(-1), _first_maximum_gradient(m, x, attrs), rtol=1e-6, atol=1e-6)
 
 
 def _first_maximum_gradient(m, x, attrs) -> np.ndarray:
