@@ -32,7 +32,10 @@ the runs, so both sides see the same machine load):
 With ``--profile RUNS`` the benchmark prints instead, per model, where the time goes: per op type,
 the kernel time of the forward, cross-entropy and sparsity gradient sessions (onnxruntime's
 profiler; the sum over each type's nodes of every node's median over RUNS interleaved runs, which
-a loaded machine disturbs less than whole-run wall times) and the three ratios of the totals.
+a loaded machine disturbs less than whole-run wall times), the three ratios of the totals and the
+``ce floor``: the cross-entropy session's convolution and matrix-product kernels alone (forward and
+adjoint, blocked or not) / the forward's total: the ratio that would be left if every elementwise
+and layout op of the gradient cost nothing (with the adjoint convolutions the rules emit).
 
 At the end the rows are printed again as issue 12's Markdown table: fwd ms/input, cnvlutin sim /
 fwd, sparce sim / fwd, CE grad / fwd, sparsity grad / fwd, gradient build (graph + session) and
@@ -203,7 +206,15 @@ def op_profile(name: str, path: Path, args) -> str:
     lines.append(f"  {'total':24s}" + "".join(f"{total[c]:11.1f}       " for c in cols))
     lines.append(f"  ce/fwd {total['ce'] / total['fwd']:.2f}  sp/fwd {total['sparsity'] / total['fwd']:.2f}  "
                  f"sp/ce {total['sparsity'] / total['ce']:.2f}")
+    linear = sum(per_op.get(op, {}).get("ce", [0.0])[0] for op in LINEAR_OPS)
+    lines.append(f"  ce floor {linear / total['fwd']:.2f}: the CE session's {'/'.join(LINEAR_OPS)} kernels alone "
+                 f"(forward and adjoint convolutions and products) / fwd")
     return "\n".join(lines)
+
+
+#: the op types of the convolutions and matrix products (onnxruntime's names after its fusions):
+#: their kernel time in a gradient session is what the elementwise and layout work comes on top of
+LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "FusedConv", "FusedGemm", "FusedMatMul")
 
 
 #: a small launcher process that starts the measured command and prints its peak RSS: on Linux a
