@@ -433,7 +433,7 @@ class GraphBuilder:
         smallest subnormal), which spares the reorders of y, g and the result: cross-entropy
         gradient 0.94x on densenet121, 0.98-0.99x on resnet18 and vgg11_bn, but the sparsity
         objective's 1.04x on both (its g is in plain layout, so the mask is reordered instead); for
-        ReLU6 (two such Convs) mobilenet_v2's 0.98x and 1.10-1.12x."""
+        ReLU6 (two such Convs) mobilenet_v2's 0.98-1.02x and 1.10-1.12x."""
         return self.masked(g, self.op("Cast", [y], to=onnx.TensorProto.BOOL), y)
 
     def accumulate(self, terms: list[str]) -> str:

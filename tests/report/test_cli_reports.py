@@ -107,8 +107,11 @@ def test_internal_error_is_exit_3_and_one_line(reports):
 def test_ctrl_c_is_exit_130(tmp_path):
     sc = tmp_path / "long.yaml"
     sc.write_text("name: long\ndata: {count: 16}\nenergy_attacks:\n  - {search: whitebox, count: 16, params: {iterations: 5000}}\n")
+    # the child starts with SIGINT's default action even when this test runs in a background job
+    # (which a shell starts with SIGINT ignored, a disposition Python then keeps)
     p = subprocess.Popen(CLI + ["audit", "models/plain_cnn.onnx", "--hw", "hwprofiles/cnvlutin.yaml", "--scenario", str(sc),
-                                "-v"], cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                "-v"], cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in p.stderr:  # -v: the clean evaluation is done, the long search is running
             if "cnvlutin/clean/0:" in line:
