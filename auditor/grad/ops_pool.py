@@ -115,14 +115,14 @@ def _max_pool(b: GraphBuilder, n: GradNode):
     return [_max_pool_overlapping(b, n, x, win_ext)]
 
 
-def _relu_folded(b: GraphBuilder, n: GradNode, x: str, g: str) -> tuple[str, bool]:
-    """When ``x`` = Relu(.), the gradient ``g`` at pooled size times the Relu's mask there (at a
-    window's chosen element x == y, so the mask is y > 0): ``(masked g, True)``; else ``(g, False)``.
-    A window whose maximum is 0 then sends nothing, padded taps included."""
+def _relu_folded(b: GraphBuilder, n: GradNode, x: str) -> tuple[str, bool]:
+    """When ``x`` = Relu(.), the MaxPool's output gradient times the Relu's mask at pooled size
+    (at a window's chosen element x == y, so the mask is y > 0): ``(masked dY, True)``; else
+    ``(dY, False)``.  A window whose maximum is 0 then sends nothing, padded taps included."""
     relu = b.producer(x)
     if relu is None or relu.op_type != "Relu" or relu.domain not in ("", "ai.onnx"):
-        return g, False
-    return b.relu_mask(g, n.y()), True
+        return n.dy, False
+    return b.relu_mask(n.dy, n.y()), True
 
 
 def _max_pool_scatter(b: GraphBuilder, n: GradNode, x: str) -> str:
@@ -133,13 +133,16 @@ def _max_pool_scatter(b: GraphBuilder, n: GradNode, x: str) -> str:
     the resnet18 / densenet121 stem; profiler kernel sums): 51 ms (MaxPool with Indices 32.6,
     ScatterElements 18.4) against 77 for :func:`_max_pool_overlapping` (ConvTranspose 29.4,
     ArgMax 14.4, patches Conv 11.2, Cast, Mul, Equal 21.6).  Indices puts onnxruntime on a
-    plain-layout kernel, so the forward MaxPool stays apart, on its blocked one.  Not for disjoint windows: on vgg11_bn's
-    tiled 2x2/2 pools it took twice :func:`_max_pool_disjoint`'s time."""
+    plain-layout kernel, so the forward MaxPool stays apart, on its blocked one.  Not for
+    disjoint windows: on vgg11_bn's tiled 2x2/2 pools it took twice :func:`_max_pool_disjoint`'s
+    time."""
     attrs = {a.name: helper.get_attribute_value(a) for a in n.node.attribute
              if a.name in ("auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "strides")}
     _, first = b.op("MaxPool", [x], n_out=2, **attrs)
-    g, fold = _relu_folded(b, n, x, n.dy)
+    g, fold = _relu_folded(b, n, x)
     flat = b.ints([-1])
+    # zeros of x's size made at run time (zeros_like makes a constant of a static shape: 26 MB
+    # in the graph for resnet18's stem at batch 8)
     zeros = b.op("ConstantOfShape", [b.op("Reshape", [b.op("Size", [x]), flat])],
                  value=helper.make_tensor("zero", b.dtypes[x], [1], [0]))
     dx = b.op("ScatterElements", [zeros, b.op("Reshape", [first, flat]), b.op("Reshape", [g, flat])],
@@ -181,7 +184,7 @@ def _max_pool_disjoint(b: GraphBuilder, n: GradNode, x: str, win: Window,
                 dilations=win.dilations if any(d != 1 for d in win.dilations) else None,
                 pads=win.pad_begin + win.pad_end)
     first = b.op("Equal", [z, up(best)])
-    g, fold = _relu_folded(b, n, x, n.dy)
+    g, fold = _relu_folded(b, n, x)
     dx = b.reshape_like(b.masked(up(g), first, x), x)
     if fold:
         b.relu_masked[dx] = x
@@ -199,7 +202,7 @@ def _max_pool_overlapping(b: GraphBuilder, n: GradNode, x: str, win: Window) -> 
                    dilations=win.dilations, pads=win.pad_begin + win.pad_end)
     # With a folded Relu mask the padded taps (zeros in the patches, -inf for MaxPool) need no
     # -inf bias: they can only tie with a maximum of 0, whose window sends nothing.
-    g, fold = _relu_folded(b, n, x, n.dy)
+    g, fold = _relu_folded(b, n, x)
     if not fold:
         valid = _tap_validity(win)
         if not valid.all():  # padded taps hold zeros; MaxPool pads with -inf
